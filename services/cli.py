@@ -1,0 +1,78 @@
+"""The ``regionguard`` command: one entry point, one subcommand per job.
+
+Each subcommand lives in its own module, which provides
+``add_arguments(parser)`` and ``main(args) -> int``; they are imported only
+when chosen, so ``regionguard write`` doesn't pay for faust. Expected
+problems (bad config, bad arguments, unreachable broker) print one line to
+stderr and exit 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .core.config import ConfigError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "health": ("regionguard.health.service", "probe regions, run breakers, publish region state"),
+    "router": ("regionguard.router.service", "apply writes to healthy regions, hold the rest"),
+    "replayer": ("regionguard.replayer.service", "replay held writes into recovered regions"),
+    "features": ("regionguard.features.service", "publish feature flags from region states"),
+    "status": ("regionguard.status", "live view of regions, backlogs and events"),
+    "write": ("regionguard.producer", "publish one write event"),
+    "breaker": ("regionguard.health.admin", "force-open, disable or release a region's breaker"),
+    "schemas": ("regionguard.schemas", "write JSON Schemas of the events to schemas/"),
+    "demo": ("regionguard.demo", "run the embedded failover drill (no config needed)"),
+    "drill": ("regionguard.drill", "inject a fault into a running local setup"),
+}
+
+
+class UsageError(Exception):
+    """A one-line problem with the command line or environment (exit 2)."""
+
+
+def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
+    """All subcommands; only ``chosen`` gets its module imported for its options."""
+    parser = argparse.ArgumentParser(prog="regionguard", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--config", metavar="FILE", help="YAML config (default: $REGIONGUARD_CONFIG)")
+        p.set_defaults(_module=module)
+        if name != chosen:
+            continue
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if not (exc.name or "").startswith("regionguard"):
+                raise
+            p.set_defaults(_missing=True)
+            continue
+        add = getattr(mod, "add_arguments", None)
+        if add:
+            add(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(chosen).parse_args(argv)
+    if getattr(args, "_missing", False):
+        print(f"regionguard: {args.command} is not available in this build", file=sys.stderr)
+        return 2
+    mod = importlib.import_module(args._module)
+    try:
+        return int(mod.main(args) or 0)
+    except (ConfigError, UsageError) as exc:
+        print(f"regionguard {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""The YAML configuration, loaded into frozen, validated pydantic models.
+
+Every key but ``regions`` and ``tables`` has a default, chosen so that the
+targets in DESIGN.md (detection time, throughput) hold without tuning.
+Bad config never produces a traceback: :func:`load_config` raises
+:class:`ConfigError` whose message is one line naming the field, and the CLI
+turns that into exit code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .dsn import redact_dsn
+
+IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+REGION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+class ConfigError(Exception):
+    """A configuration problem, with a one-line message naming the field."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaConfig(_Frozen):
+    bootstrap: str = "127.0.0.1:9092"
+    topic_prefix: str = "rg."
+    partitions: int = Field(12, ge=1, le=10_000)
+    replication_factor: int = Field(1, ge=1, le=16)
+    client: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="Passed to librdkafka as is (security.protocol, sasl.*, ssl.*).",
+    )
+
+
+class RegionConfig(_Frozen):
+    dsn: str = Field(description="asyncpg DSN of the region's primary; sslmode=... allowed.")
+    fallbacks: tuple[str, ...] = ()
+    read_replicas: tuple[str, ...] = Field((), description="Extra read-only DSNs for read routing.")
+
+    def __repr_args__(self):  # keep passwords out of reprs and logs
+        for k, v in super().__repr_args__():
+            yield k, (redact_dsn(v) if k == "dsn" else v)
+
+
+class TableConfig(_Frozen):
+    key: tuple[str, ...] = Field(min_length=1, description="Key columns, all required in every write.")
+    version: str | None = Field(None, description="Version column: last-writer-wins when set.")
+    columns: tuple[str, ...] | None = Field(
+        None, description="Optional column allow-list; defaults to the table's columns in the database."
+    )
+
+    @field_validator("key", "columns")
+    @classmethod
+    def _idents(cls, v):
+        for name in v or ():
+            if not IDENT_RE.match(name):
+                raise ValueError(f"{name!r} is not a plain SQL identifier")
+        return v
+
+    @field_validator("version")
+    @classmethod
+    def _ident(cls, v):
+        if v is not None and not IDENT_RE.match(v):
+            raise ValueError(f"{v!r} is not a plain SQL identifier")
+        return v
+
+
+class HealthConfig(_Frozen):
+    interval_s: float = Field(0.2, gt=0)
+    timeout_s: float = Field(0.4, gt=0)
+    fresh_connection_every: int = Field(8, ge=1)
+    heartbeat_s: float = Field(1.0, gt=0)
+    stale_after_s: float = Field(5.0, gt=0, description="Views older than this count as stale.")
+    quorum: int = Field(1, ge=1, description="Observers that must see a failure before a region opens.")
+    observation_ttl_s: float = Field(3.0, gt=0)
+
+
+class BreakerConfig(_Frozen):
+    consecutive_failures: int = Field(3, ge=1)
+    window: int = Field(20, ge=1)
+    min_calls: int = Field(10, ge=1)
+    failure_rate: float = Field(0.5, gt=0, le=1)
+    slow_call_s: float = Field(0.3, gt=0)
+    slow_call_rate: float = Field(0.8, gt=0, le=1)
+    open_wait_s: float = Field(5.0, gt=0)
+    open_wait_max_s: float = Field(60.0, gt=0, description="Cap of the backoff after repeated openings.")
+    open_wait_multiplier: float = Field(1.0, ge=1.0)
+    half_open_calls: int = Field(3, ge=1)
+
+
+class RouterConfig(_Frozen):
+    batch_max: int = Field(1000, ge=1, le=100_000)
+    batch_wait_ms: int = Field(5, ge=0)
+    pool_size: int = Field(4, ge=1)
+    retry_initial_s: float = Field(0.05, gt=0)
+    retry_max_s: float = Field(2.0, gt=0)
+    group_id: str = "router"
+
+
+class FeatureConfig(_Frozen):
+    off_when: tuple[Literal["open", "half_open", "closed", "stale"], ...] = ()
+    critical: bool = False
+
+
+class ReplayConfig(_Frozen):
+    max_rate: float = Field(20_000, ge=0, description="Writes/s per region; 0 means unlimited.")
+    batch_max: int = Field(1000, ge=1)
+    group_id: str = "replayer"
+
+
+class MetricsConfig(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(9400, ge=0, le=65535, description="0 picks a free port; each service adds its offset.")
+    enabled: bool = True
+
+
+class RedisConfig(_Frozen):
+    url: str | None = Field(None, description="When set, the router writes applied rows through to Redis.")
+    ttl_s: int = Field(3600, ge=1)
+
+
+class Config(_Frozen):
+    kafka: KafkaConfig = KafkaConfig()
+    regions: dict[str, RegionConfig] = Field(min_length=1)
+    tables: dict[str, TableConfig] = Field(min_length=1)
+    health: HealthConfig = HealthConfig()
+    breaker: BreakerConfig = BreakerConfig()
+    router: RouterConfig = RouterConfig()
+    features: dict[str, FeatureConfig] = Field(default_factory=dict)
+    replay: ReplayConfig = ReplayConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    redis: RedisConfig = RedisConfig()
+
+    @field_validator("regions")
+    @classmethod
+    def _region_names(cls, v):
+        for name in v:
+            if not REGION_RE.match(name):
+                raise ValueError(f"region name {name!r} must be letters, digits, '.', '_' or '-'")
+        return v
+
+    @field_validator("tables")
+    @classmethod
+    def _table_names(cls, v):
+        for name in v:
+            if not IDENT_RE.match(name):
+                raise ValueError(f"table name {name!r} is not a plain SQL identifier")
+        return v
+
+    @model_validator(mode="after")
+    def _fallbacks_exist(self):
+        for name, region in self.regions.items():
+            for fb in region.fallbacks:
+                if fb not in self.regions:
+                    raise ValueError(f"regions.{name}.fallbacks names unknown region {fb!r}")
+                if fb == name:
+                    raise ValueError(f"regions.{name}.fallbacks names the region itself")
+        for name, table in self.tables.items():
+            if table.columns is not None:
+                missing = [c for c in (*table.key, *([table.version] if table.version else [])) if c not in table.columns]
+                if missing:
+                    raise ValueError(f"tables.{name}.columns lacks key/version column {missing[0]!r}")
+        return self
+
+    def topic(self, kind: str, region: str | None = None) -> str:
+        """Topic name, e.g. ``topic("writes", "eu")`` -> ``rg.writes.eu``."""
+        base = f"{self.kafka.topic_prefix}{kind}"
+        return f"{base}.{region}" if region else base
+
+    def kafka_client_conf(self, **extra: Any) -> dict[str, Any]:
+        conf: dict[str, Any] = {"bootstrap.servers": self.kafka.bootstrap}
+        conf.update(self.kafka.client)
+        conf.update(extra)
+        return conf
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "config"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif err["type"] == "missing":
+        msg = "required field is missing"
+    msg = msg.removeprefix("Value error, ")
+    return f"{loc}: {msg}"
+
+
+def parse_config(data: Any, *, source: str = "config") -> Config:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_first_error(exc)}") from None
+
+
+def load_config(path: str | os.PathLike | None = None) -> Config:
+    """Load the YAML file named by ``path`` or ``$REGIONGUARD_CONFIG``.
+
+    ``$KAFKA_BOOTSTRAP`` overrides ``kafka.bootstrap`` so tests and operators
+    can point any config at another broker.
+    """
+    path = path or os.environ.get("REGIONGUARD_CONFIG")
+    if not path:
+        raise ConfigError("no config: pass --config FILE or set REGIONGUARD_CONFIG")
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{p}: invalid YAML{where}") from None
+    cfg = parse_config(data, source=str(p))
+    return with_env_overrides(cfg)
+
+
+def with_env_overrides(cfg: Config) -> Config:
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
+    if bootstrap:
+        cfg = cfg.model_copy(update={"kafka": cfg.kafka.model_copy(update={"bootstrap": bootstrap})})
+    return cfg

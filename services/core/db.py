@@ -1,0 +1,258 @@
+"""One region's database: pool, readiness, and the batched exactly-once apply.
+
+The router (direct mode) and the replayer (held backlog) share
+:func:`apply_writes`, so both follow the same inbox-dedup and version rules.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from .config import Config
+from .dsn import dsn_host
+from .errors import BadWrite, RegionGuardError, RegionNotReady, RegionUnavailable, classify_db_error
+from .models import Op, WriteEvent
+from .sql import COLUMNS_QUERY, INBOX_CLAIM, INBOX_DDL, INBOX_RELEASE, INBOX_TABLE, TableSchema, build_statement
+from .writes import check_columns
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ApplyResult:
+    applied: int = 0
+    duplicates: int = 0
+    stale: int = 0
+    failed: list[tuple[int, BadWrite]] = field(default_factory=list)
+
+    def add(self, other: "ApplyResult", offset: int = 0) -> None:
+        self.applied += other.applied
+        self.duplicates += other.duplicates
+        self.stale += other.stale
+        self.failed.extend((i + offset, e) for i, e in other.failed)
+
+
+def _rounds(items: list[tuple[int, WriteEvent]]) -> list[list[tuple[int, WriteEvent]]]:
+    """Split writes so that each round holds at most one write per row.
+
+    Round k holds every row's k-th write; running rounds in sequence keeps
+    per-key order while each round can be one statement per (table, op, columns).
+    """
+    seen: dict[tuple, int] = defaultdict(int)
+    rounds: list[list[tuple[int, WriteEvent]]] = []
+    for i, w in items:
+        k = (w.table, tuple(sorted(w.key.items(), key=lambda kv: kv[0])))
+        n = seen[k]
+        seen[k] = n + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append((i, w))
+    return rounds
+
+
+async def apply_writes(
+    conn: asyncpg.Connection,
+    schemas: dict[str, TableSchema],
+    writes: list[WriteEvent],
+    *,
+    source: str,
+    region: str,
+) -> ApplyResult:
+    """Apply ``writes`` in one transaction, at most once each, in order per row.
+
+    Raises a retriable :class:`RegionGuardError` when the transaction could not
+    commit; then nothing of the batch is applied. Bad rows do not fail the
+    batch: they are isolated with savepoints and returned in ``failed``.
+    """
+    res = ApplyResult()
+    if not writes:
+        return res
+    try:
+        async with conn.transaction():
+            first: dict = {}
+            for i, w in enumerate(writes):
+                first.setdefault(w.id, i)
+            ids = list(first)
+            claimed = {
+                r[0]
+                for r in await conn.fetch(
+                    INBOX_CLAIM, ids, [writes[first[i]].table for i in ids], [source] * len(ids)
+                )
+            }
+            todo: list[tuple[int, WriteEvent]] = []
+            for i, w in enumerate(writes):
+                if w.id in claimed and first[w.id] == i:
+                    bad = _precheck(w, schemas)
+                    if bad is not None:
+                        res.failed.append((i, bad))
+                    else:
+                        todo.append((i, w))
+                else:
+                    res.duplicates += 1
+            for rnd in _rounds(todo):
+                groups: dict[tuple, list[tuple[int, WriteEvent]]] = defaultdict(list)
+                for i, w in rnd:
+                    groups[(w.table, w.op, _columns(w, schemas))].append((i, w))
+                for (table, op, cols), rows in groups.items():
+                    await _apply_group(conn, schemas[table], op, cols, rows, res)
+            if res.failed:
+                await conn.execute(INBOX_RELEASE, [writes[i].id for i, _ in res.failed])
+    except RegionGuardError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - classified by type below
+        err = classify_db_error(region, exc)
+        if isinstance(err, BadWrite):
+            # a data error outside any savepoint: should not happen, never drop the batch for it
+            raise RegionNotReady(f"region {region}: unexpected {err}") from exc
+        raise err from exc
+    return res
+
+
+def _columns(w: WriteEvent, schemas: dict[str, TableSchema]) -> tuple[str, ...]:
+    if w.op is not Op.delete:
+        return tuple(sorted(w.row()))
+    cols = set(w.key)
+    ver = schemas[w.table].version
+    if ver and w.data and w.data.get(ver) is not None:
+        cols.add(ver)  # a versioned delete only removes rows no newer than itself
+    return tuple(sorted(cols))
+
+
+def _precheck(w: WriteEvent, schemas: dict[str, TableSchema]) -> BadWrite | None:
+    schema = schemas.get(w.table)
+    if schema is None:
+        # allow-listed but absent in this database: the operator must create it; hold, don't drop
+        raise RegionNotReady(f"allow-listed table {w.table!r} does not exist in region {w.region}")
+    return check_columns(w, schema)
+
+
+def _payload(op: Op, cols: tuple[str, ...], rows: list[tuple[int, WriteEvent]]) -> str:
+    out = []
+    for _, w in rows:
+        r = w.row()
+        out.append({c: r.get(c) for c in cols})
+    return json.dumps(out, separators=(",", ":"), default=str)
+
+
+async def _apply_group(conn, schema: TableSchema, op: Op, cols, rows, res: ApplyResult) -> None:
+    stmt = f"WITH _rg AS ({build_statement(schema, op, cols)}) SELECT count(*) FROM _rg"
+    try:
+        async with conn.transaction():  # savepoint: a bad row must not fail the batch
+            changed = await conn.fetchval(stmt, _payload(op, cols, rows))
+    except Exception as exc:  # noqa: BLE001
+        err = classify_db_error(schema.name, exc)
+        if not isinstance(err, BadWrite):
+            raise
+        if len(rows) == 1:
+            res.failed.append((rows[0][0], err))
+            return
+        # isolate the failing rows one by one
+        for row in rows:
+            await _apply_group(conn, schema, op, cols, [row], res)
+        return
+    res.applied += changed
+    res.stale += len(rows) - changed
+
+
+class RegionDB:
+    """A region's pool plus what we learned about its schema."""
+
+    def __init__(self, cfg: Config, region: str, *, dsn: str | None = None, pool_size: int | None = None):
+        self.cfg, self.region = cfg, region
+        self.dsn = dsn or cfg.regions[region].dsn
+        self.pool_size = pool_size or cfg.router.pool_size
+        self.pool: asyncpg.Pool | None = None
+        self.schemas: dict[str, TableSchema] = {}
+        self.ready = False
+
+    def __repr__(self) -> str:
+        return f"RegionDB({self.region}@{dsn_host(self.dsn)})"
+
+    async def _pool(self) -> asyncpg.Pool:
+        if self.pool is None:
+            self.pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=0,
+                max_size=self.pool_size,
+                timeout=self.cfg.health.timeout_s * 5,
+                command_timeout=10,
+                max_inactive_connection_lifetime=60,
+            )
+        return self.pool
+
+    async def prepare(self) -> None:
+        """Create the inbox if missing and learn the allow-listed tables' columns."""
+        pool = await self._pool()
+        try:
+            async with pool.acquire() as conn:
+                await conn.execute(INBOX_DDL)
+                self.schemas = await load_schemas(conn, self.cfg)
+        except RegionGuardError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise classify_db_error(self.region, exc) from exc
+        self.ready = True
+
+    async def apply(self, writes: list[WriteEvent], *, source: str) -> ApplyResult:
+        if not self.ready:
+            await self.prepare()
+        pool = await self._pool()
+        try:
+            conn = await pool.acquire()
+        except Exception as exc:  # noqa: BLE001
+            raise classify_db_error(self.region, exc) from exc
+        try:
+            return await apply_writes(conn, self.schemas, writes, source=source, region=self.region)
+        except RegionUnavailable:
+            conn.terminate()  # a half-dead socket must not go back to the pool
+            raise
+        finally:
+            await pool.release(conn)
+
+    async def check_ready(self) -> None:
+        """Replay readiness: reachable, a writable primary, inbox and tables present."""
+        pool = await self._pool()
+        try:
+            async with pool.acquire() as conn:
+                if await conn.fetchval("SELECT pg_is_in_recovery()"):
+                    raise RegionNotReady(f"region {self.region} is in recovery (a standby)")
+                if await conn.fetchval("SHOW transaction_read_only") == "on":
+                    raise RegionNotReady(f"region {self.region} is read-only")
+                await conn.execute(INBOX_DDL)
+                self.schemas = await load_schemas(conn, self.cfg)
+                missing = [t for t in self.cfg.tables if t not in self.schemas]
+                if missing:
+                    raise RegionNotReady(f"region {self.region} lacks allow-listed table {missing[0]!r}")
+        except RegionGuardError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise classify_db_error(self.region, exc) from exc
+        self.ready = True
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            pool, self.pool = self.pool, None
+            try:
+                pool.terminate()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+async def load_schemas(conn: asyncpg.Connection, cfg: Config) -> dict[str, TableSchema]:
+    out: dict[str, TableSchema] = {}
+    for name, t in cfg.tables.items():
+        rows = await conn.fetch(COLUMNS_QUERY, name)
+        if not rows:
+            continue
+        types = {r["column_name"]: r["data_type"] for r in rows}
+        allowed = set(types) if t.columns is None else set(t.columns) & set(types)
+        out[name] = TableSchema(name=name, key=t.key, version=t.version, columns=frozenset(allowed), types=types)
+    return out
+
+
+__all__ = ["ApplyResult", "RegionDB", "apply_writes", "load_schemas", "INBOX_TABLE"]

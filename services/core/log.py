@@ -1,0 +1,35 @@
+"""Logging set-up shared by every service: one line per record, secrets scrubbed."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from .dsn import redact_dsn
+
+
+class RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        clean = redact_dsn(msg)
+        if record.exc_info and record.exc_info[1] is not None:
+            # a traceback could quote a DSN; fold it to one redacted line
+            clean = f"{clean}: {redact_dsn(repr(record.exc_info[1]))}"
+            record.exc_info = None
+            record.exc_text = None
+        record.msg, record.args = clean, ()
+        return True
+
+
+def setup_logging(service: str, level: str | None = None) -> logging.Logger:
+    level = level or os.environ.get("REGIONGUARD_LOG_LEVEL", "INFO")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("aiokafka", "faust", "mode", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    return logging.getLogger(f"regionguard.{service}")

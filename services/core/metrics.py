@@ -1,0 +1,68 @@
+"""Prometheus metrics shared by every service (prometheus-client).
+
+All metric objects live here so dashboards, alert rules and the test that
+checks them against a live scrape have one place to look.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from .config import Config
+
+log = logging.getLogger(__name__)
+
+# service -> offset from metrics.port, so one host can run them all
+SERVICE_PORT_OFFSET = {"health": 0, "router": 1, "replayer": 2, "features": 3, "demo": 4}
+
+STATE_VALUE = {"closed": 0, "half_open": 1, "open": 2}
+
+# health
+REGION_STATE = Gauge("regionguard_region_state", "Breaker state per region: 0 closed, 1 half_open, 2 open", ["region"])
+REGION_STATE_SEQ = Gauge("regionguard_region_state_seq", "Latest published state seq per region", ["region"])
+TRANSITIONS = Counter("regionguard_breaker_transitions_total", "Breaker transitions", ["region", "from_state", "to_state"])
+PROBE_LATENCY = Histogram(
+    "regionguard_probe_latency_seconds", "Probe latency", ["region"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+PROBE_FAILURES = Counter("regionguard_probe_failures_total", "Failed probes by kind", ["region", "kind"])
+HEARTBEAT_AGE = Gauge("regionguard_health_heartbeat_age_seconds", "Seconds since the last health heartbeat seen", [])
+HEALTH_LEADER = Gauge("regionguard_health_leader", "1 when this health instance is the deciding leader", [])
+
+# router
+APPLIED = Counter("regionguard_writes_applied_total", "Writes applied (rows changed)", ["region", "service"])
+DUPLICATES = Counter("regionguard_writes_duplicate_total", "Writes skipped by the inbox (already applied)", ["region", "service"])
+STALE = Counter("regionguard_writes_stale_total", "Writes skipped by version (last-writer-wins) or no row", ["region", "service"])
+HELD = Counter("regionguard_writes_held_total", "Writes diverted to the held topic", ["region", "reason"])
+FAILOVER_APPLIED = Counter("regionguard_writes_failover_applied_total", "Failover-policy writes applied in a fallback region", ["region", "applied_in"])
+DEAD_LETTERS = Counter("regionguard_dead_letters_total", "Records sent to the dead-letter topic", ["region", "reason"])
+APPLY_ERRORS = Counter("regionguard_apply_errors_total", "Retriable apply failures by type", ["region", "kind"])
+BATCH_SECONDS = Histogram(
+    "regionguard_apply_batch_seconds", "Time to apply one batch", ["region", "service"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+HELD_PARTITIONS = Gauge("regionguard_held_partitions", "Partitions of a region currently in held mode", ["region"])
+CONSUMER_LAG = Gauge("regionguard_consumer_lag", "Records behind the end of the topic", ["region", "service"])
+
+# replayer
+HELD_BACKLOG = Gauge("regionguard_held_backlog", "Held writes not yet replayed", ["region"])
+REPLAYED = Counter("regionguard_writes_replayed_total", "Held writes processed by the replayer", ["region", "outcome"])
+REPLAY_ACTIVE = Gauge("regionguard_replay_active", "1 while a region's held backlog is being drained", ["region"])
+REPLAY_LAST_PROGRESS = Gauge("regionguard_replay_last_progress_timestamp", "Unix time of the last replay progress", ["region"])
+
+# features
+FEATURE_DISABLED = Gauge("regionguard_feature_disabled", "1 when a feature is disabled in a region", ["region", "feature"])
+
+
+def start_metrics(cfg: Config, service: str, port: int | None = None) -> int | None:
+    """Serve /metrics for ``service``; bound to ``metrics.host`` (localhost by default)."""
+    if not cfg.metrics.enabled:
+        return None
+    if port is None:
+        port = cfg.metrics.port + SERVICE_PORT_OFFSET.get(service, 5) if cfg.metrics.port else 0
+    server, _thread = start_http_server(port, addr=cfg.metrics.host)
+    bound = server.server_address[1]
+    log.info("metrics on http://%s:%d/metrics", cfg.metrics.host, bound)
+    return bound

@@ -1,0 +1,95 @@
+"""Decoding and checking incoming write events (pure, no I/O).
+
+A record either becomes a :class:`WriteEvent` or a :class:`BadWrite` with a
+dead-letter reason. Nothing here raises for bad input.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from .config import Config
+from .errors import BadWrite
+from .models import DeadReason, Op, WriteEvent
+from .sql import TableSchema
+
+
+@dataclass(slots=True)
+class Record:
+    """A Kafka record as the services see it, detached from the client library."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] | None = None
+
+    def header(self, name: str) -> bytes | None:
+        for k, v in self.headers or ():
+            if k == name:
+                return v
+        return None
+
+
+def _schema_detail(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "event"
+    return f"{loc}: {err['msg']}"
+
+
+def decode_write(raw: bytes | None, *, region: str, cfg: Config) -> WriteEvent | BadWrite:
+    """Parse and check one record value against the contract and allow-list."""
+    if raw is None:
+        return BadWrite(DeadReason.invalid_json, "empty record value")
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return BadWrite(DeadReason.invalid_json, f"not JSON: {str(exc)[:120]}")
+    if not isinstance(doc, dict):
+        return BadWrite(DeadReason.schema, "event must be a JSON object")
+    try:
+        w = WriteEvent.model_validate(doc)
+    except ValidationError as exc:
+        return BadWrite(DeadReason.schema, _schema_detail(exc))
+    if w.region != region:
+        return BadWrite(DeadReason.schema, f"region {w.region!r} does not match topic region {region!r}")
+    table = cfg.tables.get(w.table)
+    if table is None:
+        return BadWrite(DeadReason.unknown_table, f"table {w.table!r} is not in the allow-list")
+    missing = [k for k in table.key if k not in w.key]
+    if missing:
+        return BadWrite(DeadReason.schema, f"key column {missing[0]!r} missing")
+    extra = [k for k in w.key if k not in table.key]
+    if extra:
+        return BadWrite(DeadReason.unknown_column, f"{extra[0]!r} is not a key column of {w.table!r}")
+    for fb in w.fallback_regions:
+        if fb not in cfg.regions:
+            return BadWrite(DeadReason.schema, f"fallback region {fb!r} is not configured")
+    if table.columns is not None:
+        bad = _first_unknown(w, frozenset(table.columns))
+        if bad:
+            return BadWrite(DeadReason.unknown_column, f"column {bad!r} is not allowed for {w.table!r}")
+    if table.version and w.op in (Op.insert, Op.upsert, Op.update) and (w.data or {}).get(table.version) is None:
+        return BadWrite(DeadReason.schema, f"versioned table {w.table!r} needs data.{table.version}")
+    return w
+
+
+def _first_unknown(w: WriteEvent, allowed: frozenset[str]) -> str | None:
+    for c in w.data or ():
+        if c not in allowed:
+            return c
+    return None
+
+
+def check_columns(w: WriteEvent, schema: TableSchema) -> BadWrite | None:
+    """Second check, against the columns the region's database really has."""
+    bad = _first_unknown(w, schema.columns)
+    if bad:
+        return BadWrite(DeadReason.unknown_column, f"column {bad!r} is not allowed for {w.table!r}")
+    if w.op is Op.update and not [c for c in (w.data or {}) if c not in schema.key]:
+        return BadWrite(DeadReason.schema, "update needs at least one non-key column")
+    return None
