@@ -1,0 +1,46 @@
+"""regionguard for applications: live region states and feature flags, degrading reads, ASGI middleware.
+
+::
+
+    from regionguard.client import RegionStates, FeatureFlags, RegionalReader, RegionGuardMiddleware
+
+``FeatureFlags`` here is the live view (:class:`~regionguard.client.views.FeatureFlagsView`);
+the record model of the same name is :class:`regionguard.core.models.FeatureFlags`.
+"""
+
+from __future__ import annotations
+
+from .follower import CompactedFollower, StaleViewError
+from .views import FeatureFlagsView, FeatureStatus, RegionStates
+from .reader import BadRead, BoundReader, BulkheadFull, ReadResult, ReadUnavailable, RegionalReader, TierAttempt
+
+FeatureFlags = FeatureFlagsView
+
+
+def __getattr__(name: str):
+    # the middleware imports nothing heavy, but keep it lazy like the CLI modules
+    if name in ("RegionGuardMiddleware", "requires_feature", "RegionContext"):
+        from . import middleware
+
+        return getattr(middleware, name)
+    raise AttributeError(name)
+
+
+__all__ = [
+    "RegionStates",
+    "FeatureFlags",
+    "FeatureFlagsView",
+    "FeatureStatus",
+    "StaleViewError",
+    "CompactedFollower",
+    "RegionalReader",
+    "BoundReader",
+    "ReadResult",
+    "TierAttempt",
+    "ReadUnavailable",
+    "BadRead",
+    "BulkheadFull",
+    "RegionGuardMiddleware",
+    "requires_feature",
+    "RegionContext",
+]

@@ -37,6 +37,7 @@ __all__ = [
     "disabled_features",
     "feature_enabled",
     "is_stale",
+    "next_seq",
     "reason_for",
 ]
 
@@ -109,6 +110,17 @@ def reason_for(region: str, state: RegionState | None, stale: bool, disabled: It
     return "; ".join(parts)
 
 
+def next_seq(previous: int | None, now: datetime) -> int:
+    """The next ``seq``: the publish time in milliseconds, and always above ``previous``.
+
+    Time-based so that it keeps increasing across a restart of the manager even
+    when the topic lost its history (a broker without its data): clients never
+    ignore a restarted manager's records as "older".
+    """
+    ms = int(now.timestamp() * 1000)
+    return ms if previous is None else max(previous + 1, ms)
+
+
 @dataclass(frozen=True)
 class Change:
     """A region's disabled set changed; ``flags`` is the record to publish."""
@@ -146,7 +158,7 @@ class FlagBook:
         old_set = frozenset(old.disabled) if old is not None else None
         if old_set == disabled:
             return None
-        seq = (old.seq + 1) if old is not None else 1
+        seq = next_seq(old.seq if old is not None else None, now)
         flags = FeatureFlags(
             region=region, disabled=sorted(disabled), seq=seq, since=now, reason=reason, at=now
         )

@@ -14,10 +14,12 @@ from regionguard.features.rules import (
     disabled_features,
     feature_enabled,
     is_stale,
+    next_seq,
     reason_for,
 )
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+MS0 = int(T0.timestamp() * 1000)
 
 FEATURES = {
     "recommendations": FeatureConfig(off_when=("open", "half_open")),
@@ -97,24 +99,25 @@ def test_reason_mentions_state_staleness_and_features():
 def test_flagbook_publishes_only_changes_with_increasing_seq():
     book = FlagBook(FEATURES)
     c1 = book.propose("eu", conditions("closed", False), "ok", T0)
-    assert c1 is not None and c1.flags.seq == 1 and c1.flags.disabled == []
+    assert c1 is not None and c1.flags.seq == MS0 and c1.flags.disabled == []
     book.commit(c1)
     assert book.propose("eu", conditions("closed", False), "ok", T0) is None
 
     c2 = book.propose("eu", conditions("open", False), "down", T0 + timedelta(seconds=1))
-    assert c2.flags.seq == 2
+    assert c2.flags.seq == MS0 + 1000
     assert c2.flags.disabled == ["recommendations", "search"]
     assert c2.turned_off == ("recommendations", "search") and c2.turned_on == ()
     assert c2.flags.since == T0 + timedelta(seconds=1)
     book.commit(c2)
 
-    c3 = book.propose("eu", conditions("half_open", False), "probing", T0 + timedelta(seconds=2))
-    assert c3.flags.seq == 3 and c3.turned_on == ("search",) and c3.turned_off == ()
+    # the clock went back (another host): seq still increases
+    c3 = book.propose("eu", conditions("half_open", False), "probing", T0 - timedelta(seconds=2))
+    assert c3.flags.seq == MS0 + 1001 and c3.turned_on == ("search",) and c3.turned_off == ()
     assert c3.conditions == ("half_open",)
     book.commit(c3)
 
     hb = book.heartbeat("eu", T0 + timedelta(seconds=3))
-    assert hb.heartbeat and hb.seq == 3 and hb.since == c3.flags.since
+    assert hb.heartbeat and hb.seq == MS0 + 1001 and hb.since == c3.flags.since
     assert book.heartbeat("us", T0) is None
 
 
@@ -128,8 +131,15 @@ def test_uncommitted_change_is_proposed_again():
 
 def test_restore_continues_seq_and_skips_unchanged_set():
     book = FlagBook(FEATURES)
-    book.restore(FeatureFlags(region="eu", disabled=["recommendations", "search"], seq=41, since=T0, heartbeat=True))
+    big = MS0 + 10**6  # restored seq ahead of our clock
+    book.restore(FeatureFlags(region="eu", disabled=["recommendations", "search"], seq=big, since=T0, heartbeat=True))
     book.restore(FeatureFlags(region="eu", disabled=[], seq=7, since=T0))  # older record ignored
     assert book.propose("eu", {"open"}, "down", T0) is None
     c = book.propose("eu", {"closed"}, "up", T0)
-    assert c.flags.seq == 42 and c.turned_on == ("recommendations", "search")
+    assert c.flags.seq == big + 1 and c.turned_on == ("recommendations", "search")
+
+
+def test_next_seq_is_time_based_and_monotonic():
+    assert next_seq(None, T0) == MS0
+    assert next_seq(5, T0) == MS0
+    assert next_seq(MS0 + 5, T0) == MS0 + 6
