@@ -37,10 +37,14 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from pydantic import BaseModel, ValidationError
 
 from ..core.config import Config
-from ..core.stateview import rdkafka_log  # librdkafka's lines, rate-limited
 from ..features.rules import is_stale
 
 log = logging.getLogger(__name__)
+
+try:  # librdkafka's lines, rate-limited, shared with the region-state view
+    from ..core.stateview import rdkafka_log
+except ImportError:  # pragma: no cover - older core
+    rdkafka_log = logging.getLogger("regionguard.rdkafka")
 
 M = TypeVar("M", bound=BaseModel)
 ChangeCallback = Callable[[M | None, M], None]

@@ -18,8 +18,8 @@ from datetime import datetime, timezone
 
 from ..core.config import Config
 from ..core.kafka import Confirmer, make_producer
+from .follower import rdkafka_log
 from ..core.models import RegionState, State
-from ..core.stateview import rdkafka_log
 
 __all__ = ["StatePublisher"]
 

@@ -12,11 +12,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import asyncpg
+import orjson
 
 from .config import Config
 from .dsn import dsn_host
-from .errors import BadWrite, RegionGuardError, RegionNotReady, RegionUnavailable, classify_db_error
-from .models import Op, WriteEvent
+from .errors import BadWrite, PoisonWrite, RegionGuardError, RegionNotReady, RegionUnavailable, classify_db_error
+from .models import DeadReason, Op, WriteEvent
 from .sql import COLUMNS_QUERY, INBOX_CLAIM, INBOX_DDL, INBOX_RELEASE, INBOX_TABLE, TableSchema, build_statement
 from .writes import check_columns
 
@@ -37,22 +38,33 @@ class ApplyResult:
         self.failed.extend((i + offset, e) for i, e in other.failed)
 
 
+def _row_id(w: WriteEvent) -> tuple:
+    k = w.key
+    return (w.table, *k.values()) if len(k) == 1 else (w.table, *sorted(k.items()))
+
+
 def _rounds(items: list[tuple[int, WriteEvent]]) -> list[list[tuple[int, WriteEvent]]]:
     """Split writes so that each round holds at most one write per row.
 
     Round k holds every row's k-th write; running rounds in sequence keeps
     per-key order while each round can be one statement per (table, op, columns).
     """
+    ids = [_row_id(w) for _, w in items]
+    if len(set(ids)) == len(ids):
+        return [items] if items else []  # the common case: every row once
     seen: dict[tuple, int] = defaultdict(int)
     rounds: list[list[tuple[int, WriteEvent]]] = []
-    for i, w in items:
-        k = (w.table, tuple(sorted(w.key.items(), key=lambda kv: kv[0])))
+    for item, k in zip(items, ids):
         n = seen[k]
         seen[k] = n + 1
         if n == len(rounds):
             rounds.append([])
-        rounds[n].append((i, w))
+        rounds[n].append(item)
     return rounds
+
+
+class _Isolate(Exception):
+    """A row failed in the fast path: redo the batch with a savepoint per statement."""
 
 
 async def apply_writes(
@@ -68,59 +80,88 @@ async def apply_writes(
     Raises a retriable :class:`RegionGuardError` when the transaction could not
     commit; then nothing of the batch is applied. Bad rows do not fail the
     batch: they are isolated with savepoints and returned in ``failed``.
+
+    The fast path runs without savepoints (two round trips fewer per batch);
+    only when a row fails is the batch redone with savepoints, row by row
+    where needed.
     """
-    res = ApplyResult()
     if not writes:
-        return res
+        return ApplyResult()
     try:
-        async with conn.transaction():
-            first: dict = {}
-            for i, w in enumerate(writes):
-                first.setdefault(w.id, i)
-            ids = list(first)
-            claimed = {
-                r[0]
-                for r in await conn.fetch(
-                    INBOX_CLAIM, ids, [writes[first[i]].table for i in ids], [source] * len(ids)
-                )
-            }
-            todo: list[tuple[int, WriteEvent]] = []
-            for i, w in enumerate(writes):
-                if w.id in claimed and first[w.id] == i:
-                    bad = _precheck(w, schemas)
-                    if bad is not None:
-                        res.failed.append((i, bad))
-                    else:
-                        todo.append((i, w))
-                else:
-                    res.duplicates += 1
-            for rnd in _rounds(todo):
-                groups: dict[tuple, list[tuple[int, WriteEvent]]] = defaultdict(list)
-                for i, w in rnd:
-                    groups[(w.table, w.op, _columns(w, schemas))].append((i, w))
-                for (table, op, cols), rows in groups.items():
-                    await _apply_group(conn, schemas[table], op, cols, rows, res)
-            if res.failed:
-                await conn.execute(INBOX_RELEASE, [writes[i].id for i, _ in res.failed])
+        try:
+            return await _apply(conn, schemas, writes, source=source, careful=False)
+        except _Isolate:
+            return await _apply(conn, schemas, writes, source=source, careful=True)
     except RegionGuardError:
         raise
     except Exception as exc:  # noqa: BLE001 - classified by type below
         err = classify_db_error(region, exc)
-        if isinstance(err, BadWrite):
-            # a data error outside any savepoint: should not happen, never drop the batch for it
+        if isinstance(err, (BadWrite, PoisonWrite)):
+            # a data error outside any statement we isolate: never drop the batch for it
             raise RegionNotReady(f"region {region}: unexpected {err}") from exc
         raise err from exc
+
+
+async def _apply(conn, schemas, writes: list[WriteEvent], *, source: str, careful: bool) -> ApplyResult:
+    res = ApplyResult()
+    async with conn.transaction():
+        first: dict = {}
+        for i, w in enumerate(writes):
+            first.setdefault(w.id, i)
+        ids = list(first)
+        claimed = {
+            r[0] for r in await conn.fetch(INBOX_CLAIM, ids, [writes[first[i]].table for i in ids], [source] * len(ids))
+        }
+        todo: list[tuple[int, WriteEvent]] = []
+        for i, w in enumerate(writes):
+            if w.id in claimed and first[w.id] == i:
+                bad = _precheck(w, schemas)
+                if bad is not None:
+                    res.failed.append((i, bad))
+                else:
+                    todo.append((i, w))
+            else:
+                res.duplicates += 1
+        for rnd in _rounds(todo):
+            groups: dict[tuple, list[tuple[int, WriteEvent]]] = defaultdict(list)
+            for i, w in rnd:
+                groups[_shape(w, schemas)].append((i, w))
+            for (table, op, key_cols, data_cols), rows in groups.items():
+                cols = tuple(sorted({*key_cols, *data_cols}))
+                if careful:
+                    await _apply_group(conn, schemas[table], op, cols, rows, res)
+                    continue
+                try:
+                    changed = await _run(conn, _statement(schemas[table], op, cols), _payload(cols, rows))
+                except Exception as exc:  # noqa: BLE001
+                    if isinstance(classify_db_error("", exc), (BadWrite, PoisonWrite)):
+                        raise _Isolate() from exc
+                    raise
+                res.applied += changed
+                res.stale += len(rows) - changed
+        if res.failed:
+            await conn.execute(INBOX_RELEASE, [writes[i].id for i, _ in res.failed])
     return res
 
 
-def _columns(w: WriteEvent, schemas: dict[str, TableSchema]) -> tuple[str, ...]:
+def _statement(schema: TableSchema, op: Op, cols) -> str:
+    return build_statement(schema, op, cols)
+
+
+async def _run(conn: asyncpg.Connection, stmt: str, payload: str) -> int:
+    """Execute; the command status (``INSERT 0 n``, ``UPDATE n``, ``DELETE n``) counts changed rows."""
+    status = await conn.execute(stmt, payload)
+    return int(status.rsplit(" ", 1)[-1])
+
+
+def _shape(w: WriteEvent, schemas: dict[str, TableSchema]) -> tuple:
+    """Writes of one shape (table, op, column names) share one statement."""
     if w.op is not Op.delete:
-        return tuple(sorted(w.row()))
-    cols = set(w.key)
+        return (w.table, w.op, tuple(w.key), tuple(w.data))
     ver = schemas[w.table].version
     if ver and w.data and w.data.get(ver) is not None:
-        cols.add(ver)  # a versioned delete only removes rows no newer than itself
-    return tuple(sorted(cols))
+        return (w.table, w.op, tuple(w.key), (ver,))  # a versioned delete only removes rows no newer than itself
+    return (w.table, w.op, tuple(w.key), ())
 
 
 def _precheck(w: WriteEvent, schemas: dict[str, TableSchema]) -> BadWrite | None:
@@ -131,24 +172,26 @@ def _precheck(w: WriteEvent, schemas: dict[str, TableSchema]) -> BadWrite | None
     return check_columns(w, schema)
 
 
-def _payload(op: Op, cols: tuple[str, ...], rows: list[tuple[int, WriteEvent]]) -> str:
+def _payload(cols: tuple[str, ...], rows: list[tuple[int, WriteEvent]]) -> str:
     out = []
     for _, w in rows:
-        r = w.row()
-        out.append({c: r.get(c) for c in cols})
-    return json.dumps(out, separators=(",", ":"), default=str)
+        d = w.data
+        out.append({**d, **w.key} if d and len(d) + len(w.key) == len(cols) else {c: (w.key[c] if c in w.key else (d or {}).get(c)) for c in cols})
+    return orjson.dumps(out, default=str).decode()
 
 
 async def _apply_group(conn, schema: TableSchema, op: Op, cols, rows, res: ApplyResult) -> None:
-    stmt = f"WITH _rg AS ({build_statement(schema, op, cols)}) SELECT count(*) FROM _rg"
+    stmt = _statement(schema, op, cols)
     try:
         async with conn.transaction():  # savepoint: a bad row must not fail the batch
-            changed = await conn.fetchval(stmt, _payload(op, cols, rows))
+            changed = await _run(conn, stmt, _payload(cols, rows))
     except Exception as exc:  # noqa: BLE001
         err = classify_db_error(schema.name, exc)
-        if not isinstance(err, BadWrite):
+        if not isinstance(err, (BadWrite, PoisonWrite)):
             raise
         if len(rows) == 1:
+            if isinstance(err, PoisonWrite):
+                err = BadWrite(DeadReason.poison, str(err))
             res.failed.append((rows[0][0], err))
             return
         # isolate the failing rows one by one
@@ -157,6 +200,10 @@ async def _apply_group(conn, schema: TableSchema, op: Op, cols, rows, res: Apply
         return
     res.applied += changed
     res.stale += len(rows) - changed
+
+
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """Skip asyncpg's per-release RESET ALL round trip: we never change session state."""
 
 
 class RegionDB:
@@ -182,6 +229,7 @@ class RegionDB:
                 timeout=self.cfg.health.timeout_s * 5,
                 command_timeout=10,
                 max_inactive_connection_lifetime=60,
+                reset=_no_reset,
             )
         return self.pool
 

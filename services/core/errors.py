@@ -53,6 +53,16 @@ class BadWrite(RegionGuardError):
         self.reason, self.detail = reason, detail
 
 
+class PoisonWrite(RegionGuardError):
+    """The server rejected a row for a reason we can't name (a trigger's RAISE, say).
+
+    Isolated row by row like a bad write; a single row failing this way is
+    dead-lettered as ``poison`` so it can never block its partition.
+    """
+
+    retriable = False
+
+
 class RegionNotReady(RegionGuardError):
     """Reachable, but not a writable primary with our tables (replay readiness)."""
 
@@ -65,6 +75,8 @@ _TRANSIENT_STATES = {
     "40P01",  # deadlock_detected
     "55P03",  # lock_not_available
     "57014",  # query_canceled (statement timeout)
+    "42501",  # insufficient_privilege: an operator must fix grants; hold, don't drop
+    "42P01",  # undefined_table: an allow-listed table is missing in this region
     "53000", "53100", "53200", "53300", "53400",  # insufficient resources, too many connections
 }
 _UNAVAILABLE_STATES = {
@@ -77,7 +89,6 @@ _UNAVAILABLE_STATES = {
 _SCHEMA_STATES_PREFIX = ("22",)  # data exceptions: bad text representation, out of range...
 _CONSTRAINT_PREFIX = ("23",)  # integrity constraint violations
 _UNKNOWN_COLUMN = {"42703"}
-_UNKNOWN_TABLE = {"42P01"}
 
 
 def classify_db_error(region: str, exc: BaseException) -> RegionGuardError:
@@ -97,9 +108,8 @@ def classify_db_error(region: str, exc: BaseException) -> RegionGuardError:
             return BadWrite(DeadReason.schema, f"{name}: {exc.args[0] if exc.args else ''}")
         if state in _UNKNOWN_COLUMN:
             return BadWrite(DeadReason.unknown_column, name)
-        if state in _UNKNOWN_TABLE:
-            # an allow-listed table missing from the region DB is an operator problem: hold, not drop
-            return TransientDBError(region, name, "allow-listed table missing in region database")
+        if state.startswith(("P0", "XX", "0A", "42")):
+            return PoisonWrite(f"{name} ({state})")
         return TransientDBError(region, name)
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return RegionUnavailable(region, "timeout")

@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 
 def utcnow() -> datetime:
@@ -64,8 +64,8 @@ class WriteEvent(BaseModel):
     data: dict[str, Any] | None = None
     policy: Policy = Policy.hold
     fallback_regions: list[str] = Field(default_factory=list)
-    expires_at: datetime | None = None
-    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: AwareDatetime | None = None
+    created_at: AwareDatetime = Field(default_factory=utcnow)
     meta: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")

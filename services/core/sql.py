@@ -8,7 +8,8 @@ PostgreSQL does the type conversion (a bad value is a data error we can
 isolate, never an injection).
 
 Every statement takes ``$1`` = a JSON array of row objects whose keys are
-exactly ``columns``, and returns one row per row it changed.
+exactly ``columns``; its command status (``INSERT 0 n``, ``UPDATE n``...)
+counts the rows it changed.
 """
 
 from __future__ import annotations
@@ -105,22 +106,22 @@ def build_statement(table: TableSchema, op: Op, columns: tuple[str, ...]) -> str
             raise UnsafeIdentifier(f"key column {k!r} missing")
     tbl = quote_ident(table.name)
     src = f"jsonb_populate_recordset(NULL::{tbl}, $1::jsonb)"
-    returning = "RETURNING 1"
+    returning = ""
     ver = quote_ident(table.version) if table.version else None
     non_key = [c for c in columns if c not in table.key]
 
     if op is Op.insert:
-        return f"INSERT INTO {tbl} ({_cols(columns)}) SELECT {_cols(columns)} FROM {src} {returning}"
+        return f"INSERT INTO {tbl} ({_cols(columns)}) SELECT {_cols(columns)} FROM {src}"
 
     if op is Op.upsert:
         conflict = f"ON CONFLICT ({_cols(table.key)})"
         if not non_key:
-            return f"INSERT INTO {tbl} ({_cols(columns)}) SELECT {_cols(columns)} FROM {src} {conflict} DO NOTHING {returning}"
+            return f"INSERT INTO {tbl} ({_cols(columns)}) SELECT {_cols(columns)} FROM {src} {conflict} DO NOTHING"
         sets = ", ".join(f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}" for c in non_key)
         where = f" WHERE {tbl}.{ver} IS NULL OR {tbl}.{ver} < EXCLUDED.{ver}" if ver else ""
         return (
             f"INSERT INTO {tbl} ({_cols(columns)}) SELECT {_cols(columns)} FROM {src} "
-            f"{conflict} DO UPDATE SET {sets}{where} {returning}"
+            f"{conflict} DO UPDATE SET {sets}{where}"
         )
 
     t, r = '"_rg_t"', '"_rg_r"'
@@ -131,13 +132,13 @@ def build_statement(table: TableSchema, op: Op, columns: tuple[str, ...]) -> str
         where = _key_match(t, r, table.key)
         if ver:
             where += f" AND ({t}.{ver} IS NULL OR {t}.{ver} < {r}.{ver})"
-        return f"UPDATE {tbl} AS {t} SET {sets} FROM {src} AS {r} WHERE {where} {returning}"
+        return f"UPDATE {tbl} AS {t} SET {sets} FROM {src} AS {r} WHERE {where}"
 
     if op is Op.delete:
         where = _key_match(t, r, table.key)
         if ver and ver.strip('"') in columns:
             # a versioned delete only removes a row no newer than itself
             where += f" AND ({r}.{ver} IS NULL OR {t}.{ver} IS NULL OR {t}.{ver} <= {r}.{ver})"
-        return f"DELETE FROM {tbl} AS {t} USING {src} AS {r} WHERE {where} {returning}"
+        return f"DELETE FROM {tbl} AS {t} USING {src} AS {r} WHERE {where}"
 
     raise ValueError(f"unknown op {op!r}")

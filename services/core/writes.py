@@ -1,6 +1,6 @@
 """Decoding and checking incoming write events (pure, no I/O).
 
-A record either becomes a :class:`WriteEvent` or a :class:`BadWrite` with a
+A record either becomes a :class:`WireWrite` or a :class:`BadWrite` with a
 dead-letter reason. Nothing here raises for bad input.
 """
 
@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from pydantic import ValidationError
+import msgspec
 
 from .config import Config
 from .errors import BadWrite
-from .models import DeadReason, Op, WriteEvent
+from . import wire
+from .models import DeadReason, Op
+from .wire import WireWrite
 from .sql import TableSchema
 
 
@@ -35,26 +37,26 @@ class Record:
         return None
 
 
-def _schema_detail(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "event"
-    return f"{loc}: {err['msg']}"
+def _classify_invalid(raw: bytes, exc: Exception) -> BadWrite:
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as jexc:
+        return BadWrite(DeadReason.invalid_json, f"not JSON: {str(jexc)[:120]}")
+    if not isinstance(doc, dict):
+        return BadWrite(DeadReason.schema, "event must be a JSON object")
+    return BadWrite(DeadReason.schema, str(exc)[:300])
 
 
-def decode_write(raw: bytes | None, *, region: str, cfg: Config) -> WriteEvent | BadWrite:
+def decode_write(raw: bytes | None, *, region: str, cfg: Config) -> WireWrite | BadWrite:
     """Parse and check one record value against the contract and allow-list."""
     if raw is None:
         return BadWrite(DeadReason.invalid_json, "empty record value")
     try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return BadWrite(DeadReason.invalid_json, f"not JSON: {str(exc)[:120]}")
-    if not isinstance(doc, dict):
-        return BadWrite(DeadReason.schema, "event must be a JSON object")
-    try:
-        w = WriteEvent.model_validate(doc)
-    except ValidationError as exc:
-        return BadWrite(DeadReason.schema, _schema_detail(exc))
+        w = wire.decode(raw)  # the hot path: see core/wire.py
+    except msgspec.ValidationError as exc:
+        return BadWrite(DeadReason.schema, str(exc)[:300])
+    except msgspec.DecodeError as exc:
+        return _classify_invalid(raw, exc)
     if w.region != region:
         return BadWrite(DeadReason.schema, f"region {w.region!r} does not match topic region {region!r}")
     table = cfg.tables.get(w.table)
@@ -78,18 +80,17 @@ def decode_write(raw: bytes | None, *, region: str, cfg: Config) -> WriteEvent |
     return w
 
 
-def _first_unknown(w: WriteEvent, allowed: frozenset[str]) -> str | None:
-    for c in w.data or ():
-        if c not in allowed:
-            return c
-    return None
+def _first_unknown(w: WireWrite, allowed: frozenset[str]) -> str | None:
+    if not w.data or w.data.keys() <= allowed:
+        return None
+    return next(c for c in w.data if c not in allowed)
 
 
-def check_columns(w: WriteEvent, schema: TableSchema) -> BadWrite | None:
+def check_columns(w: WireWrite, schema: TableSchema) -> BadWrite | None:
     """Second check, against the columns the region's database really has."""
     bad = _first_unknown(w, schema.columns)
     if bad:
         return BadWrite(DeadReason.unknown_column, f"column {bad!r} is not allowed for {w.table!r}")
-    if w.op is Op.update and not [c for c in (w.data or {}) if c not in schema.key]:
+    if w.op is Op.update and not (w.data or {}).keys() - set(schema.key):
         return BadWrite(DeadReason.schema, "update needs at least one non-key column")
     return None

@@ -1,0 +1,168 @@
+"""Router apply throughput against a raw asyncpg baseline, measured in one run.
+
+(a) raw: asyncpg batched dedup + upsert of N rows (inbox claim via unnest, then
+    ``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO UPDATE``), batches of
+    ``router.batch_max``: the fastest way we know to do the same DB work.
+(b) router: N write events pre-produced to ``rg.writes.<region>``, then a real
+    ``regionguard router`` subprocess applies them; timed from the first
+    applied row to the last (group join excluded).
+
+Prints both rates and the ratio router/raw. Target: ratio >= 0.7 at N=200k.
+
+    python bench/router_apply.py --n 200000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import yaml
+from confluent_kafka import Producer
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from regionguard.core.config import parse_config  # noqa: E402
+from regionguard.core.kafka import ensure_topics  # noqa: E402
+from regionguard.core.sql import INBOX_CLAIM, INBOX_DDL  # noqa: E402
+from tests.harness.broker import Broker  # noqa: E402
+from tests.harness.services import ServiceProcess  # noqa: E402
+
+ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+SCHEMA = "CREATE TABLE users (id bigint PRIMARY KEY, name text, email text, version bigint NOT NULL)"
+
+
+async def fresh_db(name: str) -> str:
+    admin = await asyncpg.connect(ADMIN_DSN)
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    dsn = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    conn = await asyncpg.connect(dsn)
+    await conn.execute(SCHEMA)
+    await conn.execute(INBOX_DDL)
+    await conn.close()
+    return dsn
+
+
+async def raw_baseline(dsn: str, n: int, batch: int) -> float:
+    conn = await asyncpg.connect(dsn)
+    ids = [uuid.uuid4() for _ in range(n)]
+    upsert = (
+        "INSERT INTO users (id, name, version) SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[]) "
+        "ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, version = EXCLUDED.version "
+        "WHERE users.version < EXCLUDED.version"
+    )
+    t0 = time.perf_counter()
+    for s in range(0, n, batch):
+        chunk = ids[s:s + batch]
+        async with conn.transaction():
+            claimed = await conn.fetch(INBOX_CLAIM, chunk, ["users"] * len(chunk), ["raw"] * len(chunk))
+            keep = range(s, s + len(claimed))
+            await conn.execute(upsert, list(keep), [f"user{i}" for i in keep], [1] * len(claimed))
+    elapsed = time.perf_counter() - t0
+    await conn.close()
+    return n / elapsed
+
+
+def produce(bootstrap: str, topic: str, n: int) -> None:
+    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 20})
+    for i in range(n):
+        ev = {"id": str(uuid.uuid4()), "region": "eu", "table": "users", "op": "upsert",
+              "key": {"id": i}, "data": {"name": f"user{i}", "version": 1}}
+        while True:
+            try:
+                p.produce(topic, key=f"users/{i}".encode(), value=json.dumps(ev).encode())
+                break
+            except BufferError:
+                p.poll(0.05)
+        p.poll(0)
+    p.flush(60)
+
+
+async def count(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchval("SELECT count(*) FROM regionguard_applied")
+    finally:
+        await conn.close()
+
+
+async def wait_applied(dsn: str, n: int, timeout: float) -> tuple[float, float]:
+    conn = await asyncpg.connect(dsn)
+    first = None
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            c = await conn.fetchval("SELECT count(*) FROM regionguard_applied")
+            now = time.perf_counter()
+            if c and first is None:
+                first = now
+            if c >= n:
+                return first, now
+            await asyncio.sleep(0.02)
+    finally:
+        await conn.close()
+    raise TimeoutError(f"router applied fewer than {n} writes in {timeout}s")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=200_000)
+    ap.add_argument("--partitions", type=int, default=12)
+    ap.add_argument("--target", type=float, default=0.7)
+    args = ap.parse_args()
+
+    broker = Broker.from_env()
+    if not broker.is_running():
+        broker.start()
+    try:
+        tag = uuid.uuid4().hex[:8]
+        raw_dsn = asyncio.run(fresh_db(f"rg_bench_raw_{tag}"))
+        router_dsn = asyncio.run(fresh_db(f"rg_bench_router_{tag}"))
+        cfg_doc = {
+            "kafka": {"bootstrap": broker.bootstrap, "topic_prefix": f"bench{tag}.", "partitions": args.partitions},
+            "regions": {"eu": {"dsn": router_dsn}},
+            "tables": {"users": {"key": ["id"], "version": "version"}},
+            "metrics": {"enabled": False},
+        }
+        cfg = parse_config(cfg_doc)
+        ensure_topics(cfg)
+        print(f"N={args.n} partitions={args.partitions} batch_max={cfg.router.batch_max}", flush=True)
+
+        raw_rate = asyncio.run(raw_baseline(raw_dsn, args.n, cfg.router.batch_max))
+        print(f"(a) raw asyncpg batched dedup+upsert: {raw_rate:,.0f} writes/s", flush=True)
+
+        produce(broker.bootstrap, cfg.topic("writes", "eu"), args.n)
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg_path = Path(tmp) / "bench.yaml"
+            cfg_path.write_text(yaml.safe_dump(cfg_doc))
+            router = ServiceProcess("router", ["router", "--config", str(cfg_path), "--no-health"],
+                                    env={**os.environ, "KAFKA_BOOTSTRAP": broker.bootstrap},
+                                    log_dir=Path(tempfile.gettempdir()) / "regionguard-bench")
+            router.start()
+            try:
+                first, last = asyncio.run(wait_applied(router_dsn, args.n, timeout=600))
+            finally:
+                router.terminate()
+        router_rate = args.n / (last - first)
+        print(f"(b) router end to end (Kafka -> PostgreSQL): {router_rate:,.0f} writes/s", flush=True)
+        ratio = router_rate / raw_rate
+        verdict = "meets" if ratio >= args.target else "MISSES"
+        print(f"ratio router/raw = {ratio:.2f} ({verdict} target {args.target})")
+        return 0
+    finally:
+        broker.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

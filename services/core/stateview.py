@@ -1,0 +1,251 @@
+"""A live, read-only view of ``<prefix>region-state`` for any process that needs it.
+
+Used by the router, replayer, features service, client library and the health
+service itself. A daemon thread runs a confluent-kafka consumer that joins
+**no group** (it assigns every partition from the beginning and never
+commits), so any number of views can run without rebalancing anybody, and
+each one rebuilds the full picture from the compacted topic on start.
+
+Rules (DESIGN.md, RegionState):
+
+- per region, the record with the highest ``seq`` wins; older ``seq`` is
+  ignored (a heartbeat repeats the current ``seq``; it refreshes the record
+  but is not a change);
+- a region with no known state counts as closed (:meth:`is_closed`);
+- :meth:`last_heartbeat_age` tells a live health service from a dead one.
+
+``on_change(old, new)`` runs on the view's thread for every new ``seq`` of a
+region (``old`` is None the first time); exceptions in it are logged and
+swallowed.
+
+Broker restarts: librdkafka reconnects by itself; a topic that came back
+empty (memory-only test broker) resets the position through
+``auto.offset.reset=earliest``. A missing topic is treated as empty and
+looked up again every few seconds.
+
+Readiness: tansu reports a wrong high watermark for multi-record batches
+(last batch base offset + 1), so :meth:`wait_ready` does not trust it alone:
+the view is ready once it has consumed at least up to the watermark read at
+start *and* then a poll has returned nothing for ``quiet_s`` (0.2 s).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from datetime import timezone
+from typing import Callable
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from .config import Config
+from .models import RegionState, State
+
+log = logging.getLogger(__name__)
+
+OnChange = Callable[[RegionState | None, RegionState], None]
+
+
+class _RateLimit(logging.Filter):
+    """librdkafka repeats connection errors every reconnect; keep one per ``every`` seconds."""
+
+    def __init__(self, every: float = 30.0) -> None:
+        super().__init__()
+        self.every = every
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = str(record.msg)[:40]
+        now = time.monotonic()
+        if now - self._last.get(key, -1e9) < self.every:
+            return False
+        self._last[key] = now
+        return True
+
+
+rdkafka_log = logging.getLogger("regionguard.rdkafka")
+rdkafka_log.addFilter(_RateLimit())
+
+
+class RegionStateView:
+    def __init__(self, cfg: Config, *, on_change: OnChange | None = None, quiet_s: float = 0.2) -> None:
+        self.cfg = cfg
+        self.topic = cfg.topic("region-state")
+        self._on_change = on_change
+        self._quiet_s = quiet_s
+        self._states: dict[str, RegionState] = {}
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_seen_wall: float | None = None
+        self.records = 0  # records consumed (for tests and stats)
+        self._missing = False
+
+    # ---- lifecycle --------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"stateview:{self.topic}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        t, self._thread = self._thread, None
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout=10)
+
+    def __enter__(self) -> "RegionStateView":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ---- queries ----------------------------------------------------------------------
+    def state(self, region: str) -> RegionState | None:
+        with self._lock:
+            return self._states.get(region)
+
+    def states(self) -> dict[str, RegionState]:
+        with self._lock:
+            return dict(self._states)
+
+    def is_closed(self, region: str) -> bool:
+        """True when closed, or when no state is known (unknown counts as closed)."""
+        st = self.state(region)
+        return st is None or st.state is State.closed
+
+    def last_heartbeat_age(self) -> float | None:
+        """Seconds since the newest record of any region, None if never."""
+        last = self._last_seen_wall
+        return None if last is None else max(0.0, time.time() - last)
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self._ready.wait(timeout)
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    # ---- the thread -------------------------------------------------------------------
+    def _consumer(self) -> Consumer:
+        # group.id is mandatory in librdkafka even for assign(); this group never
+        # joins (no subscribe) and never commits.
+        return Consumer(self.cfg.kafka_client_conf(**{
+            "group.id": f"{self.cfg.kafka.topic_prefix}stateview-{uuid.uuid4().hex[:12]}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 10,
+            "socket.keepalive.enable": True,
+            "reconnect.backoff.max.ms": 1000,
+            "topic.metadata.refresh.interval.ms": 5000,
+            "logger": rdkafka_log,
+        }))
+
+    def _assign(self, consumer: Consumer) -> dict[int, int] | None:
+        """Assign every partition from the beginning; return {partition: start high watermark}.
+
+        None when the topic can't be assigned yet; ``self._missing`` says
+        whether the broker answered that it does not exist.
+        """
+        self._missing = False
+        try:
+            md = consumer.list_topics(self.topic, timeout=2.0)
+        except Exception as exc:  # broker down: try again later
+            log.debug("stateview: metadata for %s failed: %s", self.topic, exc)
+            return None
+        tmd = md.topics.get(self.topic)
+        if tmd is None or tmd.error is not None or not tmd.partitions:
+            self._missing = tmd is None or (tmd.error is not None
+                                            and tmd.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART)
+            return None
+        parts = sorted(tmd.partitions)
+        highs: dict[int, int] = {}
+        for p in parts:
+            try:
+                _low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=2.0)
+            except Exception:
+                high = -1
+            highs[p] = max(0, high)
+        consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in parts])
+        return highs
+
+    def _run(self) -> None:
+        consumer = None
+        try:
+            consumer = self._consumer()
+            targets: dict[int, int] | None = None
+            next_lookup = 0.0
+            reached: set[int] = set()
+            quiet_since = time.monotonic()
+            while not self._stop.is_set():
+                if targets is None:
+                    now = time.monotonic()
+                    if now >= next_lookup:
+                        targets = self._assign(consumer)
+                        next_lookup = now + 2.0
+                        if targets is None and self._missing and not self._ready.is_set():
+                            # no topic (yet): an empty topic is a ready one
+                            self._ready.set()
+                        if targets is not None:
+                            reached = {p for p, h in targets.items() if h <= 0}
+                            quiet_since = time.monotonic()
+                    if targets is None:
+                        self._stop.wait(0.2)
+                        continue
+                msg = consumer.poll(0.05)
+                if msg is None:
+                    if (not self._ready.is_set() and len(reached) == len(targets)
+                            and time.monotonic() - quiet_since >= self._quiet_s):
+                        self._ready.set()
+                    continue
+                err = msg.error()
+                if err is not None:
+                    if err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION):
+                        targets = None  # topic gone: look it up again
+                    elif err.code() != KafkaError._PARTITION_EOF:
+                        log.debug("stateview: %s", err)
+                    continue
+                quiet_since = time.monotonic()
+                if msg.partition() in targets and msg.offset() + 1 >= targets[msg.partition()]:
+                    reached.add(msg.partition())
+                self._handle(msg.value())
+        except Exception:
+            log.exception("stateview: consumer thread failed")
+        finally:
+            if consumer is not None:
+                try:
+                    consumer.close()
+                except Exception:
+                    pass
+
+    def _handle(self, value: bytes | None) -> None:
+        if not value:
+            return  # tombstone
+        try:
+            new = RegionState.model_validate_json(value)
+        except Exception as exc:
+            log.warning("stateview: ignoring invalid record on %s: %s", self.topic, exc)
+            return
+        self.records += 1
+        now = time.time()
+        at = new.at.timestamp() if new.at.tzinfo else new.at.replace(tzinfo=timezone.utc).timestamp()
+        seen = min(at, now)  # a clock ahead of ours never makes the service look fresher than now
+        if self._last_seen_wall is None or seen > self._last_seen_wall:
+            self._last_seen_wall = seen
+        with self._lock:
+            old = self._states.get(new.region)
+            if old is not None and new.seq < old.seq:
+                return
+            self._states[new.region] = new
+        changed = old is None or new.seq > old.seq or new.state != old.state
+        if changed and self._on_change is not None:
+            try:
+                self._on_change(old, new)
+            except Exception:
+                log.exception("stateview: on_change callback failed for %s", new.region)

@@ -1,0 +1,319 @@
+"""Active probing of one region's PostgreSQL with asyncpg.
+
+Each :meth:`RegionProber.probe` returns one :class:`~regionguard.core.models.Observation`:
+
+- normally ``SELECT 1`` (simple query protocol: one round trip) on a *kept*
+  connection;
+- every ``health.fresh_connection_every``-th probe on a *fresh* connection,
+  with a writability check instead of ``SELECT 1``: ``pg_is_in_recovery()``
+  and ``transaction_read_only`` (the ``SHOW`` value), evaluated server-side in
+  one ``DO`` block that raises a distinct SQLSTATE when the server is not a
+  writable primary, so it costs one round trip and is classified by SQLSTATE;
+- after a *connection-level* failure (refused, reset, auth, DNS, read-only...)
+  every probe uses a fresh connection until one succeeds ("escalated"):
+  a region whose listener died while old connections still work is caught
+  in a few probes instead of one per ``fresh_connection_every``;
+- one deadline, ``health.timeout_s``, covers connect and query together
+  (``asyncio.timeout`` around everything, plus asyncpg's own connect
+  timeout). On timeout the connection is ``terminate()``-d, so a blackholed
+  region (TCP accepted, nothing ever answered) can never hang a probe.
+
+Kinds (classified by exception type / SQLSTATE, never by message text):
+``ok, timeout, refused, reset, auth, read_only, recovery, error``
+(:func:`observation_kind`; the router uses it for its passive observations).
+
+Kept connections form a small pool (:data:`KEEP_IDLE`), refilled in the
+background, so a single lost reply (one terminated connection) does not make
+the next probe pay for a new connection.
+
+A probe that timed out while this process's event loop was itself stalled
+(CPU starvation, GC) says nothing about the region: it returns ``None``
+instead of an observation (see :class:`LoopLagMonitor`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import time
+from collections import deque
+from typing import Awaitable, Callable
+
+import asyncpg
+
+from ..core.config import HealthConfig
+from ..core.dsn import dsn_host
+from ..core.errors import RegionUnavailable, classify_db_error
+from ..core.models import Observation
+
+log = logging.getLogger(__name__)
+
+KEEP_IDLE = 2  # kept connections per region
+
+# One round trip, simple protocol; raises a distinct SQLSTATE when not writable.
+SQLSTATE_RECOVERY = "RGREC"
+SQLSTATE_READ_ONLY = "25006"  # read_only_sql_transaction
+WRITABLE_CHECK = f"""DO $rg$ BEGIN
+  IF pg_is_in_recovery() THEN
+    RAISE EXCEPTION USING ERRCODE = '{SQLSTATE_RECOVERY}', MESSAGE = 'regionguard: server is in recovery';
+  END IF;
+  IF current_setting('transaction_read_only') = 'on' THEN
+    RAISE EXCEPTION USING ERRCODE = '{SQLSTATE_READ_ONLY}', MESSAGE = 'regionguard: transaction_read_only is on';
+  END IF;
+END $rg$"""
+
+KINDS = ("ok", "timeout", "refused", "reset", "auth", "read_only", "recovery", "error")
+#: kinds that say "the connection path itself is broken" (escalate to fresh connections)
+CONNECTION_KINDS = frozenset({"refused", "reset", "auth", "read_only", "recovery", "error"})
+
+
+def observation_kind(exc: BaseException) -> str:
+    """Map a driver/socket exception to an Observation kind, by type and SQLSTATE only."""
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return "timeout"
+    if isinstance(exc, asyncpg.PostgresError):
+        state = getattr(exc, "sqlstate", "") or ""
+        if state == SQLSTATE_RECOVERY:
+            return "recovery"
+        if state == SQLSTATE_READ_ONLY:
+            return "read_only"
+        if state.startswith("28"):  # invalid authorization specification / password
+            return "auth"
+        if state in ("57P03",):  # cannot_connect_now: starting up / shutting down / recovery
+            return "recovery"
+        if state in ("57P01", "57P02"):  # admin/crash shutdown terminated our session
+            return "reset"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError,
+                        asyncpg.exceptions.ConnectionDoesNotExistError)):
+        return "reset"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        if exc.errno == errno.ECONNREFUSED:
+            return "refused"
+        if exc.errno in (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED):
+            return "reset"
+        if exc.errno in (errno.ETIMEDOUT,):
+            return "timeout"
+    typed = classify_db_error("", exc)
+    if isinstance(typed, RegionUnavailable):
+        return {"timeout": "timeout", "refused": "refused", "reset": "reset",
+                "connection_lost": "reset"}.get(typed.kind, "error")
+    return "error"
+
+
+class LoopLagMonitor:
+    """Measures how late this event loop wakes up; probes use it to spot self-inflicted timeouts."""
+
+    def __init__(self, period_s: float = 0.02, keep_s: float = 30.0) -> None:
+        self.period_s = period_s
+        self.keep_s = keep_s
+        self._samples: deque[tuple[float, float]] = deque()  # (monotonic time, lag) of late wake-ups
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="loop-lag")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            t0 = time.monotonic()
+            await asyncio.sleep(self.period_s)
+            now = time.monotonic()
+            lag = now - t0 - self.period_s
+            if lag > 0.01:
+                self._samples.append((now, lag))
+            while self._samples and self._samples[0][0] < now - self.keep_s:
+                self._samples.popleft()
+
+    def record(self, lag: float, at: float | None = None) -> None:
+        """For tests: pretend the loop was ``lag`` seconds late at ``at``."""
+        self._samples.append((time.monotonic() if at is None else at, lag))
+
+    def max_lag_since(self, t0: float) -> float:
+        """The longest stall that ended after ``t0`` (a stall ending later covers part of [t0, now])."""
+        return max((lag for t, lag in self._samples if t >= t0), default=0.0)
+
+
+Connector = Callable[..., Awaitable[asyncpg.Connection]]
+
+
+class RegionProber:
+    """Probes one region; :meth:`probe` never raises and never outlives ``timeout_s``."""
+
+    def __init__(self, region: str, dsn: str, health: HealthConfig, observer: str, *,
+                 lag: LoopLagMonitor | None = None, connect: Connector = asyncpg.connect) -> None:
+        self.region = region
+        self.dsn = dsn
+        self.cfg = health
+        self.observer = observer
+        self.lag = lag
+        self._connect = connect
+        self._idle: list[asyncpg.Connection] = []
+        self._n = 0
+        self.escalated = False
+        self._refill: asyncio.Task | None = None
+        self._closed = False
+        self.stalled = 0  # probes discarded because our own loop stalled
+
+    # ---- connections -------------------------------------------------------------------
+    async def _open(self, timeout: float) -> asyncpg.Connection:
+        return await self._connect(
+            self.dsn, timeout=timeout, command_timeout=None, statement_cache_size=0,
+            server_settings={"application_name": f"regionguard-health:{self.observer}"[:63]},
+        )
+
+    def _keep(self, conn: asyncpg.Connection) -> None:
+        if self._closed or conn.is_closed():
+            return
+        self._idle.append(conn)
+        while len(self._idle) > KEEP_IDLE:
+            old = self._idle.pop(0)
+            asyncio.get_running_loop().create_task(self._close_quietly(old))
+
+    @staticmethod
+    async def _close_quietly(conn: asyncpg.Connection) -> None:
+        try:
+            await asyncio.wait_for(conn.close(), 1.0)
+        except BaseException:  # noqa: BLE001 - anything: just drop it
+            conn.terminate()
+
+    def _drop_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        for c in idle:
+            c.terminate()
+
+    def _maybe_refill(self) -> None:
+        if (self._closed or self.escalated or len(self._idle) >= KEEP_IDLE
+                or (self._refill is not None and not self._refill.done())):
+            return
+        self._refill = asyncio.get_running_loop().create_task(self._refill_one(), name=f"refill:{self.region}")
+
+    async def _refill_one(self) -> None:
+        conn = None
+        try:
+            async with asyncio.timeout(self.cfg.timeout_s * 2):
+                conn = await self._open(self.cfg.timeout_s * 2)
+            self._keep(conn)
+        except BaseException as exc:  # noqa: BLE001 - a probe will report it
+            if conn is not None:
+                conn.terminate()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+
+    # ---- probing -----------------------------------------------------------------------
+    async def probe(self) -> Observation | None:
+        """One probe. Returns None only when our own event loop stalled past the deadline."""
+        self._n += 1
+        fresh = self.escalated or not self._idle or (self._n % self.cfg.fresh_connection_every == 0)
+        conn: asyncpg.Connection | None = None
+        started = time.monotonic()
+        kind = "ok"
+        try:
+            async with asyncio.timeout(self.cfg.timeout_s):
+                if fresh:
+                    conn = await self._open(self.cfg.timeout_s)
+                    await conn.execute(WRITABLE_CHECK)
+                else:
+                    conn = self._idle.pop()
+                    await conn.execute("SELECT 1")
+        except asyncio.CancelledError:
+            if conn is not None:
+                conn.terminate()
+            raise
+        except BaseException as exc:  # noqa: BLE001 - every failure becomes an observation
+            kind = observation_kind(exc)
+            if conn is not None:
+                conn.terminate()
+                conn = None
+            if kind != "timeout":
+                log.debug("probe %s: %s (%s)", self.region, kind, type(exc).__name__)
+        latency = time.monotonic() - started
+        if kind == "ok":
+            if fresh and self.escalated:
+                log.info("region %s: fresh connection works again", self.region)
+            if fresh:
+                self.escalated = False
+            assert conn is not None
+            self._keep(conn)
+            self._maybe_refill()
+        else:
+            if kind in CONNECTION_KINDS:
+                if not self.escalated:
+                    log.info("region %s: %s on %s connection; probing with fresh connections",
+                             self.region, kind, "a fresh" if fresh else "the kept")
+                self.escalated = True
+                self._drop_idle()  # a region whose connections break gets no benefit of the doubt
+            if kind == "timeout" and self.lag is not None:
+                stall = self.lag.max_lag_since(started)
+                if stall >= self.cfg.timeout_s / 2:
+                    self.stalled += 1
+                    log.warning("probe %s: timed out while this process stalled %.3fs; not counted",
+                                self.region, stall)
+                    return None
+        return Observation(region=self.region, observer=self.observer, ok=kind == "ok",
+                           latency_s=round(latency, 6), kind=kind)
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._refill is not None:
+            self._refill.cancel()
+            try:
+                await self._refill
+            except BaseException:  # noqa: BLE001
+                pass
+        idle, self._idle = self._idle, []
+        await asyncio.gather(*(self._close_quietly(c) for c in idle), return_exceptions=True)
+
+    def __repr__(self) -> str:
+        return f"<RegionProber {self.region} {dsn_host(self.dsn)}>"
+
+
+async def probe_loop(prober: RegionProber, interval_s: float, timeout_s: float,
+                     emit: Callable[[Observation], None], stop: asyncio.Event) -> None:
+    """Start a probe every ``interval_s`` (overlapping when the region is slow), emit each result.
+
+    At most ``ceil(timeout/interval) + 1`` probes are in flight; a tick that
+    finds that many running is skipped, so a dead region costs bounded work.
+    """
+    limit = int(timeout_s / interval_s) + 2
+    inflight: set[asyncio.Task] = set()
+
+    async def one() -> None:
+        obs = await prober.probe()
+        if obs is not None:
+            try:
+                emit(obs)
+            except Exception:
+                log.exception("probe %s: emitting the observation failed", prober.region)
+
+    next_t = time.monotonic()
+    try:
+        while not stop.is_set():
+            if len(inflight) < limit:
+                t = asyncio.get_running_loop().create_task(one())
+                inflight.add(t)
+                t.add_done_callback(inflight.discard)
+            next_t += interval_s
+            now = time.monotonic()
+            if next_t < now:  # we fell behind (stall): don't burst to catch up
+                next_t = now + interval_s
+            try:
+                await asyncio.wait_for(stop.wait(), next_t - now)
+            except asyncio.TimeoutError:
+                pass
+    finally:
+        for t in list(inflight):
+            t.cancel()
+        await asyncio.gather(*inflight, return_exceptions=True)
+        await prober.close()

@@ -1,0 +1,46 @@
+"""What happens to one write that cannot go direct (pure, no I/O).
+
+Direct mode applies everything. Held mode looks at the write's policy:
+``hold`` keeps it in the held topic, ``failover`` applies it now in the first
+closed fallback region and still holds it for sync-back home, ``shed``
+dead-letters it, and a write whose ``expires_at`` has passed is dead-lettered
+as ``expired``.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Callable
+
+from ..core.models import Policy, WriteEvent
+
+
+class Route(str, enum.Enum):
+    hold = "hold"
+    failover = "failover"
+    shed = "shed"
+    expired = "expired"
+
+
+def route_held(w: WriteEvent, *, now: datetime, is_closed: Callable[[str], bool]) -> tuple[Route, str | None]:
+    """Route for a write of a partition in held mode; the second item names the fallback region."""
+    if w.expires_at is not None and w.expires_at <= now:
+        return Route.expired, None
+    if w.policy is Policy.shed:
+        return Route.shed, None
+    if w.policy is Policy.failover:
+        for fb in w.fallback_regions:
+            if fb != w.region and is_closed(fb):
+                return Route.failover, fb
+    return Route.hold, None
+
+
+# headers on held records (values are UTF-8 bytes)
+H_REASON = "rg-hold-reason"
+H_HELD_AT = "rg-held-at"
+H_SOURCE_TOPIC = "rg-source-topic"
+H_SOURCE_PARTITION = "rg-source-partition"
+H_SOURCE_OFFSET = "rg-source-offset"
+H_APPLIED_IN = "rg-applied-in"
+H_FENCE = "rg-fence"

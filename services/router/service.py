@@ -1,0 +1,104 @@
+"""``regionguard router``: run one :class:`RegionWorker` per region until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+
+from ..core import metrics
+from ..core.config import Config, load_config
+from ..core.db import RegionDB
+from ..core.kafka import ensure_topics, make_producer
+from ..core.log import setup_logging
+from .worker import RegionWorker
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--regions", help="comma-separated subset of regions to route (default: all)")
+    p.add_argument("--instance", default=None, help="instance id (default: host-pid)")
+    p.add_argument("--metrics-port", type=int, default=None, help="override the metrics port (0: any free port)")
+    p.add_argument("--no-health", action="store_true", help="ignore rg.region-state (own connection checks only)")
+
+
+def _state_view(cfg: Config, enabled: bool):
+    """Follow rg.region-state; with no health service every region counts as closed."""
+    if not enabled:
+        return None
+    try:
+        from ..core.stateview import RegionStateView
+    except ImportError:  # pragma: no cover - the health package is part of the distribution
+        return None
+    view = RegionStateView(cfg)
+    view.start()
+    view.wait_ready(5.0)
+    return view
+
+
+class Router:
+    def __init__(self, cfg: Config, *, regions: list[str] | None = None, instance: str | None = None,
+                 follow_health: bool = True) -> None:
+        self.cfg = cfg
+        self.regions = regions or list(cfg.regions)
+        self.instance = instance or f"{socket.gethostname()}-{os.getpid()}"
+        self.follow_health = follow_health
+        self.view = None
+        self.dbs: dict[str, RegionDB] = {}
+        self.workers: list[RegionWorker] = []
+
+    def is_closed(self, region: str) -> bool:
+        return True if self.view is None else self.view.is_closed(region)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await asyncio.to_thread(ensure_topics, self.cfg)
+        self.view = await asyncio.to_thread(_state_view, self.cfg, self.follow_health)
+        # every region gets a pool: fallback applies (policy failover) may target any of them
+        self.dbs = {r: RegionDB(self.cfg, r) for r in self.cfg.regions}
+        for region in self.regions:
+            self.workers.append(RegionWorker(
+                self.cfg, region, dbs=self.dbs, producer=make_producer(self.cfg),
+                is_closed=self.is_closed, instance=self.instance))
+        log.info("router %s routing regions %s", self.instance, ", ".join(self.regions))
+        try:
+            await asyncio.gather(*(w.run(stop) for w in self.workers))
+        finally:
+            for w in self.workers:
+                w.producer.flush(5)
+            for db in self.dbs.values():
+                await db.close()
+            if self.view is not None:
+                self.view.stop()
+            log.info("router %s stopped", self.instance)
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    setup_logging("router")
+    regions = None
+    if args.regions:
+        regions = [r.strip() for r in args.regions.split(",") if r.strip()]
+        unknown = [r for r in regions if r not in cfg.regions]
+        if unknown:
+            from ..cli import UsageError
+
+            raise UsageError(f"--regions: unknown region {unknown[0]!r}")
+    metrics.start_metrics(cfg, "router", args.metrics_port)
+
+    async def _run() -> None:
+        stop = asyncio.Event()
+        install_signal_handlers(stop)
+        await Router(cfg, regions=regions, instance=args.instance, follow_health=not args.no_health).run(stop)
+
+    asyncio.run(_run())
+    return 0

@@ -1,0 +1,468 @@
+"""One region's router: consume ``rg.writes.<region>``, apply or hold, commit.
+
+Each region has its own consumer, pool and loop (a bulkhead): a slow or dead
+region never slows the others. A batch goes through three steps, and the
+source offsets are committed only after all of them are durable:
+
+1. direct writes: one DB transaction (inbox dedup, per-key order, savepoints);
+2. held writes: produced to ``rg.held.<region>`` on the same partition;
+3. bad writes: produced to ``rg.dead-letter`` with a reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from datetime import datetime, timezone
+from typing import Callable
+
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Producer, TopicPartition
+
+from ..core import metrics as m
+from ..core import publish
+from ..core.config import Config
+from ..core.db import RegionDB
+from ..core.errors import BadWrite, RegionGuardError, RegionNotReady, RegionUnavailable
+from ..core.kafka import Confirmer, KafkaDeliveryError, group_id, make_consumer
+from ..core.models import DeadReason, FailoverEvent, Observation, WriteEvent
+from ..core.writes import Record, decode_write
+from . import decide
+from .decide import Route
+from .modes import Action, Mode, PartitionModes
+
+log = logging.getLogger(__name__)
+
+# Test hook: after a direct batch's DB commit, write this file and stall, so a
+# test can SIGKILL the router inside the commit window (exactly-once test).
+STALL_ENV = "REGIONGUARD_TEST_STALL_AFTER_DB_COMMIT"
+
+
+def router_group(cfg: Config, region: str) -> str:
+    return group_id(cfg, f"{cfg.router.group_id}.{region}")
+
+
+def replayer_group(cfg: Config, region: str) -> str:
+    return group_id(cfg, f"{cfg.replay.group_id}.{region}")
+
+
+class Revoked(Exception):
+    """The partitions of the batch in hand were taken away by a rebalance."""
+
+
+class RegionWorker:
+    def __init__(
+        self, cfg: Config, region: str, *, dbs: dict[str, RegionDB], producer: Producer,
+        is_closed: Callable[[str], bool], instance: str,
+    ) -> None:
+        self.cfg, self.region, self.dbs, self.producer = cfg, region, dbs, producer
+        self.db = dbs[region]
+        self.view_closed = is_closed
+        self.instance = instance
+        self.topic = cfg.topic("writes", region)
+        self.held_topic = cfg.topic("held", region)
+        self.modes = PartitionModes()
+        self.paused: set[int] = set()          # paused for draining
+        self.local_down_until = 0.0            # our own connection failures (passive health)
+        self.local_down_kind = ""
+        self.backoff = cfg.router.retry_initial_s
+        self.gen = 0                           # bumped by rebalances and rewinds
+        self.consumer = make_consumer(cfg, router_group(cfg, region), **{"queued.max.messages.kbytes": 32768})
+        self.offsets_reader = make_consumer(cfg, replayer_group(cfg, region))
+        self._last_drain_check = 0.0
+        self._holding = False
+        self.stats = {"applied": 0, "duplicates": 0, "stale": 0, "held": 0, "dead": 0, "failover": 0}
+
+    # availability ----------------------------------------------------------
+    def is_closed(self, region: str) -> bool:
+        if region == self.region and time.monotonic() < self.local_down_until:
+            return False
+        return self.view_closed(region)
+
+    def _mark_down(self, err: RegionUnavailable) -> None:
+        log.warning("region %s: %s; holding its writes", self.region, err)
+        self.local_down_until = time.monotonic() + max(self.backoff, 0.5)
+        self.local_down_kind = err.kind
+        self.backoff = min(self.backoff * 2, self.cfg.router.retry_max_s)
+        m.APPLY_ERRORS.labels(self.region, err.kind).inc()
+        publish.observation(self.cfg, self.producer, Observation(
+            region=self.region, observer=f"router:{self.instance}", ok=False, kind=err.kind))
+
+    # rebalances -------------------------------------------------------------
+    def _on_assign(self, consumer, parts) -> None:
+        ps = [tp.partition for tp in parts]
+        log.info("region %s: assigned partitions %s", self.region, ps)
+        self.modes.assigned(ps)
+
+    def _on_revoke(self, consumer, parts) -> None:
+        ps = [tp.partition for tp in parts]
+        log.info("region %s: revoked partitions %s", self.region, ps)
+        self.modes.revoked(ps)
+        self.paused.difference_update(ps)
+        self.gen += 1
+
+    # main loop ----------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Read and decode the next batch while the current one is being applied.
+
+        Decoding is Python work and applying is PostgreSQL work on another
+        core, so a queue of two decoded batches lets them overlap. Every batch
+        carries the generation it was read in; a rebalance or a rewind bumps
+        the generation and stale batches are dropped, never applied out of order.
+        """
+        self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_revoke)
+        queue: asyncio.Queue = asyncio.Queue(maxsize=2)
+        reader = asyncio.create_task(self._read_loop(stop, queue))
+        try:
+            while not stop.is_set():
+                await self._housekeeping()
+                try:
+                    gen, batch, decoded = await asyncio.wait_for(queue.get(), 0.05)
+                except asyncio.TimeoutError:
+                    if reader.done():
+                        reader.result()  # re-raise a crash of the reader
+                    continue
+                if gen != self.gen:
+                    continue
+                try:
+                    await self._process(batch, decoded, stop)
+                except Revoked:
+                    self._rewind(batch, queue)
+                    log.info("region %s: batch abandoned; it will be read again", self.region)
+        finally:
+            reader.cancel()
+            self.close()
+
+    async def _read_loop(self, stop: asyncio.Event, queue: asyncio.Queue) -> None:
+        reset_gen = self.gen
+        while not stop.is_set():
+            if reset_gen != self.gen:
+                reset_gen = self.gen
+                await self._reset_to_committed()
+            gen = self.gen
+            batch = await self._poll_batch(stop, gen)
+            if not batch or gen != self.gen:
+                continue  # anything read across a generation change is read again after the reset
+            decoded: list = []
+            for s in range(0, len(batch), 100):
+                decoded.extend(decode_write(rec.value, region=self.region, cfg=self.cfg) for rec in batch[s:s + 100])
+                await asyncio.sleep(0)  # let the applying batch's DB round trips through
+            await queue.put((gen, batch, decoded))
+
+    async def _reset_to_committed(self) -> None:
+        """After an abandoned batch or a rebalance, resume every owned partition at its commit.
+
+        Whatever was read but not committed is then read again, in order;
+        the inbox makes a second apply of anything harmless.
+        """
+        parts = [TopicPartition(self.topic, p) for p in self.modes.parts]
+        if not parts:
+            return
+        try:
+            committed = await asyncio.to_thread(self.consumer.committed, parts, 10.0)
+        except KafkaException as exc:
+            log.warning("region %s: committed-offset lookup failed: %s", self.region, exc)
+            return
+        for tp in committed:
+            target = tp.offset if tp.offset is not None and tp.offset >= 0 else OFFSET_BEGINNING
+            try:
+                self.consumer.seek(TopicPartition(self.topic, tp.partition, target))
+            except KafkaException:
+                pass  # not fetching yet: it will start from the committed offset anyway
+
+    def close(self) -> None:
+        for c in (self.consumer, self.offsets_reader):
+            try:
+                c.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    async def _poll_batch(self, stop: asyncio.Event, gen: int) -> list[Record]:
+        cfg = self.cfg.router
+        out: list[Record] = []
+        start = time.monotonic()
+        wait = cfg.batch_wait_ms / 1000
+        while len(out) < cfg.batch_max and not stop.is_set():
+            if gen != self.gen:
+                return []
+            msgs = self.consumer.consume(cfg.batch_max - len(out), 0)
+            for msg in msgs:
+                err = msg.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        log.warning("region %s: consume error %s", self.region, err)
+                    continue
+                out.append(Record(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), msg.headers()))
+            elapsed = time.monotonic() - start
+            if out and (elapsed >= wait or len(out) >= cfg.batch_max):
+                break
+            if not out and elapsed >= 0.05:
+                break  # come back for housekeeping
+            if not msgs:
+                await asyncio.sleep(0.001 if out else 0.01)
+        return out
+
+    async def _housekeeping(self) -> None:
+        # new partitions: is anything possibly pending in their held partition?
+        for p in self.modes.pending_lookup():
+            try:
+                _low, high = await asyncio.to_thread(
+                    self.consumer.get_watermark_offsets, TopicPartition(self.held_topic, p), 5.0, False)
+            except KafkaException as exc:
+                log.warning("region %s: held watermark lookup failed (%s); treating p%d as held", self.region, exc, p)
+                high = 1
+            self.modes.looked_up(p, high)
+        closed = self.is_closed(self.region)
+        if closed and time.monotonic() >= self.local_down_until and self.local_down_kind:
+            self.local_down_kind = ""
+        self._do(self.modes.region_changed(closed))
+        if closed and self.modes.draining() and time.monotonic() - self._last_drain_check > 0.1:
+            self._last_drain_check = time.monotonic()
+            parts = [TopicPartition(self.held_topic, p) for p in self.modes.draining()]
+            try:
+                committed = await asyncio.to_thread(self.offsets_reader.committed, parts, 5.0)
+            except KafkaException as exc:
+                log.warning("region %s: replayer offsets lookup failed: %s", self.region, exc)
+                committed = []
+            for tp in committed:
+                off = tp.offset if tp.offset is not None and tp.offset >= 0 else None
+                self._do(self.modes.replayer_progress(tp.partition, off))
+        counts = self.modes.counts()
+        held_now = counts["held"] + counts["draining"]
+        m.HELD_PARTITIONS.labels(self.region).set(held_now)
+        if held_now and not self._holding:
+            self._holding = True
+            publish.failover_event(self.cfg, self.producer, FailoverEvent(
+                kind="hold_started", region=self.region, service="router", detail={"instance": self.instance}))
+        elif not held_now and self._holding and counts["direct"]:
+            self._holding = False
+            publish.failover_event(self.cfg, self.producer, FailoverEvent(
+                kind="direct_resumed", region=self.region, service="router", detail={"instance": self.instance}))
+
+    def _do(self, actions: list[tuple[Action, int]]) -> None:
+        for action, p in actions:
+            tp = [TopicPartition(self.topic, p)]
+            if action is Action.pause:
+                self.consumer.pause(tp)
+                self.paused.add(p)
+            elif action is Action.resume:
+                if p in self.paused:
+                    self.consumer.resume(tp)
+                    self.paused.discard(p)
+                if self.modes.parts.get(p) and self.modes.mode(p) is Mode.direct:
+                    log.info("region %s: partition %d back in direct mode", self.region, p)
+            elif action is Action.fence:
+                c = Confirmer()
+                c.produce(self.producer, self.held_topic, None, key=b"fence", partition=p,
+                          headers=[(decide.H_FENCE, self.instance.encode())])
+                try:
+                    c.wait(self.producer, timeout=10)
+                except KafkaDeliveryError as exc:
+                    log.warning("region %s: fence on p%d not confirmed: %s", self.region, p, exc)
+                    continue
+                off = c.offsets.get((self.held_topic, p))
+                if off is not None:
+                    self.modes.held_confirmed(p, off)
+
+    # one batch ---------------------------------------------------------------------
+    async def _process(self, batch: list[Record], decoded: list, stop: asyncio.Event) -> None:
+        epoch = self.gen
+        now = datetime.now(timezone.utc)
+        direct: list[tuple[Record, WriteEvent]] = []
+        held: list[tuple[Record, WriteEvent]] = []
+        dead: list[tuple[Record, BadWrite, str | None]] = []
+        region_closed = self.is_closed(self.region)
+        for rec, w in zip(batch, decoded):
+            if rec.partition not in self.modes.parts:
+                continue  # revoked while we held it; the new owner gets it
+            if isinstance(w, BadWrite):
+                dead.append((rec, w, None))
+            elif region_closed and self.modes.mode(rec.partition) is Mode.direct:
+                direct.append((rec, w))
+            else:
+                self.modes.divert(rec.partition)
+                held.append((rec, w))
+
+        if direct:
+            moved = await self._apply_direct(direct, dead, stop, epoch)
+            held = self._merge_in_order(moved, held)
+        out = Outbox()
+        if held:
+            await self._divert(held, dead, out, now)
+        for rec, err, wid in dead:
+            out.dead_letter(self.cfg, rec, err, region=self.region, write_id=wid)
+            m.DEAD_LETTERS.labels(self.region, err.reason.value).inc()
+            self.stats["dead"] += 1
+        offsets = await self._confirm(out, stop, epoch)
+        for (topic, p), off in offsets.items():
+            if topic == self.held_topic:
+                self.modes.held_confirmed(p, off)
+        self._commit(batch, epoch)
+
+    def _rewind(self, batch: list[Record], queue: asyncio.Queue) -> None:
+        """Abandon the batch and everything read after it; the reader resets to the commits."""
+        self.gen += 1
+        while not queue.empty():
+            queue.get_nowait()
+
+    @staticmethod
+    def _merge_in_order(moved, held):
+        if not moved:
+            return held
+        return sorted(moved + held, key=lambda rw: (rw[0].partition, rw[0].offset))
+
+    async def _apply_direct(self, direct, dead, stop, epoch) -> list:
+        """Apply in one transaction, retrying transient errors; returns writes to hold instead."""
+        writes = [w for _, w in direct]
+        while True:
+            if self.gen != epoch:
+                raise Revoked()
+            if not self.is_closed(self.region):
+                for rec, _ in direct:
+                    self.modes.divert(rec.partition)
+                return direct
+            t0 = time.perf_counter()
+            try:
+                res = await self.db.apply(writes, source="router")
+            except RegionUnavailable as err:
+                self._mark_down(err)
+                continue
+            except RegionGuardError as err:
+                kind = getattr(err, "kind", type(err).__name__)
+                m.APPLY_ERRORS.labels(self.region, kind).inc()
+                log.warning("region %s: %s; retrying in %.2fs", self.region, err, self.backoff)
+                await self._wait(self.backoff, stop)
+                self.backoff = min(self.backoff * 2, self.cfg.router.retry_max_s)
+                if stop.is_set():
+                    raise Revoked()  # shutting down: abandon the batch uncommitted
+                continue
+            break
+        self.backoff = self.cfg.router.retry_initial_s
+        m.BATCH_SECONDS.labels(self.region, "router").observe(time.perf_counter() - t0)
+        for i, err in res.failed:
+            rec, w = direct[i]
+            dead.append((rec, err, str(w.id)))
+        n_ok = len(writes) - len(res.failed)
+        m.APPLIED.labels(self.region, "router").inc(res.applied)
+        m.DUPLICATES.labels(self.region, "router").inc(res.duplicates)
+        m.STALE.labels(self.region, "router").inc(res.stale)
+        self.stats["applied"] += res.applied
+        self.stats["duplicates"] += res.duplicates
+        self.stats["stale"] += res.stale
+        if res.duplicates:
+            log.info("region %s: skipped %d duplicate write(s) already applied", self.region, res.duplicates)
+        stall = os.environ.get(STALL_ENV)
+        if stall and n_ok:
+            with open(stall, "w") as fh:
+                json.dump({"region": self.region, "writes": len(writes), "duplicates": res.duplicates}, fh)
+            log.warning("test hook: stalling after DB commit, before offset commit")
+            await asyncio.sleep(3600)
+        return []
+
+    async def _divert(self, held, dead, out: "Outbox", now: datetime) -> None:
+        failover: dict[str, list[tuple[Record, WriteEvent]]] = {}
+        plain: list[tuple[Record, WriteEvent, str | None]] = []
+        for rec, w in held:
+            route, fb = decide.route_held(w, now=now, is_closed=self.is_closed)
+            if route is Route.expired:
+                dead.append((rec, BadWrite(DeadReason.expired, f"expired at {w.expires_at.isoformat()}"), str(w.id)))
+            elif route is Route.shed:
+                dead.append((rec, BadWrite(DeadReason.shed, f"region {self.region} unavailable; policy shed"), str(w.id)))
+            elif route is Route.failover:
+                failover.setdefault(fb, []).append((rec, w))
+                plain.append((rec, w, fb))
+            else:
+                plain.append((rec, w, None))
+        applied_in: dict[int, str] = {}
+        for fb, items in failover.items():
+            try:
+                res = await self.dbs[fb].apply([w for _, w in items], source=f"failover:{self.region}")
+            except RegionGuardError as err:
+                log.warning("region %s: failover apply in %s failed (%s); holding only", self.region, fb, err)
+                continue
+            failed = {i for i, _ in res.failed}
+            for i, (rec, _) in enumerate(items):
+                if i not in failed:
+                    applied_in[id(rec)] = fb
+            m.FAILOVER_APPLIED.labels(self.region, fb).inc(len(items) - len(failed))
+            self.stats["failover"] += len(items) - len(failed)
+        held_at = now.isoformat().encode()
+        reason = (self.local_down_kind or "region_not_closed").encode()
+        for rec, w, fb in plain:
+            headers = [
+                (decide.H_REASON, reason),
+                (decide.H_HELD_AT, held_at),
+                (decide.H_SOURCE_TOPIC, rec.topic.encode()),
+                (decide.H_SOURCE_PARTITION, str(rec.partition).encode()),
+                (decide.H_SOURCE_OFFSET, str(rec.offset).encode()),
+            ]
+            if id(rec) in applied_in:
+                headers.append((decide.H_APPLIED_IN, applied_in[id(rec)].encode()))
+            out.items.append((self.held_topic, rec.key, rec.value, rec.partition, headers))
+            m.HELD.labels(self.region, "failover" if fb else "hold").inc()
+            self.stats["held"] += 1
+
+    async def _confirm(self, out: "Outbox", stop: asyncio.Event, epoch: int) -> dict:
+        """Produce held records and dead letters until every one is acknowledged."""
+        delay = self.cfg.router.retry_initial_s
+        while True:
+            if not out.items:
+                return {}
+            confirmer = Confirmer()
+            for topic, key, value, partition, headers in out.items:
+                confirmer.produce(self.producer, topic, value, key=key, partition=partition, headers=headers)
+            try:
+                await asyncio.to_thread(confirmer.wait, self.producer, 30.0)
+                return confirmer.offsets
+            except KafkaDeliveryError as exc:
+                # some records may now be in Kafka twice; the inbox makes that harmless
+                log.warning("region %s: %s; producing again in %.2fs", self.region, exc, delay)
+                await self._wait(delay, stop)
+                delay = min(delay * 2, self.cfg.router.retry_max_s)
+                if stop.is_set() or self.gen != epoch:
+                    raise Revoked() from exc
+
+    def _commit(self, batch: list[Record], epoch: int) -> None:
+        if self.gen != epoch:
+            raise Revoked()
+        last: dict[int, int] = {}
+        for rec in batch:
+            if rec.partition in self.modes.parts:
+                last[rec.partition] = max(last.get(rec.partition, -1), rec.offset)
+        if not last:
+            return
+        try:
+            self.consumer.commit(offsets=[TopicPartition(self.topic, p, o + 1) for p, o in last.items()],
+                                 asynchronous=False)
+        except KafkaException as exc:
+            # redelivery is safe: the inbox skips what was applied
+            log.warning("region %s: offset commit failed (%s); records will be redelivered", self.region, exc)
+
+    async def _wait(self, seconds: float, stop: asyncio.Event) -> None:
+        """Sleep without falling out of the consumer group."""
+        end = time.monotonic() + seconds
+        assigned = [TopicPartition(self.topic, p) for p in self.modes.parts if p not in self.paused]
+        if assigned:
+            self.consumer.pause(assigned)
+        try:
+            while time.monotonic() < end and not stop.is_set():
+                self.consumer.poll(0)  # serves rebalance callbacks; returns nothing while paused
+                await asyncio.sleep(min(0.05, max(0.0, end - time.monotonic())))
+        finally:
+            still = [tp for tp in assigned if tp.partition in self.modes.parts and tp.partition not in self.paused]
+            if still:
+                self.consumer.resume(still)
+
+
+class Outbox:
+    """Records to produce for one batch; kept so a failed delivery can be redone whole."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, bytes | None, bytes | None, int | None, list | None]] = []
+
+    def dead_letter(self, cfg: Config, rec: Record, err: BadWrite, *, region: str, write_id: str | None) -> None:
+        value = publish.dead_letter_value(rec, err, region=region, write_id=write_id)
+        self.items.append((cfg.topic("dead-letter"), rec.key, value, None, None))
