@@ -1,0 +1,155 @@
+"""The health leader's judge: quorum over observers, restore on handover, seq, commands. No I/O."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from regionguard.core.config import parse_config
+from regionguard.core.models import Observation, RegionState
+from regionguard.health.judge import Judge
+
+
+class Clocks:
+    def __init__(self):
+        self.mono = 50.0
+        self.wall = 1_800_000_000.0
+
+    def advance(self, dt):
+        self.mono += dt
+        self.wall += dt
+
+
+def cfg(**health):
+    return parse_config({
+        "regions": {"eu": {"dsn": "postgresql://a@h/eu"}, "us": {"dsn": "postgresql://a@h/us"}},
+        "tables": {"t": {"key": ["id"]}},
+        "health": {"observation_ttl_s": 3.0, **health},
+        "breaker": {"consecutive_failures": 3, "window": 50, "min_calls": 40, "open_wait_s": 2,
+                    "half_open_calls": 2},
+    })
+
+
+def judge(**health):
+    c = Clocks()
+    j = Judge(cfg(**health), "h1", clock=lambda: c.mono, wall=lambda: c.wall)
+    return j, c
+
+
+def obs(c, observer, ok, region="eu", kind=None, age=0.0):
+    at = datetime.fromtimestamp(c.wall - age, timezone.utc)
+    return Observation(region=region, observer=observer, ok=ok, kind=kind or ("ok" if ok else "timeout"), at=at)
+
+
+def feed(j, c, seq, region="eu", dt=0.05):
+    out = []
+    for observer, ok in seq:
+        out += j.observe(obs(c, observer, ok, region))
+        c.advance(dt)
+    return out
+
+
+def test_initial_activation_publishes_closed_for_unknown_regions():
+    j, c = judge()
+    recs = j.activate({})
+    assert {r.region: (r.state.value, r.heartbeat, r.reason) for r in recs} == {
+        "eu": ("closed", False, "initial"), "us": ("closed", False, "initial")}
+    assert all(r.seq >= int(c.wall * 1000) and r.observer == "h1" for r in recs)
+
+
+def test_standby_tracks_observers_but_never_decides():
+    j, c = judge()
+    assert feed(j, c, [("h1", False)] * 10) == []
+    assert j.tick() == [] and j.heartbeats() == [] and j.command("eu", "force_open") == []
+    assert "h1" in j.regions["eu"].seen
+
+
+def test_quorum_1_opens_on_consecutive_failures():
+    j, c = judge()
+    j.activate({})
+    [d] = feed(j, c, [("h1", False)] * 3)
+    assert (d.record.state.value, d.record.reason, d.record.heartbeat) == ("open", "consecutive_failures", False)
+    assert d.transition.from_state.value == "closed"
+
+
+def test_quorum_2_one_cut_off_observer_is_not_an_outage():
+    j, c = judge(quorum=2)
+    j.activate({})
+    assert feed(j, c, [("h1", False), ("h2", True)] * 100) == []
+    assert j.breaker_state("eu").value == "closed"
+    assert j.regions["eu"].ignored_failures == 99  # the very first counted: h1 was the only live observer
+    # both failing: a real outage opens within a few observations
+    ds = feed(j, c, [("h1", False), ("h2", False)] * 3)
+    assert [d.record.state.value for d in ds] == ["open"]
+
+
+def test_quorum_counts_routers_and_shrinks_to_live_observers():
+    j, c = judge(quorum=2)
+    j.activate({})
+    feed(j, c, [("h1", True), ("h2", True)])
+    c.advance(5)  # h2 goes silent (dead instance): its view expires
+    ds = feed(j, c, [("h1", False)] * 3)
+    assert [d.record.state.value for d in ds] == ["open"]  # a lone live observer suffices
+    j2, c2 = judge(quorum=2)
+    j2.activate({})
+    ds = feed(j2, c2, [("h1", False), ("router:r1", False)] * 2)
+    assert [d.record.state.value for d in ds] == ["open"]
+
+
+def test_late_observations_are_ignored():
+    j, c = judge()
+    j.activate({})
+    for _ in range(5):
+        assert j.observe(obs(c, "h2", False, age=10)) == []
+    assert "h2" not in j.regions["eu"].seen
+
+
+def test_half_open_then_closed_and_seq_increases():
+    j, c = judge()
+    j.activate({})
+    ds = feed(j, c, [("h1", False)] * 3)
+    c.advance(2.0)
+    ds += j.tick()
+    ds += feed(j, c, [("h1", True)] * 2)
+    assert [d.record.state.value for d in ds] == ["open", "half_open", "closed"]
+    seqs = [d.record.seq for d in ds]
+    assert seqs == sorted(set(seqs))
+    hb = j.heartbeats()
+    assert [h.seq for h in hb if h.region == "eu"] == [seqs[-1]] and all(h.heartbeat for h in hb)
+
+
+def test_activate_restores_published_state_without_transition():
+    j, c = judge()
+    since = datetime.fromtimestamp(c.wall - 1.5, timezone.utc)
+    last = {
+        "eu": RegionState(region="eu", state="open", since=since, seq=7_000_000_000_000, reason="consecutive_failures",
+                          stats={"breaker_state": "open", "openings": 1, "control_offset": 12}),
+        "us": RegionState(region="us", state="open", since=since, seq=5, reason="forced"),
+    }
+    recs = j.activate(last)
+    assert {r.region: (r.state.value, r.seq, r.heartbeat) for r in recs} == {
+        "eu": ("open", 7_000_000_000_000, True), "us": ("open", 5, True)}
+    assert j.breaker_state("us").value == "forced_open" and j.control_offset == 12
+    assert feed(j, c, [("h1", True)]) == []  # open: not permitted, no flip to closed
+    c.advance(0.5)  # 1.5 s + 0.5 s = open_wait_s
+    [d] = j.tick()
+    assert (d.record.region, d.record.state.value, d.record.seq) == ("eu", "half_open", 7_000_000_000_001)
+
+
+def test_commands_force_disable_release():
+    j, c = judge()
+    j.activate({})
+    [d] = j.command("eu", "force_open")
+    assert (d.record.state.value, d.record.reason, d.record.stats["breaker_state"]) == ("open", "forced", "forced_open")
+    assert j.command("eu", "force_open") == []
+    [d] = j.command("eu", "disable")
+    assert (d.record.state.value, d.record.reason) == ("closed", "disabled")
+    assert feed(j, c, [("h1", False)] * 20) == []
+    [d] = j.command("eu", "release")
+    assert (d.record.state.value, d.record.reason) == ("closed", "released")
+    assert j.command("nowhere", "force_open") == [] and j.command("eu", "explode") == []
+
+
+def test_unknown_region_observation_is_ignored():
+    j, c = judge()
+    j.activate({})
+    assert j.observe(obs(c, "h1", False, region="mars")) == []
