@@ -154,31 +154,50 @@ def test_feature_flags_view_prefers_live_manager_records(cfg):
 
 
 def test_views_survive_a_broker_restart(tmp_path):
-    """A private tansu (restart wipes its memory): views keep the last state, then follow the new log."""
+    """A private tansu (restart wipes its memory): views keep the last state, then follow the new log.
+
+    The feature manager runs in-process, so its flags must come back through the restart too.
+    """
     if Broker.from_env().external:
         pytest.skip("needs the embedded broker to restart it")
+    from regionguard.features.service import FeatureManager
+
     with Broker(log_path=tmp_path / "tansu.log") as b:
         cf = make_config(DSNS, b.bootstrap, tmp_path / "rg.yaml",
                          overrides={"features": FEATURES, "health": {"heartbeat_s": 0.2, "stale_after_s": 3.0}})
         cfg = cf.load()
         pub = StatePublisher(cfg, heartbeat_s=0.2).start()
+        mgr = FeatureManager(cfg)
+        mt = threading.Thread(target=mgr.run, daemon=True)
+        mt.start()
         states = RegionStates(cfg).start()
+        flags = FeatureFlags(cfg).start()  # no region-state fallback: only the manager's records count
         try:
-            assert states.wait_ready(10)
+            assert states.wait_ready(10) and flags.wait_ready(10)
             pub.set("eu", "open", reason="before restart")
             assert until(lambda: states.state_name("eu") == "open", 5)
+            assert until(lambda: flags.flags("eu") is not None and flags.flags("eu").disabled == ["recommendations"], 5)
+            seq_before = flags.flags("eu").seq
             t0 = time.monotonic()
             b.restart()
             restart_s = time.monotonic() - t0
             ensure_topics(cfg, timeout=10)
             # the old log is gone; the last known state stays readable meanwhile
             assert states.state_name("eu") == "open"
+            assert not flags.is_enabled("recommendations", "eu")
             pub.set("eu", "closed", reason="after restart")
             t1 = time.monotonic()
             assert until(lambda: states.state_name("eu") == "closed", 20), states.state("eu")
             follow_s = time.monotonic() - t1
-            assert not states.stale
-            print(f"broker restart {restart_s:.1f}s; view followed the new log {follow_s:.2f}s after the first publish")
+            assert until(lambda: flags.is_enabled("recommendations", "eu"), 20), flags.flags("eu")
+            flags_s = time.monotonic() - t1
+            assert flags.flags("eu").seq > seq_before
+            assert not states.stale and not flags.stale
+            print(f"broker restart {restart_s:.1f}s; after the first publish on the new broker the state view "
+                  f"followed in {follow_s:.2f}s and the flags view in {flags_s:.2f}s")
         finally:
+            mgr.stop()
+            mt.join(10)
+            flags.stop()
             states.stop()
             pub.stop()

@@ -188,3 +188,20 @@ async def test_allow_list_and_bind_parameters(setup, rg_config):
             await reader.select("users", region=eu, columns=["email"])
         res = await reader.get("users", {"id": 1}, region=eu)
         assert set(res.row) == {"id", "name", "version"}
+
+
+def test_cache_format_helpers():
+    """The write-through format the router shares with the reader (pure functions)."""
+    import datetime as dt
+    from decimal import Decimal
+
+    from regionguard.client.cache import cache_age_s, row_from_cache
+
+    assert cache_key("eu", "users", {"id": 42}) == "rg:eu:users:42"
+    # sorted column order, like entity_key; "/" and "%" inside values are escaped
+    assert cache_key("eu", "t", {"b": "x/y", "a": "50%"}) == "rg:eu:t:50%25/x%2Fy"
+    with pytest.raises(ValueError):
+        cache_key("eu", "t", {})
+    raw = row_to_cache({"id": 1, "amount": Decimal("9.50"), "at": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)})
+    assert row_from_cache(raw) == {"id": 1, "amount": "9.50", "at": "2026-01-01T00:00:00+00:00"}
+    assert cache_age_s(60, 59_000) == 1.0 and cache_age_s(60, -1) is None and cache_age_s(60, None) is None
