@@ -1,0 +1,457 @@
+"""``regionguard health --config F``: probe every region, judge, publish region state.
+
+Every instance
+  probes each region every ``health.interval_s`` (:mod:`.probe`) and publishes
+  each :class:`~regionguard.core.models.Observation` to ``<prefix>observations``;
+  tails that topic (group-less, from the end) so it knows which observers are
+  live, and follows ``<prefix>region-state`` with a
+  :class:`~regionguard.core.stateview.RegionStateView`.
+
+The leader (one at a time)
+  feeds every observation, its own and other instances' and routers'
+  (``observer="router:<id>"``), to per-region breakers behind a quorum gate
+  (:mod:`.judge`); publishes each transition as a RegionState (key = region)
+  on the compacted ``<prefix>region-state`` and as a
+  ``FailoverEvent(kind="transition")`` on ``<prefix>failover-events``;
+  republishes every region's state with ``heartbeat=true`` every
+  ``health.heartbeat_s``; applies operator commands
+  (``ControlRecord(kind="breaker_command")`` on ``<prefix>control``, sent by
+  ``regionguard breaker``).
+
+Leader election is faust-streaming's: the app (id ``<prefix>health``, so
+tests with unique prefixes never share a group) joins a consumer group and
+the member assigned faust's ``__assignor-__leader`` partition leads
+(``app.is_leader()``). On tansu, with the group timeouts derived from
+``health.leader_session_timeout_s`` (session; heartbeat = session/3 capped
+at 1 s; rebalance 4 s), the first worker leads within about 3-4 s, a SIGTERM'd
+leader hands over in about 2 s and a SIGKILL'd one in about session + 3 s.
+A new leader restores every breaker from the last published states, so a
+handover causes no transition and ``seq`` continues.
+
+What is *not* done with faust, and why:
+
+- observations, control records and region states are read with
+  confluent-kafka consumers that join no group: faust agents consume as a
+  group, so a topic partition would go to one worker, and that worker need
+  not be the leader (faust assigns the leader topic independently); every
+  instance needs all observations (observer liveness) and the leader must
+  read control from a known offset after a handover.
+- records are produced with the project's confluent-kafka producer
+  (idempotent, acks=all), like every other service, instead of faust's
+  aiokafka producer.
+- the faust web server is disabled (``web_enabled=False``); metrics come
+  from prometheus-client (``--metrics-port``).
+
+The control offset the leader has consumed up to is carried in every
+RegionState (``stats.control_offset``), so a new leader continues there and
+no command is lost or applied twice across a handover.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import socket
+import ssl
+import tempfile
+import threading
+import time
+import uuid
+from typing import Any, Callable
+
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
+
+from ..core import metrics as m
+from ..core.config import Config, ConfigError, load_config
+from ..core.kafka import ensure_topics, make_producer
+from ..core.log import setup_logging
+from ..core.models import ControlRecord, FailoverEvent, Observation, RegionState
+from ..core.stateview import RegionStateView, rdkafka_log
+from .judge import Decision, Judge
+from .probe import LoopLagMonitor, RegionProber, probe_loop
+
+log = logging.getLogger("regionguard.health")
+
+SERVICE = "health"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--observer", metavar="NAME", default=None,
+                        help="this instance's observer id (default: <hostname>-<pid>)")
+    parser.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                        help="serve /metrics on PORT (default: metrics.port; 0 picks a free port)")
+
+
+def main(args: argparse.Namespace) -> int:
+    setup_logging(SERVICE)
+    cfg = load_config(args.config)
+    observer = args.observer or f"{socket.gethostname()}-{os.getpid()}"
+    try:
+        port = m.start_metrics(cfg, SERVICE, args.metrics_port)
+    except OSError as exc:
+        raise ConfigError(f"metrics: cannot listen on {cfg.metrics.host}: {exc.strerror or exc}") from None
+    if port is not None:
+        log.info("metrics port %d", port)
+    try:
+        created = ensure_topics(cfg, timeout=15)
+    except KafkaException as exc:
+        raise ConfigError(f"kafka.bootstrap {cfg.kafka.bootstrap}: cannot create topics ({exc})") from None
+    if created:
+        log.info("created topics %s", ", ".join(created))
+    asyncio.run(HealthService(cfg, observer).run())
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+class TopicTail:
+    """A group-less consumer thread over every partition of one topic, from ``start`` on.
+
+    ``deliver(partition, offset, value)`` is called on the thread; keep it short
+    (hand over to an event loop with ``call_soon_threadsafe``).
+    """
+
+    def __init__(self, cfg: Config, topic: str, start: int, deliver: Callable[[int, int, bytes | None], None],
+                 name: str) -> None:
+        self.cfg, self.topic, self.start_offset, self.deliver, self.name = cfg, topic, start, deliver, name
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "TopicTail":
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        consumer = Consumer(self.cfg.kafka_client_conf(**{
+            "group.id": f"{self.cfg.kafka.topic_prefix}{self.name}-{uuid.uuid4().hex[:12]}",
+            "enable.auto.commit": False, "enable.auto.offset.store": False,
+            "auto.offset.reset": "latest" if self.start_offset == OFFSET_END else "earliest",
+            "fetch.wait.max.ms": 5, "logger": rdkafka_log,
+        }))
+        try:
+            assigned = False
+            while not self._stop.is_set():
+                if not assigned:
+                    try:
+                        md = consumer.list_topics(self.topic, timeout=2.0).topics.get(self.topic)
+                    except KafkaException:
+                        md = None
+                    if md is None or md.error is not None or not md.partitions:
+                        self._stop.wait(0.5)
+                        continue
+                    consumer.assign([TopicPartition(self.topic, p, self.start_offset) for p in md.partitions])
+                    assigned = True
+                msg = consumer.poll(0.1)
+                if msg is None:
+                    continue
+                if msg.error() is not None:
+                    if msg.error().code() != KafkaError._PARTITION_EOF:
+                        log.debug("%s: %s", self.name, msg.error())
+                    continue
+                self.deliver(msg.partition(), msg.offset(), msg.value())
+        except Exception:
+            log.exception("%s: consumer thread failed", self.name)
+        finally:
+            try:
+                consumer.close()
+            except Exception:
+                pass
+
+
+def _faust_credentials(cfg: Config) -> Any:
+    """Translate librdkafka's ``kafka.client`` security settings for faust/aiokafka."""
+    import faust
+
+    c = cfg.kafka.client
+    proto = str(c.get("security.protocol", "PLAINTEXT")).upper()
+    if proto == "PLAINTEXT":
+        return None
+    ctx = None
+    if proto in ("SSL", "SASL_SSL"):
+        ctx = ssl.create_default_context(cafile=c.get("ssl.ca.location") or None)  # type: ignore[arg-type]
+        if c.get("ssl.certificate.location"):
+            ctx.load_cert_chain(str(c["ssl.certificate.location"]), c.get("ssl.key.location") or None,  # type: ignore[arg-type]
+                                c.get("ssl.key.password") or None)  # type: ignore[arg-type]
+    if proto.startswith("SASL"):
+        mech = str(c.get("sasl.mechanism", c.get("sasl.mechanisms", "PLAIN")))
+        return faust.SASLCredentials(username=str(c.get("sasl.username", "")), password=str(c.get("sasl.password", "")),
+                                     ssl_context=ctx, mechanism=mech)
+    return faust.SSLCredentials(ctx)
+
+
+def make_app(cfg: Config, datadir: str) -> Any:
+    """The faust app used for leader election only (no agents, no tables, no web server)."""
+    import faust
+
+    session = cfg.health.leader_session_timeout_s
+    app = faust.App(
+        f"{cfg.kafka.topic_prefix}health",
+        broker=[f"kafka://{hp.strip()}" for hp in cfg.kafka.bootstrap.split(",") if hp.strip()],
+        broker_credentials=_faust_credentials(cfg),
+        web_enabled=False,
+        datadir=datadir,
+        store="memory://",
+        topic_replication_factor=cfg.kafka.replication_factor,
+        topic_partitions=1,
+        broker_session_timeout=session,
+        broker_heartbeat_interval=min(1.0, session / 3),
+        broker_rebalance_timeout=4.0,
+        consumer_auto_offset_reset="latest",
+    )
+    app.finalize()
+    return app
+
+
+# ---------------------------------------------------------------------------------------------
+class HealthService:
+    def __init__(self, cfg: Config, observer: str) -> None:
+        self.cfg = cfg
+        self.observer = observer
+        self.judge = Judge(cfg, observer)
+        self.view = RegionStateView(cfg, on_change=self._on_state_seen)
+        self.producer = make_producer(cfg, **{"linger.ms": 1, "logger": rdkafka_log})
+        self.leader = False
+        self.stop_event: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._poll_stop = threading.Event()
+        self._control: TopicTail | None = None
+        self._delivery_errors = 0
+        self._last_delivery_log = 0.0
+        self.lag = LoopLagMonitor()
+
+    # ---- kafka output --------------------------------------------------------------------
+    def _on_delivery(self, err, msg) -> None:
+        if err is None:
+            return
+        self._delivery_errors += 1
+        now = time.monotonic()
+        if now - self._last_delivery_log > 10:
+            self._last_delivery_log = now
+            log.error("produce to %s failed (%d so far): %s", msg.topic(), self._delivery_errors, err)
+
+    def _produce(self, topic: str, key: str, value: bytes) -> None:
+        try:
+            self.producer.produce(topic, key=key.encode(), value=value, on_delivery=self._on_delivery)
+        except BufferError:
+            self._on_delivery(KafkaError(KafkaError._QUEUE_FULL), _Msg(topic))
+        except KafkaException as exc:
+            self._on_delivery(exc, _Msg(topic))
+
+    def _poll_producer(self) -> None:
+        while not self._poll_stop.is_set():
+            self.producer.poll(0.1)
+
+    def _publish_state(self, rec: RegionState) -> None:
+        self._produce(self.cfg.topic("region-state"), rec.region, rec.model_dump_json().encode())
+        m.REGION_STATE.labels(rec.region).set(m.STATE_VALUE[rec.state.value])
+        m.REGION_STATE_SEQ.labels(rec.region).set(rec.seq)
+
+    def _publish(self, decisions: list[Decision]) -> None:
+        if not self.leader:
+            return
+        for d in decisions:
+            t, rec = d.transition, d.record
+            self._publish_state(rec)
+            ev = FailoverEvent(kind="transition", region=rec.region, service=SERVICE, detail={
+                "from": t.from_state.value, "to": t.to_state.value, "state": rec.state.value,
+                "reason": rec.reason, "seq": rec.seq, "observer": self.observer, "stats": rec.stats,
+            })
+            self._produce(self.cfg.topic("failover-events"), rec.region, ev.model_dump_json().encode())
+            m.TRANSITIONS.labels(rec.region, t.from_state.value, t.to_state.value).inc()
+            log.warning("region %s: %s -> %s (%s) seq=%d", rec.region, t.from_state.value, t.to_state.value,
+                        rec.reason, rec.seq)
+
+    # ---- inputs ----------------------------------------------------------------------------
+    def _emit(self, obs: Observation) -> None:
+        """One of our own probe results."""
+        m.PROBE_LATENCY.labels(obs.region).observe(obs.latency_s)
+        if not obs.ok:
+            m.PROBE_FAILURES.labels(obs.region, obs.kind).inc()
+        self._produce(self.cfg.topic("observations"), obs.region, obs.model_dump_json().encode())
+        self._publish(self.judge.observe(obs))
+
+    def _on_observation(self, _p: int, _off: int, value: bytes | None) -> None:
+        if not value:
+            return
+        try:
+            obs = Observation.model_validate_json(value)
+        except Exception as exc:
+            log.debug("ignoring invalid observation: %s", exc)
+            return
+        if obs.observer == self.observer:
+            return  # fed directly when it was made
+        self._publish(self.judge.observe(obs))
+
+    def _on_control(self, _p: int, offset: int, value: bytes | None) -> None:
+        if not self.leader:
+            return
+        self.judge.control_offset = offset + 1
+        if not value:
+            return
+        try:
+            rec = ControlRecord.model_validate_json(value)
+        except Exception:
+            return
+        if rec.kind != "breaker_command":
+            return
+        action = str(rec.detail.get("action", ""))
+        log.warning("breaker command %s for %s from %s", action, rec.region, rec.service or "?")
+        self._publish(self.judge.command(rec.region, action, str(rec.detail.get("reason", ""))))
+
+    def _threadsafe(self, fn: Callable[[int, int, bytes | None], None]) -> Callable[[int, int, bytes | None], None]:
+        def deliver(p: int, off: int, value: bytes | None) -> None:
+            loop = self._loop
+            if loop is None or loop.is_closed():
+                return
+            try:
+                loop.call_soon_threadsafe(fn, p, off, value)
+            except RuntimeError:  # loop closing
+                pass
+        return deliver
+
+    def _on_state_seen(self, _old: RegionState | None, new: RegionState) -> None:
+        # view thread: keep every instance's gauges right, leader or not
+        m.REGION_STATE.labels(new.region).set(m.STATE_VALUE[new.state.value])
+        m.REGION_STATE_SEQ.labels(new.region).set(new.seq)
+
+    # ---- leadership ------------------------------------------------------------------------
+    async def _become_leader(self) -> bool:
+        ready = await asyncio.to_thread(self.view.wait_ready, 15.0)
+        if not ready:
+            log.warning("elected, but %s is not readable yet; waiting before deciding", self.view.topic)
+            return False
+        records = self.judge.activate(self.view.states())
+        self.leader = True
+        m.HEALTH_LEADER.set(1)
+        for rec in records:
+            self._publish_state(rec)
+        start = self.judge.control_offset if self.judge.control_offset is not None else OFFSET_BEGINNING
+        self._control = TopicTail(self.cfg, self.cfg.topic("control"), start, self._threadsafe(self._on_control),
+                                  "health-control").start()
+        log.info("observer %s is the leader: deciding for %s (resumed %d region states)", self.observer,
+                 ", ".join(self.cfg.regions), sum(1 for r in records if r.heartbeat))
+        return True
+
+    def _resign(self, why: str) -> None:
+        if not self.leader:
+            return
+        self.leader = False
+        self.judge.deactivate()
+        m.HEALTH_LEADER.set(0)
+        if self._control is not None:
+            ctl, self._control = self._control, None
+            threading.Thread(target=ctl.stop, daemon=True).start()
+        log.info("observer %s is no longer the leader (%s)", self.observer, why)
+
+    async def _leader_loop(self, app: Any) -> None:
+        assert self.stop_event is not None
+        while not self.stop_event.is_set():
+            try:
+                elected = bool(app.is_leader())
+            except Exception:
+                elected = False
+            if elected and not self.leader:
+                await self._become_leader()
+            elif not elected and self.leader:
+                self._resign("lost the election")
+            try:
+                await asyncio.wait_for(self.stop_event.wait(), 0.1)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _tick_loop(self) -> None:
+        assert self.stop_event is not None
+        next_hb = 0.0
+        while not self.stop_event.is_set():
+            if self.leader:
+                self._publish(self.judge.tick())
+                now = time.monotonic()
+                if now >= next_hb:
+                    next_hb = now + self.cfg.health.heartbeat_s
+                    for rec in self.judge.heartbeats():
+                        self._publish_state(rec)
+            age = self.view.last_heartbeat_age()
+            if age is not None:
+                m.HEARTBEAT_AGE.set(age)
+            try:
+                await asyncio.wait_for(self.stop_event.wait(), min(self.cfg.health.interval_s, 0.1))
+            except asyncio.TimeoutError:
+                pass
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    async def run(self) -> None:
+        self._loop = loop = asyncio.get_running_loop()
+        self.stop_event = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop_event.set)
+        m.HEALTH_LEADER.set(0)
+        poller = threading.Thread(target=self._poll_producer, name="health-producer", daemon=True)
+        poller.start()
+        self.view.start()
+        obs_tail = TopicTail(self.cfg, self.cfg.topic("observations"), OFFSET_END,
+                             self._threadsafe(self._on_observation), "health-observations").start()
+        self.lag.start()
+        probe_tasks = [
+            loop.create_task(probe_loop(
+                RegionProber(r, rc.dsn, self.cfg.health, self.observer, lag=self.lag),
+                self.cfg.health.interval_s, self.cfg.health.timeout_s, self._emit, self.stop_event),
+                name=f"probe:{r}")
+            for r, rc in self.cfg.regions.items()
+        ]
+        log.info("observer %s probing %s every %.3fs (timeout %.3fs)", self.observer,
+                 ", ".join(self.cfg.regions), self.cfg.health.interval_s, self.cfg.health.timeout_s)
+        datadir = tempfile.mkdtemp(prefix="regionguard-health-")
+        app = None
+        tasks: list[asyncio.Task] = []
+        try:
+            app = make_app(self.cfg, datadir)
+            starting = loop.create_task(app.start())
+            stopping = loop.create_task(self.stop_event.wait())
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if starting.done() and starting.exception() is not None:
+                raise starting.exception()  # type: ignore[misc]
+            if not self.stop_event.is_set():
+                log.info("observer %s joined the leader election (group %s)", self.observer, app.conf.id)
+                tasks = [loop.create_task(self._leader_loop(app), name="leader"),
+                         loop.create_task(self._tick_loop(), name="tick")]
+                await self.stop_event.wait()
+        finally:
+            log.info("observer %s stopping", self.observer)
+            self.stop_event.set()
+            self._resign("stopping")
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*probe_tasks, return_exceptions=True)
+            if app is not None:
+                try:
+                    await asyncio.wait_for(app.stop(), 10)
+                except Exception as exc:  # noqa: BLE001 - stopping must finish
+                    log.warning("stopping the faust app: %s", exc)
+            await self.lag.stop()
+            await asyncio.to_thread(obs_tail.stop)
+            await asyncio.to_thread(self.view.stop)
+            self._poll_stop.set()
+            await asyncio.to_thread(self.producer.flush, 5.0)
+            shutil.rmtree(datadir, ignore_errors=True)
+            log.info("observer %s stopped", self.observer)
+
+
+class _Msg:
+    """Stand-in message for delivery errors raised at produce() time."""
+
+    def __init__(self, topic: str) -> None:
+        self._topic = topic
+
+    def topic(self) -> str:
+        return self._topic
