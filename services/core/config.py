@@ -76,25 +76,34 @@ class TableConfig(_Frozen):
 
 
 class HealthConfig(_Frozen):
-    interval_s: float = Field(0.2, gt=0)
-    timeout_s: float = Field(0.4, gt=0)
-    fresh_connection_every: int = Field(8, ge=1)
+    # Defaults measured with bench/detection.py (docs/health.md): detection of a
+    # blackholed/refusing/crashed region well under 1 s, no false opens at 10% probe loss.
+    interval_s: float = Field(0.05, gt=0, description="A probe starts every interval_s per region (they may overlap).")
+    timeout_s: float = Field(0.3, gt=0, description="Deadline of one probe, connect and query together.")
+    fresh_connection_every: int = Field(10, ge=1)
     heartbeat_s: float = Field(1.0, gt=0)
-    stale_after_s: float = Field(5.0, gt=0, description="Views older than this count as stale.")
+    stale_after_s: float = Field(
+        12.0, gt=0,
+        description="Views older than this count as stale; above the leader handover time after a crash "
+                    "(leader_session_timeout_s plus a rebalance).")
     quorum: int = Field(1, ge=1, description="Observers that must see a failure before a region opens.")
     observation_ttl_s: float = Field(3.0, gt=0)
+    leader_session_timeout_s: float = Field(
+        6.0, gt=0,
+        description="Kafka group session timeout of the health leader election: a crashed leader is replaced "
+                    "about this plus 3 s later. Apache Kafka refuses less than group.min.session.timeout.ms (6 s).")
 
 
 class BreakerConfig(_Frozen):
-    consecutive_failures: int = Field(3, ge=1)
-    window: int = Field(20, ge=1)
-    min_calls: int = Field(10, ge=1)
+    consecutive_failures: int = Field(8, ge=1)
+    window: int = Field(100, ge=1)
+    min_calls: int = Field(40, ge=1)
     failure_rate: float = Field(0.5, gt=0, le=1)
-    slow_call_s: float = Field(0.3, gt=0)
+    slow_call_s: float = Field(0.2, gt=0)
     slow_call_rate: float = Field(0.8, gt=0, le=1)
-    open_wait_s: float = Field(5.0, gt=0)
-    open_wait_max_s: float = Field(60.0, gt=0, description="Cap of the backoff after repeated openings.")
-    open_wait_multiplier: float = Field(1.0, ge=1.0)
+    open_wait_s: float = Field(2.0, gt=0)
+    open_wait_max_s: float = Field(30.0, gt=0, description="Cap of the backoff after repeated openings.")
+    open_wait_multiplier: float = Field(2.0, ge=1.0)
     half_open_calls: int = Field(3, ge=1)
 
 
