@@ -113,6 +113,7 @@ class RouterConfig(_Frozen):
     pool_size: int = Field(4, ge=1)
     retry_initial_s: float = Field(0.05, gt=0)
     retry_max_s: float = Field(2.0, gt=0)
+    statement_timeout_s: float = Field(5.0, gt=0, description="Client-side timeout of one DB statement.")
     group_id: str = "router"
 
 

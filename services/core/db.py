@@ -6,6 +6,7 @@ The router (direct mode) and the replayer (held backlog) share
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections import defaultdict
@@ -227,7 +228,7 @@ class RegionDB:
                 min_size=0,
                 max_size=self.pool_size,
                 timeout=self.cfg.health.timeout_s * 5,
-                command_timeout=10,
+                command_timeout=self.cfg.router.statement_timeout_s,
                 max_inactive_connection_lifetime=60,
                 reset=_no_reset,
             )
@@ -261,6 +262,16 @@ class RegionDB:
             raise
         finally:
             await pool.release(conn)
+
+    async def ping(self) -> None:
+        """``SELECT 1`` with the health timeout; raises a typed error."""
+        pool = await self._pool()
+        try:
+            async with asyncio.timeout(self.cfg.health.timeout_s * 3):
+                async with pool.acquire() as conn:
+                    await conn.execute("SELECT 1")
+        except Exception as exc:  # noqa: BLE001
+            raise classify_db_error(self.region, exc) from exc
 
     async def check_ready(self) -> None:
         """Replay readiness: reachable, a writable primary, inbox and tables present."""

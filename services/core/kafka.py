@@ -77,6 +77,16 @@ def group_id(cfg: Config, name: str) -> str:
     return f"{cfg.kafka.topic_prefix}{name}"
 
 
+def router_group(cfg: Config, region: str) -> str:
+    """One consumer group per region, so a rebalance in one region never pauses another."""
+    return group_id(cfg, f"{cfg.router.group_id}.{region}")
+
+
+def replayer_group(cfg: Config, region: str) -> str:
+    """Its committed offsets on ``rg.held.<region>`` are the fence-and-switch truth."""
+    return group_id(cfg, f"{cfg.replay.group_id}.{region}")
+
+
 def make_producer(cfg: Config, **extra: Any) -> Producer:
     """Idempotent, acks=all: a confirmed delivery is durable and never duplicated."""
     conf = cfg.kafka_client_conf(

@@ -82,17 +82,22 @@ def install_signal_handlers(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
+def parse_regions(cfg: Config, arg: str | None) -> list[str]:
+    if not arg:
+        return list(cfg.regions)
+    regions = [r.strip() for r in arg.split(",") if r.strip()]
+    unknown = [r for r in regions if r not in cfg.regions]
+    if unknown or not regions:
+        from ..cli import UsageError
+
+        raise UsageError(f"--regions: unknown region {unknown[0] if unknown else arg!r}")
+    return regions
+
+
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     setup_logging("router")
-    regions = None
-    if args.regions:
-        regions = [r.strip() for r in args.regions.split(",") if r.strip()]
-        unknown = [r for r in regions if r not in cfg.regions]
-        if unknown:
-            from ..cli import UsageError
-
-            raise UsageError(f"--regions: unknown region {unknown[0]!r}")
+    regions = parse_regions(cfg, args.regions)
     metrics.start_metrics(cfg, "router", args.metrics_port)
 
     async def _run() -> None:

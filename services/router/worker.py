@@ -26,7 +26,7 @@ from ..core import publish
 from ..core.config import Config
 from ..core.db import RegionDB
 from ..core.errors import BadWrite, RegionGuardError, RegionNotReady, RegionUnavailable
-from ..core.kafka import Confirmer, KafkaDeliveryError, group_id, make_consumer
+from ..core.kafka import Confirmer, KafkaDeliveryError, make_consumer, replayer_group, router_group
 from ..core.models import DeadReason, FailoverEvent, Observation, WriteEvent
 from ..core.writes import Record, decode_write
 from . import decide
@@ -38,14 +38,6 @@ log = logging.getLogger(__name__)
 # Test hook: after a direct batch's DB commit, write this file and stall, so a
 # test can SIGKILL the router inside the commit window (exactly-once test).
 STALL_ENV = "REGIONGUARD_TEST_STALL_AFTER_DB_COMMIT"
-
-
-def router_group(cfg: Config, region: str) -> str:
-    return group_id(cfg, f"{cfg.router.group_id}.{region}")
-
-
-def replayer_group(cfg: Config, region: str) -> str:
-    return group_id(cfg, f"{cfg.replay.group_id}.{region}")
 
 
 class Revoked(Exception):
@@ -77,9 +69,26 @@ class RegionWorker:
 
     # availability ----------------------------------------------------------
     def is_closed(self, region: str) -> bool:
-        if region == self.region and time.monotonic() < self.local_down_until:
-            return False
+        if region == self.region and self.local_down_kind:
+            return False  # our own connection failed: hold until a probe of ours succeeds
         return self.view_closed(region)
+
+    async def _probe_if_due(self) -> None:
+        """Passive health: after a connection failure, probe with backoff until the region answers."""
+        if not self.local_down_kind or time.monotonic() < self.local_down_until:
+            return
+        try:
+            await self.db.ping()
+        except RegionUnavailable as err:
+            self._mark_down(err)
+            return
+        except RegionGuardError as err:
+            log.warning("region %s: probe answered with %s", self.region, err)
+        log.info("region %s answers again", self.region)
+        self.local_down_kind = ""
+        self.backoff = self.cfg.router.retry_initial_s
+        publish.observation(self.cfg, self.producer, Observation(
+            region=self.region, observer=f"router:{self.instance}", ok=True, kind="ok"))
 
     def _mark_down(self, err: RegionUnavailable) -> None:
         log.warning("region %s: %s; holding its writes", self.region, err)
@@ -215,9 +224,8 @@ class RegionWorker:
                 log.warning("region %s: held watermark lookup failed (%s); treating p%d as held", self.region, exc, p)
                 high = 1
             self.modes.looked_up(p, high)
+        await self._probe_if_due()
         closed = self.is_closed(self.region)
-        if closed and time.monotonic() >= self.local_down_until and self.local_down_kind:
-            self.local_down_kind = ""
         self._do(self.modes.region_changed(closed))
         if closed and self.modes.draining() and time.monotonic() - self._last_drain_check > 0.1:
             self._last_drain_check = time.monotonic()

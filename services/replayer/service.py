@@ -1,0 +1,54 @@
+"""``regionguard replayer``: one :class:`ReplayWorker` per region until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import socket
+
+from ..core import metrics
+from ..core.config import load_config
+from ..core.kafka import ensure_topics
+from ..core.log import setup_logging
+from ..router.service import _state_view, install_signal_handlers, parse_regions
+from .worker import ReplayWorker
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--regions", help="comma-separated subset of regions (default: all)")
+    p.add_argument("--instance", default=None, help="instance id (default: host-pid)")
+    p.add_argument("--metrics-port", type=int, default=None, help="override the metrics port (0: any free port)")
+    p.add_argument("--no-health", action="store_true", help="ignore rg.region-state (own connection checks only)")
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    setup_logging("replayer")
+    regions = parse_regions(cfg, args.regions)
+    metrics.start_metrics(cfg, "replayer", args.metrics_port)
+    instance = args.instance or f"{socket.gethostname()}-{os.getpid()}"
+
+    async def _run() -> None:
+        stop = asyncio.Event()
+        install_signal_handlers(stop)
+        await asyncio.to_thread(ensure_topics, cfg)
+        view = await asyncio.to_thread(_state_view, cfg, not args.no_health)
+
+        def is_closed(region: str) -> bool:
+            return True if view is None else view.is_closed(region)
+
+        workers = [ReplayWorker(cfg, r, is_closed=is_closed, instance=instance) for r in regions]
+        log.info("replayer %s for regions %s", instance, ", ".join(regions))
+        try:
+            await asyncio.gather(*(w.run(stop) for w in workers))
+        finally:
+            if view is not None:
+                view.stop()
+            log.info("replayer %s stopped", instance)
+
+    asyncio.run(_run())
+    return 0

@@ -1,0 +1,350 @@
+"""One region's replayer: drain ``rg.held.<region>`` into the recovered region.
+
+It waits while the region is not closed; on recovery it validates readiness
+(connects, a writable primary, inbox and allow-listed tables present),
+publishes the result, then drains in order, batched and rate-limited, with
+the router's inbox-dedup and version rules (:func:`regionguard.core.db.apply_writes`).
+
+Its committed offsets are what the router's fence-and-switch waits for, so
+an offset is committed only after the batch's transaction and its dead
+letters are durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Callable
+
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+from ..core import metrics as m
+from ..core import publish
+from ..core.config import Config
+from ..core.db import ApplyResult, RegionDB
+from ..core.errors import BadWrite, RegionGuardError, RegionUnavailable
+from ..core.kafka import Confirmer, KafkaDeliveryError, make_consumer, make_producer, replayer_group
+from ..core.models import ControlRecord, DeadReason, FailoverEvent, Observation
+from ..core.writes import Record, decode_write
+from ..router.decide import H_FENCE
+from .ratelimit import TokenBucket
+
+log = logging.getLogger(__name__)
+
+
+class Abandon(Exception):
+    """Stop working on the batch in hand without committing it."""
+
+
+class ReplayWorker:
+    def __init__(self, cfg: Config, region: str, *, is_closed: Callable[[str], bool], instance: str) -> None:
+        self.cfg, self.region, self.instance = cfg, region, instance
+        self.view_closed = is_closed
+        self.topic = cfg.topic("held", region)
+        self.db = RegionDB(cfg, region)
+        self.producer = make_producer(cfg)
+        self.consumer = make_consumer(cfg, replayer_group(cfg, region), **{"queued.max.messages.kbytes": 16384})
+        self.bucket = TokenBucket(cfg.replay.max_rate, burst=cfg.replay.batch_max)
+        self.assigned: set[int] = set()
+        self.gen = 0
+        self.paused = False
+        self.ready = False
+        self.local_down_until = 0.0
+        self.backoff = cfg.router.retry_initial_s
+        self.active = False
+        self.counts = ApplyResult()
+        self.expired = 0
+        self.dead = 0
+        self.started = 0.0
+        self.last_record = 0.0
+        self.last_progress = 0.0
+        self.touched: dict[int, int] = {}
+
+    # ---------------------------------------------------------------- state
+    def is_closed(self) -> bool:
+        return time.monotonic() >= self.local_down_until and self.view_closed(self.region)
+
+    def _on_assign(self, consumer, parts) -> None:
+        self.assigned |= {tp.partition for tp in parts}
+        self.gen += 1
+        if self.paused:
+            consumer.pause(parts)
+
+    def _on_revoke(self, consumer, parts) -> None:
+        self.assigned -= {tp.partition for tp in parts}
+        self.gen += 1
+
+    def _parts(self) -> list[TopicPartition]:
+        return [TopicPartition(self.topic, p) for p in sorted(self.assigned)]
+
+    def _pause(self) -> None:
+        if not self.paused:
+            self.paused = True
+            if self.assigned:
+                self.consumer.pause(self._parts())
+
+    def _resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            if self.assigned:
+                self.consumer.resume(self._parts())
+
+    # ---------------------------------------------------------------- loop
+    async def run(self, stop: asyncio.Event) -> None:
+        self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_revoke)
+        try:
+            while not stop.is_set():
+                if not self.is_closed():
+                    await self._wait_closed(stop)
+                    continue
+                if not self.ready:
+                    await self._check_ready(stop)
+                    continue
+                self._resume()
+                gen = self.gen
+                batch = await self._poll_batch(stop)
+                if not batch:
+                    self._maybe_finish()
+                    continue
+                try:
+                    await self._process(batch, gen, stop)
+                except Abandon:
+                    await self._reset_to_committed()
+        finally:
+            self.producer.flush(5)
+            try:
+                self.consumer.close()
+            except Exception:  # noqa: BLE001
+                pass
+            await self.db.close()
+
+    async def _wait_closed(self, stop: asyncio.Event) -> None:
+        if self.ready:
+            log.info("region %s is not closed: replay waits", self.region)
+        self.ready = False
+        self._pause()
+        self.consumer.poll(0)  # serve rebalances while paused
+        await _sleep(0.1, stop)
+
+    async def _check_ready(self, stop: asyncio.Event) -> None:
+        try:
+            await self.db.check_ready()
+        except RegionGuardError as err:
+            log.warning("region %s not ready for replay: %s", self.region, err)
+            publish.control(self.cfg, self.producer, ControlRecord(
+                kind="replay_not_ready", region=self.region, service="replayer", detail={"reason": str(err)[:300]}))
+            if isinstance(err, RegionUnavailable):
+                self._mark_down(err)
+            self.consumer.poll(0)
+            await _sleep(min(self.backoff, 1.0), stop)
+            self.backoff = min(self.backoff * 2, self.cfg.router.retry_max_s)
+            return
+        self.ready = True
+        self.backoff = self.cfg.router.retry_initial_s
+        log.info("region %s ready for replay", self.region)
+        publish.control(self.cfg, self.producer, ControlRecord(kind="replay_ready", region=self.region, service="replayer"))
+
+    def _mark_down(self, err: RegionUnavailable) -> None:
+        self.local_down_until = time.monotonic() + max(self.backoff, 0.5)
+        self.ready = False
+        m.APPLY_ERRORS.labels(self.region, err.kind).inc()
+        publish.observation(self.cfg, self.producer, Observation(
+            region=self.region, observer=f"replayer:{self.instance}", ok=False, kind=err.kind))
+
+    async def _poll_batch(self, stop: asyncio.Event) -> list[Record]:
+        want = self.cfg.replay.batch_max
+        out: list[Record] = []
+        start = time.monotonic()
+        while len(out) < want and not stop.is_set():
+            msgs = self.consumer.consume(want - len(out), 0)
+            for msg in msgs:
+                err = msg.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        log.warning("region %s: consume error %s", self.region, err)
+                    continue
+                out.append(Record(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), msg.headers()))
+            elapsed = time.monotonic() - start
+            if out and (elapsed >= 0.005 or len(out) >= want):
+                break
+            if not out and elapsed >= 0.05:
+                break
+            if not msgs:
+                await asyncio.sleep(0.001 if out else 0.01)
+        return out
+
+    # ---------------------------------------------------------------- one batch
+    async def _process(self, batch: list[Record], gen: int, stop: asyncio.Event) -> None:
+        if not self.active:
+            self._start()
+        now = datetime.now(timezone.utc)
+        writes, recs, dead = [], [], []
+        for rec in batch:
+            if rec.header(H_FENCE) is not None:
+                continue  # a router's fence: only its offset matters
+            w = decode_write(rec.value, region=self.region, cfg=self.cfg)
+            if isinstance(w, BadWrite):
+                dead.append((rec, w, None))
+            elif w.expires_at is not None and w.expires_at <= now:
+                dead.append((rec, BadWrite(DeadReason.expired, f"expired at {w.expires_at.isoformat()} while held"),
+                             str(w.id)))
+                self.expired += 1
+            else:
+                writes.append(w)
+                recs.append(rec)
+        await self.bucket.take(len(writes))
+        res = await self._apply(writes, gen, stop) if writes else ApplyResult()
+        for i, err in res.failed:
+            dead.append((recs[i], err, str(writes[i].id)))
+        await self._dead_letters(dead, gen, stop)
+        self._commit(batch, gen)
+        self.counts.add(ApplyResult(res.applied, res.duplicates, res.stale))
+        self.dead += len(dead)
+        outcome = {"applied": res.applied, "duplicate": res.duplicates, "stale": res.stale,
+                   "dead_letter": len(dead)}
+        for k, v in outcome.items():
+            if v:
+                m.REPLAYED.labels(self.region, k).inc(v)
+        m.APPLIED.labels(self.region, "replayer").inc(res.applied)
+        m.DUPLICATES.labels(self.region, "replayer").inc(res.duplicates)
+        m.STALE.labels(self.region, "replayer").inc(res.stale)
+        for rec in batch:
+            self.touched[rec.partition] = max(self.touched.get(rec.partition, -1), rec.offset)
+        self.last_record = time.monotonic()
+        self._progress()
+
+    async def _apply(self, writes, gen: int, stop: asyncio.Event) -> ApplyResult:
+        while True:
+            if stop.is_set() or gen != self.gen:
+                raise Abandon()
+            if not self.is_closed():
+                self._pause()
+                self.consumer.poll(0)
+                await _sleep(0.1, stop)
+                continue
+            try:
+                t0 = time.perf_counter()
+                res = await self.db.apply(writes, source="replay")
+                m.BATCH_SECONDS.labels(self.region, "replayer").observe(time.perf_counter() - t0)
+                self.backoff = self.cfg.router.retry_initial_s
+                return res
+            except RegionUnavailable as err:
+                log.warning("region %s lost during replay: %s", self.region, err)
+                self._mark_down(err)
+            except RegionGuardError as err:
+                log.warning("region %s: replay apply failed (%s); retrying", self.region, err)
+                m.APPLY_ERRORS.labels(self.region, getattr(err, "kind", type(err).__name__)).inc()
+                self.consumer.poll(0)
+                await _sleep(self.backoff, stop)
+                self.backoff = min(self.backoff * 2, self.cfg.router.retry_max_s)
+
+    async def _dead_letters(self, dead, gen: int, stop: asyncio.Event) -> None:
+        while dead:
+            c = Confirmer()
+            for rec, err, wid in dead:
+                value = publish.dead_letter_value(rec, err, region=self.region, write_id=wid)
+                c.produce(self.producer, self.cfg.topic("dead-letter"), value, key=rec.key)
+            try:
+                await asyncio.to_thread(c.wait, self.producer, 30.0)
+                for _, err, _ in dead:
+                    m.DEAD_LETTERS.labels(self.region, err.reason.value).inc()
+                return
+            except KafkaDeliveryError as exc:
+                log.warning("region %s: dead letters not confirmed (%s); retrying", self.region, exc)
+                if stop.is_set() or gen != self.gen:
+                    raise Abandon() from exc
+                await _sleep(1.0, stop)
+
+    def _commit(self, batch: list[Record], gen: int) -> None:
+        if gen != self.gen:
+            raise Abandon()
+        last: dict[int, int] = {}
+        for rec in batch:
+            last[rec.partition] = max(last.get(rec.partition, -1), rec.offset)
+        try:
+            self.consumer.commit(offsets=[TopicPartition(self.topic, p, o + 1) for p, o in last.items()],
+                                 asynchronous=False)
+        except KafkaException as exc:
+            log.warning("region %s: replay commit failed (%s); the batch will be replayed again", self.region, exc)
+            raise Abandon() from exc
+
+    async def _reset_to_committed(self) -> None:
+        parts = self._parts()
+        if not parts:
+            return
+        try:
+            committed = await asyncio.to_thread(self.consumer.committed, parts, 10.0)
+        except KafkaException as exc:
+            log.warning("region %s: committed lookup failed: %s", self.region, exc)
+            return
+        for tp in committed:
+            if tp.offset is not None and tp.offset >= 0:
+                try:
+                    self.consumer.seek(tp)
+                except KafkaException:
+                    pass
+
+    # ---------------------------------------------------------------- events
+    def _start(self) -> None:
+        self.active = True
+        self.started = time.monotonic()
+        self.counts = ApplyResult()
+        self.expired = self.dead = 0
+        self.touched = {}
+        m.REPLAY_ACTIVE.labels(self.region).set(1)
+        log.info("region %s: replay started", self.region)
+        publish.failover_event(self.cfg, self.producer, FailoverEvent(
+            kind="replay_started", region=self.region, service="replayer", detail={"instance": self.instance}))
+
+    def _summary(self) -> dict:
+        c = self.counts
+        return {"applied": c.applied, "duplicates": c.duplicates, "stale": c.stale, "expired": self.expired,
+                "dead_lettered": self.dead, "seconds": round(time.monotonic() - self.started, 3),
+                "instance": self.instance}
+
+    def _progress(self) -> None:
+        now = time.monotonic()
+        m.REPLAY_LAST_PROGRESS.labels(self.region).set(time.time())
+        self._backlog_gauge()
+        if now - self.last_progress >= 1.0:
+            self.last_progress = now
+            publish.failover_event(self.cfg, self.producer, FailoverEvent(
+                kind="replay_progress", region=self.region, service="replayer", detail=self._summary()))
+
+    def _backlog_gauge(self) -> None:
+        """Approximate: the broker's high watermark minus our position (tansu's watermark is coarse)."""
+        total = 0
+        try:
+            for tp in self.consumer.position(self._parts()):
+                _low, high = self.consumer.get_watermark_offsets(tp, cached=True) or (0, 0)
+                if tp.offset is not None and tp.offset >= 0 and high > tp.offset:
+                    total += high - tp.offset
+        except KafkaException:
+            return
+        m.HELD_BACKLOG.labels(self.region).set(total)
+
+    def _maybe_finish(self) -> None:
+        """Idle for a moment after activity: the backlog is drained (for now)."""
+        if not self.active or time.monotonic() - self.last_record < 0.3:
+            return
+        self.active = False
+        m.REPLAY_ACTIVE.labels(self.region).set(0)
+        m.HELD_BACKLOG.labels(self.region).set(0)
+        for p, off in sorted(self.touched.items()):
+            publish.control(self.cfg, self.producer, ControlRecord(
+                kind="drained", region=self.region, partition=p, offset=off + 1, service="replayer"))
+        summary = self._summary()
+        log.info("region %s: replay finished %s", self.region, summary)
+        publish.failover_event(self.cfg, self.producer, FailoverEvent(
+            kind="replay_finished", region=self.region, service="replayer", detail=summary))
+        self.producer.poll(0)
+
+
+async def _sleep(seconds: float, stop: asyncio.Event) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except asyncio.TimeoutError:
+        pass

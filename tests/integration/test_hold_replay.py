@@ -1,0 +1,127 @@
+"""Hold and replay on the real broker and PostgreSQL, with real router and replayer processes.
+
+No health service here: the router's own connection failures take the
+region out (passive health), as DESIGN.md allows.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from tests.integration.helpers import (
+    committed, ev_bytes, produce_raw, read_json, read_topic, wait_until, write_event,
+)
+
+
+def _users(regions, region):
+    return {r["id"]: r for r in regions.fetch(region, "SELECT id, name, version FROM users")}
+
+
+def test_outage_holds_then_replays_in_order_exactly_once(regions, rg_config, services):
+    lr = regions(["eu", "us"])
+    cfg = rg_config(lr, partitions=3)
+    router = services("router", cfg.cli_args("router", "--no-health"))
+    replayer = services("replayer", cfg.cli_args("replayer", "--no-health"))
+    router.wait_for_log(r"region eu: assigned partitions", timeout=30)
+
+    # healthy: direct
+    first = [write_event("eu", "users", "upsert", {"id": i}, {"name": "v1", "version": 1}) for i in range(20)]
+    produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"), [ev_bytes(e) for e in first])
+    wait_until(lambda: lr.count("eu", "users") == 20, what="direct applies")
+
+    # outage: the router must hold, never lose
+    lr.proxy("eu").set_mode("refuse")
+    lr.proxy("eu").reset_all()
+    second = [write_event("eu", "users", "upsert", {"id": i}, {"name": "v2", "version": 2}) for i in range(20)]
+    third = [write_event("eu", "users", "upsert", {"id": i}, {"name": f"v{v}", "version": v})
+             for v in (3, 4) for i in range(5)]
+    produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"), [ev_bytes(e) for e in second + third])
+    held = wait_until(lambda: len(read_topic(cfg.bootstrap, cfg.topic("held", "eu"), idle=0.5)) >= 30,
+                      timeout=30, what="writes diverted to the held topic")
+    assert held
+    assert all(r["name"] == "v1" for r in _users(lr, "eu").values())
+
+    # recovery: replay, then direct again
+    lr.proxy("eu").set_mode("pass")
+    wait_until(lambda: {r["version"] for r in _users(lr, "eu").values() if r["id"] < 5} == {4}
+               and {r["version"] for r in _users(lr, "eu").values() if r["id"] >= 5} == {2},
+               timeout=40, what="held writes replayed")
+    router.wait_for_log(r"back in direct mode", timeout=30)
+    fourth = [write_event("eu", "users", "upsert", {"id": i}, {"name": "v9", "version": 9}) for i in range(20)]
+    produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"), [ev_bytes(e) for e in fourth])
+    wait_until(lambda: {r["version"] for r in _users(lr, "eu").values()} == {9}, what="direct after replay")
+
+    # exactly once: every write id in the inbox once, none twice, none missing
+    ids = {r["write_id"] for r in lr.fetch("eu", "SELECT write_id::text FROM regionguard_applied")}
+    expected = {e["id"] for e in first + second + third + fourth}
+    assert ids == expected
+    events = read_json(cfg.bootstrap, cfg.topic("failover-events"), idle=0.5)
+    kinds = Counter(e["kind"] for e in events if e["region"] == "eu")
+    assert kinds["hold_started"] >= 1 and kinds["replay_started"] >= 1 and kinds["replay_finished"] >= 1
+    finished = [e for e in events if e["kind"] == "replay_finished"][-1]["detail"]
+    assert finished["applied"] + finished["duplicates"] + finished["stale"] >= 30
+    assert {"applied", "duplicates", "stale", "expired", "dead_lettered", "seconds"} <= set(finished)
+    replayer.terminate()
+    router.terminate()
+    assert router.returncode == 0 and replayer.returncode == 0
+
+
+def test_policies_failover_shed_expired(regions, rg_config, services):
+    lr = regions(["eu", "us"])
+    cfg = rg_config(lr, partitions=2)
+    router = services("router", cfg.cli_args("router", "--no-health"))
+    router.wait_for_log(r"region eu: assigned partitions", timeout=30)
+    lr.proxy("eu").set_mode("refuse")
+    lr.proxy("eu").reset_all()
+    # take eu down in the router's eyes first
+    produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"),
+                [ev_bytes(write_event("eu", "users", "upsert", {"id": 0}, {"name": "probe", "version": 1}))])
+    router.wait_for_log(r"region eu: .*unavailable", timeout=30)
+    fo = write_event("eu", "users", "upsert", {"id": 1}, {"name": "fo", "version": 1},
+                     policy="failover", fallback_regions=["us"])
+    shed = write_event("eu", "users", "upsert", {"id": 2}, {"name": "shed", "version": 1}, policy="shed")
+    exp = write_event("eu", "users", "upsert", {"id": 3}, {"name": "old", "version": 1},
+                      expires_at="2000-01-01T00:00:00Z")
+    produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"), [ev_bytes(e) for e in (fo, shed, exp)])
+    # failover: applied in us now, and held for eu
+    wait_until(lambda: lr.fetch("us", "SELECT name FROM users WHERE id = 1") == [{"name": "fo"}],
+               what="failover write applied in the fallback region")
+    dls = wait_until(lambda: [d for d in read_json(cfg.bootstrap, cfg.topic("dead-letter"), idle=0.5)
+                              if d["reason"] in ("shed", "expired")], what="shed and expired dead letters")
+    assert sorted(d["reason"] for d in dls) == ["expired", "shed"]
+    held = read_topic(cfg.bootstrap, cfg.topic("held", "eu"), idle=0.5)
+    fo_held = [m for m in held if m.value() and fo["id"].encode() in m.value()]
+    assert fo_held and dict(fo_held[0].headers())["rg-applied-in"] == b"us"
+    # sync-back: when eu returns, the replayer brings the failover write home
+    replayer = services("replayer", cfg.cli_args("replayer", "--no-health"))
+    lr.proxy("eu").set_mode("pass")
+    wait_until(lambda: lr.fetch("eu", "SELECT name FROM users WHERE id = 1") == [{"name": "fo"}],
+               timeout=40, what="failover write synced back home")
+    assert lr.fetch("eu", "SELECT id FROM users WHERE id IN (2, 3)") == []
+    replayer.terminate()
+
+
+def test_replayer_offsets_gate_the_switch_back(regions, rg_config, services):
+    """Without a replayer the router never goes direct again for a partition with a held backlog."""
+    lr = regions(["eu"])
+    cfg = rg_config(lr, partitions=1)
+    router = services("router", cfg.cli_args("router", "--no-health"))
+    router.wait_for_log(r"region eu: assigned partitions", timeout=30)
+    lr.proxy("eu").set_mode("refuse")
+    lr.proxy("eu").reset_all()
+    evs = [write_event("eu", "users", "upsert", {"id": 1}, {"name": f"n{v}", "version": v}) for v in range(1, 4)]
+    produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"), [ev_bytes(e) for e in evs])
+    wait_until(lambda: len(read_topic(cfg.bootstrap, cfg.topic("held", "eu"), idle=0.3)) >= 3, what="held")
+    lr.proxy("eu").set_mode("pass")
+    later = write_event("eu", "users", "upsert", {"id": 1}, {"name": "n4", "version": 4})
+    produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"), [ev_bytes(later)])
+    import time
+
+    time.sleep(3)
+    # the newer write must not overtake the held ones: nothing applied directly yet
+    assert lr.count("eu", "users") == 0
+    services("replayer", cfg.cli_args("replayer", "--no-health"))
+    wait_until(lambda: lr.fetch("eu", "SELECT version FROM users WHERE id = 1") == [{"version": 4}],
+               timeout=40, what="replay then direct")
+    groups = committed(cfg.bootstrap, f"{cfg.prefix}{cfg.data['replay']['group_id']}.eu", cfg.topic("held", "eu"), 1)
+    assert groups[0] > 0
