@@ -52,7 +52,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import timezone
 from typing import Any
 
 from ..core.config import Config, load_config
@@ -233,7 +233,8 @@ class RegionGuardMiddleware:
             return
         self._start_views()
 
-        region = self._region(scope)
+        match = self._match(scope)
+        region = self._region(scope, match)
         if region is None:
             await self.app(scope, receive, send)
             return
@@ -255,7 +256,7 @@ class RegionGuardMiddleware:
         st = scope.setdefault("state", {})
         st.update(regionguard=ctx, region=region, region_state=state, features=self.flags, reader=ctx.reader)
 
-        needed = self._needed_features(scope)
+        needed = self._needed_features(scope, match)
         off = [f for f in needed if not self.flags.is_enabled(f, region)]
         if off:
             await self._unavailable(send, ctx, off)
@@ -283,14 +284,13 @@ class RegionGuardMiddleware:
         await self.app(scope, watch_receive, send)
 
     # -- region and features ----------------------------------------------------------
-    def _region(self, scope: Scope) -> str | None:
+    def _region(self, scope: Scope, match: tuple[Any, dict[str, Any]]) -> str | None:
         if self.region_resolver is not None:
             r = self.region_resolver(scope)
             if r:
                 return r
         if self.region_param:
-            _route, params = self._match(scope)
-            r = params.get(self.region_param)
+            r = match[1].get(self.region_param)
             if r:
                 return str(r)
         for k, v in scope.get("headers", []):
@@ -310,9 +310,6 @@ class RegionGuardMiddleware:
 
     def _match(self, scope: Scope) -> tuple[Any, dict[str, Any]]:
         """The route the app will pick for ``scope`` (first full match) and its path params."""
-        cache = scope.get("_regionguard_match")
-        if cache is not None:
-            return cache
         if not self._router_searched:
             self._router = self._find_router()
             self._router_searched = True
@@ -331,18 +328,16 @@ class RegionGuardMiddleware:
                     if match == Match.FULL:
                         found = (route, dict(child.get("path_params", {})))
                         break
-        scope["_regionguard_match"] = found
         return found
 
-    def _needed_features(self, scope: Scope) -> list[str]:
+    def _needed_features(self, scope: Scope, match: tuple[Any, dict[str, Any]]) -> list[str]:
         out: list[str] = []
         path = scope.get("path", "")
         for prefix, fs in self.prefix_features:
             if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
                 out.extend(fs)
                 break
-        route, _ = self._match(scope)
-        endpoint = getattr(route, "endpoint", None)
+        endpoint = getattr(match[0], "endpoint", None)
         out.extend(getattr(endpoint, FEATURES_ATTR, ()))
         return list(dict.fromkeys(out))
 

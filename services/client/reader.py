@@ -49,7 +49,6 @@ from typing import Any
 import asyncpg
 
 from ..core.config import Config
-from ..core.dsn import dsn_host
 from ..core.errors import BadWrite, RegionGuardError, RegionUnavailable, classify_db_error
 from ..core.sql import quote_ident
 from .cache import cache_age_s, cache_key, row_from_cache
@@ -118,11 +117,11 @@ class ReadResult:
 class _Target:
     """One database the reader may use: a region primary or a replica."""
 
-    name: str              # region, or "<region>/replica<i>"
-    tier: str              # home | replica | fallback (set per read)
-    region: str            # whose breaker governs it (None-like for replicas: never skipped by it)
+    name: str                   # region, or "<region>/replica<i>"
+    tier: str                   # home | replica | fallback
+    region: str                 # the region whose data it holds
     dsn: str
-    breaker_region: str | None
+    breaker_region: str | None  # whose published breaker state governs it (None: replicas)
 
 
 @dataclass

@@ -205,3 +205,86 @@ def test_cache_format_helpers():
     raw = row_to_cache({"id": 1, "amount": Decimal("9.50"), "at": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)})
     assert row_from_cache(raw) == {"id": 1, "amount": "9.50", "at": "2026-01-01T00:00:00+00:00"}
     assert cache_age_s(60, 59_000) == 1.0 and cache_age_s(60, -1) is None and cache_age_s(60, None) is None
+
+
+@pytest.fixture
+def primary_and_standby():
+    """A private primary and a real streaming standby of it (pg_basebackup -R)."""
+    import os
+    import pwd
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from tests.harness import PgCluster, free_port
+
+    primary = PgCluster("rdr-primary").start()
+    base = Path(tempfile.mkdtemp(prefix="rg-pg-standby-"))  # not under pytest's 0700 tmp: postgres must reach it
+    (base / "sock").mkdir(parents=True)
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_user:
+        pw = pwd.getpwnam("postgres")
+        for p in (base, base / "sock"):
+            os.chown(p, pw.pw_uid, pw.pw_gid)
+    bb = subprocess.run([*as_user, str(primary.bindir / "pg_basebackup"), "-D", str(base / "data"), "-R",
+                         "-X", "stream", "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres", "--no-sync"],
+                        capture_output=True, text=True, timeout=60)
+    if bb.returncode != 0:
+        primary.destroy()
+        pytest.fail(f"pg_basebackup failed: {bb.stderr}")
+    port = free_port()
+    with open(base / "data" / "postgresql.conf", "a") as f:
+        f.write(f"port = {port}\nunix_socket_directories = '{base / 'sock'}'\n")
+    standby = PgCluster("rdr-standby", port=port, base_dir=base).start()
+    try:
+        yield primary, standby
+    finally:
+        standby.destroy()
+        primary.destroy()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+async def test_replica_tier_reports_replay_lag_of_a_real_standby(primary_and_standby, broker, tmp_path):
+    import asyncpg
+
+    from tests.harness import FaultProxy, make_config
+
+    primary, standby = primary_and_standby
+    conn = await asyncpg.connect(primary.dsn)
+    try:
+        await conn.execute("CREATE TABLE users (id bigint PRIMARY KEY, name text, version bigint NOT NULL)")
+        await conn.execute("INSERT INTO users VALUES (1, 'Ada', 1)")
+    finally:
+        await conn.close()
+    with FaultProxy("127.0.0.1", primary.port, name="rdr-primary") as proxy:
+        cfg = make_config({"eu": f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres"}, broker.bootstrap,
+                          tmp_path / "rg.yaml", fallbacks=False, tables={"users": {"key": ["id"], "version": "version"}},
+                          overrides={"regions": {"eu": {"read_replicas": [standby.dsn]}}}, create_topics=False).load()
+        async with RegionalReader(cfg, tier_timeout_s=0.3) as reader:
+            # wait for the row to be replayed on the standby
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    res = await reader.get("users", {"id": 1}, region="eu")
+                except ReadUnavailable:
+                    res = None
+                sconn = await asyncpg.connect(standby.dsn)
+                try:
+                    replayed = await sconn.fetchval("SELECT count(*) FROM users")
+                except asyncpg.UndefinedTableError:
+                    replayed = 0
+                finally:
+                    await sconn.close()
+                if replayed or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.1)
+            assert res is not None and res.tier == "home"
+            proxy.set_mode("blackhole")
+            res = await reader.get("users", {"id": 1}, region="eu")
+            assert res.tier == "replica" and res.source == "eu/replica0" and res.row["name"] == "Ada"
+            # a streaming standby: the lag is known (time since the last replayed commit; an idle primary
+            # makes it grow, so it is an upper bound on how stale the answer may be)
+            assert res.stale_by_s is not None and 0.0 <= res.stale_by_s < 30, res.stale_by_s
+            assert res.degraded and res.served_region == "eu"
+            print(f"standby replay lag reported: {res.stale_by_s:.3f}s")
