@@ -1,8 +1,9 @@
 """Reusable, mock-free test harness: real broker, real PostgreSQL, real faults.
 
-Used by integration and chaos tests, benchmarks (``bench/``) and
-``regionguard demo``; nothing here imports pytest (fixtures live in
-``tests/conftest.py``).
+The reusable parts live in the installed package :mod:`regionguard.embedded`
+(so ``regionguard demo`` works without a checkout); the modules here re-export
+them under their old names. Used by integration and chaos tests and benchmarks
+(``bench/``); nothing here imports pytest (fixtures live in ``tests/conftest.py``).
 """
 
 from .broker import GROUP_TUNING, Broker, BrokerError, create_topics, tansu_binary
