@@ -121,11 +121,11 @@ def main() -> int:
                             "features", *(["router", "replayer"] if have_router else []), "shop (uvicorn)"]
                 tr.say(f"Running: {', '.join(services)}; regions eu, us, ap on local PostgreSQL "
                        f"behind fault proxies; broker tansu.\n")
-                tr.say(f"### 1. Healthy ({tr.clock()})\n")
+                tr.say(f"#### 1. Healthy ({tr.clock()})\n")
                 tr.request(http, "GET", "/eu/users/1")
                 tr.request(http, "GET", "/eu/recommendations")
 
-                tr.say(f"\n### 2. Drill: eu's database blackholed ({tr.clock()})\n")
+                tr.say(f"\n#### 2. Drill: eu's database blackholed ({tr.clock()})\n")
                 lr.proxy("eu").set_mode("blackhole")
                 t_fault = time.monotonic()
                 if pub is not None:
@@ -140,7 +140,7 @@ def main() -> int:
                 tr.request(http, "POST", "/eu/orders", json={"id": 7, "user_id": 1, "amount": 9.5})
                 tr.request(http, "GET", "/us/recommendations")
 
-                tr.say(f"\n### 3. eu's database back ({tr.clock()})\n")
+                tr.say(f"\n#### 3. eu's database back ({tr.clock()})\n")
                 lr.proxy("eu").set_mode("pass")
                 t_fix = time.monotonic()
                 if pub is not None:
@@ -162,7 +162,7 @@ def main() -> int:
                     tr.say(f"\nThe order accepted during the outage, in eu's database after recovery "
                            f"({tr.clock()}): `{row}`")
                 if real_health:
-                    tr.say(f"\n### 4. Drill: the health service stopped ({tr.clock()})\n")
+                    tr.say(f"\n#### 4. Drill: the health service stopped ({tr.clock()})\n")
                     health = procs[0]
                     health.terminate(timeout=10)
                     t_stop = time.monotonic()
