@@ -18,10 +18,13 @@ Rules (DESIGN.md, RegionState):
 region (``old`` is None the first time); exceptions in it are logged and
 swallowed.
 
-Broker restarts: librdkafka reconnects by itself; a topic that came back
-empty (memory-only test broker) resets the position through
-``auto.offset.reset=earliest``. A missing topic is treated as empty and
-looked up again every few seconds.
+Broker restarts: librdkafka reconnects by itself. When every broker was
+down (librdkafka's ``_ALL_BROKERS_DOWN``), the view re-reads the topic from
+the beginning once a broker answers again: a memory-only broker (tansu in
+tests) comes back with empty topics whose offsets restart at 0, and our old
+position would silently skip the new records. Re-reading a compacted topic
+is cheap and harmless (older and equal ``seq`` change nothing). A missing
+topic is treated as empty and looked up again.
 
 Readiness: tansu reports a wrong high watermark for multi-record batches
 (last batch base offset + 1), so :meth:`wait_ready` does not trust it alone:
@@ -83,6 +86,7 @@ class RegionStateView:
         self._last_seen_wall: float | None = None
         self.records = 0  # records consumed (for tests and stats)
         self._missing = False
+        self._rewind = threading.Event()  # set when all brokers were down
 
     # ---- lifecycle --------------------------------------------------------------------
     def start(self) -> None:
@@ -145,7 +149,12 @@ class RegionStateView:
             "reconnect.backoff.max.ms": 1000,
             "topic.metadata.refresh.interval.ms": 5000,
             "logger": rdkafka_log,
+            "error_cb": self._on_error,
         }))
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.code() == KafkaError._ALL_BROKERS_DOWN:
+            self._rewind.set()
 
     def _assign(self, consumer: Consumer) -> dict[int, int] | None:
         """Assign every partition from the beginning; return {partition: start high watermark}.
@@ -184,11 +193,21 @@ class RegionStateView:
             reached: set[int] = set()
             quiet_since = time.monotonic()
             while not self._stop.is_set():
+                if self._rewind.is_set() and targets is not None:
+                    try:
+                        consumer.list_topics(self.topic, timeout=1.0)
+                        back = True
+                    except Exception:
+                        back = False
+                    if back:  # a broker answers again: read everything again from the beginning
+                        self._rewind.clear()
+                        log.info("stateview: brokers were down; re-reading %s from the beginning", self.topic)
+                        targets, next_lookup = None, 0.0
                 if targets is None:
                     now = time.monotonic()
                     if now >= next_lookup:
                         targets = self._assign(consumer)
-                        next_lookup = now + 2.0
+                        next_lookup = now + 0.5
                         if targets is None and self._missing and not self._ready.is_set():
                             # no topic (yet): an empty topic is a ready one
                             self._ready.set()

@@ -19,8 +19,9 @@ import socket
 import sys
 import time
 
-from ..cli import UsageError
-from ..core.config import load_config
+# ConfigError, not cli.UsageError: under ``python -m regionguard.cli`` the cli module is
+# ``__main__``, so a UsageError imported from regionguard.cli would not be caught there.
+from ..core.config import ConfigError, load_config
 from ..core.kafka import Confirmer, KafkaDeliveryError, make_producer
 from ..core.models import ControlRecord
 from ..core.stateview import RegionStateView, rdkafka_log
@@ -50,7 +51,7 @@ def _done(action: str, st) -> bool:
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.region not in cfg.regions:
-        raise UsageError(f"unknown region {args.region!r} (config has: {', '.join(cfg.regions)})")
+        raise ConfigError(f"unknown region {args.region!r} (config has: {', '.join(cfg.regions)})")
     action = ACTIONS[args.action]
     try:
         who = f"{getpass.getuser()}@{socket.gethostname()}"
@@ -72,7 +73,7 @@ def main(args: argparse.Namespace) -> int:
     except KafkaDeliveryError as exc:
         if view:
             view.stop()
-        raise UsageError(f"cannot publish to {cfg.topic('control')} at {cfg.kafka.bootstrap}: {exc}") from None
+        raise ConfigError(f"cannot publish to {cfg.topic('control')} at {cfg.kafka.bootstrap}: {exc}") from None
     print(f"published {args.action} for {args.region} on {cfg.topic('control')}")
     if view is None:
         return 0

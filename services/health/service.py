@@ -218,7 +218,8 @@ class HealthService:
         self.observer = observer
         self.judge = Judge(cfg, observer)
         self.view = RegionStateView(cfg, on_change=self._on_state_seen)
-        self.producer = make_producer(cfg, **{"linger.ms": 1, "logger": rdkafka_log})
+        self.producer = make_producer(cfg, **{"linger.ms": 1, "logger": rdkafka_log, "error_cb": self._on_kafka_error})
+        self._brokers_down = threading.Event()
         self.leader = False
         self.stop_event: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -237,6 +238,27 @@ class HealthService:
         if now - self._last_delivery_log > 10:
             self._last_delivery_log = now
             log.error("produce to %s failed (%d so far): %s", msg.topic(), self._delivery_errors, err)
+
+    def _on_kafka_error(self, err: KafkaError) -> None:
+        if err.code() == KafkaError._ALL_BROKERS_DOWN:
+            self._brokers_down.set()
+
+    async def _topics_loop(self) -> None:
+        """After every broker was down, make sure our topics exist again (a memory broker loses them)."""
+        assert self.stop_event is not None
+        while not self.stop_event.is_set():
+            if self._brokers_down.is_set():
+                try:
+                    created = await asyncio.to_thread(ensure_topics, self.cfg, timeout=5)
+                    self._brokers_down.clear()
+                    if created:
+                        log.warning("brokers were down and lost topics; re-created %s", ", ".join(created))
+                except Exception as exc:  # noqa: BLE001 - retry while the broker is away
+                    log.debug("ensure_topics after broker outage: %s", exc)
+            try:
+                await asyncio.wait_for(self.stop_event.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
 
     def _produce(self, topic: str, key: str, value: bytes) -> None:
         try:
@@ -423,7 +445,8 @@ class HealthService:
             if not self.stop_event.is_set():
                 log.info("observer %s joined the leader election (group %s)", self.observer, app.conf.id)
                 tasks = [loop.create_task(self._leader_loop(app), name="leader"),
-                         loop.create_task(self._tick_loop(), name="tick")]
+                         loop.create_task(self._tick_loop(), name="tick"),
+                         loop.create_task(self._topics_loop(), name="topics")]
                 await self.stop_event.wait()
         finally:
             log.info("observer %s stopping", self.observer)

@@ -1,0 +1,230 @@
+"""The health service as real processes, on a real broker, against real PostgreSQL behind fault proxies."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING
+
+from regionguard.core.config import Config
+from regionguard.core.models import FailoverEvent, RegionState
+from regionguard.health.service import TopicTail
+from tests.harness import FaultProxy, write_config
+
+pytestmark = pytest.mark.timeout(90)
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Collect:
+    """Every record of one topic, from the beginning, parsed, with local receive times."""
+
+    def __init__(self, cfg: Config, kind: str, model):
+        self.items: list[tuple[float, object]] = []
+        self._lock = threading.Lock()
+        self.model = model
+        self.tail = TopicTail(cfg, cfg.topic(kind), OFFSET_BEGINNING, self._deliver, f"test-{kind}").start()
+
+    def _deliver(self, _p, _o, value):
+        if value:
+            with self._lock:
+                self.items.append((time.monotonic(), self.model.model_validate_json(value)))
+
+    def since(self, t0: float = 0.0) -> list:
+        with self._lock:
+            return [x for t, x in self.items if t >= t0]
+
+    def latest(self, region: str) -> RegionState | None:
+        recs = [r for r in self.since() if r.region == region]
+        return recs[-1] if recs else None
+
+    def stop(self):
+        self.tail.stop()
+
+
+def until(pred, timeout: float, step: float = 0.01):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()
+
+
+def session_s(broker) -> float:
+    # tansu accepts short sessions; Apache Kafka's minimum is 6 s by default
+    return 6.0 if broker.external else 3.0
+
+
+def metrics(proc) -> dict[str, float]:
+    port = int(proc.wait_for_log(r"metrics port (\d+)", 10, current=False).group(1))
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def start_health(services, cf_path, name: str):
+    return services(f"health-{name}", ["health", "--config", str(cf_path), "--observer", name, "--metrics-port", "0"])
+
+
+def state_of(col: Collect, region: str) -> str | None:
+    st = col.latest(region)
+    return st.state.value if st else None
+
+
+def test_detects_blackhole_and_refuse_recovers_and_obeys_operators(broker, regions, rg_config, services):
+    lr = regions(["eu", "us"], schema=None)
+    cf = rg_config(lr, overrides={"health": {"leader_session_timeout_s": session_s(broker)}})
+    cfg = cf.load()
+    states, events = Collect(cfg, "region-state", RegionState), Collect(cfg, "failover-events", FailoverEvent)
+    try:
+        h1 = start_health(services, cf.path, "h1")
+        h1.wait_for_log("is the leader", 30)
+        assert until(lambda: state_of(states, "eu") == "closed" and state_of(states, "us") == "closed", 10)
+
+        timings = {}
+        for mode in ("blackhole", "refuse"):
+            t0 = time.monotonic()
+            lr.proxy("eu").set_mode(mode)
+            assert until(lambda: state_of(states, "eu") == "open", 5), f"{mode}: eu never opened"
+            timings[mode] = time.monotonic() - t0
+            assert states.latest("eu").reason == "consecutive_failures"
+            lr.proxy("eu").set_mode("pass")
+            assert until(lambda: state_of(states, "eu") == "closed", 10), f"{mode}: eu never closed again"
+        assert timings["blackhole"] < 2.0 and timings["refuse"] < 2.0, timings
+        assert all(r.state.value == "closed" for r in states.since() if r.region == "us")
+
+        # operators: force-open, release (the command line waits for the published result)
+        for action, want, reason in (("force-open", "open", "forced"), ("release", "closed", "released"),
+                                     ("disable", "closed", "disabled")):
+            out = subprocess.run([sys.executable, "-m", "regionguard.cli", "breaker", action, "eu",
+                                  "--config", str(cf.path), "--wait", "15"],
+                                 capture_output=True, text=True, timeout=30, cwd=REPO)
+            assert out.returncode == 0, out.stderr
+            st = states.latest("eu") if until(lambda: states.latest("eu").reason == reason, 5) else None
+            assert st is not None and st.state.value == want, (action, states.latest("eu"))
+        lr.proxy("eu").set_mode("refuse")  # disabled: failures never open it
+        time.sleep(1.0)
+        assert state_of(states, "eu") == "closed" and states.latest("eu").reason == "disabled"
+        lr.proxy("eu").set_mode("pass")
+        bad = subprocess.run([sys.executable, "-m", "regionguard.cli", "breaker", "force-open", "mars",
+                              "--config", str(cf.path)], capture_output=True, text=True, timeout=30, cwd=REPO)
+        assert bad.returncode == 2 and "unknown region" in bad.stderr
+
+        # every transition is an audit event, in order; seq increases per region
+        assert until(lambda: len([e for e in events.since() if e.region == "eu"]) >= 9, 5)
+        trans = [(e.detail["from"], e.detail["to"]) for e in events.since() if e.region == "eu"]
+        assert trans[:3] == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
+        assert trans[-3:] == [("closed", "forced_open"), ("forced_open", "closed"), ("closed", "disabled")]
+        assert all(e.kind == "transition" and e.service == "health" for e in events.since())
+        seqs = [r.seq for r in states.since() if r.region == "eu" and not r.heartbeat]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+        met = metrics(h1)
+        assert met['regionguard_health_leader'] == 1.0
+        assert met['regionguard_region_state{region="eu"}'] == 0.0
+        assert met['regionguard_probe_failures_total{kind="timeout",region="eu"}'] > 0
+        assert met['regionguard_probe_failures_total{kind="refused",region="eu"}'] > 0
+        assert met['regionguard_probe_latency_seconds_count{region="us"}'] > 10
+        assert met['regionguard_breaker_transitions_total{from_state="closed",region="eu",to_state="open"}'] == 2
+        assert h1.terminate(10) == 0
+    finally:
+        states.stop()
+        events.stop()
+
+
+def test_two_instances_one_decides_and_a_killed_leader_hands_over_cleanly(broker, regions, rg_config, services):
+    lr = regions(["eu"], schema=None)
+    cf = rg_config(lr, overrides={"health": {"leader_session_timeout_s": session_s(broker), "heartbeat_s": 0.5}})
+    cfg = cf.load()
+    states, events = Collect(cfg, "region-state", RegionState), Collect(cfg, "failover-events", FailoverEvent)
+    try:
+        h1 = start_health(services, cf.path, "h1")
+        h1.wait_for_log("is the leader", 30)
+        lr.proxy("eu").set_mode("blackhole")  # make the state non-trivial: the new leader must keep it
+        assert until(lambda: state_of(states, "eu") == "open", 5)
+        lr.proxy("eu").set_mode("pass")
+        assert until(lambda: state_of(states, "eu") == "closed", 10)
+        h2 = start_health(services, cf.path, "h2")
+        h2.wait_for_log("joined the leader election", 30)
+        t_both = time.monotonic()
+        time.sleep(3.0)
+        assert {r.observer for r in states.since(t_both)} == {"h1"}  # only one decides
+        assert metrics(h1)["regionguard_health_leader"] == 1.0
+        assert metrics(h2)["regionguard_health_leader"] == 0.0
+        assert "is the leader" not in h2.log_text()
+        before = states.latest("eu")
+        n_events = len(events.since())
+
+        t_kill = time.monotonic()
+        h1.kill()
+        took = until(lambda: any(r.observer == "h2" for r in states.since(t_kill)), 20)
+        handover = time.monotonic() - t_kill
+        assert took, "h2 never took over"
+        assert handover < session_s(broker) + 6, handover
+        time.sleep(1.5)
+        after = [r for r in states.since(t_kill) if r.region == "eu"]
+        # no false transition: the new leader resumes the same state and seq, as heartbeats
+        assert all(r.heartbeat and r.seq == before.seq and r.state == before.state for r in after), after
+        assert len(events.since()) == n_events
+        assert metrics(h2)["regionguard_health_leader"] == 1.0
+        # and the new leader decides: a real outage still opens the region, with a higher seq
+        lr.proxy("eu").set_mode("refuse")
+        assert until(lambda: state_of(states, "eu") == "open", 5)
+        assert states.latest("eu").seq > before.seq and states.latest("eu").observer == "h2"
+        print(f"handover after SIGKILL: {handover:.2f}s")
+    finally:
+        states.stop()
+        events.stop()
+
+
+def test_quorum_two_ignores_one_cut_off_observer(broker, regions, rg_config, services, tmp_path):
+    lr = regions(["eu"], schema=None)
+    cf = rg_config(lr, overrides={"health": {"leader_session_timeout_s": session_s(broker), "quorum": 2}})
+    cfg = cf.load()
+    # h2 reaches the same database through its own path (proxy), h1 through the region's proxy
+    with FaultProxy(lr.host, lr.port, name="pg-eu-h2") as path2:
+        data = dict(cf.data)
+        data["regions"] = {"eu": {**cf.data["regions"]["eu"],
+                                  "dsn": f"postgresql://{lr.user}@{path2.host}:{path2.port}/{lr.databases['eu']}"}}
+        h2_cfg = write_config(data, tmp_path / "h2.yaml")
+        states = Collect(cfg, "region-state", RegionState)
+        try:
+            h1 = start_health(services, cf.path, "h1")
+            h2 = start_health(services, h2_cfg, "h2")
+            for h in (h1, h2):
+                h.wait_for_log("joined the leader election", 30)
+            assert until(lambda: state_of(states, "eu") == "closed", 15)
+            lr.proxy("eu").set_mode("blackhole")  # only h1 is cut off
+            t0 = time.monotonic()
+            time.sleep(4.0)
+            assert [r for r in states.since(t0) if r.state.value != "closed"] == []
+            st = states.latest("eu")
+            assert st.stats["ignored_failures"] > 0 and st.stats["quorum"] == 2
+            assert st.stats["observers"]["h1"]["ok"] is False and st.stats["observers"]["h2"]["ok"] is True
+            path2.set_mode("blackhole")  # now both observers see it: a regional outage
+            t1 = time.monotonic()
+            assert until(lambda: state_of(states, "eu") == "open", 5)
+            print(f"quorum 2: opened {time.monotonic() - t1:.2f}s after the second observer was cut off")
+        finally:
+            states.stop()
+
+
+def test_bad_config_is_one_line_exit_2(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("regions: {eu: {dsn: x}}\ntables: {t: {key: [id]}}\nhealth: {quorum: 0}\n")
+    out = subprocess.run([sys.executable, "-m", "regionguard.cli", "health", "--config", str(p)],
+                         capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert out.returncode == 2 and re.search(r"health\.quorum", out.stderr), out.stderr
+    assert "Traceback" not in out.stderr

@@ -1,0 +1,148 @@
+"""Prober logic without a database: a fake asyncpg connector, no sockets, no sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+
+import asyncpg
+import pytest
+
+from regionguard.core.config import HealthConfig
+from regionguard.health.probe import WRITABLE_CHECK, LoopLagMonitor, RegionProber, observation_kind
+
+
+def pg_error(sqlstate: str) -> asyncpg.PostgresError:
+    return asyncpg.PostgresError.new({"C": sqlstate, "M": "server says no", "S": "ERROR"})
+
+
+@pytest.mark.parametrize("exc,kind", [
+    (TimeoutError(), "timeout"),
+    (asyncio.TimeoutError(), "timeout"),
+    (ConnectionRefusedError(errno.ECONNREFUSED, "refused"), "refused"),
+    (OSError(errno.ECONNREFUSED, "Connect call failed"), "refused"),
+    (ConnectionResetError(), "reset"),
+    (BrokenPipeError(), "reset"),
+    (asyncpg.exceptions.ConnectionDoesNotExistError("closed in the middle"), "reset"),
+    (pg_error("28P01"), "auth"),
+    (pg_error("28000"), "auth"),
+    (pg_error("25006"), "read_only"),
+    (pg_error("RGREC"), "recovery"),
+    (pg_error("57P03"), "recovery"),
+    (pg_error("57P01"), "reset"),
+    (pg_error("42P01"), "error"),
+    (socket.gaierror(-2, "Name or service not known"), "error"),
+    (ValueError("anything else"), "error"),
+])
+def test_observation_kind_by_type_and_sqlstate(exc, kind):
+    assert observation_kind(exc) == kind
+
+
+def test_kind_ignores_message_text():
+    assert observation_kind(ValueError("connection refused timeout reset")) == "error"
+
+
+class FakeConn:
+    def __init__(self, script):
+        self.script = script
+        self.queries = []
+        self.closed = False
+
+    async def execute(self, q):
+        self.queries.append(q)
+        err = self.script.on_query(q)
+        if err:
+            raise err
+
+    def terminate(self):
+        self.closed = True
+
+    def is_closed(self):
+        return self.closed
+
+    async def close(self):
+        self.closed = True
+
+
+class Script:
+    """What the fake server does: connect errors and query errors, changeable between probes."""
+
+    def __init__(self):
+        self.connect_error: BaseException | None = None
+        self.query_error: BaseException | None = None
+        self.conns: list[FakeConn] = []
+
+    async def connect(self, dsn, **kw):
+        if self.connect_error:
+            raise self.connect_error
+        c = FakeConn(self)
+        self.conns.append(c)
+        return c
+
+    def on_query(self, q):
+        return self.query_error
+
+
+def prober(script, **kw):
+    cfg = HealthConfig(**{"fresh_connection_every": 4, "timeout_s": 0.3, **kw})
+    return RegionProber("eu", "postgresql://x@h/db", cfg, "h1", connect=script.connect)
+
+
+async def test_kept_connection_and_every_nth_fresh_with_writability_check():
+    s = Script()
+    p = prober(s)
+    obs = [await p.probe() for _ in range(8)]
+    assert all(o.ok and o.kind == "ok" and o.observer == "h1" and o.region == "eu" for o in obs)
+    queries = [q for c in s.conns for q in c.queries]
+    assert queries.count(WRITABLE_CHECK) == 3  # probe 1 (no kept connection yet), 4 and 8
+    assert queries.count("SELECT 1") == 5
+    await p.close()
+
+
+async def test_connection_failure_escalates_to_fresh_connections_until_one_works():
+    s = Script()
+    p = prober(s)
+    await p.probe()
+    await p.probe()
+    s.connect_error = ConnectionRefusedError(errno.ECONNREFUSED, "refused")
+    await p.probe()  # kept connection: still fine (a listener can die while old connections live)
+    o = await p.probe()  # 4th: fresh -> refused
+    assert (o.ok, o.kind) == (False, "refused") and p.escalated
+    for _ in range(3):  # every probe now tries a fresh connection (kept ones were dropped)
+        assert (await p.probe()).kind == "refused"
+    s.connect_error = None
+    assert (await p.probe()).ok and not p.escalated
+    await p.close()
+
+
+async def test_read_only_and_recovery_are_failures():
+    s = Script()
+    p = prober(s)
+    s.query_error = pg_error("25006")
+    o = await p.probe()
+    assert (o.ok, o.kind) == (False, "read_only")
+    s.query_error = pg_error("RGREC")
+    assert (await p.probe()).kind == "recovery"
+    assert all(c.closed for c in s.conns)
+    await p.close()
+
+
+async def test_timeout_during_own_stall_is_not_an_observation():
+    s = Script()
+    lag = LoopLagMonitor()
+    p = RegionProber("eu", "postgresql://x@h/db", HealthConfig(timeout_s=0.3), "h1", connect=s.connect, lag=lag)
+    s.connect_error = TimeoutError()
+    o = await p.probe()
+    assert (o.ok, o.kind) == (False, "timeout")  # no stall: a real timeout
+
+    async def stalled_connect(dsn, **kw):
+        lag.record(0.5)  # our own loop was 0.5 s late during this probe
+        raise TimeoutError()
+
+    p._connect = stalled_connect
+    assert await p.probe() is None and p.stalled == 1  # says nothing about the region
+    p._connect = s.connect
+    s.connect_error = ConnectionRefusedError()
+    assert (await p.probe()).kind == "refused"  # only timeouts are excused
+    await p.close()
