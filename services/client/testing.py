@@ -18,8 +18,9 @@ from datetime import datetime, timezone
 
 from ..core.config import Config
 from ..core.kafka import Confirmer, make_producer
-from .follower import rdkafka_log
 from ..core.models import RegionState, State
+from ..features.rules import next_seq
+from .follower import rdkafka_log
 
 __all__ = ["StatePublisher"]
 
@@ -34,7 +35,7 @@ class StatePublisher:
         self.producer = make_producer(cfg, **{"linger.ms": 0, "enable.idempotence": False,
                                                    "logger": rdkafka_log})
         self.current: dict[str, RegionState] = {}
-        self._seq = start_seq
+        self._seq: int | None = start_seq or None
         self._lock = threading.Lock()
         self._beating = threading.Event()
         self._stop = threading.Event()
@@ -73,8 +74,8 @@ class StatePublisher:
         with self._lock:
             now = datetime.now(timezone.utc)
             if seq is None:
-                self._seq += 1
-                seq = self._seq
+                # time-based like the health service's, so it also outranks states it published
+                self._seq = seq = next_seq(self._seq, now)
             rs = RegionState(region=region, state=State(state), since=now, seq=seq, reason=reason,
                              observer=self.observer, at=now)
             self.current[region] = rs
