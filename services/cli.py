@@ -13,7 +13,7 @@ import argparse
 import importlib
 import sys
 
-from .core.config import ConfigError
+from .core.config import ConfigError, UsageError  # noqa: F401 - UsageError is re-exported
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "health": ("regionguard.health.service", "probe regions, run breakers, publish region state"),
@@ -27,10 +27,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("regionguard.demo", "run the embedded failover drill (no config needed)"),
     "drill": ("regionguard.drill", "inject a fault into a running local setup"),
 }
-
-
-class UsageError(Exception):
-    """A one-line problem with the command line or environment (exit 2)."""
 
 
 def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:

@@ -27,6 +27,10 @@ class ConfigError(Exception):
     """A configuration problem, with a one-line message naming the field."""
 
 
+class UsageError(Exception):
+    """A one-line problem with the command line or environment (the CLI exits 2)."""
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -1,0 +1,118 @@
+"""Fence-and-switch modes, held-write routing and the replay rate limit: pure logic, no I/O."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from regionguard.core.models import WriteEvent
+from regionguard.replayer.ratelimit import TokenBucket
+from regionguard.router.decide import Route, route_held
+from regionguard.router.modes import Action, Mode, PartitionModes
+
+NOW = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
+
+
+def test_empty_held_partition_starts_direct_and_nonempty_starts_held():
+    m = PartitionModes()
+    m.assigned([0, 1])
+    m.looked_up(0, 0)
+    m.looked_up(1, 17)
+    assert m.mode(0) is Mode.direct and m.mode(1) is Mode.held
+
+
+def test_unknown_backlog_needs_a_fence_before_direct():
+    m = PartitionModes()
+    m.assigned([0])
+    m.looked_up(0, 5)
+    acts = m.region_changed(closed=True)
+    assert (Action.pause, 0) in acts and (Action.fence, 0) in acts
+    assert m.replayer_progress(0, 10**9) == []  # no fence offset yet: never switch blind
+    m.held_confirmed(0, 42)
+    assert m.replayer_progress(0, 42) == []      # committed 42 means record 42 not yet applied
+    assert m.replayer_progress(0, 43) == [(Action.resume, 0)]
+    assert m.mode(0) is Mode.direct
+
+
+def test_outage_while_draining_goes_back_to_held():
+    m = PartitionModes()
+    m.assigned([0])
+    m.looked_up(0, 0)
+    m.region_changed(closed=False)
+    assert m.mode(0) is Mode.held
+    m.held_confirmed(0, 7)
+    assert m.region_changed(closed=True) == [(Action.pause, 0)]
+    assert m.region_changed(closed=False) == [(Action.resume, 0)]
+    assert m.mode(0) is Mode.held
+
+
+def test_illegal_transition_is_a_bug():
+    m = PartitionModes()
+    m.assigned([0])
+    with pytest.raises(RuntimeError):
+        m._set(0, Mode.draining)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(
+    st.tuples(st.just("region"), st.booleans()),
+    st.tuples(st.just("divert"), st.integers(0, 3)),
+    st.tuples(st.just("replay"), st.integers(0, 60)),
+), max_size=40))
+def test_never_direct_while_a_diverted_record_is_unreplayed(steps):
+    """Safety property: a partition is direct only if everything it diverted was replayed."""
+    m = PartitionModes()
+    m.assigned([0])
+    m.looked_up(0, 0)
+    closed, next_off, committed, diverted = True, 0, 0, []
+    for kind, arg in steps:
+        if kind == "region":
+            closed = arg
+            for act, _ in m.region_changed(closed):
+                if act is Action.fence:
+                    m.held_confirmed(0, next_off)
+                    diverted.append(next_off)
+                    next_off += 1
+        elif kind == "divert":
+            if not closed or m.mode(0) is not Mode.direct:
+                for _ in range(arg):
+                    m.divert(0)
+                    m.held_confirmed(0, next_off)
+                    diverted.append(next_off)
+                    next_off += 1
+        else:
+            committed = min(next_off, max(committed, arg))
+            m.replayer_progress(0, committed)
+        if m.mode(0) is Mode.direct:
+            assert closed
+            assert all(o < committed for o in diverted)
+
+
+def _w(**kw) -> WriteEvent:
+    base = dict(id=uuid.uuid4(), region="eu", table="t", op="upsert", key={"id": 1}, data={"x": 1})
+    base.update(kw)
+    return WriteEvent(**base)
+
+
+def test_route_held_policies():
+    up = lambda r: r == "us"  # noqa: E731 - only us is closed
+    assert route_held(_w(), now=NOW, is_closed=up) == (Route.hold, None)
+    assert route_held(_w(policy="shed"), now=NOW, is_closed=up) == (Route.shed, None)
+    assert route_held(_w(policy="failover", fallback_regions=["ap", "us"]), now=NOW, is_closed=up) == (Route.failover, "us")
+    assert route_held(_w(policy="failover", fallback_regions=["ap"]), now=NOW, is_closed=up) == (Route.hold, None)
+    assert route_held(_w(expires_at=NOW - timedelta(seconds=1)), now=NOW, is_closed=up) == (Route.expired, None)
+    assert route_held(_w(expires_at=NOW + timedelta(seconds=1)), now=NOW, is_closed=up) == (Route.hold, None)
+
+
+def test_token_bucket_paces_without_sleeping():
+    t = [0.0]
+    b = TokenBucket(1000, burst=100, clock=lambda: t[0])
+    assert b.delay_for(100) == 0.0
+    assert b.delay_for(500) == pytest.approx(0.5)
+    t[0] += 0.5
+    assert b.delay_for(0) == 0.0
+    assert TokenBucket(0, burst=1, clock=lambda: 0.0).delay_for(10**6) == 0.0  # 0 = unlimited
