@@ -1,0 +1,444 @@
+"""What ``regionguard status`` shows, gathered from Kafka alone (no service is asked).
+
+:class:`StatusCollector` reads, for one config:
+
+* ``<prefix>region-state`` through a :class:`~regionguard.core.stateview.RegionStateView`:
+  state, ``seq``, ``since``, reason per region, and the age of the newest
+  record (the health heartbeat; older than ``health.stale_after_s`` is STALE);
+* ``<prefix>held.<region>`` from the replayer group's committed offsets to the
+  end: the **held backlog** (write records still to replay; the router's fence
+  markers are not writes and are left out) and the **replayer lag** (all records);
+* ``<prefix>writes.<region>`` from the router group's committed offsets to the
+  end: the **router lag**;
+* ``<prefix>dead-letter``: how many, by reason;
+* ``<prefix>failover-events``: the most recent events;
+* ``<prefix>features``: which features are off per region.
+
+Counting. tansu (the embedded test broker) reports a wrong high watermark
+after multi-record batches (the last batch's base offset + 1), so a lag
+computed as ``watermark - committed`` would be too small there. The collector
+therefore *counts records by consuming* from the committed offset to the end
+of each partition (``enable.partition.eof`` tells where the end is), which is
+exact on any broker. That is cheap for the backlogs an operator watches live;
+beyond ``exact_limit`` records in total per snapshot it stops counting and
+reports ``max(counted, watermark difference)`` with ``"exact": false``. On
+Apache Kafka or MSK the watermark difference is exact, so the estimate only
+loses the fence markers, never writes.
+
+The consumers here join **no group** and never commit: looking does not
+disturb the services. Committed offsets are read with ``Consumer.committed``
+under the services' group ids (:func:`~regionguard.core.kafka.router_group`,
+:func:`~regionguard.core.kafka.replayer_group`) without subscribing, which
+does not join those groups either.
+
+:meth:`StatusCollector.snapshot` returns a plain dict; its keys are the
+stable ``--json`` format (``"version": 1``), documented in ``docs/drill.md``.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from .core.config import Config
+from .core.kafka import replayer_group, router_group
+from .core.models import FailoverEvent, FeatureFlags, RegionState
+from .core.stateview import RegionStateView, rdkafka_log
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+FENCE_HEADER = "rg-fence"  # regionguard.router.decide.H_FENCE (not imported: keeps status light)
+
+
+class StatusError(Exception):
+    """Kafka could not be reached or answered with an error (one line)."""
+
+
+def _iso(dt: datetime | None) -> str | None:
+    if dt is None:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _age(dt: datetime | None, now: float) -> float | None:
+    if dt is None:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return round(max(0.0, now - dt.timestamp()), 3)
+
+
+def event_summary(ev: FailoverEvent) -> str:
+    """One human line for a failover event."""
+    d = ev.detail or {}
+    if ev.kind == "transition":
+        s = f"{d.get('from', '?')} -> {d.get('to', d.get('state', '?'))}"
+        return f"{s} ({d['reason']})" if d.get("reason") else s
+    if ev.kind in ("replay_finished", "replay_progress"):
+        parts = [f"{k}={d[k]}" for k in ("applied", "duplicates", "stale", "expired", "dead_lettered") if d.get(k)]
+        if "seconds" in d:
+            parts.append(f"in {d['seconds']}s")
+        return " ".join(parts) or "nothing to replay"
+    if ev.kind == "features_changed":
+        off, on = d.get("turned_off") or [], d.get("turned_on") or []
+        bits = ([f"off: {', '.join(off)}"] if off else []) + ([f"on: {', '.join(on)}"] if on else [])
+        return "; ".join(bits) or f"disabled={d.get('disabled', [])}"
+    if d.get("reason"):
+        return str(d["reason"])
+    return ""
+
+
+@dataclass
+class _Range:
+    """Records to read from one partition, and what was found there."""
+
+    topic: str
+    partition: int
+    start: int                 # first offset to read (resolved, >= 0)
+    estimate: int = 0          # watermark-based record count (exact on Apache Kafka)
+    count: int = 0             # records counted by consuming (fences excluded when asked)
+    records: int = 0           # every record counted by consuming
+    end: int | None = None     # offset after the last record, once the partition's end was reached
+    skip: bool = False         # too large: not consumed, estimate used
+
+    @property
+    def done(self) -> bool:
+        return self.skip or self.end is not None
+
+
+@dataclass
+class _Tail:
+    """Incremental reading of one topic across snapshots (positions remembered)."""
+
+    topic: str
+    handler: Callable[[Any], None]
+    positions: dict[int, int] = field(default_factory=dict)
+    exact: bool = True
+
+
+class StatusCollector:
+    """Gathers one status snapshot at a time; keep it open for a live view."""
+
+    def __init__(self, cfg: Config, *, events: int = 10, exact_limit: int = 100_000,
+                 read_timeout: float = 5.0) -> None:
+        self.cfg = cfg
+        self.max_events = events
+        self.exact_limit = exact_limit
+        self.read_timeout = read_timeout
+        self.view = RegionStateView(cfg)
+        self._consumer: Consumer | None = None
+        self._offset_readers: dict[str, Consumer] = {}
+        self._partitions: dict[str, int] = {}
+        self._topics_checked = 0.0
+        self.dead_by_reason: collections.Counter[str] = collections.Counter()
+        self.dead_total_estimate = 0
+        self.events: collections.deque[FailoverEvent] = collections.deque(maxlen=max(1, events))
+        self.features: dict[str, FeatureFlags] = {}
+        self._tails = [
+            _Tail(cfg.topic("dead-letter"), self._on_dead_letter),
+            _Tail(cfg.topic("failover-events"), self._on_event),
+            _Tail(cfg.topic("features"), self._on_features),
+        ]
+
+    # ---- lifecycle -------------------------------------------------------------------
+    def _conf(self, **extra: Any) -> dict[str, Any]:
+        return self.cfg.kafka_client_conf(**{
+            "group.id": f"{self.cfg.kafka.topic_prefix}status-{uuid.uuid4().hex[:12]}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 10,
+            "socket.timeout.ms": 10000,
+            "logger": rdkafka_log,
+            **extra,
+        })
+
+    def start(self, timeout: float = 10.0) -> "StatusCollector":
+        self._consumer = Consumer(self._conf(**{"enable.partition.eof": True}))
+        self._refresh_topics(timeout)  # raises StatusError when the broker does not answer
+        self.view.start()
+        self.view.wait_ready(timeout)
+        return self
+
+    def close(self) -> None:
+        self.view.stop()
+        for c in [self._consumer, *self._offset_readers.values()]:
+            if c is None:
+                continue
+            try:
+                c.close()
+            except Exception:  # noqa: BLE001
+                pass
+        self._consumer = None
+        self._offset_readers.clear()
+
+    def __enter__(self) -> "StatusCollector":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ---- Kafka helpers -----------------------------------------------------------------
+    def _refresh_topics(self, timeout: float = 5.0) -> None:
+        assert self._consumer is not None
+        try:
+            md = self._consumer.list_topics(timeout=timeout)
+        except KafkaException as exc:
+            err = exc.args[0]
+            why = err.str() if hasattr(err, "str") else str(err)
+            raise StatusError(f"cannot reach Kafka at {self.cfg.kafka.bootstrap} ({why})") from None
+        self._partitions = {name: len(t.partitions) for name, t in md.topics.items()
+                            if t.error is None and t.partitions}
+        self._topics_checked = time.monotonic()
+
+    def _committed(self, group: str, topic: str) -> dict[int, int | None]:
+        n = self._partitions.get(topic, 0)
+        if not n:
+            return {}
+        c = self._offset_readers.get(group)
+        if c is None:
+            # group.id is the service's; no subscribe() and no commit, so this never joins the group
+            c = Consumer(self.cfg.kafka_client_conf(**{"group.id": group, "enable.auto.commit": False,
+                                                        "logger": rdkafka_log}))
+            self._offset_readers[group] = c
+        try:
+            res = c.committed([TopicPartition(topic, p) for p in range(n)], timeout=self.read_timeout)
+        except KafkaException as exc:
+            log.debug("committed offsets of %s on %s: %s", group, topic, exc)
+            return {p: None for p in range(n)}
+        return {tp.partition: (tp.offset if tp.offset is not None and tp.offset >= 0 else None) for tp in res}
+
+    def _watermarks(self, topic: str, p: int) -> tuple[int, int]:
+        assert self._consumer is not None
+        try:
+            low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=self.read_timeout)
+            return max(0, low), max(0, high)
+        except KafkaException:
+            return 0, 0
+
+    def _read(self, ranges: list[_Range], on_record: Callable[[_Range, Any], bool] | None = None) -> bool:
+        """Consume every range to the end of its partition; True when all were read completely.
+
+        ``on_record(range, msg)`` returns whether the record counts (e.g. not a fence).
+        """
+        assert self._consumer is not None
+        todo = {(r.topic, r.partition): r for r in ranges if not r.skip}
+        if not todo:
+            return all(not r.skip for r in ranges)
+        self._consumer.assign([TopicPartition(t, p, r.start) for (t, p), r in todo.items()])
+        pending = set(todo)
+        budget = self.exact_limit
+        deadline = time.monotonic() + self.read_timeout
+        complete = True
+        try:
+            while pending and time.monotonic() < deadline:
+                for msg in self._consumer.consume(1000, 0.1):
+                    key = (msg.topic(), msg.partition())
+                    r = todo.get(key)
+                    if r is None:
+                        continue
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            r.end = max(msg.offset(), r.start)
+                            pending.discard(key)
+                        elif err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION):
+                            r.end = r.start
+                            pending.discard(key)
+                        continue
+                    if key not in pending:
+                        pending.add(key)  # more arrived after its end: keep reading
+                        r.end = None
+                    r.records += 1
+                    if on_record is None or on_record(r, msg):
+                        r.count += 1
+                    budget -= 1
+                if budget <= 0:
+                    complete = False
+                    break
+        finally:
+            try:
+                self._consumer.unassign()
+            except KafkaException:
+                pass
+        if pending:
+            complete = False
+        return complete and all(not r.skip for r in ranges)
+
+    def _ranges(self, topic: str, starts: dict[int, int | None]) -> list[_Range]:
+        out = []
+        for p in range(self._partitions.get(topic, 0)):
+            low, high = self._watermarks(topic, p)
+            start = starts.get(p)
+            start = low if start is None else max(start, low)
+            r = _Range(topic, p, start, estimate=max(0, high - start))
+            r.skip = r.estimate > self.exact_limit
+            out.append(r)
+        return out
+
+    # ---- tails (dead letters, events, features) ----------------------------------------
+    def _on_dead_letter(self, msg: Any) -> None:
+        import orjson
+
+        try:
+            reason = str(orjson.loads(msg.value() or b"{}").get("reason", "unknown"))
+        except Exception:  # noqa: BLE001 - a broken record still counts
+            reason = "unreadable"
+        self.dead_by_reason[reason] += 1
+
+    def _on_event(self, msg: Any) -> None:
+        try:
+            self.events.append(FailoverEvent.model_validate_json(msg.value()))
+        except Exception:  # noqa: BLE001
+            pass
+
+    def _on_features(self, msg: Any) -> None:
+        try:
+            ff = FeatureFlags.model_validate_json(msg.value())
+        except Exception:  # noqa: BLE001
+            return
+        old = self.features.get(ff.region)
+        if old is None or ff.seq >= old.seq:
+            self.features[ff.region] = ff
+
+    def _advance_tails(self) -> None:
+        ranges: list[_Range] = []
+        owner: dict[str, _Tail] = {}
+        for tail in self._tails:
+            owner[tail.topic] = tail
+            for p in range(self._partitions.get(tail.topic, 0)):
+                if p not in tail.positions:
+                    low, high = self._watermarks(tail.topic, p)
+                    if tail.topic == self.cfg.topic("failover-events"):
+                        # only the recent ones; tansu's low-biased watermark just means a few more
+                        tail.positions[p] = max(low, high - 200)
+                    elif high - low > self.exact_limit:
+                        tail.positions[p] = high - self.exact_limit
+                        tail.exact = False
+                    else:
+                        tail.positions[p] = low
+                ranges.append(_Range(tail.topic, p, tail.positions[p]))
+
+        def record(r: _Range, msg: Any) -> bool:
+            if msg.value():
+                owner[r.topic].handler(msg)
+            return True
+
+        self._read(ranges, record)
+        for r in ranges:
+            t = owner[r.topic]
+            t.positions[r.partition] = r.end if r.end is not None else r.start + r.records
+            if r.topic == self.cfg.topic("dead-letter"):
+                low, _high = self._watermarks(r.topic, r.partition)
+                self.dead_total_estimate = max(0, t.positions[r.partition] - low)
+
+    # ---- the snapshot ---------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        if self._consumer is None:
+            self.start()
+        if time.monotonic() - self._topics_checked > 10.0 or not self._partitions:
+            self._refresh_topics()
+        cfg = self.cfg
+        now = time.time()
+        states = self.view.states()
+
+        held_ranges: dict[str, list[_Range]] = {}
+        write_ranges: dict[str, list[_Range]] = {}
+        for region in cfg.regions:
+            held = cfg.topic("held", region)
+            writes = cfg.topic("writes", region)
+            held_ranges[region] = self._ranges(held, self._committed(replayer_group(cfg, region), held))
+            write_ranges[region] = self._ranges(writes, self._committed(router_group(cfg, region), writes))
+
+        def not_fence(_r: _Range, msg: Any) -> bool:
+            return not any(k == FENCE_HEADER for k, _v in (msg.headers() or []))
+
+        all_held = [r for rs in held_ranges.values() for r in rs]
+        all_writes = [r for rs in write_ranges.values() for r in rs]
+        held_exact = self._read(all_held, not_fence)
+        writes_exact = self._read(all_writes)
+        self._advance_tails()
+
+        regions: dict[str, Any] = {}
+        for region in cfg.regions:
+            st: RegionState | None = states.get(region)
+            hr, wr = held_ranges[region], write_ranges[region]
+            backlog = sum(r.estimate if r.skip else r.count for r in hr)
+            rlag = sum(r.estimate if r.skip else r.records for r in hr)
+            wlag = sum(r.estimate if r.skip else r.records for r in wr)
+            if not held_exact:
+                backlog = max(backlog, sum(r.estimate for r in hr))
+                rlag = max(rlag, sum(r.estimate for r in hr))
+            if not writes_exact:
+                wlag = max(wlag, sum(r.estimate for r in wr))
+            ff = self.features.get(region)
+            regions[region] = {
+                "state": st.state.value if st else "unknown",
+                "seq": st.seq if st else None,
+                "since": _iso(st.since) if st else None,
+                "since_s": _age(st.since, now) if st else None,
+                "reason": st.reason if st else "",
+                "observer": st.observer if st else "",
+                "record_age_s": _age(st.at, now) if st else None,
+                "held_backlog": backlog,
+                "replayer_lag": rlag,
+                "router_lag": wlag,
+                "exact": bool(held_exact and writes_exact),
+                "disabled_features": sorted(ff.disabled) if ff else [],
+            }
+        age = self.view.last_heartbeat_age()
+        stale_after = cfg.health.stale_after_s
+        dead_counted = sum(self.dead_by_reason.values())
+        dead_tail = self._tails[0]
+        return {
+            "version": FORMAT_VERSION,
+            "at": _iso(datetime.fromtimestamp(now, timezone.utc)),
+            "kafka": {"bootstrap": cfg.kafka.bootstrap, "topic_prefix": cfg.kafka.topic_prefix},
+            "health": {
+                "heartbeat_age_s": None if age is None else round(age, 3),
+                "stale": age is None or age > stale_after,
+                "stale_after_s": stale_after,
+            },
+            "regions": regions,
+            "totals": {
+                "held_backlog": sum(r["held_backlog"] for r in regions.values()),
+                "router_lag": sum(r["router_lag"] for r in regions.values()),
+                "replayer_lag": sum(r["replayer_lag"] for r in regions.values()),
+            },
+            "dead_letters": {
+                "total": max(dead_counted, self.dead_total_estimate) if not dead_tail.exact else dead_counted,
+                "by_reason": dict(sorted(self.dead_by_reason.items())),
+                "exact": dead_tail.exact,
+            },
+            "events": [
+                {"at": _iso(ev.at), "region": ev.region, "kind": ev.kind, "service": ev.service,
+                 "summary": event_summary(ev), "detail": ev.detail}
+                for ev in list(self.events)[-self.max_events:]
+            ],
+            "missing_topics": sorted(t for t in self._expected_topics() if t not in self._partitions),
+        }
+
+    def _expected_topics(self) -> list[str]:
+        from .core.kafka import topic_plan
+
+        return list(topic_plan(self.cfg))
+
+
+def collect_once(cfg: Config, *, events: int = 10, timeout: float = 10.0) -> dict[str, Any]:
+    """One snapshot (opens and closes its own consumers)."""
+    collector = StatusCollector(cfg, events=events, read_timeout=timeout)
+    try:
+        collector.start(timeout)
+        return collector.snapshot()
+    finally:
+        collector.close()
