@@ -130,12 +130,13 @@ class StatusCollector:
     """Gathers one status snapshot at a time; keep it open for a live view."""
 
     def __init__(self, cfg: Config, *, events: int = 10, exact_limit: int = 100_000,
-                 read_timeout: float = 5.0) -> None:
+                 read_timeout: float = 5.0,
+                 on_change: Callable[[RegionState | None, RegionState], None] | None = None) -> None:
         self.cfg = cfg
         self.max_events = events
         self.exact_limit = exact_limit
         self.read_timeout = read_timeout
-        self.view = RegionStateView(cfg)
+        self.view = RegionStateView(cfg, on_change=on_change)
         self._consumer: Consumer | None = None
         self._offset_readers: dict[str, Consumer] = {}
         self._partitions: dict[str, int] = {}
@@ -427,6 +428,57 @@ class StatusCollector:
             ],
             "missing_topics": sorted(t for t in self._expected_topics() if t not in self._partitions),
         }
+
+    # ---- building blocks for ``regionguard drill`` ----------------------------------------
+    def partitions(self, topic: str) -> int:
+        if topic not in self._partitions:
+            self._refresh_topics()
+        return self._partitions.get(topic, 0)
+
+    def read_from(self, topic: str, starts: dict[int, int] | None = None,
+                  handler: Callable[[Any], None] | None = None) -> tuple[dict[int, int], int]:
+        """Read ``topic`` from ``starts`` (default: each partition's end) to its end.
+
+        Calls ``handler(msg)`` for every record with a value; returns the new
+        positions (pass them as ``starts`` next time) and how many write
+        records (not router fences) were read.
+        """
+        starts = dict(starts or {})
+        ranges = []
+        for p in range(self.partitions(topic)):
+            if p not in starts:
+                low, high = self._watermarks(topic, p)
+                starts[p] = max(low, high - 1)  # tansu's watermark may be low: read on to the true end
+                counted = False
+            else:
+                counted = True
+            ranges.append((_Range(topic, p, starts[p]), counted))
+        count = 0
+
+        def record(r: _Range, msg: Any) -> bool:
+            if handler is not None and msg.value():
+                handler(msg)
+            return not any(k == FENCE_HEADER for k, _v in (msg.headers() or []))
+
+        self._read([r for r, _ in ranges], record)
+        out = {}
+        for r, counted in ranges:
+            out[r.partition] = r.end if r.end is not None else r.start + r.records
+            if counted:
+                count += r.count
+        return out, count
+
+    def held_backlog(self, region: str) -> tuple[int, bool]:
+        """Held writes of ``region`` after the replayer group's committed offsets: (count, exact)."""
+        held = self.cfg.topic("held", region)
+        ranges = self._ranges(held, self._committed(replayer_group(self.cfg, region), held))
+
+        def not_fence(_r: _Range, msg: Any) -> bool:
+            return not any(k == FENCE_HEADER for k, _v in (msg.headers() or []))
+
+        exact = self._read(ranges, not_fence)
+        n = sum(r.estimate if r.skip else r.count for r in ranges)
+        return (n if exact else max(n, sum(r.estimate for r in ranges))), exact
 
     def _expected_topics(self) -> list[str]:
         from .core.kafka import topic_plan
