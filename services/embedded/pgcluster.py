@@ -5,6 +5,10 @@ private cluster can: :meth:`PgCluster.crash` is ``pg_ctl stop -m immediate``
 (no shutdown checkpoint, crash recovery on the next start), which is what a
 regional outage looks like to regionguard. Durability is traded for speed
 (``fsync=off``), so only a *process* crash is simulated, not power loss.
+``synchronous_commit`` stays on: a commit returns only after its WAL reached
+the kernel, so every acknowledged commit survives :meth:`PgCluster.crash`
+(regionguard commits Kafka offsets right after the DB commit; with it off,
+the last few hundred ms of commits vanished in a crash).
 
 We usually run as root, and PostgreSQL refuses to; the server binaries then
 run as the ``postgres`` OS user via ``runuser``.
@@ -31,7 +35,7 @@ listen_addresses = '127.0.0.1'
 port = {port}
 unix_socket_directories = '{sock}'
 fsync = off
-synchronous_commit = off
+synchronous_commit = on
 full_page_writes = off
 shared_buffers = 16MB
 max_connections = 100

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -47,8 +47,12 @@ class LocalRegions:
     """One fresh database and one :class:`FaultProxy` per region name."""
 
     def __init__(self, names: Iterable[str] = DEFAULT_REGIONS, *, prefix: str | None = None,
-                 host: str = "127.0.0.1", port: int = 5432, user: str = "postgres", admin_db: str = "postgres") -> None:
+                 host: str = "127.0.0.1", port: int = 5432, user: str = "postgres", admin_db: str = "postgres",
+                 servers: Mapping[str, tuple[str, int]] | None = None) -> None:
+        """``servers`` maps some regions to another PostgreSQL server ``(host, port)`` than
+        ``host:port`` -- e.g. a :class:`~regionguard.embedded.pgcluster.PgCluster` that a test can crash."""
         self.names = tuple(names)
+        self.servers = {r: tuple((servers or {}).get(r, (host, port))) for r in self.names}
         if not self.names or len(set(self.names)) != len(self.names):
             raise ValueError("region names must be unique and non-empty")
         self.prefix = prefix or uuid.uuid4().hex[:8]
@@ -71,7 +75,11 @@ class LocalRegions:
 
     def direct_dsn(self, region: str) -> str:
         """DSN that bypasses the proxy: for checkers and set-up."""
-        return self._url(self.host, self.port, self.databases[region])
+        host, port = self.servers[region]
+        return self._url(host, port, self.databases[region])
+
+    def direct_dsns(self) -> dict[str, str]:
+        return {r: self.direct_dsn(r) for r in self.names}
 
     def dsns(self) -> dict[str, str]:
         return {r: self.dsn(r) for r in self.names}
@@ -85,20 +93,26 @@ class LocalRegions:
     def admin_dsn(self) -> str:
         return self._url(self.host, self.port, self.admin_db)
 
+    def _admin_dsns(self) -> dict[tuple[str, int], str]:
+        """One admin DSN per server, for the regions each server holds."""
+        return {srv: self._url(srv[0], srv[1], self.admin_db) for srv in dict.fromkeys(self.servers.values())}
+
     # ---- lifecycle -------------------------------------------------------------------
 
     async def acreate(self) -> LocalRegions:
         """Create (re-create if left over) every database; start the proxies."""
-        conn = await asyncpg.connect(self.admin_dsn, timeout=10)
-        try:
-            for db in self.databases.values():
-                await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-                await conn.execute(f'CREATE DATABASE "{db}"')
-        finally:
-            await conn.close()
+        for srv, admin in self._admin_dsns().items():
+            conn = await asyncpg.connect(admin, timeout=10)
+            try:
+                for r, db in self.databases.items():
+                    if self.servers[r] == srv:
+                        await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+                        await conn.execute(f'CREATE DATABASE "{db}"')
+            finally:
+                await conn.close()
         for r in self.names:
             if r not in self._proxies:
-                self._proxies[r] = FaultProxy(self.host, self.port, name=f"pg-{r}")
+                self._proxies[r] = FaultProxy(*self.servers[r], name=f"pg-{r}")
         self.created = True
         return self
 
@@ -118,14 +132,22 @@ class LocalRegions:
         for p in self._proxies.values():
             p.stop()
         self._proxies.clear()
-        conn = await asyncpg.connect(self.admin_dsn, timeout=10)
-        try:
-            for db in self.databases.values():
-                await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                   "WHERE datname = $1 AND pid <> pg_backend_pid()", db)
-                await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        finally:
-            await conn.close()
+        for srv, admin in self._admin_dsns().items():
+            try:
+                conn = await asyncpg.connect(admin, timeout=10)
+            except (OSError, asyncpg.PostgresError):
+                if srv == (self.host, self.port):
+                    raise
+                continue  # a private cluster that is already gone took its databases with it
+            try:
+                for r, db in self.databases.items():
+                    if self.servers[r] != srv:
+                        continue
+                    await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                       "WHERE datname = $1 AND pid <> pg_backend_pid()", db)
+                    await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            finally:
+                await conn.close()
         self.created = False
 
     def drop(self) -> None:
