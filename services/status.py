@@ -38,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--events", type=int, default=10, metavar="N", help="recent failover events to show (default 10)")
     p.add_argument("--timeout", type=float, default=10.0, metavar="S",
                    help="give up when Kafka does not answer within S seconds (default 10)")
+    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                   help="no terminal view: export the status as Prometheus metrics on PORT (0: a free port), "
+                        "refreshed every --interval (held backlog, router/replayer lag, heartbeat age, states)")
 
 
 def _dur(seconds: float | None) -> str:
@@ -135,6 +138,8 @@ def main(args: argparse.Namespace) -> int:
     collector = StatusCollector(cfg, events=max(1, args.events), read_timeout=args.timeout)
     try:
         collector.start(args.timeout)
+        if args.metrics_port is not None and not args.once:
+            return _export(cfg, collector, args.metrics_port, args.interval)
         if args.once:
             snap = collector.snapshot()
             if args.json:
@@ -173,3 +178,56 @@ def _live(collector: StatusCollector, interval: float) -> int:
             except StatusError as exc:
                 console.print(f"[red]{exc}[/red]")
             time.sleep(max(0.05, interval - (time.monotonic() - t0)))
+
+
+def _export(cfg, collector: StatusCollector, port: int, interval: float) -> int:
+    """Headless exporter: the numbers only Kafka offsets know, as gauges.
+
+    A service's own gauges stop moving when it is stuck or dead, which is when
+    they matter; these are computed from the outside, like a lag exporter:
+    ``regionguard_consumer_lag{region,service="router"|"replayer"}``,
+    ``regionguard_held_backlog{region}`` (exact, also while the region is
+    open and the replayer waits), ``regionguard_health_heartbeat_age_seconds``
+    (+Inf when no heartbeat was ever seen) and ``regionguard_region_state{region}``.
+    """
+    import logging
+    import signal
+
+    from .core import metrics as m
+    from .core.log import setup_logging
+
+    log = setup_logging("status")
+    logging.getLogger("regionguard.rdkafka").setLevel(logging.CRITICAL + 1)
+    try:
+        bound = m.start_metrics(cfg.model_copy(update={"metrics": cfg.metrics.model_copy(update={"enabled": True})}),
+                                "status", port)
+    except OSError as exc:
+        raise UsageError(f"metrics: cannot listen on {cfg.metrics.host}:{port}: {exc.strerror or exc}") from None
+    log.info("metrics port %d: exporting status every %.1fs", bound, interval)
+    stop = {"now": False}
+
+    def _stop(_sig, _frame):
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    while not stop["now"]:
+        t0 = time.monotonic()
+        try:
+            snap = collector.snapshot()
+        except StatusError as exc:
+            log.warning("%s", exc)
+        else:
+            for region, r in snap["regions"].items():
+                m.CONSUMER_LAG.labels(region, "router").set(r["router_lag"])
+                m.CONSUMER_LAG.labels(region, "replayer").set(r["replayer_lag"])
+                m.HELD_BACKLOG.labels(region).set(r["held_backlog"])
+                if r["state"] in m.STATE_VALUE:
+                    m.REGION_STATE.labels(region).set(m.STATE_VALUE[r["state"]])
+                    m.REGION_STATE_SEQ.labels(region).set(r["seq"])
+            age = snap["health"]["heartbeat_age_s"]
+            m.HEARTBEAT_AGE.set(float("inf") if age is None else age)
+        while not stop["now"] and time.monotonic() - t0 < interval:
+            time.sleep(0.1)
+    log.info("status exporter stopped")
+    return 0
