@@ -36,10 +36,10 @@ class _Frozen(BaseModel):
 
 
 class KafkaConfig(_Frozen):
-    bootstrap: str = "127.0.0.1:9092"
-    topic_prefix: str = "rg."
-    partitions: int = Field(12, ge=1, le=10_000)
-    replication_factor: int = Field(1, ge=1, le=16)
+    bootstrap: str = Field("127.0.0.1:9092", description="Broker list; `$KAFKA_BOOTSTRAP` overrides it.")
+    topic_prefix: str = Field("rg.", description="Prefix of every topic and consumer group.")
+    partitions: int = Field(12, ge=1, le=10_000, description="Partitions of each writes/held topic (created at start).")
+    replication_factor: int = Field(1, ge=1, le=16, description="Replication of created topics (3 on a real cluster).")
     client: dict[str, str | int | float | bool] = Field(
         default_factory=dict,
         description="Passed to librdkafka as is (security.protocol, sasl.*, ssl.*).",
@@ -48,7 +48,7 @@ class KafkaConfig(_Frozen):
 
 class RegionConfig(_Frozen):
     dsn: str = Field(description="asyncpg DSN of the region's primary; sslmode=... allowed.")
-    fallbacks: tuple[str, ...] = ()
+    fallbacks: tuple[str, ...] = Field((), description="Regions to read from (and fail over to) when this one is down.")
     read_replicas: tuple[str, ...] = Field((), description="Extra read-only DSNs for read routing.")
 
     def __repr_args__(self):  # keep passwords out of reprs and logs
@@ -84,14 +84,14 @@ class HealthConfig(_Frozen):
     # blackholed/refusing/crashed region well under 1 s, no false opens at 10% probe loss.
     interval_s: float = Field(0.05, gt=0, description="A probe starts every interval_s per region (they may overlap).")
     timeout_s: float = Field(0.3, gt=0, description="Deadline of one probe, connect and query together.")
-    fresh_connection_every: int = Field(10, ge=1)
-    heartbeat_s: float = Field(1.0, gt=0)
+    fresh_connection_every: int = Field(10, ge=1, description="Every Nth probe also opens a fresh connection and checks writability.")
+    heartbeat_s: float = Field(1.0, gt=0, description="Health and features republish current state this often.")
     stale_after_s: float = Field(
         12.0, gt=0,
         description="Views older than this count as stale; above the leader handover time after a crash "
                     "(leader_session_timeout_s plus a rebalance).")
     quorum: int = Field(1, ge=1, description="Observers that must see a failure before a region opens.")
-    observation_ttl_s: float = Field(3.0, gt=0)
+    observation_ttl_s: float = Field(3.0, gt=0, description="An observer that said nothing for this long no longer counts.")
     leader_session_timeout_s: float = Field(
         6.0, gt=0,
         description="Kafka group session timeout of the health leader election: a crashed leader is replaced "
@@ -99,43 +99,44 @@ class HealthConfig(_Frozen):
 
 
 class BreakerConfig(_Frozen):
-    consecutive_failures: int = Field(8, ge=1)
-    window: int = Field(100, ge=1)
-    min_calls: int = Field(40, ge=1)
-    failure_rate: float = Field(0.5, gt=0, le=1)
-    slow_call_s: float = Field(0.2, gt=0)
-    slow_call_rate: float = Field(0.8, gt=0, le=1)
-    open_wait_s: float = Field(2.0, gt=0)
+    consecutive_failures: int = Field(8, ge=1, description="Closed -> open after this many failures in a row.")
+    window: int = Field(100, ge=1, description="Sliding window (calls) for the failure and slow-call rates.")
+    min_calls: int = Field(40, ge=1, description="Rates are judged only once the window holds this many calls.")
+    failure_rate: float = Field(0.5, gt=0, le=1, description="Closed -> open at this failure rate.")
+    slow_call_s: float = Field(0.2, gt=0, description="A successful probe slower than this is slow.")
+    slow_call_rate: float = Field(0.8, gt=0, le=1, description="Closed -> open at this slow-call rate.")
+    open_wait_s: float = Field(2.0, gt=0, description="Open -> half_open after this wait.")
     open_wait_max_s: float = Field(30.0, gt=0, description="Cap of the backoff after repeated openings.")
-    open_wait_multiplier: float = Field(2.0, ge=1.0)
-    half_open_calls: int = Field(3, ge=1)
+    open_wait_multiplier: float = Field(2.0, ge=1.0, description="Wait grows by this factor on each re-opening.")
+    half_open_calls: int = Field(3, ge=1, description="Half_open -> closed after this many successful trial calls.")
 
 
 class RouterConfig(_Frozen):
-    batch_max: int = Field(1000, ge=1, le=100_000)
-    batch_wait_ms: int = Field(5, ge=0)
-    pool_size: int = Field(4, ge=1)
-    retry_initial_s: float = Field(0.05, gt=0)
-    retry_max_s: float = Field(2.0, gt=0)
+    batch_max: int = Field(1000, ge=1, le=100_000, description="Writes per DB transaction.")
+    batch_wait_ms: int = Field(5, ge=0, description="How long a batch may wait to fill up.")
+    pool_size: int = Field(4, ge=1, description="asyncpg connections per region (the bulkhead).")
+    retry_initial_s: float = Field(0.05, gt=0, description="First backoff after a transient DB error.")
+    retry_max_s: float = Field(2.0, gt=0, description="Cap of the exponential backoff.")
     statement_timeout_s: float = Field(5.0, gt=0, description="Client-side timeout of one DB statement.")
-    group_id: str = "router"
+    group_id: str = Field("router", description="Consumer group name (prefixed; one group per region).")
 
 
 class FeatureConfig(_Frozen):
-    off_when: tuple[Literal["open", "half_open", "closed", "stale"], ...] = ()
-    critical: bool = False
+    off_when: tuple[Literal["open", "half_open", "closed", "stale"], ...] = Field(
+        (), description="Region states in which the feature is disabled (stale: health heartbeats stopped).")
+    critical: bool = Field(False, description="Never disabled.")
 
 
 class ReplayConfig(_Frozen):
     max_rate: float = Field(20_000, ge=0, description="Writes/s per region; 0 means unlimited.")
-    batch_max: int = Field(1000, ge=1)
-    group_id: str = "replayer"
+    batch_max: int = Field(1000, ge=1, description="Held writes per replay transaction.")
+    group_id: str = Field("replayer", description="Consumer group name; its offsets gate the switch back to direct.")
 
 
 class MetricsConfig(_Frozen):
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", description="Bind address of /metrics (localhost by default).")
     port: int = Field(9400, ge=0, le=65535, description="0 picks a free port; each service adds its offset.")
-    enabled: bool = True
+    enabled: bool = Field(True, description="Serve /metrics at all.")
 
 
 class RedisConfig(_Frozen):

@@ -31,6 +31,8 @@ class ApplyResult:
     duplicates: int = 0
     stale: int = 0
     failed: list[tuple[int, BadWrite]] = field(default_factory=list)
+    # (table, op, row) of every changed row, when asked for (Redis write-through)
+    rows: list[tuple[str, Op, dict]] = field(default_factory=list)
 
     def add(self, other: "ApplyResult", offset: int = 0) -> None:
         self.applied += other.applied
@@ -75,6 +77,7 @@ async def apply_writes(
     *,
     source: str,
     region: str,
+    want_rows: bool = False,
 ) -> ApplyResult:
     """Apply ``writes`` in one transaction, at most once each, in order per row.
 
@@ -90,9 +93,9 @@ async def apply_writes(
         return ApplyResult()
     try:
         try:
-            return await _apply(conn, schemas, writes, source=source, careful=False)
+            return await _apply(conn, schemas, writes, source=source, careful=False, want_rows=want_rows)
         except _Isolate:
-            return await _apply(conn, schemas, writes, source=source, careful=True)
+            return await _apply(conn, schemas, writes, source=source, careful=True, want_rows=want_rows)
     except RegionGuardError:
         raise
     except Exception as exc:  # noqa: BLE001 - classified by type below
@@ -103,7 +106,8 @@ async def apply_writes(
         raise err from exc
 
 
-async def _apply(conn, schemas, writes: list[WriteEvent], *, source: str, careful: bool) -> ApplyResult:
+async def _apply(conn, schemas, writes: list[WriteEvent], *, source: str, careful: bool,
+                 want_rows: bool) -> ApplyResult:
     res = ApplyResult()
     async with conn.transaction():
         first: dict = {}
@@ -130,10 +134,11 @@ async def _apply(conn, schemas, writes: list[WriteEvent], *, source: str, carefu
             for (table, op, key_cols, data_cols), rows in groups.items():
                 cols = tuple(sorted({*key_cols, *data_cols}))
                 if careful:
-                    await _apply_group(conn, schemas[table], op, cols, rows, res)
+                    await _apply_group(conn, schemas[table], op, cols, rows, res, want_rows)
                     continue
                 try:
-                    changed = await _run(conn, _statement(schemas[table], op, cols), _payload(cols, rows))
+                    changed = await _run(conn, _statement(schemas[table], op, cols, want_rows),
+                                         _payload(cols, rows), res if want_rows else None, table, op)
                 except Exception as exc:  # noqa: BLE001
                     if isinstance(classify_db_error("", exc), (BadWrite, PoisonWrite)):
                         raise _Isolate() from exc
@@ -145,14 +150,22 @@ async def _apply(conn, schemas, writes: list[WriteEvent], *, source: str, carefu
     return res
 
 
-def _statement(schema: TableSchema, op: Op, cols) -> str:
-    return build_statement(schema, op, cols)
+def _statement(schema: TableSchema, op: Op, cols, want_rows: bool = False) -> str:
+    return build_statement(schema, op, cols, returning=want_rows)
 
 
-async def _run(conn: asyncpg.Connection, stmt: str, payload: str) -> int:
-    """Execute; the command status (``INSERT 0 n``, ``UPDATE n``, ``DELETE n``) counts changed rows."""
-    status = await conn.execute(stmt, payload)
-    return int(status.rsplit(" ", 1)[-1])
+async def _run(conn: asyncpg.Connection, stmt: str, payload: str, res: ApplyResult | None = None,
+               table: str = "", op: Op = Op.upsert) -> int:
+    """Execute; the command status (``INSERT 0 n``, ``UPDATE n``, ``DELETE n``) counts changed rows.
+
+    With ``res`` the statement returns the changed rows, which are collected.
+    """
+    if res is None:
+        status = await conn.execute(stmt, payload)
+        return int(status.rsplit(" ", 1)[-1])
+    rows = await conn.fetch(stmt, payload)
+    res.rows.extend((table, op, orjson.loads(r[0])) for r in rows)
+    return len(rows)
 
 
 def _shape(w: WriteEvent, schemas: dict[str, TableSchema]) -> tuple:
@@ -181,11 +194,12 @@ def _payload(cols: tuple[str, ...], rows: list[tuple[int, WriteEvent]]) -> str:
     return orjson.dumps(out, default=str).decode()
 
 
-async def _apply_group(conn, schema: TableSchema, op: Op, cols, rows, res: ApplyResult) -> None:
-    stmt = _statement(schema, op, cols)
+async def _apply_group(conn, schema: TableSchema, op: Op, cols, rows, res: ApplyResult,
+                       want_rows: bool = False) -> None:
+    stmt = _statement(schema, op, cols, want_rows)
     try:
         async with conn.transaction():  # savepoint: a bad row must not fail the batch
-            changed = await _run(conn, stmt, _payload(cols, rows))
+            changed = await _run(conn, stmt, _payload(cols, rows), res if want_rows else None, schema.name, op)
     except Exception as exc:  # noqa: BLE001
         err = classify_db_error(schema.name, exc)
         if not isinstance(err, (BadWrite, PoisonWrite)):
@@ -197,7 +211,7 @@ async def _apply_group(conn, schema: TableSchema, op: Op, cols, rows, res: Apply
             return
         # isolate the failing rows one by one
         for row in rows:
-            await _apply_group(conn, schema, op, cols, [row], res)
+            await _apply_group(conn, schema, op, cols, [row], res, want_rows)
         return
     res.applied += changed
     res.stale += len(rows) - changed
@@ -247,7 +261,7 @@ class RegionDB:
             raise classify_db_error(self.region, exc) from exc
         self.ready = True
 
-    async def apply(self, writes: list[WriteEvent], *, source: str) -> ApplyResult:
+    async def apply(self, writes: list[WriteEvent], *, source: str, want_rows: bool = False) -> ApplyResult:
         if not self.ready:
             await self.prepare()
         pool = await self._pool()
@@ -256,7 +270,8 @@ class RegionDB:
         except Exception as exc:  # noqa: BLE001
             raise classify_db_error(self.region, exc) from exc
         try:
-            return await apply_writes(conn, self.schemas, writes, source=source, region=self.region)
+            return await apply_writes(conn, self.schemas, writes, source=source, region=self.region,
+                                      want_rows=want_rows)
         except RegionUnavailable:
             conn.terminate()  # a half-dead socket must not go back to the pool
             raise

@@ -90,7 +90,7 @@ def _key_match(t: str, r: str, key) -> str:
     return " AND ".join(f"{t}.{quote_ident(k)} = {r}.{quote_ident(k)}" for k in key)
 
 
-def build_statement(table: TableSchema, op: Op, columns: tuple[str, ...]) -> str:
+def build_statement(table: TableSchema, op: Op, columns: tuple[str, ...], *, returning: bool = False) -> str:
     """One batched statement for ``op`` on rows that all carry ``columns``.
 
     Versioned tables converge by last-writer-wins: upsert and update change a
@@ -106,25 +106,27 @@ def build_statement(table: TableSchema, op: Op, columns: tuple[str, ...]) -> str
             raise UnsafeIdentifier(f"key column {k!r} missing")
     tbl = quote_ident(table.name)
     src = f"jsonb_populate_recordset(NULL::{tbl}, $1::jsonb)"
-    returning = ""
+    t, r = '"_rg_t"', '"_rg_r"'
+    # the changed rows, whole, for the Redis write-through (only when asked: it costs)
+    ret_ins = f" RETURNING to_jsonb({tbl}.*)" if returning else ""
+    ret_upd = f" RETURNING to_jsonb({t}.*)" if returning else ""
     ver = quote_ident(table.version) if table.version else None
     non_key = [c for c in columns if c not in table.key]
 
     if op is Op.insert:
-        return f"INSERT INTO {tbl} ({_cols(columns)}) SELECT {_cols(columns)} FROM {src}"
+        return f"INSERT INTO {tbl} ({_cols(columns)}) SELECT {_cols(columns)} FROM {src}{ret_ins}"
 
     if op is Op.upsert:
         conflict = f"ON CONFLICT ({_cols(table.key)})"
         if not non_key:
-            return f"INSERT INTO {tbl} ({_cols(columns)}) SELECT {_cols(columns)} FROM {src} {conflict} DO NOTHING"
+            return f"INSERT INTO {tbl} ({_cols(columns)}) SELECT {_cols(columns)} FROM {src} {conflict} DO NOTHING{ret_ins}"
         sets = ", ".join(f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}" for c in non_key)
         where = f" WHERE {tbl}.{ver} IS NULL OR {tbl}.{ver} < EXCLUDED.{ver}" if ver else ""
         return (
             f"INSERT INTO {tbl} ({_cols(columns)}) SELECT {_cols(columns)} FROM {src} "
-            f"{conflict} DO UPDATE SET {sets}{where}"
+            f"{conflict} DO UPDATE SET {sets}{where}{ret_ins}"
         )
 
-    t, r = '"_rg_t"', '"_rg_r"'
     if op is Op.update:
         if not non_key:
             raise UnsafeIdentifier("update needs at least one non-key column")
@@ -132,13 +134,13 @@ def build_statement(table: TableSchema, op: Op, columns: tuple[str, ...]) -> str
         where = _key_match(t, r, table.key)
         if ver:
             where += f" AND ({t}.{ver} IS NULL OR {t}.{ver} < {r}.{ver})"
-        return f"UPDATE {tbl} AS {t} SET {sets} FROM {src} AS {r} WHERE {where}"
+        return f"UPDATE {tbl} AS {t} SET {sets} FROM {src} AS {r} WHERE {where}{ret_upd}"
 
     if op is Op.delete:
         where = _key_match(t, r, table.key)
         if ver and ver.strip('"') in columns:
             # a versioned delete only removes a row no newer than itself
             where += f" AND ({r}.{ver} IS NULL OR {t}.{ver} IS NULL OR {t}.{ver} <= {r}.{ver})"
-        return f"DELETE FROM {tbl} AS {t} USING {src} AS {r} WHERE {where}"
+        return f"DELETE FROM {tbl} AS {t} USING {src} AS {r} WHERE {where}{ret_upd}"
 
     raise ValueError(f"unknown op {op!r}")

@@ -26,6 +26,7 @@ from ..core.config import Config
 from ..core.db import ApplyResult, RegionDB
 from ..core.errors import BadWrite, RegionGuardError, RegionUnavailable
 from ..core.kafka import Confirmer, KafkaDeliveryError, make_consumer, make_producer, replayer_group
+from ..core.rowcache import RowCache
 from ..core.models import ControlRecord, DeadReason, FailoverEvent, Observation
 from ..core.writes import Record, decode_write
 from ..router.decide import H_FENCE
@@ -44,6 +45,7 @@ class ReplayWorker:
         self.view_closed = is_closed
         self.topic = cfg.topic("held", region)
         self.db = RegionDB(cfg, region)
+        self.cache = RowCache.maybe(cfg)
         self.producer = make_producer(cfg)
         self.consumer = make_consumer(cfg, replayer_group(cfg, region), **{"queued.max.messages.kbytes": 16384})
         self.bucket = TokenBucket(cfg.replay.max_rate, burst=cfg.replay.batch_max)
@@ -227,7 +229,9 @@ class ReplayWorker:
                 continue
             try:
                 t0 = time.perf_counter()
-                res = await self.db.apply(writes, source="replay")
+                res = await self.db.apply(writes, source="replay", want_rows=self.cache is not None)
+                if self.cache is not None:
+                    await self.cache.write(self.region, res.rows)
                 m.BATCH_SECONDS.labels(self.region, "replayer").observe(time.perf_counter() - t0)
                 self.backoff = self.cfg.router.retry_initial_s
                 return res

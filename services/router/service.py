@@ -14,6 +14,7 @@ from ..core.config import Config, load_config
 from ..core.db import RegionDB
 from ..core.kafka import ensure_topics, make_producer
 from ..core.log import setup_logging
+from ..core.rowcache import RowCache
 from .worker import RegionWorker
 
 log = logging.getLogger(__name__)
@@ -59,10 +60,11 @@ class Router:
         self.view = await asyncio.to_thread(_state_view, self.cfg, self.follow_health)
         # every region gets a pool: fallback applies (policy failover) may target any of them
         self.dbs = {r: RegionDB(self.cfg, r) for r in self.cfg.regions}
+        cache = RowCache.maybe(self.cfg)
         for region in self.regions:
             self.workers.append(RegionWorker(
                 self.cfg, region, dbs=self.dbs, producer=make_producer(self.cfg),
-                is_closed=self.is_closed, instance=self.instance))
+                is_closed=self.is_closed, instance=self.instance, cache=cache))
         log.info("router %s routing regions %s", self.instance, ", ".join(self.regions))
         try:
             await asyncio.gather(*(w.run(stop) for w in self.workers))
@@ -71,6 +73,8 @@ class Router:
                 w.producer.flush(5)
             for db in self.dbs.values():
                 await db.close()
+            if cache is not None:
+                await cache.close()
             if self.view is not None:
                 self.view.stop()
             log.info("router %s stopped", self.instance)

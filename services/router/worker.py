@@ -27,6 +27,7 @@ from ..core.config import Config
 from ..core.db import RegionDB
 from ..core.errors import BadWrite, RegionGuardError, RegionNotReady, RegionUnavailable
 from ..core.kafka import Confirmer, KafkaDeliveryError, make_consumer, replayer_group, router_group
+from ..core.rowcache import RowCache
 from ..core.models import DeadReason, FailoverEvent, Observation, WriteEvent
 from ..core.writes import Record, decode_write
 from . import decide
@@ -47,12 +48,13 @@ class Revoked(Exception):
 class RegionWorker:
     def __init__(
         self, cfg: Config, region: str, *, dbs: dict[str, RegionDB], producer: Producer,
-        is_closed: Callable[[str], bool], instance: str,
+        is_closed: Callable[[str], bool], instance: str, cache: RowCache | None = None,
     ) -> None:
         self.cfg, self.region, self.dbs, self.producer = cfg, region, dbs, producer
         self.db = dbs[region]
         self.view_closed = is_closed
         self.instance = instance
+        self.cache = cache
         self.topic = cfg.topic("writes", region)
         self.held_topic = cfg.topic("held", region)
         self.modes = PartitionModes()
@@ -334,7 +336,7 @@ class RegionWorker:
                 return direct
             t0 = time.perf_counter()
             try:
-                res = await self.db.apply(writes, source="router")
+                res = await self.db.apply(writes, source="router", want_rows=self.cache is not None)
             except RegionUnavailable as err:
                 self._mark_down(err)
                 continue
@@ -349,6 +351,8 @@ class RegionWorker:
                 continue
             break
         self.backoff = self.cfg.router.retry_initial_s
+        if self.cache is not None:
+            await self.cache.write(self.region, res.rows)
         m.BATCH_SECONDS.labels(self.region, "router").observe(time.perf_counter() - t0)
         for i, err in res.failed:
             rec, w = direct[i]
@@ -387,10 +391,13 @@ class RegionWorker:
         applied_in: dict[int, str] = {}
         for fb, items in failover.items():
             try:
-                res = await self.dbs[fb].apply([w for _, w in items], source=f"failover:{self.region}")
+                res = await self.dbs[fb].apply([w for _, w in items], source=f"failover:{self.region}",
+                                               want_rows=self.cache is not None)
             except RegionGuardError as err:
                 log.warning("region %s: failover apply in %s failed (%s); holding only", self.region, fb, err)
                 continue
+            if self.cache is not None:
+                await self.cache.write(fb, res.rows)
             failed = {i for i, _ in res.failed}
             for i, (rec, _) in enumerate(items):
                 if i not in failed:
