@@ -16,3 +16,11 @@ unit: setup
 bench: setup
 	.venv/bin/python bench/router_apply.py --n 200000
 	.venv/bin/python bench/replay.py --n 100000
+
+# health (issue 3): outage detection per fault + flapping at 10% probe loss (docs/health.md)
+.PHONY: detection detection-long
+detection: setup
+	.venv/bin/python bench/detection.py
+
+detection-long: setup
+	.venv/bin/python bench/detection.py --duration 600
