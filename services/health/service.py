@@ -102,7 +102,11 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"kafka.bootstrap {cfg.kafka.bootstrap}: cannot create topics ({exc})") from None
     if created:
         log.info("created topics %s", ", ".join(created))
-    asyncio.run(HealthService(cfg, observer).run())
+    try:
+        asyncio.run(HealthService(cfg, observer).run())
+    except Exception as exc:  # one line, not a traceback; the log has the details
+        log.error("health service failed: %s: %s", type(exc).__name__, exc)
+        return 1
     return 0
 
 
