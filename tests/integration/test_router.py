@@ -170,3 +170,21 @@ def test_cli_write_and_a_non_python_producer(regions, rg_config, services):
     assert res.returncode == 0, res.stderr
     wait_until(lambda: lr.fetch("eu", "SELECT name FROM users WHERE id = 43") == [{"name": "from node"}],
                what="node-produced write applied")
+
+
+def test_transient_db_errors_retry_and_never_dead_letter(regions, rg_config, services):
+    lr = regions(["eu"])
+    cfg = rg_config(lr, partitions=1)
+    router = services("router", cfg.cli_args("router", "--no-health"))
+    router.wait_for_log(r"assigned partitions", timeout=30)
+    produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"),
+                [ev_bytes(write_event("eu", "users", "upsert", {"id": 1}, {"name": "a", "version": 1}))])
+    wait_until(lambda: lr.count("eu", "users") == 1, what="first write")
+    lr.execute("eu", "ALTER TABLE users RENAME TO users_away")  # an operator mistake: undefined_table
+    evs = [write_event("eu", "users", "upsert", {"id": i}, {"name": "b", "version": 2}) for i in range(2, 12)]
+    produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"), [ev_bytes(e) for e in evs])
+    router.wait_for_log(r"retrying in", timeout=30)
+    time.sleep(1.0)
+    lr.execute("eu", "ALTER TABLE users_away RENAME TO users")
+    wait_until(lambda: lr.count("eu", "users") == 11, timeout=30, what="writes applied after the fix")
+    assert read_json(cfg.bootstrap, cfg.topic("dead-letter"), idle=0.5) == []
