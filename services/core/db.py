@@ -273,7 +273,10 @@ class RegionDB:
             return await apply_writes(conn, self.schemas, writes, source=source, region=self.region,
                                       want_rows=want_rows)
         except RegionUnavailable:
-            conn.terminate()  # a half-dead socket must not go back to the pool
+            try:
+                conn.terminate()  # a half-dead socket must not go back to the pool
+            except asyncpg.InterfaceError:
+                pass  # the connection was lost and the pool has already dropped it
             raise
         finally:
             await pool.release(conn)
