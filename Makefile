@@ -7,7 +7,8 @@ setup:
 demo: setup
 	.venv/bin/regionguard demo --out demo-out
 
-test: setup
+test:
+	@scripts/setup.sh --test-tools
 	.venv/bin/python -m pytest tests -q
 
 unit: setup

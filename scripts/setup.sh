@@ -18,4 +18,14 @@ if command -v npm >/dev/null 2>&1 && [ ! -d examples/node/node_modules/kafkajs ]
   (cd examples/node && npm install --no-audit --no-fund --silent) || echo "setup: npm install failed; the Node.js example test will be skipped" >&2
 fi
 
+# test tools from Debian: docker-compose validates docker-compose.yml, promtool
+# (package prometheus) unit-tests the alert rules. Optional: tests skip without them.
+if [ "${1:-}" = "--test-tools" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  if ! command -v docker-compose >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+    [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }  # install, don't start
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        docker-compose prometheus >/dev/null) || echo "setup: apt install of docker-compose/prometheus failed; their tests will skip" >&2
+  fi
+fi
+
 scripts/services.sh

@@ -272,9 +272,9 @@ class RegionDB:
         try:
             return await apply_writes(conn, self.schemas, writes, source=source, region=self.region,
                                       want_rows=want_rows)
-        except RegionUnavailable:
+        except (RegionUnavailable, asyncio.CancelledError):
             try:
-                conn.terminate()  # a half-dead socket must not go back to the pool
+                conn.terminate()  # a half-dead or mid-query socket must not go back to the pool
             except asyncpg.InterfaceError:
                 pass  # the connection was lost and the pool has already dropped it
             raise
