@@ -59,25 +59,52 @@ def decode_write(raw: bytes | None, *, region: str, cfg: Config) -> WireWrite | 
         return _classify_invalid(raw, exc)
     if w.region != region:
         return BadWrite(DeadReason.schema, f"region {w.region!r} does not match topic region {region!r}")
-    table = cfg.tables.get(w.table)
-    if table is None:
+    rule = _rules(cfg).get(w.table)
+    if rule is None:
         return BadWrite(DeadReason.unknown_table, f"table {w.table!r} is not in the allow-list")
-    missing = [k for k in table.key if k not in w.key]
-    if missing:
-        return BadWrite(DeadReason.schema, f"key column {missing[0]!r} missing")
-    extra = [k for k in w.key if k not in table.key]
-    if extra:
-        return BadWrite(DeadReason.unknown_column, f"{extra[0]!r} is not a key column of {w.table!r}")
-    for fb in w.fallback_regions:
-        if fb not in cfg.regions:
-            return BadWrite(DeadReason.schema, f"fallback region {fb!r} is not configured")
-    if table.columns is not None:
-        bad = _first_unknown(w, frozenset(table.columns))
+    if w.key.keys() != rule.key:  # the common case is one comparison of two small sets
+        missing = [k for k in rule.key_order if k not in w.key]
+        if missing:
+            return BadWrite(DeadReason.schema, f"key column {missing[0]!r} missing")
+        extra = next(k for k in w.key if k not in rule.key)
+        return BadWrite(DeadReason.unknown_column, f"{extra!r} is not a key column of {w.table!r}")
+    if w.fallback_regions:
+        for fb in w.fallback_regions:
+            if fb not in cfg.regions:
+                return BadWrite(DeadReason.schema, f"fallback region {fb!r} is not configured")
+    if rule.columns is not None:
+        bad = _first_unknown(w, rule.columns)
         if bad:
             return BadWrite(DeadReason.unknown_column, f"column {bad!r} is not allowed for {w.table!r}")
-    if table.version and w.op in (Op.insert, Op.upsert, Op.update) and (w.data or {}).get(table.version) is None:
-        return BadWrite(DeadReason.schema, f"versioned table {w.table!r} needs data.{table.version}")
+    if rule.version and w.op is not _DELETE and (w.data or {}).get(rule.version) is None:
+        return BadWrite(DeadReason.schema, f"versioned table {w.table!r} needs data.{rule.version}")
     return w
+
+
+_DELETE = Op.delete
+
+
+@dataclass(frozen=True, slots=True)
+class _TableRule:
+    key: frozenset[str]
+    key_order: tuple[str, ...]
+    version: str | None
+    columns: frozenset[str] | None
+
+
+_RULES: tuple = (None, {})  # (config, rules), replaced whole so threads never see a mismatched pair
+
+
+def _rules(cfg: Config) -> dict[str, _TableRule]:
+    """Per-table checks precomputed once per (frozen) config; holding the config keeps `is` exact."""
+    global _RULES
+    cached_cfg, rules = _RULES
+    if cached_cfg is not cfg:
+        rules = {name: _TableRule(frozenset(t.key), t.key, t.version,
+                                  frozenset(t.columns) if t.columns is not None else None)
+                 for name, t in cfg.tables.items()}
+        _RULES = (cfg, rules)
+    return rules
 
 
 def _first_unknown(w: WireWrite, allowed: frozenset[str]) -> str | None:
