@@ -19,7 +19,8 @@ from .config import Config
 from .dsn import dsn_host
 from .errors import BadWrite, PoisonWrite, RegionGuardError, RegionNotReady, RegionUnavailable, classify_db_error
 from .models import DeadReason, Op, WriteEvent
-from .sql import COLUMNS_QUERY, INBOX_CLAIM, INBOX_DDL, INBOX_RELEASE, INBOX_TABLE, TableSchema, build_statement
+from .sql import (COLUMNS_QUERY, INBOX_CLAIM, INBOX_DDL, INBOX_RELEASE, INBOX_TABLE, TableSchema, build_statement,
+                  column_arrays)
 from .writes import check_columns
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,8 @@ async def apply_writes(
     try:
         try:
             return await _apply(conn, schemas, writes, source=source, careful=False, want_rows=want_rows)
-        except _Isolate:
+        except _Isolate as iso:
+            log.info("a row failed (%s); isolating rows with savepoints", type(iso.__cause__).__name__)
             return await _apply(conn, schemas, writes, source=source, careful=True, want_rows=want_rows)
     except RegionGuardError:
         raise
@@ -138,7 +140,7 @@ async def _apply(conn, schemas, writes: list[WriteEvent], *, source: str, carefu
                     continue
                 try:
                     changed = await _run(conn, _statement(schemas[table], op, cols, want_rows),
-                                         _payload(cols, rows), res if want_rows else None, table, op)
+                                         _payload(schemas[table], cols, rows), res if want_rows else None, table, op)
                 except Exception as exc:  # noqa: BLE001
                     if isinstance(classify_db_error("", exc), (BadWrite, PoisonWrite)):
                         raise _Isolate() from exc
@@ -154,16 +156,16 @@ def _statement(schema: TableSchema, op: Op, cols, want_rows: bool = False) -> st
     return build_statement(schema, op, cols, returning=want_rows)
 
 
-async def _run(conn: asyncpg.Connection, stmt: str, payload: str, res: ApplyResult | None = None,
+async def _run(conn: asyncpg.Connection, stmt: str, payload: list, res: ApplyResult | None = None,
                table: str = "", op: Op = Op.upsert) -> int:
     """Execute; the command status (``INSERT 0 n``, ``UPDATE n``, ``DELETE n``) counts changed rows.
 
     With ``res`` the statement returns the changed rows, which are collected.
     """
     if res is None:
-        status = await conn.execute(stmt, payload)
+        status = await conn.execute(stmt, *payload)
         return int(status.rsplit(" ", 1)[-1])
-    rows = await conn.fetch(stmt, payload)
+    rows = await conn.fetch(stmt, *payload)
     res.rows.extend((table, op, orjson.loads(r[0])) for r in rows)
     return len(rows)
 
@@ -186,12 +188,8 @@ def _precheck(w: WriteEvent, schemas: dict[str, TableSchema]) -> BadWrite | None
     return check_columns(w, schema)
 
 
-def _payload(cols: tuple[str, ...], rows: list[tuple[int, WriteEvent]]) -> str:
-    out = []
-    for _, w in rows:
-        d = w.data
-        out.append({**d, **w.key} if d and len(d) + len(w.key) == len(cols) else {c: (w.key[c] if c in w.key else (d or {}).get(c)) for c in cols})
-    return orjson.dumps(out, default=str).decode()
+def _payload(schema: TableSchema, cols: tuple[str, ...], rows: list[tuple[int, WriteEvent]]) -> list:
+    return column_arrays(schema, cols, [w.row() for _, w in rows])
 
 
 async def _apply_group(conn, schema: TableSchema, op: Op, cols, rows, res: ApplyResult,
@@ -199,7 +197,7 @@ async def _apply_group(conn, schema: TableSchema, op: Op, cols, rows, res: Apply
     stmt = _statement(schema, op, cols, want_rows)
     try:
         async with conn.transaction():  # savepoint: a bad row must not fail the batch
-            changed = await _run(conn, stmt, _payload(cols, rows), res if want_rows else None, schema.name, op)
+            changed = await _run(conn, stmt, _payload(schema, cols, rows), res if want_rows else None, schema.name, op)
     except Exception as exc:  # noqa: BLE001
         err = classify_db_error(schema.name, exc)
         if not isinstance(err, (BadWrite, PoisonWrite)):

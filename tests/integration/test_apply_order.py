@@ -43,6 +43,8 @@ def model_apply(table: str, state: dict, op: str, key: int, data: dict | None) -
     """Sequential semantics of one write; returns False when the write is rejected (dead letter)."""
     row = state.get(key)
     ver = "version" if table == "users" else None
+    if data and any(isinstance(v, str) and "\x00" in v for v in data.values()):
+        return False  # PostgreSQL text can't hold NUL: a schema dead letter
     if op == "insert":
         if row is not None or (data.get("amount", 0) < 0):
             return False

@@ -18,7 +18,8 @@ CFG = parse_config({
     "tables": {"users": {"key": ["id"], "version": "version"}, "orders": {"key": ["id"]},
                "narrow": {"key": ["id"], "columns": ["id", "ok"]}},
 })
-USERS = TableSchema("users", ("id",), "version", frozenset({"id", "name", "email", "version"}))
+USERS = TableSchema("users", ("id",), "version", frozenset({"id", "name", "email", "version"}),
+                    {"id": "bigint", "name": "text", "email": "character varying", "version": "bigint"})
 
 
 def ev(**kw) -> bytes:
@@ -37,7 +38,7 @@ def test_quote_ident_refuses_non_identifiers(name):
 def test_statements_quote_every_identifier_and_bind_values():
     for op in Op:
         sql = build_statement(USERS, op, ("id", "name", "version"))
-        assert "$1::jsonb" in sql and '"users"' in sql and ('"name"' in sql or op is Op.delete)
+        assert "$1::text[]" in sql and '"users"' in sql and '"name"' in sql
         assert "'" not in sql  # no literal ever reaches the SQL text
 
 
@@ -46,6 +47,20 @@ def test_statement_refuses_columns_outside_the_allow_list():
         build_statement(USERS, Op.upsert, ("id", 'name"; DELETE FROM users; --'))
     with pytest.raises(UnsafeIdentifier):
         build_statement(USERS, Op.upsert, ("id", "password"))
+
+
+def test_values_become_bind_parameters_of_the_column_type():
+    from regionguard.core.sql import column_arrays
+
+    t = TableSchema("t", ("id",), None, frozenset({"id", "j", "tags", "ok", "x"}),
+                    {"id": "bigint", "j": "jsonb", "tags": "text[]", "ok": "boolean", "x": "double precision"})
+    rows = [{"id": 1, "j": "s", "tags": ['a"b', None], "ok": True, "x": 1.5},
+            {"id": "2", "j": {"k": [1]}, "tags": None, "ok": None, "x": None}]
+    assert column_arrays(t, ("id", "j", "tags", "ok", "x"), rows) == [
+        ["1", "2"], ['"s"', '{"k":[1]}'], ['{"a\\"b",NULL}', None], ["true", None], ["1.5", None]]
+    with pytest.raises(UnsafeIdentifier):
+        build_statement(TableSchema("t", ("id",), None, frozenset({"id", "x"}), {"id": "bigint", "x": "int; DROP"}),
+                        Op.upsert, ("id", "x"))
 
 
 def test_versioned_upsert_is_last_writer_wins():
