@@ -88,3 +88,20 @@ def test_kafka_bootstrap_env_overrides(tmp_path, monkeypatch):
 def test_dsn_passwords_are_redacted(dsn):
     assert "s3cret" not in redact_dsn(dsn)
     assert "s3cret" not in repr(parse_config({**GOOD, "regions": {"eu": {"dsn": dsn}}}).regions["eu"])
+
+
+def test_log_lines_never_carry_a_dsn_password(capsys):
+    import logging
+
+    from regionguard.core.log import setup_logging
+
+    log = setup_logging("test")
+    log.warning("connect to %s failed", "postgresql://app:s3cret@db/app")
+    try:
+        raise OSError("could not connect: password=s3cret host=db")
+    except OSError:
+        log.exception("boom")
+    err = capsys.readouterr().err
+    assert "s3cret" not in err and "***" in err
+    assert "Traceback" not in err  # one line per record
+    logging.getLogger().handlers.clear()
