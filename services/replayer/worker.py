@@ -18,7 +18,7 @@ import time
 from datetime import datetime, timezone
 from typing import Callable
 
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
 from ..core import metrics as m
 from ..core import publish
@@ -28,6 +28,7 @@ from ..core.errors import BadWrite, RegionGuardError, RegionUnavailable
 from ..core.kafka import Confirmer, KafkaDeliveryError, make_consumer, make_producer, replayer_group
 from ..core.rowcache import RowCache
 from ..core.models import ControlRecord, DeadReason, FailoverEvent, Observation
+from ..core.readahead import ReadAhead
 from ..core.writes import Record, decode_write
 from ..router.decide import H_FENCE
 from .ratelimit import TokenBucket
@@ -50,7 +51,9 @@ class ReplayWorker:
         self.consumer = make_consumer(cfg, replayer_group(cfg, region), **{"queued.max.messages.kbytes": 16384})
         self.bucket = TokenBucket(cfg.replay.max_rate, burst=cfg.replay.batch_max)
         self.assigned: set[int] = set()
-        self.gen = 0
+        self.reader = ReadAhead(self.consumer, topic=self.topic, batch_max=cfg.replay.batch_max, wait_s=0.005,
+                                owned=lambda: sorted(self.assigned), name=f"replayer {region}",
+                                decode=self._decode)
         self.paused = False
         self.ready = False
         self.local_down_until = 0.0
@@ -70,13 +73,18 @@ class ReplayWorker:
 
     def _on_assign(self, consumer, parts) -> None:
         self.assigned |= {tp.partition for tp in parts}
-        self.gen += 1
+        self.reader.invalidate()
         if self.paused:
             consumer.pause(parts)
 
     def _on_revoke(self, consumer, parts) -> None:
         self.assigned -= {tp.partition for tp in parts}
-        self.gen += 1
+        self.reader.invalidate()
+
+    def _decode(self, rec: Record):
+        if rec.header(H_FENCE) is not None:
+            return None  # a router's fence: only its offset matters
+        return decode_write(rec.value, region=self.region, cfg=self.cfg)
 
     def _parts(self) -> list[TopicPartition]:
         return [TopicPartition(self.topic, p) for p in sorted(self.assigned)]
@@ -97,6 +105,7 @@ class ReplayWorker:
     async def run(self, stop: asyncio.Event) -> None:
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_revoke)
+        self.reader.start(stop)
         try:
             while not stop.is_set():
                 if not self.is_closed():
@@ -106,16 +115,17 @@ class ReplayWorker:
                     await self._check_ready(stop)
                     continue
                 self._resume()
-                gen = self.gen
-                batch = await self._poll_batch(stop)
-                if not batch:
+                item = await self.reader.get(0.05)
+                if item is None:
                     self._maybe_finish()
                     continue
+                gen, batch, decoded = item
                 try:
-                    await self._process(batch, gen, stop)
+                    await self._process(batch, decoded, gen, stop)
                 except Abandon:
-                    await self._reset_to_committed()
+                    self.reader.invalidate()
         finally:
+            self.reader.cancel()
             self.producer.flush(5)
             try:
                 self.consumer.close()
@@ -156,38 +166,15 @@ class ReplayWorker:
         publish.observation(self.cfg, self.producer, Observation(
             region=self.region, observer=f"replayer:{self.instance}", ok=False, kind=err.kind))
 
-    async def _poll_batch(self, stop: asyncio.Event) -> list[Record]:
-        want = self.cfg.replay.batch_max
-        out: list[Record] = []
-        start = time.monotonic()
-        while len(out) < want and not stop.is_set():
-            msgs = self.consumer.consume(want - len(out), 0)
-            for msg in msgs:
-                err = msg.error()
-                if err is not None:
-                    if err.code() != KafkaError._PARTITION_EOF:
-                        log.warning("region %s: consume error %s", self.region, err)
-                    continue
-                out.append(Record(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), msg.headers()))
-            elapsed = time.monotonic() - start
-            if out and (elapsed >= 0.005 or len(out) >= want):
-                break
-            if not out and elapsed >= 0.05:
-                break
-            if not msgs:
-                await asyncio.sleep(0.001 if out else 0.01)
-        return out
-
     # ---------------------------------------------------------------- one batch
-    async def _process(self, batch: list[Record], gen: int, stop: asyncio.Event) -> None:
+    async def _process(self, batch: list[Record], decoded: list, gen: int, stop: asyncio.Event) -> None:
         if not self.active:
             self._start()
         now = datetime.now(timezone.utc)
         writes, recs, dead = [], [], []
-        for rec in batch:
-            if rec.header(H_FENCE) is not None:
-                continue  # a router's fence: only its offset matters
-            w = decode_write(rec.value, region=self.region, cfg=self.cfg)
+        for rec, w in zip(batch, decoded):
+            if w is None:
+                continue  # fence
             if isinstance(w, BadWrite):
                 dead.append((rec, w, None))
             elif w.expires_at is not None and w.expires_at <= now:
@@ -220,7 +207,7 @@ class ReplayWorker:
 
     async def _apply(self, writes, gen: int, stop: asyncio.Event) -> ApplyResult:
         while True:
-            if stop.is_set() or gen != self.gen:
+            if stop.is_set() or gen != self.reader.gen:
                 raise Abandon()
             if not self.is_closed():
                 self._pause()
@@ -258,12 +245,12 @@ class ReplayWorker:
                 return
             except KafkaDeliveryError as exc:
                 log.warning("region %s: dead letters not confirmed (%s); retrying", self.region, exc)
-                if stop.is_set() or gen != self.gen:
+                if stop.is_set() or gen != self.reader.gen:
                     raise Abandon() from exc
                 await _sleep(1.0, stop)
 
     def _commit(self, batch: list[Record], gen: int) -> None:
-        if gen != self.gen:
+        if gen != self.reader.gen:
             raise Abandon()
         last: dict[int, int] = {}
         for rec in batch:
@@ -274,22 +261,6 @@ class ReplayWorker:
         except KafkaException as exc:
             log.warning("region %s: replay commit failed (%s); the batch will be replayed again", self.region, exc)
             raise Abandon() from exc
-
-    async def _reset_to_committed(self) -> None:
-        parts = self._parts()
-        if not parts:
-            return
-        try:
-            committed = await asyncio.to_thread(self.consumer.committed, parts, 10.0)
-        except KafkaException as exc:
-            log.warning("region %s: committed lookup failed: %s", self.region, exc)
-            return
-        for tp in committed:
-            if tp.offset is not None and tp.offset >= 0:
-                try:
-                    self.consumer.seek(tp)
-                except KafkaException:
-                    pass
 
     # ---------------------------------------------------------------- events
     def _start(self) -> None:

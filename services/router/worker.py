@@ -19,7 +19,7 @@ import time
 from datetime import datetime, timezone
 from typing import Callable
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaException, Producer, TopicPartition
 
 from ..core import metrics as m
 from ..core import publish
@@ -28,6 +28,7 @@ from ..core.db import RegionDB
 from ..core.errors import BadWrite, RegionGuardError, RegionNotReady, RegionUnavailable
 from ..core.kafka import Confirmer, KafkaDeliveryError, make_consumer, replayer_group, router_group
 from ..core.rowcache import RowCache
+from ..core.readahead import ReadAhead
 from ..core.models import DeadReason, FailoverEvent, Observation, WriteEvent
 from ..core.writes import Record, decode_write
 from . import decide
@@ -66,9 +67,12 @@ class RegionWorker:
         self.local_down_until = 0.0            # our own connection failures (passive health)
         self.local_down_kind = ""
         self.backoff = cfg.router.retry_initial_s
-        self.gen = 0                           # bumped by rebalances and rewinds
         self.consumer = make_consumer(cfg, router_group(cfg, region), **{"queued.max.messages.kbytes": 32768})
         self.offsets_reader = make_consumer(cfg, replayer_group(cfg, region))
+        self.reader = ReadAhead(self.consumer, topic=self.topic, batch_max=cfg.router.batch_max,
+                                wait_s=cfg.router.batch_wait_ms / 1000, owned=lambda: list(self.modes.parts),
+                                decode=lambda rec: decode_write(rec.value, region=region, cfg=cfg),
+                                name=f"router {region}")
         self._last_drain_check = 0.0
         self._holding = False
         self.stats = {"applied": 0, "duplicates": 0, "stale": 0, "held": 0, "dead": 0, "failover": 0}
@@ -116,77 +120,29 @@ class RegionWorker:
         log.info("region %s: revoked partitions %s", self.region, ps)
         self.modes.revoked(ps)
         self.paused.difference_update(ps)
-        self.gen += 1
+        self.reader.invalidate()
 
     # main loop ----------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        """Read and decode the next batch while the current one is being applied.
-
-        Decoding is Python work and applying is PostgreSQL work on another
-        core, so a queue of two decoded batches lets them overlap. Every batch
-        carries the generation it was read in; a rebalance or a rewind bumps
-        the generation and stale batches are dropped, never applied out of order.
-        """
+        """Apply batch after batch; the next one is read and decoded meanwhile (core/readahead.py)."""
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_revoke)
-        queue: asyncio.Queue = asyncio.Queue(maxsize=2)
-        reader = asyncio.create_task(self._read_loop(stop, queue))
+        self.reader.start(stop)
         try:
             while not stop.is_set():
                 await self._housekeeping()
-                try:
-                    gen, batch, decoded = await asyncio.wait_for(queue.get(), 0.05)
-                except asyncio.TimeoutError:
-                    if reader.done():
-                        reader.result()  # re-raise a crash of the reader
+                item = await self.reader.get(0.05)
+                if item is None:
                     continue
-                if gen != self.gen:
-                    continue
+                gen, batch, decoded = item
                 try:
-                    await self._process(batch, decoded, stop)
+                    await self._process(batch, decoded, stop, gen)
                 except Revoked:
-                    self._rewind(batch, queue)
+                    self.reader.invalidate()
                     log.info("region %s: batch abandoned; it will be read again", self.region)
         finally:
-            reader.cancel()
+            self.reader.cancel()
             self.close()
-
-    async def _read_loop(self, stop: asyncio.Event, queue: asyncio.Queue) -> None:
-        reset_gen = self.gen
-        while not stop.is_set():
-            if reset_gen != self.gen:
-                reset_gen = self.gen
-                await self._reset_to_committed()
-            gen = self.gen
-            batch = await self._poll_batch(stop, gen)
-            if not batch or gen != self.gen:
-                continue  # anything read across a generation change is read again after the reset
-            decoded: list = []
-            for s in range(0, len(batch), 100):
-                decoded.extend(decode_write(rec.value, region=self.region, cfg=self.cfg) for rec in batch[s:s + 100])
-                await asyncio.sleep(0)  # let the applying batch's DB round trips through
-            await queue.put((gen, batch, decoded))
-
-    async def _reset_to_committed(self) -> None:
-        """After an abandoned batch or a rebalance, resume every owned partition at its commit.
-
-        Whatever was read but not committed is then read again, in order;
-        the inbox makes a second apply of anything harmless.
-        """
-        parts = [TopicPartition(self.topic, p) for p in self.modes.parts]
-        if not parts:
-            return
-        try:
-            committed = await asyncio.to_thread(self.consumer.committed, parts, 10.0)
-        except KafkaException as exc:
-            log.warning("region %s: committed-offset lookup failed: %s", self.region, exc)
-            return
-        for tp in committed:
-            target = tp.offset if tp.offset is not None and tp.offset >= 0 else OFFSET_BEGINNING
-            try:
-                self.consumer.seek(TopicPartition(self.topic, tp.partition, target))
-            except KafkaException:
-                pass  # not fetching yet: it will start from the committed offset anyway
 
     def close(self) -> None:
         for c in (self.consumer, self.offsets_reader):
@@ -194,31 +150,6 @@ class RegionWorker:
                 c.close()
             except Exception:  # noqa: BLE001
                 pass
-
-    async def _poll_batch(self, stop: asyncio.Event, gen: int) -> list[Record]:
-        cfg = self.cfg.router
-        out: list[Record] = []
-        start = time.monotonic()
-        wait = cfg.batch_wait_ms / 1000
-        while len(out) < cfg.batch_max and not stop.is_set():
-            if gen != self.gen:
-                return []
-            msgs = self.consumer.consume(cfg.batch_max - len(out), 0)
-            for msg in msgs:
-                err = msg.error()
-                if err is not None:
-                    if err.code() != KafkaError._PARTITION_EOF:
-                        log.warning("region %s: consume error %s", self.region, err)
-                    continue
-                out.append(Record(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), msg.headers()))
-            elapsed = time.monotonic() - start
-            if out and (elapsed >= wait or len(out) >= cfg.batch_max):
-                break
-            if not out and elapsed >= 0.05:
-                break  # come back for housekeeping
-            if not msgs:
-                await asyncio.sleep(0.001 if out else 0.01)
-        return out
 
     async def _housekeeping(self) -> None:
         # new partitions: is anything possibly pending in their held partition?
@@ -282,8 +213,7 @@ class RegionWorker:
                     self.modes.held_confirmed(p, off)
 
     # one batch ---------------------------------------------------------------------
-    async def _process(self, batch: list[Record], decoded: list, stop: asyncio.Event) -> None:
-        epoch = self.gen
+    async def _process(self, batch: list[Record], decoded: list, stop: asyncio.Event, epoch: int) -> None:
         now = datetime.now(timezone.utc)
         direct: list[tuple[Record, WriteEvent]] = []
         held: list[tuple[Record, WriteEvent]] = []
@@ -316,12 +246,6 @@ class RegionWorker:
                 self.modes.held_confirmed(p, off)
         self._commit(batch, epoch)
 
-    def _rewind(self, batch: list[Record], queue: asyncio.Queue) -> None:
-        """Abandon the batch and everything read after it; the reader resets to the commits."""
-        self.gen += 1
-        while not queue.empty():
-            queue.get_nowait()
-
     @staticmethod
     def _merge_in_order(moved, held):
         if not moved:
@@ -332,7 +256,7 @@ class RegionWorker:
         """Apply in one transaction, retrying transient errors; returns writes to hold instead."""
         writes = [w for _, w in direct]
         while True:
-            if self.gen != epoch:
+            if self.reader.gen != epoch:
                 raise Revoked()
             if not self.is_closed(self.region):
                 for rec, _ in direct:
@@ -464,11 +388,11 @@ class RegionWorker:
                 log.warning("region %s: %s; producing again in %.2fs", self.region, exc, delay)
                 await self._wait(delay, stop)
                 delay = min(delay * 2, self.cfg.router.retry_max_s)
-                if stop.is_set() or self.gen != epoch:
+                if stop.is_set() or self.reader.gen != epoch:
                     raise Revoked() from exc
 
     def _commit(self, batch: list[Record], epoch: int) -> None:
-        if self.gen != epoch:
+        if self.reader.gen != epoch:
             raise Revoked()
         last: dict[int, int] = {}
         for rec in batch:

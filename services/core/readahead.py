@@ -1,0 +1,123 @@
+"""Read the next batch while the current one is being applied (router and replayer).
+
+Decoding is Python work and applying is PostgreSQL work on another core, so
+a queue of two decoded batches lets them overlap; the decode yields every
+100 records so the applying batch's round trips get through.
+
+Ordering is kept by *generations*: every batch carries the generation it was
+read in. A rebalance or an abandoned batch calls :meth:`ReadAhead.invalidate`,
+which bumps the generation and drops queued batches; the reader then seeks
+every owned partition back to its committed offset before reading again. So
+whatever was read but not committed is read again, in order, and never
+applied out of order; the inbox makes a second apply of it harmless.
+
+Written by hand: this is the part of a consumer loop that is specific to
+committing only after a DB transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Callable, Iterable
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from .writes import Record
+
+log = logging.getLogger(__name__)
+
+Batch = tuple[int, list[Record], list[Any]]
+
+
+class ReadAhead:
+    def __init__(self, consumer: Consumer, *, topic: str, batch_max: int, wait_s: float,
+                 decode: Callable[[Record], Any], owned: Callable[[], Iterable[int]], name: str) -> None:
+        self.consumer, self.topic = consumer, topic
+        self.batch_max, self.wait_s = batch_max, wait_s
+        self.decode, self.owned, self.name = decode, owned, name
+        self.gen = 0
+        self.queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=2)
+        self._task: asyncio.Task | None = None
+
+    # ------------------------------------------------------------ control
+    def invalidate(self) -> None:
+        """Drop everything read but not applied; the reader resumes from the commits."""
+        self.gen += 1
+        while not self.queue.empty():
+            self.queue.get_nowait()
+
+    def start(self, stop: asyncio.Event) -> None:
+        self._task = asyncio.create_task(self._run(stop))
+
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def get(self, timeout: float) -> Batch | None:
+        """The next batch of the current generation, or None after ``timeout``."""
+        try:
+            item = await asyncio.wait_for(self.queue.get(), timeout)
+        except asyncio.TimeoutError:
+            if self._task is not None and self._task.done():
+                self._task.result()  # re-raise a crash of the reader
+            return None
+        return item if item[0] == self.gen else None
+
+    # ------------------------------------------------------------ the reader
+    async def _run(self, stop: asyncio.Event) -> None:
+        reset_gen = self.gen
+        while not stop.is_set():
+            if reset_gen != self.gen:
+                reset_gen = self.gen
+                await self._reset_to_committed()
+            gen = self.gen
+            batch = await self._poll(stop, gen)
+            if not batch or gen != self.gen:
+                continue  # anything read across a generation change is read again after the reset
+            decoded: list[Any] = []
+            for s in range(0, len(batch), 100):
+                decoded.extend(self.decode(rec) for rec in batch[s:s + 100])
+                await asyncio.sleep(0)
+            if gen == self.gen:
+                await self.queue.put((gen, batch, decoded))
+
+    async def _poll(self, stop: asyncio.Event, gen: int) -> list[Record]:
+        out: list[Record] = []
+        start = time.monotonic()
+        while len(out) < self.batch_max and not stop.is_set():
+            if gen != self.gen:
+                return []
+            msgs = self.consumer.consume(self.batch_max - len(out), 0)
+            for msg in msgs:
+                err = msg.error()
+                if err is not None:
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        log.warning("%s: consume error %s", self.name, err)
+                    continue
+                out.append(Record(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), msg.headers()))
+            elapsed = time.monotonic() - start
+            if out and (elapsed >= self.wait_s or len(out) >= self.batch_max):
+                break
+            if not out and elapsed >= 0.05:
+                break  # let the caller do housekeeping
+            if not msgs:
+                await asyncio.sleep(0.001 if out else 0.01)
+        return out
+
+    async def _reset_to_committed(self) -> None:
+        parts = [TopicPartition(self.topic, p) for p in self.owned()]
+        if not parts:
+            return
+        try:
+            committed = await asyncio.to_thread(self.consumer.committed, parts, 10.0)
+        except KafkaException as exc:
+            log.warning("%s: committed-offset lookup failed: %s", self.name, exc)
+            return
+        for tp in committed:
+            target = tp.offset if tp.offset is not None and tp.offset >= 0 else OFFSET_BEGINNING
+            try:
+                self.consumer.seek(TopicPartition(self.topic, tp.partition, target))
+            except KafkaException:
+                pass  # not fetching yet: it starts from the committed offset anyway
