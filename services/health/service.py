@@ -2,7 +2,8 @@
 
 Every instance
   probes each region every ``health.interval_s`` (:mod:`.probe`) and publishes
-  each :class:`~regionguard.core.models.Observation` to ``<prefix>observations``;
+  its :class:`~regionguard.core.models.Observation` s to ``<prefix>observations``
+  (every failure and change, successes at least once a second);
   tails that topic (group-less, from the end) so it knows which observers are
   live, and follows ``<prefix>region-state`` with a
   :class:`~regionguard.core.stateview.RegionStateView`.
@@ -222,8 +223,8 @@ class HealthService:
         self.observer = observer
         self.judge = Judge(cfg, observer)
         self.view = RegionStateView(cfg, on_change=self._on_state_seen)
-        self.producer = make_producer(cfg, **{"linger.ms": 1, "logger": rdkafka_log, "error_cb": self._on_kafka_error})
         self._brokers_down = threading.Event()
+        self.producer = make_producer(cfg, **{"linger.ms": 1, "logger": rdkafka_log, "error_cb": self._on_kafka_error})
         self.leader = False
         self.stop_event: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -232,6 +233,8 @@ class HealthService:
         self._delivery_errors = 0
         self._last_delivery_log = 0.0
         self.lag = LoopLagMonitor()
+        self._last_sent: dict[str, tuple[str, float]] = {}  # region -> (kind, monotonic) last published
+        self._keepalive = min(1.0, cfg.health.observation_ttl_s / 3)
 
     # ---- kafka output --------------------------------------------------------------------
     def _on_delivery(self, err, msg) -> None:
@@ -298,11 +301,22 @@ class HealthService:
 
     # ---- inputs ----------------------------------------------------------------------------
     def _emit(self, obs: Observation) -> None:
-        """One of our own probe results."""
+        """One of our own probe results: to our judge always, to Kafka when it tells something.
+
+        Published: every failure, every change of (ok, kind), and a success at
+        least every ``keepalive`` (1 s at most, a third of observation_ttl_s) so
+        other instances keep counting us as a live observer. That keeps
+        ``<prefix>observations`` at about one record per second per region and
+        instance while healthy instead of one per probe.
+        """
         m.PROBE_LATENCY.labels(obs.region).observe(obs.latency_s)
         if not obs.ok:
             m.PROBE_FAILURES.labels(obs.region, obs.kind).inc()
-        self._produce(self.cfg.topic("observations"), obs.region, obs.model_dump_json().encode())
+        now = time.monotonic()
+        last = self._last_sent.get(obs.region)
+        if not obs.ok or last is None or last[0] != obs.kind or now - last[1] >= self._keepalive:
+            self._last_sent[obs.region] = (obs.kind, now)
+            self._produce(self.cfg.topic("observations"), obs.region, obs.model_dump_json().encode())
         self._publish(self.judge.observe(obs))
 
     def _on_observation(self, _p: int, _off: int, value: bytes | None) -> None:

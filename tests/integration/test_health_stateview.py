@@ -10,7 +10,7 @@ import pytest
 from regionguard.core.config import parse_config
 from regionguard.core.kafka import Confirmer, ensure_topics, make_producer
 from regionguard.core.models import RegionState
-from regionguard.core.stateview import RegionStateView
+from regionguard.core.stateview import RegionStateView, rdkafka_log
 from tests.harness import Broker, regions_config
 
 pytestmark = pytest.mark.timeout(60)
@@ -48,7 +48,7 @@ def publish(cfg, producer, *records, raw: list[bytes] = ()):
 
 def test_catch_up_seq_rules_callbacks(broker):
     cfg = make_cfg(broker.bootstrap)
-    producer = make_producer(cfg)
+    producer = make_producer(cfg, logger=rdkafka_log)
     # one multi-record batch: tansu's high watermark is wrong for it, the view must still read it all
     publish(cfg, producer, *[rec("eu", "open" if i % 2 else "closed", i) for i in range(1, 201)],
             rec("us", "half_open", 5), raw=[b"not json", b"{}"])
@@ -80,7 +80,7 @@ def test_empty_and_missing_topic_is_ready_and_heartbeat_age(broker):
     with RegionStateView(cfg) as view:
         assert view.wait_ready(10)
         assert view.last_heartbeat_age() is None
-        producer = make_producer(cfg)
+        producer = make_producer(cfg, logger=rdkafka_log)
         old = datetime.now(timezone.utc) - timedelta(seconds=30)
         publish(cfg, producer, rec("eu", "closed", 1, at=old))
         assert until(lambda: view.state("eu") is not None)
@@ -98,13 +98,13 @@ def test_survives_a_broker_restart(broker, tmp_path):
         pytest.skip("needs a private embedded broker to restart")
     with Broker(log_path=tmp_path / "tansu.log") as own:
         cfg = make_cfg(own.bootstrap)
-        producer = make_producer(cfg)
+        producer = make_producer(cfg, logger=rdkafka_log)
         publish(cfg, producer, rec("eu", "open", 10))
         with RegionStateView(cfg) as view:
             assert view.wait_ready(10) and view.state("eu").seq == 10
             own.restart()  # memory broker: every topic and record is gone
             ensure_topics(cfg)
-            producer = make_producer(cfg)
+            producer = make_producer(cfg, logger=rdkafka_log)
             publish(cfg, producer, rec("eu", "closed", 11))
             assert until(lambda: view.state("eu").seq == 11, 30)
             assert view.is_closed("eu")
