@@ -55,6 +55,8 @@ def ensure_topics(cfg: Config, *, timeout: float = 30.0) -> list[str]:
         if name in existing:
             continue
         conf = {"cleanup.policy": "compact"} if compacted else {}
+        if name == cfg.topic("observations"):
+            conf["retention.ms"] = str(3600 * 1000)  # raw probe results: only the recent ones matter
         new.append(NewTopic(name, parts, cfg.kafka.replication_factor, config=conf))
     created = []
     for name, fut in (admin.create_topics(new, request_timeout=timeout).items() if new else []):
