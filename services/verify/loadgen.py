@@ -1,0 +1,415 @@
+"""A load generator that records exactly what Kafka acknowledged.
+
+:class:`LoadGen` publishes writes to every region through the producer SDK
+(:class:`regionguard.producer.WriteProducer`) in batches. A write enters the
+:class:`Model` as ``acked`` only after ``flush()`` confirmed its batch; if a
+flush fails, the batch is recorded as ``unconfirmed`` (it may or may not be in
+Kafka), so the checker neither demands nor forbids its effects.
+
+The workload (see :class:`Mix`):
+
+- ``users`` upserts with a strictly increasing ``version`` per key (last-writer-wins);
+- ``orders`` inserts with ids never used before;
+- deletes of both (a user delete carries the next version, so it is versioned);
+- some upserts/inserts with policy ``failover`` (fallback regions from the
+  config), ``shed``, or an ``expires_at`` a few seconds ahead, so sync-back,
+  shedding and expiry are exercised while a region is out;
+- a few deliberately bad writes: an order with a negative amount (``constraint``)
+  and a write to a table outside the allow-list (``unknown_table``).
+
+Every region has its own key range, so a failover write applied in a fallback
+region never touches that region's own rows. Every row carries the id of the
+write that produced it (column ``wid``), and :data:`VERIFY_SCHEMA` logs every
+row change in ``rg_effects``, which lets the checker see an apply that
+happened twice even where last-writer-wins would hide it.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import orjson
+
+from ..core.config import Config
+from ..core.kafka import KafkaDeliveryError
+from ..producer import WriteProducer
+
+__all__ = ["VERIFY_SCHEMA", "VERIFY_TABLES", "Mix", "Model", "WriteRecord", "LoadGen", "user_key_base", "order_id_base"]
+
+#: Tables of the verification workload. ``wid`` holds the id of the write that
+#: last changed the row; ``rg_effects`` logs every insert/update a write caused.
+VERIFY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id bigint PRIMARY KEY, name text, email text, version bigint NOT NULL, wid text);
+CREATE TABLE IF NOT EXISTS orders (
+    id bigint PRIMARY KEY, user_id bigint, amount numeric CHECK (amount >= 0), status text, wid text);
+CREATE TABLE IF NOT EXISTS rg_effects (
+    n bigserial PRIMARY KEY, tbl text NOT NULL, op text NOT NULL, wid text, at timestamptz NOT NULL DEFAULT clock_timestamp());
+CREATE OR REPLACE FUNCTION rg_effect() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO rg_effects (tbl, op, wid) VALUES (TG_TABLE_NAME, TG_OP, NEW.wid);
+    RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS rg_effect_users ON users;
+CREATE TRIGGER rg_effect_users AFTER INSERT OR UPDATE ON users FOR EACH ROW EXECUTE FUNCTION rg_effect();
+DROP TRIGGER IF EXISTS rg_effect_orders ON orders;
+CREATE TRIGGER rg_effect_orders AFTER INSERT OR UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION rg_effect();
+"""
+
+#: The ``tables`` section of a config for :data:`VERIFY_SCHEMA`.
+VERIFY_TABLES: dict[str, dict[str, Any]] = {"users": {"key": ["id"], "version": "version"},
+                                            "orders": {"key": ["id"]}}
+
+BAD_TABLE = "not_allowed"
+
+
+def user_key_base(region_index: int) -> int:
+    return region_index * 10_000_000 + 1
+
+
+def order_id_base(region_index: int) -> int:
+    return region_index * 10**12 + 1
+
+
+@dataclass(slots=True)
+class WriteRecord:
+    """One write as the model knows it."""
+
+    id: str
+    seq: int                  # production order (per key it is also the apply order)
+    region: str
+    table: str
+    op: str
+    key: int
+    version: int | None       # users only
+    policy: str               # hold | failover | shed
+    expect: str               # apply | constraint | unknown_table
+    expires: bool = False     # has an expires_at
+    fallbacks: tuple[str, ...] = ()
+    status: str = "acked"     # acked | unconfirmed
+    t: float = 0.0            # unix time when the batch was confirmed (or failed)
+
+    @property
+    def acked(self) -> bool:
+        return self.status == "acked"
+
+    def to_json(self) -> bytes:
+        d = asdict(self)
+        d["fallbacks"] = list(self.fallbacks)
+        return orjson.dumps(d)
+
+    @classmethod
+    def from_json(cls, line: bytes | str) -> "WriteRecord":
+        d = orjson.loads(line)
+        d["fallbacks"] = tuple(d.get("fallbacks") or ())
+        return cls(**d)
+
+
+class Model:
+    """Every write the generator produced, acked or unconfirmed; optionally appended to a JSONL file.
+
+    Thread-safe. ``Model.load(path)`` reads a file written by another process.
+    """
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path else None
+        self.records: dict[str, WriteRecord] = {}
+        self._lock = threading.Lock()
+        self._fh = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "ab")
+
+    def add(self, records: Iterable[WriteRecord]) -> None:
+        with self._lock:
+            lines = []
+            for r in records:
+                self.records[r.id] = r
+                lines.append(r.to_json())
+            if self._fh is not None and lines:
+                self._fh.write(b"\n".join(lines) + b"\n")
+                self._fh.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
+
+    def save(self, path: str | Path) -> Path:
+        """Write the whole model as JSONL (for a model kept in memory only)."""
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            p.write_bytes(b"".join(r.to_json() + b"\n" for r in self.records.values()))
+        return p
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Model":
+        m = cls()
+        with open(path, "rb") as fh:
+            for line in fh:
+                if line.strip():
+                    r = WriteRecord.from_json(line)
+                    m.records[r.id] = r
+        return m
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[WriteRecord]:
+        with self._lock:
+            return iter(list(self.records.values()))
+
+    def get(self, wid: str) -> WriteRecord | None:
+        return self.records.get(wid)
+
+    def counts(self) -> Counter:
+        c: Counter = Counter()
+        for r in self:
+            c[r.status] += 1
+        return c
+
+
+@dataclass
+class Mix:
+    """Relative weights of the write kinds, and shares of special policies among upserts/inserts."""
+
+    upsert: float = 0.55
+    insert: float = 0.30
+    delete_user: float = 0.05
+    delete_order: float = 0.03
+    bad_constraint: float = 0.004
+    bad_table: float = 0.003
+    failover: float = 0.08      # of upserts/inserts
+    shed: float = 0.01
+    expiring: float = 0.02
+
+
+@dataclass
+class LoadStats:
+    produced: int = 0
+    acked: int = 0
+    unconfirmed: int = 0
+    batches: int = 0
+    flush_failures: int = 0
+    by_kind: Counter = field(default_factory=Counter)
+    last_error: str = ""
+
+
+class LoadGen:
+    """Produce a mixed, checkable workload to ``regions`` (default: every region of ``cfg``).
+
+    ``rate`` is writes per second over all regions (0: as fast as flushes allow);
+    ``batch`` writes are produced, then flushed; ``users_per_region`` bounds the
+    versioned key space (small: many versions per key).
+    """
+
+    def __init__(self, cfg: Config, model: Model | None = None, *, regions: Iterable[str] | None = None,
+                 rate: float = 500.0, batch: int = 50, users_per_region: int = 200, seed: int | None = None,
+                 mix: Mix | None = None, expire_s: float = 5.0, flush_timeout: float = 30.0) -> None:
+        self.cfg = cfg
+        self.model = model if model is not None else Model()
+        self.regions = list(regions or cfg.regions)
+        self.index = {r: i for i, r in enumerate(cfg.regions)}
+        self.rate, self.batch = rate, max(1, batch)
+        self.users_per_region = users_per_region
+        self.mix = mix or Mix()
+        self.expire_s, self.flush_timeout = expire_s, flush_timeout
+        self.rng = random.Random(seed)
+        self.stats = LoadStats()
+        self._versions: dict[tuple[str, int], int] = {}
+        self._next_order = {r: order_id_base(self.index[r]) for r in cfg.regions}
+        self._orders: dict[str, list[int]] = {r: [] for r in cfg.regions}
+        self._seq = 0
+        self._lock = threading.Lock()
+        self._producer: WriteProducer | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        kinds = ["upsert", "insert", "delete_user", "delete_order", "bad_constraint", "bad_table"]
+        self._kinds = kinds
+        self._weights = [getattr(self.mix, k) for k in kinds]
+
+    # ---------------------------------------------------------------- one write
+    def _fallbacks(self, region: str) -> list[str]:
+        fb = list(self.cfg.regions[region].fallbacks)
+        return fb or [r for r in self.cfg.regions if r != region]
+
+    def _plan(self, region: str, kind: str, policy: str | None = None) -> tuple[dict[str, Any], WriteRecord]:
+        """The keyword arguments for ``WriteProducer.write`` and the model record (status set later)."""
+        self._seq += 1
+        wid = str(uuid.uuid4())
+        ri = self.index[region]
+        kw: dict[str, Any] = {"region": region, "id": uuid.UUID(wid)}
+        version = None
+        expect = "apply"
+        expires = False
+        if policy is None:
+            policy = "hold"
+            if kind in ("upsert", "insert"):
+                x = self.rng.random()
+                m = self.mix
+                if x < m.failover:
+                    policy = "failover"
+                elif x < m.failover + m.shed:
+                    policy = "shed"
+                elif x < m.failover + m.shed + m.expiring:
+                    expires = True
+        if kind in ("upsert", "delete_user"):
+            k = user_key_base(ri) + self.rng.randrange(self.users_per_region)
+            version = self._versions.get((region, k), 0) + 1
+            self._versions[(region, k)] = version
+            if kind == "upsert":
+                kw.update(table="users", op="upsert", key={"id": k},
+                          data={"name": f"u{k}v{version}", "version": version, "wid": wid})
+            else:
+                kw.update(table="users", op="delete", key={"id": k}, data={"version": version})
+            table, op = "users", kw["op"]
+        elif kind in ("insert", "bad_constraint"):
+            k = self._next_order[region]
+            self._next_order[region] = k + 1
+            amount = -1 if kind == "bad_constraint" else round(self.rng.uniform(1, 500), 2)
+            kw.update(table="orders", op="insert", key={"id": k},
+                      data={"user_id": user_key_base(ri) + self.rng.randrange(self.users_per_region),
+                            "amount": amount, "status": "new", "wid": wid})
+            table, op = "orders", "insert"
+            if kind == "bad_constraint":
+                expect = "constraint"
+        elif kind == "delete_order":
+            pool = self._orders[region]
+            if not pool:
+                self._seq -= 1
+                return self._plan(region, "insert", policy)
+            k = pool.pop(self.rng.randrange(len(pool)))
+            kw.update(table="orders", op="delete", key={"id": k})
+            table, op = "orders", "delete"
+        elif kind == "bad_table":
+            k = self._seq
+            kw.update(table=BAD_TABLE, op="upsert", key={"id": k}, data={"x": 1})
+            table, op, expect = BAD_TABLE, "upsert", "unknown_table"
+        else:
+            raise ValueError(f"unknown write kind {kind!r}")
+        fallbacks: tuple[str, ...] = ()
+        if policy != "hold":
+            kw["policy"] = policy
+        if policy == "failover":
+            fallbacks = tuple(self._fallbacks(region))
+            kw["fallback_regions"] = list(fallbacks)
+        if expires:
+            kw["expires_at"] = datetime.now(timezone.utc) + timedelta(seconds=self.expire_s)
+        rec = WriteRecord(id=wid, seq=self._seq, region=region, table=table, op=op, key=k, version=version,
+                          policy=policy, expect=expect, expires=expires, fallbacks=fallbacks)
+        return kw, rec
+
+    # ---------------------------------------------------------------- batches
+    def _ensure_producer(self) -> WriteProducer:
+        if self._producer is None:
+            self._producer = WriteProducer(self.cfg)
+        return self._producer
+
+    def _send(self, plans: list[tuple[dict[str, Any], WriteRecord]]) -> list[WriteRecord]:
+        producer = self._ensure_producer()
+        for kw, _rec in plans:
+            args = dict(kw)
+            producer.write(args.pop("region"), args.pop("table"), args.pop("op"), args.pop("key"),
+                           args.pop("data", None), **args)
+        self.stats.produced += len(plans)
+        try:
+            producer.flush(self.flush_timeout)
+            status = "acked"
+        except KafkaDeliveryError as exc:
+            status = "unconfirmed"
+            self.stats.flush_failures += 1
+            self.stats.last_error = str(exc)
+        now = time.time()
+        recs = []
+        for kw, rec in plans:
+            rec.status, rec.t = status, now
+            recs.append(rec)
+            if status == "acked":
+                self.stats.acked += 1
+                self.stats.by_kind[f"{rec.table}.{rec.op}.{rec.policy}"] += 1
+                if rec.table == "orders" and rec.op == "insert" and rec.expect == "apply":
+                    self._orders[rec.region].append(rec.key)
+            else:
+                self.stats.unconfirmed += 1
+        self.model.add(recs)
+        self.stats.batches += 1
+        return recs
+
+    def run_batch(self, n: int | None = None) -> list[WriteRecord]:
+        """Produce ``n`` (default ``batch``) random writes, flush, record; returns their records."""
+        with self._lock:
+            plans = []
+            for _ in range(n or self.batch):
+                region = self.rng.choice(self.regions)
+                kind = self.rng.choices(self._kinds, self._weights)[0]
+                plans.append(self._plan(region, kind))
+            return self._send(plans)
+
+    def write(self, region: str, kind: str = "upsert", *, policy: str = "hold", count: int = 1) -> list[WriteRecord]:
+        """Produce ``count`` writes of one ``kind`` (upsert, insert, delete_user, ...) and ``policy`` now."""
+        with self._lock:
+            return self._send([self._plan(region, kind, policy) for _ in range(count)])
+
+    def run(self, total: int | None = None, *, duration: float | None = None,
+            stop: threading.Event | None = None) -> LoadStats:
+        """Produce until ``total`` writes, ``duration`` seconds or ``stop`` (or :meth:`stop`), at ``rate``."""
+        stop = stop or self._stop
+        t0 = time.monotonic()
+        start_count = self.stats.produced
+        while not stop.is_set():
+            done = self.stats.produced - start_count
+            if total is not None and done >= total:
+                break
+            if duration is not None and time.monotonic() - t0 >= duration:
+                break
+            n = self.batch if total is None else min(self.batch, total - done)
+            self.run_batch(n)
+            if self.rate > 0:
+                ahead = (self.stats.produced - start_count) / self.rate - (time.monotonic() - t0)
+                if ahead > 0:
+                    stop.wait(ahead)
+        return self.stats
+
+    # ---------------------------------------------------------------- background
+    def start(self, **kw: Any) -> "LoadGen":
+        """Run :meth:`run` in a daemon thread; :meth:`stop` ends it."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run_thread, kwargs=kw, name="loadgen", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run_thread(self, **kw: Any) -> None:
+        try:
+            self.run(**kw)
+        except Exception as exc:  # noqa: BLE001 - reported through stats
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"
+            raise
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, timeout: float = 60.0) -> LoadStats:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.stats
+
+    def close(self) -> None:
+        self.stop()
+        if self._producer is not None:
+            try:
+                self._producer.flush(self.flush_timeout)
+            except KafkaDeliveryError:
+                pass
+        self.model.close()
