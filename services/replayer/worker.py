@@ -90,10 +90,18 @@ class ReplayWorker:
         return [TopicPartition(self.topic, p) for p in sorted(self.assigned)]
 
     def _pause(self) -> None:
-        if not self.paused:
-            self.paused = True
-            if self.assigned:
-                self.consumer.pause(self._parts())
+        # issued every time, not only on the first call: pausing inside on_assign is undone by the
+        # assign that follows the callback, so partitions assigned while paused were not paused
+        self.paused = True
+        if self.assigned:
+            self.consumer.pause(self._parts())
+
+    def _serve(self) -> None:
+        """Serve rebalance callbacks while not consuming; a record that is polled anyway is never dropped."""
+        self._pause()
+        msg = self.consumer.poll(0)
+        if msg is not None and msg.error() is None:
+            self.reader.invalidate()  # read everything again from the committed offsets, this record included
 
     def _resume(self) -> None:
         if self.paused:
@@ -138,7 +146,7 @@ class ReplayWorker:
             log.info("region %s is not closed: replay waits", self.region)
         self.ready = False
         self._pause()
-        self.consumer.poll(0)  # serve rebalances while paused
+        self._serve()
         await _sleep(0.1, stop)
 
     async def _check_ready(self, stop: asyncio.Event) -> None:
@@ -150,7 +158,7 @@ class ReplayWorker:
                 kind="replay_not_ready", region=self.region, service="replayer", detail={"reason": str(err)[:300]}))
             if isinstance(err, RegionUnavailable):
                 self._mark_down(err)
-            self.consumer.poll(0)
+            self._serve()
             await _sleep(min(self.backoff, 1.0), stop)
             self.backoff = min(self.backoff * 2, self.cfg.router.retry_max_s)
             return
@@ -211,7 +219,7 @@ class ReplayWorker:
                 raise Abandon()
             if not self.is_closed():
                 self._pause()
-                self.consumer.poll(0)
+                self._serve()
                 await _sleep(0.1, stop)
                 continue
             try:
@@ -228,7 +236,7 @@ class ReplayWorker:
             except RegionGuardError as err:
                 log.warning("region %s: replay apply failed (%s); retrying", self.region, err)
                 m.APPLY_ERRORS.labels(self.region, getattr(err, "kind", type(err).__name__)).inc()
-                self.consumer.poll(0)
+                self._serve()
                 await _sleep(self.backoff, stop)
                 self.backoff = min(self.backoff * 2, self.cfg.router.retry_max_s)
 
