@@ -591,3 +591,49 @@ def _done(res: QuiesceResult, t0: float) -> QuiesceResult:
 
 async def _gather_inboxes(dsns: dict[str, str]) -> dict[str, dict[str, str]]:
     return dict(zip(dsns, await asyncio.gather(*(_inbox_ids(d) for d in dsns.values()))))
+
+
+def locate(cfg: Config, model: Model, ids: Iterable[str]) -> dict[str, str]:
+    """Where each write id is in Kafka: its writes/held partition and offset against the groups' commits.
+
+    For diagnosing a write that is neither applied nor dead-lettered.
+    """
+    from ..core.kafka import router_group
+
+    want = set(ids)
+    regions = {model.get(i).region for i in want if model.get(i) is not None}
+    found: dict[str, list[str]] = defaultdict(list)
+    c = Consumer(cfg.kafka_client_conf(**{"group.id": f"rg-verify-{uuid.uuid4().hex[:8]}",
+                                          "enable.auto.commit": False, "log_level": 0}))
+    try:
+        for region in sorted(regions):
+            for kind, group in (("writes", router_group(cfg, region)), ("held", replayer_group(cfg, region))):
+                topic = cfg.topic(kind, region)
+                parts = sorted(c.list_topics(topic, timeout=10).topics[topic].partitions)
+                g = Consumer(cfg.kafka_client_conf(**{"group.id": group, "enable.auto.commit": False,
+                                                      "log_level": 0}))
+                try:
+                    committed = {tp.partition: tp.offset for tp in
+                                 g.committed([TopicPartition(topic, p) for p in parts], timeout=10)}
+                finally:
+                    g.close()
+                c.assign([TopicPartition(topic, p, 0) for p in parts])
+                last = time.monotonic()
+                while time.monotonic() - last < 0.5:
+                    msgs = c.consume(1000, 0.1)
+                    if msgs:
+                        last = time.monotonic()
+                    for m in msgs:
+                        if m.error() is not None or not m.value():
+                            continue
+                        try:
+                            wid = json.loads(m.value()).get("id")
+                        except ValueError:
+                            continue
+                        if wid in want:
+                            p = m.partition()
+                            found[wid].append(f"{kind}[{p}]@{m.offset()} (group committed {committed.get(p)})")
+                c.unassign()
+    finally:
+        c.close()
+    return {i: "; ".join(found.get(i, ["not in Kafka"])) for i in want}
