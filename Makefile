@@ -25,3 +25,11 @@ detection: setup
 
 detection-long: setup
 	.venv/bin/python bench/detection.py --duration 600
+
+# chaos (issue 4): the long fault schedule under load; prints the table of faults and outcomes and
+# writes it to docs/chaos.md. The short schedule runs in `make test` (tests/chaos/test_chaos.py).
+CHAOS_WRITES ?= 100000
+CHAOS_FAULTS ?= 30
+CHAOS_RATE ?= 400
+chaos: setup
+	.venv/bin/python -m tests.chaos.run --writes $(CHAOS_WRITES) --faults $(CHAOS_FAULTS) --rate $(CHAOS_RATE) --markdown docs/chaos.md
