@@ -335,6 +335,20 @@ class ChaosRun:
             o["result"] = f"{lost}/{twice}" + ("" if not f.note else f" ({f.note})")
 
 
+def _revision() -> str:
+    import os
+    import subprocess
+
+    if os.environ.get("RG_CHAOS_REVISION"):  # set when running a snapshot outside the checkout
+        return os.environ["RG_CHAOS_REVISION"]
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent, timeout=10)
+        return out.stdout.strip() or "unknown revision"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown revision"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.chaos.run", description=__doc__.splitlines()[0])
     p.add_argument("--writes", type=int, default=100_000)
@@ -353,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(
             f"Command: `python -m tests.chaos.run --writes {args.writes} --faults {args.faults} "
-            f"--rate {args.rate:g} --seed {args.seed}`\n\n{report.markdown()}\n\n"
+            f"--rate {args.rate:g} --seed {args.seed}` (`make chaos`), code at {_revision()}, "
+            f"{time.strftime('%Y-%m-%d')}, on this 2-core machine.\n\n{report.markdown()}\n\n"
             f"Checker:\n\n```\n{report.check.report()}\n```\n\n**{report.summary()}**\n")
     return 0 if report.ok else 1
 
