@@ -1,0 +1,107 @@
+"""The checker must catch every kind of failure it claims to (a checker that always passes proves nothing)."""
+
+from __future__ import annotations
+
+import uuid
+
+from regionguard.verify.checker import DeadLetterInfo, RegionSnapshot, evaluate
+from regionguard.verify.loadgen import Model, WriteRecord
+
+
+class Dead:
+    """A stand-in for DeadLetterReader with the same two attributes the evaluation reads."""
+
+    def __init__(self, items: list[DeadLetterInfo]) -> None:
+        self.items = items
+        self.by_id: dict[str, list[DeadLetterInfo]] = {}
+        for i in items:
+            self.by_id.setdefault(i.write_id, []).append(i)
+
+    def reasons(self):
+        from collections import Counter
+
+        return Counter(i.reason for i in self.items)
+
+
+def rec(seq, region="eu", table="users", op="upsert", key=1, version=None, policy="hold", expect="apply",
+        expires=False, fallbacks=(), status="acked") -> WriteRecord:
+    return WriteRecord(id=str(uuid.uuid4()), seq=seq, region=region, table=table, op=op, key=key,
+                       version=version if version is not None else (seq if table == "users" else None),
+                       policy=policy, expect=expect, expires=expires, fallbacks=tuple(fallbacks), status=status)
+
+
+def dl(r: WriteRecord, reason: str) -> DeadLetterInfo:
+    return DeadLetterInfo(reason=reason, write_id=r.id, region=r.region, table=r.table, detail="", offset=0)
+
+
+def model(*recs: WriteRecord) -> Model:
+    m = Model()
+    m.add(recs)
+    return m
+
+
+def snap(region: str, applied: list[WriteRecord], rows: dict | None = None, effects=None, source="router"):
+    inbox = {r.id: (source if r.region == region else f"failover:{r.region}") for r in applied}
+    if rows is None:  # rows as a correct apply leaves them
+        rows, last = {}, {}
+        for r in sorted(applied, key=lambda r: r.seq):
+            last[(r.table, r.key)] = r
+        for k, r in last.items():
+            if r.op != "delete":
+                rows[k] = (r.version, r.id)
+    return RegionSnapshot(region, inbox, rows, dict(effects or {}))
+
+
+def test_a_correct_outcome_passes() -> None:
+    a, b = rec(1, key=1), rec(2, key=1)
+    o = rec(3, table="orders", op="insert", key=7)
+    d = rec(4, table="orders", op="delete", key=7)
+    shed = rec(5, key=2, policy="shed")
+    bad = rec(6, table="orders", op="insert", key=8, expect="constraint")
+    fo = rec(7, key=3, policy="failover", fallbacks=("us",))
+    m = model(a, b, o, d, shed, bad, fo)
+    res = evaluate(m, {"eu": snap("eu", [a, b, o, d, fo]), "us": snap("us", [fo])},
+                   Dead([dl(shed, "shed"), dl(bad, "constraint")]))
+    assert res.ok, res.report()
+    assert (res.acknowledged, res.applied, res.dead_lettered, res.failover_applied) == (7, 5, 2, 1)
+    assert "RESULT produced=7 applied=5 lost=0 duplicates=0 dead_lettered=2" == res.result_line()
+
+
+def test_lost_and_unexplained_dead_letters() -> None:
+    a, b, c = rec(1, key=1), rec(2, key=2), rec(3, key=3)
+    res = evaluate(model(a, b, c), {"eu": snap("eu", [a])}, Dead([dl(c, "shed")]))  # c is not policy shed
+    assert res.lost == 2 and res.unexplained_dead_letters == 1 and not res.ok
+
+
+def test_unconfirmed_writes_are_neither_demanded_nor_forbidden() -> None:
+    a, u1, u2 = rec(1, key=1), rec(2, key=2, status="unconfirmed"), rec(3, key=3, status="unconfirmed")
+    res = evaluate(model(a, u1, u2), {"eu": snap("eu", [a, u2])}, Dead([]))
+    assert res.ok and res.unconfirmed == 2 and res.lost == 0
+
+
+def test_applied_twice_is_seen_in_effects_and_in_constraint_dead_letters() -> None:
+    a = rec(1, key=1)
+    o = rec(2, table="orders", op="insert", key=5)
+    res = evaluate(model(a, o), {"eu": snap("eu", [a, o], effects={a.id: 2})}, Dead([dl(o, "constraint")]))
+    assert res.duplicates == 2 and not res.ok
+
+
+def test_rows_not_at_their_last_applied_write() -> None:
+    a, b = rec(1, key=1), rec(2, key=1)            # users 1: v1 then v2
+    o, d = rec(3, table="orders", op="insert", key=9), rec(4, table="orders", op="delete", key=9)
+    x = rec(5, key=4)
+    rows = {("users", 1): (a.version, a.id),       # stale: still v1
+            ("orders", 9): (None, o.id),           # should have been deleted (order inverted)
+            ("users", 77): (1, "nobody")}          # no write explains it; users 4 (x) is missing
+    res = evaluate(model(a, b, o, d, x), {"eu": snap("eu", [a, b, o, d, x], rows=rows)}, Dead([]))
+    assert (res.stale_rows, res.missing_rows, res.extra_rows) == (2, 1, 1) and not res.ok
+
+
+def test_writes_applied_where_they_do_not_belong() -> None:
+    a = rec(1, key=1)                                   # hold policy: only ever at home
+    bad = rec(2, table="orders", op="insert", key=3, expect="constraint")
+    ghost = RegionSnapshot("eu", {str(uuid.uuid4()): "router"}, {}, {})
+    res = evaluate(model(a, bad), {"eu": snap("eu", [a, bad]), "us": snap("us", [a])}, Dead([dl(bad, "constraint")]))
+    assert res.misrouted == 1 and res.unknown_applied >= 1 and not res.ok
+    res = evaluate(model(), {"eu": ghost}, Dead([]))
+    assert res.unknown_applied == 1
