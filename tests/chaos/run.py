@@ -110,11 +110,12 @@ class ChaosReport:
                 str(i), f"{o.get('at', 0):.1f}", f.kind, f.target, f"{f.end - f.start:.1f}",
                 str(o.get("acked", 0)), str(o.get("held_replayed", 0)), str(o.get("failover", 0)),
                 str(o.get("dead", 0)), o.get("breaker", "-"), o.get("caught_up", "-"), o.get("result", "-"),
+                f.note,
             ])
         return rows
 
     HEADERS = ["#", "t (s)", "fault", "target", "for (s)", "writes acked during", "held→replayed",
-               "failover applied", "dead-lettered", "breaker", "caught up after heal", "lost / twice"]
+               "failover applied", "dead-lettered", "breaker", "caught up after heal", "lost / twice", "note"]
 
     def summary(self) -> str:
         c = self.check
@@ -137,7 +138,7 @@ class ChaosReport:
         for h in self.HEADERS:
             t.add_column(h, justify="right" if h in ("#", "t (s)", "for (s)") else "left")
         for r in self.rows():
-            t.add_row(*r, style=None if r[-1].startswith("0/0") else "red")
+            t.add_row(*r, style=None if r[-2] == "0/0" else "red")
         con = Console(width=200)
         con.print(t)
         con.print(self.check.report())
@@ -183,6 +184,9 @@ class ChaosRun:
             self._sleep(f.duration)
             f.end = time.time()
             st.heal(f.target)
+            f.note = {"blackhole": "every packet dropped both ways, then released",
+                      "refuse": "connects refused, live connections reset",
+                      "pg_crash": "pg_ctl stop -m immediate, then started (crash recovery)"}[f.kind]
         elif f.kind == "reset":
             end = time.monotonic() + f.duration
             n = 0
@@ -199,6 +203,7 @@ class ChaosRun:
             self._sleep(f.duration)
             f.end = time.time()
             st.restart(target)
+            f.note = "SIGKILL, restarted" + (" (the health leader)" if f.kind == "kill_health" else "")
         elif f.kind == "rebalance":
             st.start_service("router2")
             try:
@@ -209,10 +214,10 @@ class ChaosRun:
             # alternate a clean leave and a crash of the second router
             if int(f.start) % 2:
                 st.stop_service("router2")
-                f.note = f.note or "router2 joined, then left (SIGTERM)"
+                f.note = f.note or "router2 joined the groups, then left (SIGTERM)"
             else:
                 st.kill("router2")
-                f.note = f.note or "router2 joined, then SIGKILLed"
+                f.note = f.note or "router2 joined the groups, then SIGKILL"
             f.end = time.time()
         self.log(f"fault {f.kind} on {f.target} for {f.end - f.start:.1f}s done {f.note}")
 
@@ -332,7 +337,7 @@ class ChaosRun:
                 o["breaker"] = f"open after {t_open[0] - f.start:.1f} s" if t_open else "stayed closed"
             else:
                 o["breaker"] = "-"
-            o["result"] = f"{lost}/{twice}" + ("" if not f.note else f" ({f.note})")
+            o["result"] = f"{lost}/{twice}"
 
 
 def _revision() -> str:
