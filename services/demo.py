@@ -362,7 +362,7 @@ class Demo:
         snaps = {r: run_sync(read_region(r, d, with_times=True)) for r, d in st.direct_dsns.items()}
         events = list(self.sampler.events) if self.sampler else []
         held = count_held(st.cfg)
-        features = feature_changes(st.cfg)
+        features = feature_changes(st.cfg, self.t0)
         counts = {
             "produced": res.produced, "acknowledged": res.acknowledged, "applied": res.applied,
             "held": sum(held.values()), "replayed": res.replayed, "failover_applied": res.failover_applied,
@@ -473,7 +473,8 @@ def count_held(cfg: Any) -> dict[str, int]:
     return out
 
 
-def feature_changes(cfg: Any) -> list[str]:
+def feature_changes(cfg: Any, t0: float) -> list[str]:
+    """What the features service turned off and on, per region, with times since the demo started."""
     from .verify.stack import read_json_topic
 
     out, seen = [], {}
@@ -481,7 +482,12 @@ def feature_changes(cfg: Any) -> list[str]:
         region, disabled = rec.get("region"), tuple(rec.get("disabled") or ())
         if seen.get(region) != disabled:
             if region in seen or disabled:
-                out.append(f"{region}: {', '.join(disabled) or 'all on'} at {str(rec.get('since', ''))[11:19]}")
+                try:
+                    at = f"{datetime.fromisoformat(str(rec.get('since'))).timestamp() - t0:.1f} s"
+                except ValueError:
+                    at = "?"
+                what = f"{', '.join(disabled)} off" if disabled else "all features on again"
+                out.append(f"{region}: {what} at {at}")
             seen[region] = disabled
     return out
 
@@ -622,11 +628,18 @@ def main(args: argparse.Namespace) -> int:
         console = Console(highlight=False, width=130)  # logs and CI: no 80-column wrapping
     console.print("[bold]regionguard demo[/bold]: embedded broker, 3 regions, every service, a scripted outage of eu")
     demo = Demo(args, console)
+    from .embedded import BrokerError, PgClusterError, ServiceError
+    from .verify.stack import StackError
+
     try:
         return demo.run()
     except KeyboardInterrupt:
         console.print("interrupted; cleaned up")
         return 130
+    except (BrokerError, ServiceError, StackError, PgClusterError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        console.print(f"[red]regionguard demo failed: {first}[/red] (service logs in {args.out / 'logs'})")
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover
