@@ -79,6 +79,7 @@ async def apply_writes(
     source: str,
     region: str,
     want_rows: bool = False,
+    plan: Plan | None = None,
 ) -> ApplyResult:
     """Apply ``writes`` in one transaction, at most once each, in order per row.
 
@@ -94,7 +95,7 @@ async def apply_writes(
         return ApplyResult()
     try:
         try:
-            return await _apply(conn, schemas, writes, source=source, careful=False, want_rows=want_rows)
+            return await _apply(conn, schemas, writes, source=source, careful=False, want_rows=want_rows, plan=plan)
         except _Isolate as iso:
             log.info("a row failed (%s); isolating rows with savepoints", type(iso.__cause__).__name__)
             return await _apply(conn, schemas, writes, source=source, careful=True, want_rows=want_rows)
@@ -108,45 +109,74 @@ async def apply_writes(
         raise err from exc
 
 
-async def _apply(conn, schemas, writes: list[WriteEvent], *, source: str, careful: bool,
-                 want_rows: bool) -> ApplyResult:
-    res = ApplyResult()
-    async with conn.transaction():
-        first: dict = {}
-        for i, w in enumerate(writes):
-            first.setdefault(w.id, i)
-        ids = list(first)
-        claimed = {
-            r[0] for r in await conn.fetch(INBOX_CLAIM, ids, [writes[first[i]].table for i in ids], [source] * len(ids))
-        }
-        todo: list[tuple[int, WriteEvent]] = []
-        for i, w in enumerate(writes):
-            if w.id in claimed and first[w.id] == i:
-                bad = _precheck(w, schemas)
-                if bad is not None:
-                    res.failed.append((i, bad))
-                else:
-                    todo.append((i, w))
+@dataclass
+class Plan:
+    """Everything about a batch that needs no database: built ahead, off the critical path.
+
+    ``steps`` are (rows, statement, parameters) in execution order: rounds in
+    sequence, one statement per (table, op, columns) within a round.
+    """
+
+    writes: list
+    ids: list
+    tables: list[str]
+    first: dict
+    failed: list[tuple[int, BadWrite]]
+    steps: list[tuple[list[tuple[int, WriteEvent]], TableSchema, Op, tuple[str, ...], str, list]]
+    want_rows: bool
+
+
+def plan_writes(schemas: dict[str, TableSchema], writes: list, *, want_rows: bool = False,
+                only: set | None = None) -> Plan:
+    """Group writes into statements; ``only`` restricts to claimed ids (default: every first occurrence)."""
+    first: dict = {}
+    for i, w in enumerate(writes):
+        first.setdefault(w.id, i)
+    failed: list[tuple[int, BadWrite]] = []
+    todo: list[tuple[int, WriteEvent]] = []
+    for i, w in enumerate(writes):
+        if first[w.id] == i and (only is None or w.id in only):
+            bad = _precheck(w, schemas)
+            if bad is not None:
+                failed.append((i, bad))
             else:
-                res.duplicates += 1
-        for rnd in _rounds(todo):
-            groups: dict[tuple, list[tuple[int, WriteEvent]]] = defaultdict(list)
-            for i, w in rnd:
-                groups[_shape(w, schemas)].append((i, w))
-            for (table, op, key_cols, data_cols), rows in groups.items():
-                cols = tuple(sorted({*key_cols, *data_cols}))
-                if careful:
-                    await _apply_group(conn, schemas[table], op, cols, rows, res, want_rows)
-                    continue
-                try:
-                    changed = await _run(conn, _statement(schemas[table], op, cols, want_rows),
-                                         _payload(schemas[table], cols, rows), res if want_rows else None, table, op)
-                except Exception as exc:  # noqa: BLE001
-                    if isinstance(classify_db_error("", exc), (BadWrite, PoisonWrite)):
-                        raise _Isolate() from exc
-                    raise
-                res.applied += changed
-                res.stale += len(rows) - changed
+                todo.append((i, w))
+    steps = []
+    for rnd in _rounds(todo):
+        groups: dict[tuple, list[tuple[int, WriteEvent]]] = defaultdict(list)
+        for i, w in rnd:
+            groups[_shape(w, schemas)].append((i, w))
+        for (table, op, key_cols, data_cols), rows in groups.items():
+            cols = tuple(sorted({*key_cols, *data_cols}))
+            schema = schemas[table]
+            steps.append((rows, schema, op, cols, _statement(schema, op, cols, want_rows), _payload(schema, cols, rows)))
+    ids = list(first)
+    return Plan(writes, ids, [writes[first[i]].table for i in ids], first, failed, steps, want_rows)
+
+
+async def _apply(conn, schemas, writes: list[WriteEvent], *, source: str, careful: bool,
+                 want_rows: bool, plan: Plan | None = None) -> ApplyResult:
+    res = ApplyResult()
+    if plan is None or plan.writes is not writes or plan.want_rows != want_rows:
+        plan = plan_writes(schemas, writes, want_rows=want_rows)
+    async with conn.transaction():
+        claimed = {r[0] for r in await conn.fetch(INBOX_CLAIM, plan.ids, plan.tables, source)}
+        if len(claimed) != len(plan.ids):  # some were applied before: plan again for the rest
+            plan = plan_writes(schemas, writes, want_rows=want_rows, only=claimed)
+        res.failed.extend(plan.failed)
+        res.duplicates = len(writes) - len(claimed)
+        for rows, schema, op, cols, stmt, params in plan.steps:
+            if careful:
+                await _apply_group(conn, schema, op, cols, rows, res, want_rows)
+                continue
+            try:
+                changed = await _run(conn, stmt, params, res if want_rows else None, schema.name, op)
+            except Exception as exc:  # noqa: BLE001
+                if isinstance(classify_db_error("", exc), (BadWrite, PoisonWrite)):
+                    raise _Isolate() from exc
+                raise
+            res.applied += changed
+            res.stale += len(rows) - changed
         if res.failed:
             await conn.execute(INBOX_RELEASE, [writes[i].id for i, _ in res.failed])
     return res
@@ -259,7 +289,8 @@ class RegionDB:
             raise classify_db_error(self.region, exc) from exc
         self.ready = True
 
-    async def apply(self, writes: list[WriteEvent], *, source: str, want_rows: bool = False) -> ApplyResult:
+    async def apply(self, writes: list[WriteEvent], *, source: str, want_rows: bool = False,
+                    plan: Plan | None = None) -> ApplyResult:
         if not self.ready:
             await self.prepare()
         pool = await self._pool()
@@ -269,12 +300,15 @@ class RegionDB:
             raise classify_db_error(self.region, exc) from exc
         try:
             return await apply_writes(conn, self.schemas, writes, source=source, region=self.region,
-                                      want_rows=want_rows)
+                                      want_rows=want_rows, plan=plan)
         except (RegionUnavailable, asyncio.CancelledError):
             try:
                 conn.terminate()  # a half-dead or mid-query socket must not go back to the pool
             except asyncpg.InterfaceError:
                 pass  # the connection was lost and the pool has already dropped it
+            raise
+        except RegionNotReady:
+            self.ready = False  # learn the tables again next time: the operator may be creating one
             raise
         finally:
             await pool.release(conn)

@@ -28,15 +28,17 @@ from .writes import Record
 
 log = logging.getLogger(__name__)
 
-Batch = tuple[int, list[Record], list[Any]]
+Batch = tuple[int, list[Record], list[Any], Any]
 
 
 class ReadAhead:
     def __init__(self, consumer: Consumer, *, topic: str, batch_max: int, wait_s: float,
-                 decode: Callable[[Record], Any], owned: Callable[[], Iterable[int]], name: str) -> None:
+                 decode: Callable[[Record], Any], owned: Callable[[], Iterable[int]], name: str,
+                 prepare: Callable[[list[Record], list[Any]], Any] | None = None) -> None:
         self.consumer, self.topic = consumer, topic
         self.batch_max, self.wait_s = batch_max, wait_s
         self.decode, self.owned, self.name = decode, owned, name
+        self.prepare = prepare  # more work that can be done ahead (the router's apply plan)
         self.gen = 0
         self.queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=2)
         self._task: asyncio.Task | None = None
@@ -80,8 +82,12 @@ class ReadAhead:
             for s in range(0, len(batch), 100):
                 decoded.extend(self.decode(rec) for rec in batch[s:s + 100])
                 await asyncio.sleep(0)
+            extra = None
+            if self.prepare is not None:
+                await asyncio.sleep(0)
+                extra = self.prepare(batch, decoded)
             if gen == self.gen:
-                await self.queue.put((gen, batch, decoded))
+                await self.queue.put((gen, batch, decoded, extra))
 
     async def _poll(self, stop: asyncio.Event, gen: int) -> list[Record]:
         out: list[Record] = []

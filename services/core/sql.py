@@ -72,7 +72,7 @@ CREATE TABLE IF NOT EXISTS {INBOX_TABLE} (
 
 INBOX_CLAIM = f"""
 INSERT INTO {INBOX_TABLE} (write_id, tbl, source)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[])
+SELECT u.id, u.tbl, $3::text FROM unnest($1::uuid[], $2::text[]) AS u(id, tbl)
 ON CONFLICT (write_id) DO NOTHING
 RETURNING write_id
 """

@@ -127,7 +127,7 @@ class ReplayWorker:
                 if item is None:
                     self._maybe_finish()
                     continue
-                gen, batch, decoded = item
+                gen, batch, decoded, _ = item
                 try:
                     await self._process(batch, decoded, gen, stop)
                 except Abandon:

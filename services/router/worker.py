@@ -24,7 +24,7 @@ from confluent_kafka import KafkaException, Producer, TopicPartition
 from ..core import metrics as m
 from ..core import publish
 from ..core.config import Config
-from ..core.db import RegionDB
+from ..core.db import Plan, RegionDB, plan_writes
 from ..core.errors import BadWrite, RegionGuardError, RegionNotReady, RegionUnavailable
 from ..core.kafka import Confirmer, KafkaDeliveryError, make_consumer, replayer_group, router_group
 from ..core.rowcache import RowCache
@@ -72,7 +72,7 @@ class RegionWorker:
         self.reader = ReadAhead(self.consumer, topic=self.topic, batch_max=cfg.router.batch_max,
                                 wait_s=cfg.router.batch_wait_ms / 1000, owned=lambda: list(self.modes.parts),
                                 decode=lambda rec: decode_write(rec.value, region=region, cfg=cfg),
-                                name=f"router {region}")
+                                prepare=self._plan, name=f"router {region}")
         self._last_drain_check = 0.0
         self._holding = False
         self.stats = {"applied": 0, "duplicates": 0, "stale": 0, "held": 0, "dead": 0, "failover": 0}
@@ -134,9 +134,9 @@ class RegionWorker:
                 item = await self.reader.get(0.05)
                 if item is None:
                     continue
-                gen, batch, decoded = item
+                gen, batch, decoded, plan = item
                 try:
-                    await self._process(batch, decoded, stop, gen)
+                    await self._process(batch, decoded, stop, gen, plan)
                 except Revoked:
                     self.reader.invalidate()
                     log.info("region %s: batch abandoned; it will be read again", self.region)
@@ -213,7 +213,17 @@ class RegionWorker:
                     self.modes.held_confirmed(p, off)
 
     # one batch ---------------------------------------------------------------------
-    async def _process(self, batch: list[Record], decoded: list, stop: asyncio.Event, epoch: int) -> None:
+    def _plan(self, batch: list[Record], decoded: list) -> Plan | None:
+        """Group the batch into statements ahead of time, for the common case: all valid, all direct."""
+        if not self.db.ready or any(isinstance(w, BadWrite) for w in decoded):
+            return None
+        try:
+            return plan_writes(self.db.schemas, decoded, want_rows=self.cache is not None)
+        except RegionGuardError:
+            return None  # e.g. a table missing in the region: the apply path reports it
+
+    async def _process(self, batch: list[Record], decoded: list, stop: asyncio.Event, epoch: int,
+                       plan: Plan | None = None) -> None:
         now = datetime.now(timezone.utc)
         direct: list[tuple[Record, WriteEvent]] = []
         held: list[tuple[Record, WriteEvent]] = []
@@ -231,7 +241,9 @@ class RegionWorker:
                 held.append((rec, w))
 
         if direct:
-            moved = await self._apply_direct(direct, dead, stop, epoch)
+            if plan is not None and len(direct) != len(decoded):
+                plan = None  # planned for every record going direct; this batch is split
+            moved = await self._apply_direct(direct, dead, stop, epoch, plan)
             held = self._merge_in_order(moved, held)
         out = Outbox()
         if held:
@@ -252,9 +264,9 @@ class RegionWorker:
             return held
         return sorted(moved + held, key=lambda rw: (rw[0].partition, rw[0].offset))
 
-    async def _apply_direct(self, direct, dead, stop, epoch) -> list:
+    async def _apply_direct(self, direct, dead, stop, epoch, plan: Plan | None = None) -> list:
         """Apply in one transaction, retrying transient errors; returns writes to hold instead."""
-        writes = [w for _, w in direct]
+        writes = plan.writes if plan is not None else [w for _, w in direct]
         while True:
             if self.reader.gen != epoch:
                 raise Revoked()
@@ -264,7 +276,7 @@ class RegionWorker:
                 return direct
             t0 = time.perf_counter()
             try:
-                res = await self._apply_watched(writes)
+                res = await self._apply_watched(writes, plan)
             except _OpenedMidBatch:
                 log.warning("region %s opened while a batch was in flight; holding it", self.region)
                 continue
@@ -305,14 +317,15 @@ class RegionWorker:
             await asyncio.sleep(3600)
         return []
 
-    async def _apply_watched(self, writes):
+    async def _apply_watched(self, writes, plan: Plan | None = None):
         """Apply, but give up as soon as the health service opens the region.
 
         A blackholed database would otherwise hold the batch until the
         statement timeout; the inbox makes a later replay of a batch that did
         commit after all harmless.
         """
-        task = asyncio.ensure_future(self.db.apply(writes, source="router", want_rows=self.cache is not None))
+        task = asyncio.ensure_future(self.db.apply(writes, source="router", want_rows=self.cache is not None,
+                                                   plan=plan))
         while True:
             done, _ = await asyncio.wait({task}, timeout=0.05)
             if done:
@@ -401,8 +414,10 @@ class RegionWorker:
         if not last:
             return
         try:
+            # asynchronous: commits go out in order and a lost one only means a redelivery
+            # that the inbox skips; waiting for it would stall the loop on every batch
             self.consumer.commit(offsets=[TopicPartition(self.topic, p, o + 1) for p, o in last.items()],
-                                 asynchronous=False)
+                                 asynchronous=True)
         except KafkaException as exc:
             # redelivery is safe: the inbox skips what was applied
             log.warning("region %s: offset commit failed (%s); records will be redelivered", self.region, exc)
