@@ -98,6 +98,8 @@ def make_producer(cfg: Config, **extra: Any) -> Producer:
             "linger.ms": 2,
             "compression.type": "none",
             "message.timeout.ms": 30000,
+            # bounded memory: a producer never holds more than this; produce() then waits
+            "queue.buffering.max.kbytes": 65536,
             **extra,
         }
     )
@@ -116,6 +118,10 @@ def make_consumer(cfg: Config, group: str, **extra: Any) -> Consumer:
             "max.poll.interval.ms": 300000,
             "partition.assignment.strategy": "range",
             "fetch.wait.max.ms": 10,
+            # bounded memory: prefetch at most this much, whatever the backlog
+            "queued.max.messages.kbytes": 8192,
+            "fetch.max.bytes": 4 * 1024 * 1024,
+            "max.partition.fetch.bytes": 512 * 1024,
             **extra,
         }
     )

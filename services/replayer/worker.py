@@ -23,7 +23,7 @@ from confluent_kafka import KafkaException, TopicPartition
 from ..core import metrics as m
 from ..core import publish
 from ..core.config import Config
-from ..core.db import ApplyResult, RegionDB
+from ..core.db import ApplyResult, Plan, RegionDB, plan_writes
 from ..core.errors import BadWrite, RegionGuardError, RegionUnavailable
 from ..core.kafka import Confirmer, KafkaDeliveryError, make_consumer, make_producer, replayer_group
 from ..core.rowcache import RowCache
@@ -48,12 +48,12 @@ class ReplayWorker:
         self.db = RegionDB(cfg, region)
         self.cache = RowCache.maybe(cfg)
         self.producer = make_producer(cfg)
-        self.consumer = make_consumer(cfg, replayer_group(cfg, region), **{"queued.max.messages.kbytes": 16384})
+        self.consumer = make_consumer(cfg, replayer_group(cfg, region), **{"queued.max.messages.kbytes": 4096})
         self.bucket = TokenBucket(cfg.replay.max_rate, burst=cfg.replay.batch_max)
         self.assigned: set[int] = set()
         self.reader = ReadAhead(self.consumer, topic=self.topic, batch_max=cfg.replay.batch_max, wait_s=0.005,
                                 owned=lambda: sorted(self.assigned), name=f"replayer {region}",
-                                decode=self._decode)
+                                decode=self._decode, prepare=self._plan)
         self.paused = False
         self.ready = False
         self.local_down_until = 0.0
@@ -80,6 +80,16 @@ class ReplayWorker:
     def _on_revoke(self, consumer, parts) -> None:
         self.assigned -= {tp.partition for tp in parts}
         self.reader.invalidate()
+
+    def _plan(self, batch: list[Record], decoded: list) -> Plan | None:
+        """Statements planned ahead when every record is a valid, unexpired write (the common case)."""
+        if not self.db.ready or any(w is None or isinstance(w, BadWrite) or w.expires_at is not None
+                                    for w in decoded):
+            return None
+        try:
+            return plan_writes(self.db.schemas, decoded, want_rows=self.cache is not None)
+        except RegionGuardError:
+            return None
 
     def _decode(self, rec: Record):
         if rec.header(H_FENCE) is not None:
@@ -127,9 +137,9 @@ class ReplayWorker:
                 if item is None:
                     self._maybe_finish()
                     continue
-                gen, batch, decoded, _ = item
+                gen, batch, decoded, plan = item
                 try:
-                    await self._process(batch, decoded, gen, stop)
+                    await self._process(batch, decoded, gen, stop, plan)
                 except Abandon:
                     self.reader.invalidate()
         finally:
@@ -175,7 +185,8 @@ class ReplayWorker:
             region=self.region, observer=f"replayer:{self.instance}", ok=False, kind=err.kind))
 
     # ---------------------------------------------------------------- one batch
-    async def _process(self, batch: list[Record], decoded: list, gen: int, stop: asyncio.Event) -> None:
+    async def _process(self, batch: list[Record], decoded: list, gen: int, stop: asyncio.Event,
+                       plan: Plan | None = None) -> None:
         if not self.active:
             self._start()
         now = datetime.now(timezone.utc)
@@ -193,7 +204,11 @@ class ReplayWorker:
                 writes.append(w)
                 recs.append(rec)
         await self.bucket.take(len(writes))
-        res = await self._apply(writes, gen, stop) if writes else ApplyResult()
+        if plan is not None and len(writes) == len(decoded):
+            writes = plan.writes  # same writes, same order: use the statements planned ahead
+        else:
+            plan = None
+        res = await self._apply(writes, gen, stop, plan) if writes else ApplyResult()
         for i, err in res.failed:
             dead.append((recs[i], err, str(writes[i].id)))
         await self._dead_letters(dead, gen, stop)
@@ -213,7 +228,7 @@ class ReplayWorker:
         self.last_record = time.monotonic()
         self._progress()
 
-    async def _apply(self, writes, gen: int, stop: asyncio.Event) -> ApplyResult:
+    async def _apply(self, writes, gen: int, stop: asyncio.Event, plan: Plan | None = None) -> ApplyResult:
         while True:
             if stop.is_set() or gen != self.reader.gen:
                 raise Abandon()
@@ -224,7 +239,7 @@ class ReplayWorker:
                 continue
             try:
                 t0 = time.perf_counter()
-                res = await self.db.apply(writes, source="replay", want_rows=self.cache is not None)
+                res = await self.db.apply(writes, source="replay", want_rows=self.cache is not None, plan=plan)
                 if self.cache is not None:
                     await self.cache.write(self.region, res.rows)
                 m.BATCH_SECONDS.labels(self.region, "replayer").observe(time.perf_counter() - t0)

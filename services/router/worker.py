@@ -67,7 +67,7 @@ class RegionWorker:
         self.local_down_until = 0.0            # our own connection failures (passive health)
         self.local_down_kind = ""
         self.backoff = cfg.router.retry_initial_s
-        self.consumer = make_consumer(cfg, router_group(cfg, region), **{"queued.max.messages.kbytes": 32768})
+        self.consumer = make_consumer(cfg, router_group(cfg, region), **{"queued.max.messages.kbytes": 4096})
         self.offsets_reader = make_consumer(cfg, replayer_group(cfg, region))
         self.reader = ReadAhead(self.consumer, topic=self.topic, batch_max=cfg.router.batch_max,
                                 wait_s=cfg.router.batch_wait_ms / 1000, owned=lambda: list(self.modes.parts),
