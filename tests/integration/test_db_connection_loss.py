@@ -47,3 +47,23 @@ async def test_connection_reset_mid_statement_is_region_unavailable(regions) -> 
         assert res.applied == 1
     finally:
         await db.close()
+
+
+async def test_a_table_created_after_start_is_picked_up(regions) -> None:
+    """An allow-listed table missing at start holds its writes (RegionNotReady) until the operator creates
+    it -- then the next apply must see it, not hold them until the router is restarted."""
+    from regionguard.core.errors import RegionNotReady
+
+    lr = regions(["eu"], schema="CREATE TABLE other (id bigint PRIMARY KEY)")
+    cfg = parse_config({"regions": {"eu": {"dsn": lr.dsn("eu")}},
+                        "tables": {"other": {"key": ["id"]}, "late": {"key": ["id"]}}})
+    db = RegionDB(cfg, "eu")
+    try:
+        w = WriteEvent(id=uuid.uuid4(), region="eu", table="late", op="upsert", key={"id": 1}, data={"v": "x"})
+        with pytest.raises(RegionNotReady):
+            await db.apply([w], source="router")
+        await lr.aexecute("eu", "CREATE TABLE late (id bigint PRIMARY KEY, v text)")
+        res = await db.apply([w], source="router")
+        assert res.applied == 1
+    finally:
+        await db.close()
