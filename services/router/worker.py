@@ -161,6 +161,8 @@ class RegionWorker:
                 log.warning("region %s: held watermark lookup failed (%s); treating p%d as held", self.region, exc, p)
                 high = 1
             self.modes.looked_up(p, high)
+            if p not in self.paused:  # a pause from an earlier ownership of p outlives the rebalance
+                self.consumer.resume([TopicPartition(self.topic, p)])
         await self._probe_if_due()
         closed = self.is_closed(self.region)
         self._do(self.modes.region_changed(closed))
@@ -422,20 +424,31 @@ class RegionWorker:
             # redelivery is safe: the inbox skips what was applied
             log.warning("region %s: offset commit failed (%s); records will be redelivered", self.region, exc)
 
+    def _owned_unpaused(self) -> list[TopicPartition]:
+        return [TopicPartition(self.topic, p) for p in self.modes.parts if p not in self.paused]
+
     async def _wait(self, seconds: float, stop: asyncio.Event) -> None:
-        """Sleep without falling out of the consumer group."""
+        """Sleep without falling out of the consumer group.
+
+        The owned partitions are paused meanwhile -- also ones a rebalance assigns during the wait --
+        and every owned one is resumed at the end: a pause outlives a rebalance, so a partition
+        revoked and assigned back while waiting would otherwise stay paused for good. A record
+        polled anyway is read again from its partition's commit, never dropped.
+        """
         end = time.monotonic() + seconds
-        assigned = [TopicPartition(self.topic, p) for p in self.modes.parts if p not in self.paused]
-        if assigned:
-            self.consumer.pause(assigned)
         try:
             while time.monotonic() < end and not stop.is_set():
-                self.consumer.poll(0)  # serves rebalance callbacks; returns nothing while paused
+                owned = self._owned_unpaused()
+                if owned:
+                    self.consumer.pause(owned)
+                msg = self.consumer.poll(0)  # serves rebalance callbacks
+                if msg is not None and msg.error() is None:
+                    self.reader.invalidate()
                 await asyncio.sleep(min(0.05, max(0.0, end - time.monotonic())))
         finally:
-            still = [tp for tp in assigned if tp.partition in self.modes.parts and tp.partition not in self.paused]
-            if still:
-                self.consumer.resume(still)
+            owned = self._owned_unpaused()
+            if owned:
+                self.consumer.resume(owned)
 
 
 class Outbox:
