@@ -20,6 +20,13 @@ from typing import Any
 
 import asyncpg
 import pytest
+from hypothesis import settings as hypothesis_settings
+
+# CI runs the property tests on a fixed seed sequence, so a landing can't fail on a
+# new random example; local runs keep exploring (and CI still runs every example).
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 from tests.harness import (
     DEFAULT_REGIONS,

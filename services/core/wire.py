@@ -34,7 +34,7 @@ class WireWrite(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     policy: Policy = Policy.hold
     fallback_regions: list[str] = []
     expires_at: datetime | None = None
-    created_at: datetime | None = None
+    created_at: datetime = None  # type: ignore[assignment]  # absent is fine, null is not (as in WriteEvent)
     meta: dict[str, Any] = {}
 
     def row(self) -> dict[str, Any]:
