@@ -34,7 +34,6 @@ import json
 import math
 import os
 import random
-import re
 import statistics
 import sys
 import tempfile

@@ -7,7 +7,6 @@ The router (direct mode) and the replayer (held backlog) share
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field

@@ -25,7 +25,7 @@ from ..core import metrics as m
 from ..core import publish
 from ..core.config import Config
 from ..core.db import Plan, RegionDB, plan_writes
-from ..core.errors import BadWrite, RegionGuardError, RegionNotReady, RegionUnavailable
+from ..core.errors import BadWrite, RegionGuardError, RegionUnavailable
 from ..core.kafka import Confirmer, KafkaDeliveryError, make_consumer, replayer_group, router_group
 from ..core.rowcache import RowCache
 from ..core.readahead import ReadAhead

@@ -12,7 +12,6 @@ from regionguard.client import FeatureFlags, RegionStates, StaleViewError
 from regionguard.client.testing import StatePublisher
 from regionguard.core.kafka import Confirmer, ensure_topics, make_producer
 from regionguard.core.models import FeatureFlags as FeatureFlagsRecord
-from regionguard.core.models import RegionState, State
 from tests.harness import Broker, make_config
 
 pytestmark = pytest.mark.timeout(60)

@@ -5,7 +5,6 @@ RegionState goes open -> half_open -> closed on the real broker."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from regionguard.core.config import parse_config
 from regionguard.core.models import Observation, RegionState
