@@ -195,7 +195,7 @@ class ChaosRun:
                 n += 1
                 self._sleep(0.5)
             f.end = time.time()
-            f.note = f"{n} resets"
+            f.note = f"{n} connection resets, 0.5 s apart"
         elif f.kind in ("kill_router", "kill_replayer", "kill_health"):
             target = self._leader() if f.kind == "kill_health" else f.target
             f.target = target
