@@ -51,6 +51,7 @@ class ReplayWorker:
         self.consumer = make_consumer(cfg, replayer_group(cfg, region), **{"queued.max.messages.kbytes": 4096})
         self.bucket = TokenBucket(cfg.replay.max_rate, burst=cfg.replay.batch_max)
         self.assigned: set[int] = set()
+        self.resume_due = False
         self.reader = ReadAhead(self.consumer, topic=self.topic, batch_max=cfg.replay.batch_max, wait_s=0.005,
                                 owned=lambda: sorted(self.assigned), name=f"replayer {region}",
                                 decode=self._decode, prepare=self._plan)
@@ -74,6 +75,7 @@ class ReplayWorker:
     def _on_assign(self, consumer, parts) -> None:
         self.assigned |= {tp.partition for tp in parts}
         self.reader.invalidate()
+        self.resume_due = True  # a pause can outlive a revoke/assign: resume explicitly when running
         if self.paused:
             consumer.pause(parts)
 
@@ -114,8 +116,8 @@ class ReplayWorker:
             self.reader.invalidate()  # read everything again from the committed offsets, this record included
 
     def _resume(self) -> None:
-        if self.paused:
-            self.paused = False
+        if self.paused or self.resume_due:
+            self.paused = self.resume_due = False
             if self.assigned:
                 self.consumer.resume(self._parts())
 

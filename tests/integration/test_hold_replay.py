@@ -58,9 +58,10 @@ def test_outage_holds_then_replays_in_order_exactly_once(regions, rg_config, ser
     events = read_json(cfg.bootstrap, cfg.topic("failover-events"), idle=0.5)
     kinds = Counter(e["kind"] for e in events if e["region"] == "eu")
     assert kinds["hold_started"] >= 1 and kinds["replay_started"] >= 1 and kinds["replay_finished"] >= 1
-    finished = [e for e in events if e["kind"] == "replay_finished"][-1]["detail"]
-    assert finished["applied"] + finished["duplicates"] + finished["stale"] >= 30
-    assert {"applied", "duplicates", "stale", "expired", "dead_lettered", "seconds"} <= set(finished)
+    finished = [e["detail"] for e in events if e["kind"] == "replay_finished"]
+    # a drain may be reported in more than one run when the held writes arrive with gaps
+    assert sum(f["applied"] + f["duplicates"] + f["stale"] for f in finished) >= 30
+    assert all({"applied", "duplicates", "stale", "expired", "dead_lettered", "seconds"} <= set(f) for f in finished)
     replayer.terminate()
     router.terminate()
     assert router.returncode == 0 and replayer.returncode == 0
