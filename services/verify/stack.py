@@ -37,7 +37,7 @@ class Stack:
                  overrides: Mapping[str, Any] | None = None, prefix: str | None = None,
                  pg_host: str = "127.0.0.1", pg_port: int = 5432,
                  log: Callable[[str], None] | None = None) -> None:
-        self.workdir = Path(workdir)
+        self.workdir = Path(workdir).resolve()  # services run with it as cwd: keep every path absolute
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.logdir = self.workdir / "logs"
         self.region_names = tuple(regions)
