@@ -413,7 +413,7 @@ class Demo:
             con.print(res.report(), style="red")
         con.print(f"report: {self.out / 'report.md'}, timeline: "
                   f"{self.out / 'timeline.png' if not png_err else png_err}, logs: {self.out / 'logs'}")
-        print(res.result_line(), flush=True)
+        self.result = res.result_line()  # printed by main() after teardown: it must be the last line
 
     def markdown(self, res, counts: dict[str, int], held: dict[str, int], features: list[str], png_err: str) -> str:
         lines = ["# regionguard demo report", "",
@@ -632,7 +632,11 @@ def main(args: argparse.Namespace) -> int:
     from .verify.stack import StackError
 
     try:
-        return demo.run()
+        rc = demo.run()
+        if getattr(demo, "result", None):
+            sys.stderr.flush()
+            print(demo.result, flush=True)
+        return rc
     except KeyboardInterrupt:
         console.print("interrupted; cleaned up")
         return 130
