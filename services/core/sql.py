@@ -6,8 +6,10 @@ always bind parameters. A batch of N rows is one statement: one ``text[]``
 parameter per column, expanded with ``unnest`` and cast server-side to the
 column's type as the catalog names it, so PostgreSQL does the conversion (a
 bad value is a data error we can isolate, never an injection). Measured on
-this machine: as fast as typed arrays and ~15% faster than
-``jsonb_populate_recordset``, while accepting any column type.
+this machine (best of 4 runs, 30k writes): 10.7 µs per write against 10.6 µs
+for typed arrays and 10.6 µs for ``jsonb_populate_recordset`` (earlier, noisier
+runs had favoured unnest by ~15%); we keep it because it accepts any column
+type with the catalog's own casts.
 
 Every statement takes ``$1..$n`` = one text array per column of ``columns``
 (see :func:`column_arrays`); its command status (``INSERT 0 n``,
