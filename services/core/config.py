@@ -115,10 +115,20 @@ class RouterConfig(_Frozen):
     batch_max: int = Field(1000, ge=1, le=100_000, description="Writes per DB transaction.")
     batch_wait_ms: int = Field(5, ge=0, description="How long a batch may wait to fill up.")
     pool_size: int = Field(4, ge=1, description="asyncpg connections per region (the bulkhead).")
+    lanes: int = Field(2, ge=1, le=64, description=(
+        "Consumers per region in one router process, each applying its share of the partitions on its own "
+        "connection, so PostgreSQL and Python work at the same time. Needs pool_size >= lanes."))
     retry_initial_s: float = Field(0.05, gt=0, description="First backoff after a transient DB error.")
     retry_max_s: float = Field(2.0, gt=0, description="Cap of the exponential backoff.")
     statement_timeout_s: float = Field(5.0, gt=0, description="Client-side timeout of one DB statement.")
     group_id: str = Field("router", description="Consumer group name (prefixed; one group per region).")
+
+    @model_validator(mode="after")
+    def _lanes_have_connections(self):
+        if self.lanes > self.pool_size:
+            raise ValueError(f"lanes ({self.lanes}) exceeds pool_size ({self.pool_size}): "
+                             "each lane needs its own connection")
+        return self
 
 
 class FeatureConfig(_Frozen):
@@ -130,6 +140,9 @@ class FeatureConfig(_Frozen):
 class ReplayConfig(_Frozen):
     max_rate: float = Field(20_000, ge=0, description="Writes/s per region; 0 means unlimited.")
     batch_max: int = Field(1000, ge=1, description="Held writes per replay transaction.")
+    lanes: int = Field(2, ge=1, le=64, description=(
+        "Consumers per region in one replayer process (as router.lanes); max_rate is shared by them. "
+        "Needs router.pool_size >= lanes."))
     group_id: str = Field("replayer", description="Consumer group name; its offsets gate the switch back to direct.")
 
 
@@ -174,6 +187,9 @@ class Config(_Frozen):
 
     @model_validator(mode="after")
     def _fallbacks_exist(self):
+        if self.replay.lanes > self.router.pool_size:
+            raise ValueError(f"replay.lanes ({self.replay.lanes}) exceeds router.pool_size "
+                             f"({self.router.pool_size}): each lane needs its own connection")
         for name, region in self.regions.items():
             for fb in region.fallbacks:
                 if fb not in self.regions:
@@ -201,14 +217,14 @@ class Config(_Frozen):
 
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "config"
+    loc = ".".join(str(p) for p in err["loc"])
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
     elif err["type"] == "missing":
         msg = "required field is missing"
     msg = msg.removeprefix("Value error, ")
-    return f"{loc}: {msg}"
+    return f"{loc}: {msg}" if loc else msg  # a rule across sections names its fields itself
 
 
 def parse_config(data: Any, *, source: str = "config") -> Config:

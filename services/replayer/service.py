@@ -1,4 +1,4 @@
-"""``regionguard replayer``: one :class:`ReplayWorker` per region until SIGTERM."""
+"""``regionguard replayer``: ``replay.lanes`` :class:`ReplayWorker` lanes per region until SIGTERM."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import socket
 
 from ..core import metrics
 from ..core.config import load_config
-from ..core.kafka import ensure_topics
+from ..core.gctune import tune_for_throughput
+from ..core.kafka import ensure_topics, make_producer
 from ..core.log import setup_logging
 from ..router.service import _state_view, install_signal_handlers, parse_regions
+from .region import RegionReplay
 from .worker import ReplayWorker
 
 log = logging.getLogger(__name__)
@@ -41,11 +43,18 @@ def main(args: argparse.Namespace) -> int:
         def is_closed(region: str) -> bool:
             return True if view is None else view.is_closed(region)
 
-        workers = [ReplayWorker(cfg, r, is_closed=is_closed, instance=instance) for r in regions]
-        log.info("replayer %s for regions %s", instance, ", ".join(regions))
+        events = make_producer(cfg)  # the regions' session events and readiness records
+        shared = {r: RegionReplay(cfg, r, producer=events, view_closed=is_closed, instance=instance) for r in regions}
+        workers = [ReplayWorker(cfg, r, shared=shared[r], lane=lane)
+                   for r in regions for lane in range(cfg.replay.lanes)]
+        log.info("replayer %s for regions %s (%d lane(s) each)", instance, ", ".join(regions), cfg.replay.lanes)
+        tune_for_throughput()
         try:
             await asyncio.gather(*(w.run(stop) for w in workers))
         finally:
+            events.flush(5)
+            for s in shared.values():
+                await s.close()
             if view is not None:
                 view.stop()
             log.info("replayer %s stopped", instance)

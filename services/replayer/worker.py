@@ -1,4 +1,4 @@
-"""One region's replayer: drain ``rg.held.<region>`` into the recovered region.
+"""One lane of one region's replayer: drain ``rg.held.<region>`` into the recovered region.
 
 It waits while the region is not closed; on recovery it validates readiness
 (connects, a writable primary, inbox and allow-listed tables present),
@@ -8,6 +8,10 @@ the router's inbox-dedup and version rules (:func:`regionguard.core.db.apply_wri
 Its committed offsets are what the router's fence-and-switch waits for, so
 an offset is committed only after the batch's transaction and its dead
 letters are durable.
+
+A region has ``replay.lanes`` lanes, each owning a share of the held
+partitions (as the router's lanes do); what they share -- pool, readiness,
+rate limit, the replay session's events -- is in ``region.py``.
 """
 
 from __future__ import annotations
@@ -16,22 +20,21 @@ import asyncio
 import logging
 import time
 from datetime import datetime, timezone
-from typing import Callable
 
 from confluent_kafka import KafkaException, TopicPartition
 
 from ..core import metrics as m
 from ..core import publish
 from ..core.config import Config
-from ..core.db import ApplyResult, Plan, RegionDB, plan_writes
+from ..core.db import ApplyResult, Plan, plan_writes
 from ..core.errors import BadWrite, RegionGuardError, RegionUnavailable
 from ..core.kafka import Confirmer, KafkaDeliveryError, make_consumer, make_producer, replayer_group
 from ..core.rowcache import RowCache
-from ..core.models import ControlRecord, DeadReason, FailoverEvent, Observation
+from ..core.models import ControlRecord, DeadReason
 from ..core.readahead import ReadAhead
 from ..core.writes import Record, decode_write
 from ..router.decide import H_FENCE
-from .ratelimit import TokenBucket
+from .region import RegionReplay
 
 log = logging.getLogger(__name__)
 
@@ -41,36 +44,29 @@ class Abandon(Exception):
 
 
 class ReplayWorker:
-    def __init__(self, cfg: Config, region: str, *, is_closed: Callable[[str], bool], instance: str) -> None:
-        self.cfg, self.region, self.instance = cfg, region, instance
-        self.view_closed = is_closed
+    def __init__(self, cfg: Config, region: str, *, shared: RegionReplay, lane: int = 0) -> None:
+        self.cfg, self.region, self.lane = cfg, region, lane
         self.topic = cfg.topic("held", region)
-        self.db = RegionDB(cfg, region)
-        self.cache = RowCache.maybe(cfg)
         self.producer = make_producer(cfg)
+        self.shared = shared
+        self.db = self.shared.db
+        self.cache = RowCache.maybe(cfg)
         self.consumer = make_consumer(cfg, replayer_group(cfg, region), **{"queued.max.messages.kbytes": 4096})
-        self.bucket = TokenBucket(cfg.replay.max_rate, burst=cfg.replay.batch_max)
         self.assigned: set[int] = set()
         self.resume_due = False
+        lane_tag = f" lane {lane}" if cfg.replay.lanes > 1 else ""
         self.reader = ReadAhead(self.consumer, topic=self.topic, batch_max=cfg.replay.batch_max, wait_s=0.005,
-                                owned=lambda: sorted(self.assigned), name=f"replayer {region}",
+                                owned=lambda: sorted(self.assigned), name=f"replayer {region}{lane_tag}",
                                 decode=self._decode, prepare=self._plan)
         self.paused = False
-        self.ready = False
-        self.local_down_until = 0.0
         self.backoff = cfg.router.retry_initial_s
         self.active = False
-        self.counts = ApplyResult()
-        self.expired = 0
-        self.dead = 0
-        self.started = 0.0
         self.last_record = 0.0
-        self.last_progress = 0.0
         self.touched: dict[int, int] = {}
 
     # ---------------------------------------------------------------- state
     def is_closed(self) -> bool:
-        return time.monotonic() >= self.local_down_until and self.view_closed(self.region)
+        return self.shared.is_closed()
 
     def _on_assign(self, consumer, parts) -> None:
         self.assigned |= {tp.partition for tp in parts}
@@ -94,8 +90,8 @@ class ReplayWorker:
             return None
 
     def _decode(self, rec: Record):
-        if rec.header(H_FENCE) is not None:
-            return None  # a router's fence: only its offset matters
+        if rec.value is None and rec.header(H_FENCE) is not None:
+            return None  # a router's fence (it has no value): only its offset matters
         return decode_write(rec.value, region=self.region, cfg=self.cfg)
 
     def _parts(self) -> list[TopicPartition]:
@@ -131,7 +127,7 @@ class ReplayWorker:
                 if not self.is_closed():
                     await self._wait_closed(stop)
                     continue
-                if not self.ready:
+                if not self.shared.ready:
                     await self._check_ready(stop)
                     continue
                 self._resume()
@@ -151,40 +147,20 @@ class ReplayWorker:
                 self.consumer.close()
             except Exception:  # noqa: BLE001
                 pass
-            await self.db.close()
 
     async def _wait_closed(self, stop: asyncio.Event) -> None:
-        if self.ready:
-            log.info("region %s is not closed: replay waits", self.region)
-        self.ready = False
+        self.shared.not_closed()
         self._pause()
         self._serve()
         await _sleep(0.1, stop)
 
     async def _check_ready(self, stop: asyncio.Event) -> None:
-        try:
-            await self.db.check_ready()
-        except RegionGuardError as err:
-            log.warning("region %s not ready for replay: %s", self.region, err)
-            publish.control(self.cfg, self.producer, ControlRecord(
-                kind="replay_not_ready", region=self.region, service="replayer", detail={"reason": str(err)[:300]}))
-            if isinstance(err, RegionUnavailable):
-                self._mark_down(err)
-            self._serve()
-            await _sleep(min(self.backoff, 1.0), stop)
-            self.backoff = min(self.backoff * 2, self.cfg.router.retry_max_s)
+        if await self.shared.check_ready() is None:
+            self.backoff = self.cfg.router.retry_initial_s
             return
-        self.ready = True
-        self.backoff = self.cfg.router.retry_initial_s
-        log.info("region %s ready for replay", self.region)
-        publish.control(self.cfg, self.producer, ControlRecord(kind="replay_ready", region=self.region, service="replayer"))
-
-    def _mark_down(self, err: RegionUnavailable) -> None:
-        self.local_down_until = time.monotonic() + max(self.backoff, 0.5)
-        self.ready = False
-        m.APPLY_ERRORS.labels(self.region, err.kind).inc()
-        publish.observation(self.cfg, self.producer, Observation(
-            region=self.region, observer=f"replayer:{self.instance}", ok=False, kind=err.kind))
+        self._serve()
+        await _sleep(min(self.backoff, 1.0), stop)
+        self.backoff = min(self.backoff * 2, self.cfg.router.retry_max_s)
 
     # ---------------------------------------------------------------- one batch
     async def _process(self, batch: list[Record], decoded: list, gen: int, stop: asyncio.Event,
@@ -193,6 +169,7 @@ class ReplayWorker:
             self._start()
         now = datetime.now(timezone.utc)
         writes, recs, dead = [], [], []
+        expired = 0
         for rec, w in zip(batch, decoded):
             if w is None:
                 continue  # fence
@@ -201,11 +178,11 @@ class ReplayWorker:
             elif w.expires_at is not None and w.expires_at <= now:
                 dead.append((rec, BadWrite(DeadReason.expired, f"expired at {w.expires_at.isoformat()} while held"),
                              str(w.id)))
-                self.expired += 1
+                expired += 1
             else:
                 writes.append(w)
                 recs.append(rec)
-        await self.bucket.take(len(writes))
+        await self.shared.bucket.take(len(writes))
         if plan is not None and len(writes) == len(decoded):
             writes = plan.writes  # same writes, same order: use the statements planned ahead
         else:
@@ -214,9 +191,8 @@ class ReplayWorker:
         for i, err in res.failed:
             dead.append((recs[i], err, str(writes[i].id)))
         await self._dead_letters(dead, gen, stop)
-        self._commit(batch, gen)
-        self.counts.add(ApplyResult(res.applied, res.duplicates, res.stale))
-        self.dead += len(dead)
+        await self._commit(batch, gen)
+        self.shared.lane_batch(res, dead=len(dead), expired=expired)
         outcome = {"applied": res.applied, "duplicate": res.duplicates, "stale": res.stale,
                    "dead_letter": len(dead)}
         for k, v in outcome.items():
@@ -228,7 +204,7 @@ class ReplayWorker:
         for rec in batch:
             self.touched[rec.partition] = max(self.touched.get(rec.partition, -1), rec.offset)
         self.last_record = time.monotonic()
-        self._progress()
+        self._backlog_gauge()
 
     async def _apply(self, writes, gen: int, stop: asyncio.Event, plan: Plan | None = None) -> ApplyResult:
         while True:
@@ -249,7 +225,7 @@ class ReplayWorker:
                 return res
             except RegionUnavailable as err:
                 log.warning("region %s lost during replay: %s", self.region, err)
-                self._mark_down(err)
+                self.shared.mark_down(err)
             except RegionGuardError as err:
                 log.warning("region %s: replay apply failed (%s); retrying", self.region, err)
                 m.APPLY_ERRORS.labels(self.region, getattr(err, "kind", type(err).__name__)).inc()
@@ -274,15 +250,19 @@ class ReplayWorker:
                     raise Abandon() from exc
                 await _sleep(1.0, stop)
 
-    def _commit(self, batch: list[Record], gen: int) -> None:
+    async def _commit(self, batch: list[Record], gen: int) -> None:
+        """Commit and wait for the broker: the router's switch back to direct reads these offsets.
+
+        Waited for in a thread, so the other lanes and the read-ahead go on meanwhile.
+        """
         if gen != self.reader.gen:
             raise Abandon()
         last: dict[int, int] = {}
         for rec in batch:
             last[rec.partition] = max(last.get(rec.partition, -1), rec.offset)
+        offsets = [TopicPartition(self.topic, p, o + 1) for p, o in last.items()]
         try:
-            self.consumer.commit(offsets=[TopicPartition(self.topic, p, o + 1) for p, o in last.items()],
-                                 asynchronous=False)
+            await asyncio.to_thread(self.consumer.commit, offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             log.warning("region %s: replay commit failed (%s); the batch will be replayed again", self.region, exc)
             raise Abandon() from exc
@@ -290,29 +270,8 @@ class ReplayWorker:
     # ---------------------------------------------------------------- events
     def _start(self) -> None:
         self.active = True
-        self.started = time.monotonic()
-        self.counts = ApplyResult()
-        self.expired = self.dead = 0
         self.touched = {}
-        m.REPLAY_ACTIVE.labels(self.region).set(1)
-        log.info("region %s: replay started", self.region)
-        publish.failover_event(self.cfg, self.producer, FailoverEvent(
-            kind="replay_started", region=self.region, service="replayer", detail={"instance": self.instance}))
-
-    def _summary(self) -> dict:
-        c = self.counts
-        return {"applied": c.applied, "duplicates": c.duplicates, "stale": c.stale, "expired": self.expired,
-                "dead_lettered": self.dead, "seconds": round(time.monotonic() - self.started, 3),
-                "instance": self.instance}
-
-    def _progress(self) -> None:
-        now = time.monotonic()
-        m.REPLAY_LAST_PROGRESS.labels(self.region).set(time.time())
-        self._backlog_gauge()
-        if now - self.last_progress >= 1.0:
-            self.last_progress = now
-            publish.failover_event(self.cfg, self.producer, FailoverEvent(
-                kind="replay_progress", region=self.region, service="replayer", detail=self._summary()))
+        self.shared.lane_active(self.lane)
 
     def _backlog_gauge(self) -> None:
         """Approximate: the broker's high watermark minus our position (tansu's watermark is coarse)."""
@@ -324,22 +283,17 @@ class ReplayWorker:
                     total += high - tp.offset
         except KafkaException:
             return
-        m.HELD_BACKLOG.labels(self.region).set(total)
+        self.shared.lane_backlog(self.lane, total)
 
     def _maybe_finish(self) -> None:
-        """Idle for a moment after activity: the backlog is drained (for now)."""
+        """Idle for a moment after activity: this lane's backlog is drained (for now)."""
         if not self.active or time.monotonic() - self.last_record < 0.3:
             return
         self.active = False
-        m.REPLAY_ACTIVE.labels(self.region).set(0)
-        m.HELD_BACKLOG.labels(self.region).set(0)
         for p, off in sorted(self.touched.items()):
             publish.control(self.cfg, self.producer, ControlRecord(
                 kind="drained", region=self.region, partition=p, offset=off + 1, service="replayer"))
-        summary = self._summary()
-        log.info("region %s: replay finished %s", self.region, summary)
-        publish.failover_event(self.cfg, self.producer, FailoverEvent(
-            kind="replay_finished", region=self.region, service="replayer", detail=summary))
+        self.shared.lane_idle(self.lane)
         self.producer.poll(0)
 
 

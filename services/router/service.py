@@ -12,9 +12,11 @@ import socket
 from ..core import metrics
 from ..core.config import Config, load_config
 from ..core.db import RegionDB
+from ..core.gctune import tune_for_throughput
 from ..core.kafka import ensure_topics, make_producer
 from ..core.log import setup_logging
 from ..core.rowcache import RowCache
+from .region import RegionShare
 from .worker import RegionWorker
 
 log = logging.getLogger(__name__)
@@ -62,10 +64,17 @@ class Router:
         self.dbs = {r: RegionDB(self.cfg, r) for r in self.cfg.regions}
         cache = RowCache.maybe(self.cfg)
         for region in self.regions:
-            self.workers.append(RegionWorker(
-                self.cfg, region, dbs=self.dbs, producer=make_producer(self.cfg),
-                is_closed=self.is_closed, instance=self.instance, cache=cache))
-        log.info("router %s routing regions %s", self.instance, ", ".join(self.regions))
+            # a producer per lane: a lane waits for its own deliveries in a thread (Confirmer)
+            producers = [make_producer(self.cfg) for _ in range(self.cfg.router.lanes)]
+            share = RegionShare(self.cfg, region, db=self.dbs[region], producer=producers[0],
+                                view_closed=self.is_closed, instance=self.instance)
+            for lane, producer in enumerate(producers):
+                self.workers.append(RegionWorker(
+                    self.cfg, region, dbs=self.dbs, producer=producer, is_closed=self.is_closed,
+                    instance=self.instance, cache=cache, share=share, lane=lane))
+        log.info("router %s routing regions %s (%d lane(s) each)", self.instance, ", ".join(self.regions),
+                 self.cfg.router.lanes)
+        tune_for_throughput()
         try:
             await asyncio.gather(*(w.run(stop) for w in self.workers))
         finally:

@@ -1,8 +1,16 @@
-"""One region's router: consume ``rg.writes.<region>``, apply or hold, commit.
+"""One lane of one region's router: consume ``rg.writes.<region>``, apply or hold, commit.
 
-Each region has its own consumer, pool and loop (a bulkhead): a slow or dead
-region never slows the others. A batch goes through three steps, and the
-source offsets are committed only after all of them are durable:
+Each region has its own consumers, pool and tasks (a bulkhead): a slow or dead
+region never slows the others. A region is served by ``router.lanes`` lanes,
+each a member of the region's consumer group, so each owns a share of the
+partitions and applies on its own connection: PostgreSQL works on one lane's
+batch while Python decodes and plans another's (measured: one lane left both
+the router and PostgreSQL half idle, waiting on each other). A key lives in
+one partition, so per-key order is still one lane's order. What the lanes of
+a region share (passive health, the hold summary) is in ``region.py``.
+
+A batch goes through three steps, and the source offsets are committed only
+after all of them are durable:
 
 1. direct writes: one DB transaction (inbox dedup, per-key order, savepoints);
 2. held writes: produced to ``rg.held.<region>`` on the same partition;
@@ -29,11 +37,12 @@ from ..core.errors import BadWrite, RegionGuardError, RegionUnavailable
 from ..core.kafka import Confirmer, KafkaDeliveryError, make_consumer, replayer_group, router_group
 from ..core.rowcache import RowCache
 from ..core.readahead import ReadAhead
-from ..core.models import DeadReason, FailoverEvent, Observation, WriteEvent
+from ..core.models import DeadReason, WriteEvent
 from ..core.writes import Record, decode_write
 from . import decide
 from .decide import Route
 from .modes import Action, Mode, PartitionModes
+from .region import RegionShare
 
 log = logging.getLogger(__name__)
 
@@ -54,70 +63,49 @@ class RegionWorker:
     def __init__(
         self, cfg: Config, region: str, *, dbs: dict[str, RegionDB], producer: Producer,
         is_closed: Callable[[str], bool], instance: str, cache: RowCache | None = None,
+        share: RegionShare | None = None, lane: int = 0,
     ) -> None:
         self.cfg, self.region, self.dbs, self.producer = cfg, region, dbs, producer
         self.db = dbs[region]
         self.view_closed = is_closed
-        self.instance = instance
+        self.share = share or RegionShare(cfg, region, db=self.db, producer=producer, view_closed=is_closed,
+                                          instance=instance)
+        self.lane = lane
+        self.instance = instance if cfg.router.lanes == 1 else f"{instance}/{lane}"
         self.cache = cache
         self.topic = cfg.topic("writes", region)
         self.held_topic = cfg.topic("held", region)
         self.modes = PartitionModes()
         self.paused: set[int] = set()          # paused for draining
-        self.local_down_until = 0.0            # our own connection failures (passive health)
-        self.local_down_kind = ""
-        self.backoff = cfg.router.retry_initial_s
+        self.backoff = cfg.router.retry_initial_s  # transient DB errors of this lane
         self.consumer = make_consumer(cfg, router_group(cfg, region), **{"queued.max.messages.kbytes": 4096})
         self.offsets_reader = make_consumer(cfg, replayer_group(cfg, region))
         self.reader = ReadAhead(self.consumer, topic=self.topic, batch_max=cfg.router.batch_max,
                                 wait_s=cfg.router.batch_wait_ms / 1000, owned=lambda: list(self.modes.parts),
                                 decode=lambda rec: decode_write(rec.value, region=region, cfg=cfg),
-                                prepare=self._plan, name=f"router {region}")
+                                prepare=self._plan, name=self._name())
         self._last_drain_check = 0.0
-        self._holding = False
         self.stats = {"applied": 0, "duplicates": 0, "stale": 0, "held": 0, "dead": 0, "failover": 0}
 
     # availability ----------------------------------------------------------
     def is_closed(self, region: str) -> bool:
-        if region == self.region and self.local_down_kind:
-            return False  # our own connection failed: hold until a probe of ours succeeds
-        return self.view_closed(region)
+        return self.share.is_closed(region)
 
-    async def _probe_if_due(self) -> None:
-        """Passive health: after a connection failure, probe with backoff until the region answers."""
-        if not self.local_down_kind or time.monotonic() < self.local_down_until:
-            return
-        try:
-            await self.db.ping()
-        except RegionUnavailable as err:
-            self._mark_down(err)
-            return
-        except RegionGuardError as err:
-            log.warning("region %s: probe answered with %s", self.region, err)
-        log.info("region %s answers again", self.region)
-        self.local_down_kind = ""
-        self.backoff = self.cfg.router.retry_initial_s
-        publish.observation(self.cfg, self.producer, Observation(
-            region=self.region, observer=f"router:{self.instance}", ok=True, kind="ok"))
+    def _lane_tag(self) -> str:
+        return f" (lane {self.lane})" if self.cfg.router.lanes > 1 else ""
 
-    def _mark_down(self, err: RegionUnavailable) -> None:
-        log.warning("region %s: %s; holding its writes", self.region, err)
-        self.local_down_until = time.monotonic() + max(self.backoff, 0.5)
-        self.local_down_kind = err.kind
-        self.backoff = min(self.backoff * 2, self.cfg.router.retry_max_s)
-        m.APPLY_ERRORS.labels(self.region, err.kind).inc()
-        publish.observation(self.cfg, self.producer, Observation(
-            region=self.region, observer=f"router:{self.instance}", ok=False, kind=err.kind))
+    def _name(self) -> str:
+        return f"router {self.region}{self._lane_tag()}"
 
     # rebalances -------------------------------------------------------------
     def _on_assign(self, consumer, parts) -> None:
         ps = [tp.partition for tp in parts]
-        log.info("region %s: assigned partitions %s", self.region, ps)
+        log.info("region %s: assigned partitions %s%s", self.region, ps, self._lane_tag())
         self.modes.assigned(ps)
 
     def _on_revoke(self, consumer, parts) -> None:
         ps = [tp.partition for tp in parts]
-        log.info("region %s: revoked partitions %s", self.region, ps)
+        log.info("region %s: revoked partitions %s%s", self.region, ps, self._lane_tag())
         self.modes.revoked(ps)
         self.paused.difference_update(ps)
         self.reader.invalidate()
@@ -163,7 +151,7 @@ class RegionWorker:
             self.modes.looked_up(p, high)
             if p not in self.paused:  # a pause from an earlier ownership of p outlives the rebalance
                 self.consumer.resume([TopicPartition(self.topic, p)])
-        await self._probe_if_due()
+        await self.share.probe_if_due()
         closed = self.is_closed(self.region)
         self._do(self.modes.region_changed(closed))
         if closed and self.modes.draining() and time.monotonic() - self._last_drain_check > 0.1:
@@ -178,16 +166,7 @@ class RegionWorker:
                 off = tp.offset if tp.offset is not None and tp.offset >= 0 else None
                 self._do(self.modes.replayer_progress(tp.partition, off))
         counts = self.modes.counts()
-        held_now = counts["held"] + counts["draining"]
-        m.HELD_PARTITIONS.labels(self.region).set(held_now)
-        if held_now and not self._holding:
-            self._holding = True
-            publish.failover_event(self.cfg, self.producer, FailoverEvent(
-                kind="hold_started", region=self.region, service="router", detail={"instance": self.instance}))
-        elif not held_now and self._holding and counts["direct"]:
-            self._holding = False
-            publish.failover_event(self.cfg, self.producer, FailoverEvent(
-                kind="direct_resumed", region=self.region, service="router", detail={"instance": self.instance}))
+        self.share.report(self.lane, counts["held"] + counts["draining"], counts["direct"])
 
     def _do(self, actions: list[tuple[Action, int]]) -> None:
         for action, p in actions:
@@ -283,7 +262,7 @@ class RegionWorker:
                 log.warning("region %s opened while a batch was in flight; holding it", self.region)
                 continue
             except RegionUnavailable as err:
-                self._mark_down(err)
+                self.share.mark_down(err)
                 continue
             except RegionGuardError as err:
                 kind = getattr(err, "kind", type(err).__name__)
@@ -371,7 +350,7 @@ class RegionWorker:
             m.FAILOVER_APPLIED.labels(self.region, fb).inc(len(items) - len(failed))
             self.stats["failover"] += len(items) - len(failed)
         held_at = now.isoformat().encode()
-        reason = (self.local_down_kind or "region_not_closed").encode()
+        reason = (self.share.down_kind or "region_not_closed").encode()
         for rec, w, fb in plain:
             headers = [
                 (decide.H_REASON, reason),

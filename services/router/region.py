@@ -1,0 +1,101 @@
+"""What the lanes of one region share inside one router process.
+
+A region is served by ``router.lanes`` workers (see ``worker.py``), each a
+member of the region's consumer group with its own share of the partitions.
+Two things are about the region as a whole, not about a lane:
+
+* **Passive health**: a connection failure seen by any lane takes the region
+  out for every lane of this process (hold, don't hammer), and one probe with
+  backoff brings it back. The health service sees one observer,
+  ``router:<instance>``, however many lanes there are: its quorum counts
+  processes, not lanes.
+* **The hold summary**: the ``regionguard_held_partitions`` gauge and the
+  ``hold_started`` / ``direct_resumed`` events sum over the lanes, so a
+  dashboard or the demo sees one region, not one lane.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+from confluent_kafka import Producer
+
+from ..core import metrics as m
+from ..core import publish
+from ..core.config import Config
+from ..core.db import RegionDB
+from ..core.errors import RegionGuardError, RegionUnavailable
+from ..core.models import FailoverEvent, Observation
+
+log = logging.getLogger(__name__)
+
+
+class RegionShare:
+    def __init__(self, cfg: Config, region: str, *, db: RegionDB, producer: Producer,
+                 view_closed: Callable[[str], bool], instance: str) -> None:
+        self.cfg, self.region, self.db, self.producer = cfg, region, db, producer
+        self.view_closed = view_closed
+        self.instance = instance
+        self.down_until = 0.0         # our own connection failures (passive health)
+        self.down_kind = ""
+        self.backoff = cfg.router.retry_initial_s
+        self._probing = False
+        self._lanes: dict[int, tuple[int, int]] = {}  # lane -> (held or draining, direct)
+        self._holding = False
+
+    # passive health -------------------------------------------------------------
+    def is_closed(self, region: str) -> bool:
+        if region == self.region and self.down_kind:
+            return False  # our own connection failed: hold until a probe of ours succeeds
+        return self.view_closed(region)
+
+    def mark_down(self, err: RegionUnavailable) -> None:
+        log.warning("region %s: %s; holding its writes", self.region, err)
+        self.down_until = time.monotonic() + max(self.backoff, 0.5)
+        self.down_kind = err.kind
+        self.backoff = min(self.backoff * 2, self.cfg.router.retry_max_s)
+        m.APPLY_ERRORS.labels(self.region, err.kind).inc()
+        self._observe(ok=False, kind=err.kind)
+
+    async def probe_if_due(self) -> None:
+        """After a connection failure, probe with backoff until the region answers (one lane probes)."""
+        if not self.down_kind or self._probing or time.monotonic() < self.down_until:
+            return
+        self._probing = True
+        try:
+            await self.db.ping()
+        except RegionUnavailable as err:
+            self.mark_down(err)
+            return
+        except RegionGuardError as err:
+            log.warning("region %s: probe answered with %s", self.region, err)
+        finally:
+            self._probing = False
+        log.info("region %s answers again", self.region)
+        self.down_kind = ""
+        self.backoff = self.cfg.router.retry_initial_s
+        self._observe(ok=True, kind="ok")
+
+    def _observe(self, *, ok: bool, kind: str) -> None:
+        publish.observation(self.cfg, self.producer, Observation(
+            region=self.region, observer=f"router:{self.instance}", ok=ok, kind=kind))
+
+    # hold summary ---------------------------------------------------------------
+    def report(self, lane: int, held: int, direct: int) -> None:
+        """A lane's partition counts after its housekeeping; publishes region-level changes."""
+        self._lanes[lane] = (held, direct)
+        held_now = sum(h for h, _ in self._lanes.values())
+        direct_now = sum(d for _, d in self._lanes.values())
+        m.HELD_PARTITIONS.labels(self.region).set(held_now)
+        if held_now and not self._holding:
+            self._holding = True
+            self._event("hold_started")
+        elif not held_now and self._holding and direct_now:
+            self._holding = False
+            self._event("direct_resumed")
+
+    def _event(self, kind: str) -> None:
+        publish.failover_event(self.cfg, self.producer, FailoverEvent(
+            kind=kind, region=self.region, service="router", detail={"instance": self.instance}))
