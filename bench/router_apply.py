@@ -1,6 +1,7 @@
 """Router apply throughput against a raw asyncpg baseline, measured in one run.
 
-(a) raw: asyncpg batched dedup + upsert of N rows (inbox claim via unnest, then
+(a) raw: asyncpg batched dedup + upsert of N rows (inbox claim via unnest, counted
+    from the command status as the router's fast path does, then
     ``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO UPDATE``), batches of
     ``router.batch_max``: the fastest way we know to do the same DB work.
 (b) router: N write events pre-produced to ``rg.writes.<region>``, then a real
@@ -34,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from regionguard.core.config import parse_config  # noqa: E402
 from regionguard.core.kafka import ensure_topics  # noqa: E402
-from regionguard.core.sql import INBOX_CLAIM, INBOX_DDL  # noqa: E402
+from regionguard.core.sql import INBOX_CLAIM_COUNT, INBOX_DDL  # noqa: E402
 from tests.harness.broker import Broker  # noqa: E402
 from tests.harness.services import ServiceProcess  # noqa: E402
 
@@ -67,9 +68,9 @@ async def raw_baseline(dsn: str, n: int, batch: int) -> float:
     for s in range(0, n, batch):
         chunk = ids[s:s + batch]
         async with conn.transaction():
-            claimed = await conn.fetch(INBOX_CLAIM, chunk, ["users"] * len(chunk), "raw")
-            keep = range(s, s + len(claimed))
-            await conn.execute(upsert, list(keep), [f"user{i}" for i in keep], [1] * len(claimed))
+            status = await conn.execute(INBOX_CLAIM_COUNT, chunk, ["users"] * len(chunk), "raw")
+            keep = range(s, s + int(status.rsplit(" ", 1)[-1]))
+            await conn.execute(upsert, list(keep), [f"user{i}" for i in keep], [1] * len(keep))
     elapsed = time.perf_counter() - t0
     await conn.close()
     return n / elapsed

@@ -18,8 +18,8 @@ from .config import Config
 from .dsn import dsn_host
 from .errors import BadWrite, PoisonWrite, RegionGuardError, RegionNotReady, RegionUnavailable, classify_db_error
 from .models import DeadReason, Op, WriteEvent
-from .sql import (COLUMNS_QUERY, INBOX_CLAIM, INBOX_DDL, INBOX_RELEASE, INBOX_TABLE, TableSchema, build_statement,
-                  column_arrays)
+from .sql import (COLUMNS_QUERY, INBOX_CLAIM, INBOX_CLAIM_COUNT, INBOX_DDL, INBOX_RELEASE, INBOX_TABLE, TableSchema,
+                  build_statement, column_arrays)
 from .writes import check_columns
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,10 @@ class _Isolate(Exception):
     """A row failed in the fast path: redo the batch with a savepoint per statement."""
 
 
+class _Duplicates(Exception):
+    """The fast path's claim found writes applied before: redo the batch learning which."""
+
+
 async def apply_writes(
     conn: asyncpg.Connection,
     schemas: dict[str, TableSchema],
@@ -86,15 +90,22 @@ async def apply_writes(
     commit; then nothing of the batch is applied. Bad rows do not fail the
     batch: they are isolated with savepoints and returned in ``failed``.
 
-    The fast path runs without savepoints (two round trips fewer per batch);
-    only when a row fails is the batch redone with savepoints, row by row
-    where needed.
+    The fast path runs without savepoints (two round trips fewer per batch)
+    and claims the inbox by count. Only when the count shows duplicates is
+    the batch redone, learning which writes are new; only when a row fails is
+    it redone with savepoints, row by row where needed. A redo starts a new
+    transaction: the abandoned one is rolled back whole.
     """
     if not writes:
         return ApplyResult()
     try:
         try:
-            return await _apply(conn, schemas, writes, source=source, careful=False, want_rows=want_rows, plan=plan)
+            try:
+                return await _apply(conn, schemas, writes, source=source, careful=False, want_rows=want_rows,
+                                    plan=plan, count_only=True)
+            except _Duplicates:
+                return await _apply(conn, schemas, writes, source=source, careful=False, want_rows=want_rows,
+                                    plan=plan)
         except _Isolate as iso:
             log.info("a row failed (%s); isolating rows with savepoints", type(iso.__cause__).__name__)
             return await _apply(conn, schemas, writes, source=source, careful=True, want_rows=want_rows)
@@ -154,16 +165,23 @@ def plan_writes(schemas: dict[str, TableSchema], writes: list, *, want_rows: boo
 
 
 async def _apply(conn, schemas, writes: list[WriteEvent], *, source: str, careful: bool,
-                 want_rows: bool, plan: Plan | None = None) -> ApplyResult:
+                 want_rows: bool, plan: Plan | None = None, count_only: bool = False) -> ApplyResult:
     res = ApplyResult()
     if plan is None or plan.writes is not writes or plan.want_rows != want_rows:
         plan = plan_writes(schemas, writes, want_rows=want_rows)
     async with conn.transaction():
-        claimed = {r[0] for r in await conn.fetch(INBOX_CLAIM, plan.ids, plan.tables, source)}
-        if len(claimed) != len(plan.ids):  # some were applied before: plan again for the rest
-            plan = plan_writes(schemas, writes, want_rows=want_rows, only=claimed)
+        if count_only:
+            status = await conn.execute(INBOX_CLAIM_COUNT, plan.ids, plan.tables, source)
+            n_claimed = int(status.rsplit(" ", 1)[-1])
+            if n_claimed != len(plan.ids):
+                raise _Duplicates()
+        else:
+            claimed = {r[0] for r in await conn.fetch(INBOX_CLAIM, plan.ids, plan.tables, source)}
+            n_claimed = len(claimed)
+            if n_claimed != len(plan.ids):  # some were applied before: plan again for the rest
+                plan = plan_writes(schemas, writes, want_rows=want_rows, only=claimed)
         res.failed.extend(plan.failed)
-        res.duplicates = len(writes) - len(claimed)
+        res.duplicates = len(writes) - n_claimed
         for rows, schema, op, cols, stmt, params in plan.steps:
             if careful:
                 await _apply_group(conn, schema, op, cols, rows, res, want_rows)

@@ -79,6 +79,10 @@ ON CONFLICT (write_id) DO NOTHING
 RETURNING write_id
 """
 
+# the same claim without RETURNING: its command status (``INSERT 0 n``) says whether every
+# write was new, which is the common case, and 1,000 returned UUIDs cost more than the insert
+INBOX_CLAIM_COUNT = INBOX_CLAIM.replace("RETURNING write_id", "").rstrip() + "\n"
+
 INBOX_RELEASE = f"DELETE FROM {INBOX_TABLE} WHERE write_id = ANY($1::uuid[])"
 
 # format_type(oid, NULL): the base type without typmod, so the final assignment

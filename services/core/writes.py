@@ -21,7 +21,10 @@ from .sql import TableSchema
 
 @dataclass(slots=True)
 class Record:
-    """A Kafka record as the services see it, detached from the client library."""
+    """A Kafka record as the services see it, detached from the client library.
+
+    ``headers`` is filled for records without a value only (see core/readahead.py).
+    """
 
     topic: str
     partition: int
