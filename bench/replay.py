@@ -1,13 +1,22 @@
 """Replay drain rate and memory, against a raw asyncpg baseline measured in the same run.
 
 For each backlog size (default 10k and 100k):
-1. region ``eu`` is refused at its fault proxy; a real router (no health
-   service: its own connection failure takes the region out) diverts N
-   writes into ``rg.held.eu``;
-2. the region heals; we time from the heal until every partition is back in
-   direct mode (router metric ``regionguard_held_partitions`` = 0), and the
-   replayer's drain rate (its ``replay_finished`` event: writes / seconds);
+1. region ``eu`` turns open: the bench publishes the ``rg.region-state``
+   record the health leader would (the contract the router and replayer
+   follow), and PostgreSQL refuses the region's database (``ALLOW_CONNECTIONS
+   false``, its sessions terminated), so it is really gone; a real router
+   diverts N writes into ``rg.held.eu``;
+2. the region heals and turns closed (connections allowed, ``closed``
+   record); we time from the ``closed`` record until every partition is back
+   in direct mode (router metric ``regionguard_held_partitions`` = 0). That
+   is the issue's definition; how fast health notices a heal is measured by
+   ``bench/detection.py``, so it is not counted twice here;
 3. peak RSS (VmHWM) of the router and the replayer processes.
+
+The outage is made in PostgreSQL, not with the test suite's TCP fault proxy:
+that proxy is Python relaying every byte, and measured here it cuts raw
+asyncpg throughput by ~45% (21k against 35-39k writes/s), which would be a
+benchmark of the proxy.
 
 The raw baseline is asyncpg batched dedup+upsert of N rows, as in
 ``bench/router_apply.py``. Target: drain/raw >= 0.6 with ``replay.max_rate: 0``.
@@ -18,6 +27,7 @@ The raw baseline is asyncpg batched dedup+upsert of N rows, as in
 from __future__ import annotations
 
 import argparse
+from datetime import datetime, timezone
 import asyncio
 import json
 import os
@@ -34,11 +44,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from router_apply import fresh_db, produce, raw_baseline  # noqa: E402
+from router_apply import ADMIN_DSN, fresh_db, produce, raw_baseline  # noqa: E402
 
 from regionguard.core.config import parse_config  # noqa: E402
-from regionguard.core.kafka import ensure_topics  # noqa: E402
-from regionguard.embedded import Broker, FaultProxy, ServiceProcess, free_port  # noqa: E402
+from regionguard.core.kafka import ensure_topics, make_producer  # noqa: E402
+from regionguard.core.models import RegionState, State  # noqa: E402
+import asyncpg  # noqa: E402
+
+from regionguard.embedded import Broker, ServiceProcess, free_port  # noqa: E402
 from tests.integration.helpers import read_json  # noqa: E402
 
 
@@ -72,13 +85,31 @@ def wait(pred, timeout: float, what: str):
     raise TimeoutError(what)
 
 
+def set_state(cfg, producer, state: State, seq: int) -> None:
+    """What the health leader publishes when a breaker changes state."""
+    rec = RegionState(region="eu", state=state, since=datetime.now(timezone.utc), seq=seq, reason="bench",
+                      observer="bench")
+    producer.produce(cfg.topic("region-state"), key=b"eu", value=rec.model_dump_json().encode())
+    producer.flush(10)
+
+
+async def allow_connections(name: str, allow: bool) -> None:
+    """A real outage of one database: new sessions refused, live ones terminated."""
+    admin = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {"true" if allow else "false"}')
+        if not allow:
+            await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
+    finally:
+        await admin.close()
+
+
 def one_run(broker: Broker, n: int, partitions: int, logs: Path) -> dict:
     tag = uuid.uuid4().hex[:8]
-    dsn = asyncio.run(fresh_db(f"rg_bench_replay_{tag}"))
-    proxy = FaultProxy("127.0.0.1", 5432)
-    proxied = dsn.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    name = f"rg_bench_replay_{tag}"
+    dsn = asyncio.run(fresh_db(name))
     doc = {"kafka": {"bootstrap": broker.bootstrap, "topic_prefix": f"rb{tag}.", "partitions": partitions},
-           "regions": {"eu": {"dsn": proxied}},
+           "regions": {"eu": {"dsn": dsn}},
            "tables": {"users": {"key": ["id"], "version": "version"}},
            "replay": {"max_rate": 0}}
     cfg = parse_config(doc)
@@ -87,19 +118,23 @@ def one_run(broker: Broker, n: int, partitions: int, logs: Path) -> dict:
     cfg_path.write_text(yaml.safe_dump(doc))
     env = {**os.environ, "KAFKA_BOOTSTRAP": broker.bootstrap}
     rport, pport = free_port(), free_port()
-    router = ServiceProcess("router", ["router", "--config", str(cfg_path), "--no-health", "--metrics-port", str(rport)],
+    states = make_producer(cfg)
+    set_state(cfg, states, State.closed, 1)
+    router = ServiceProcess("router", ["router", "--config", str(cfg_path), "--metrics-port", str(rport)],
                             env=env, log_dir=logs)
-    replayer = ServiceProcess("replayer", ["replayer", "--config", str(cfg_path), "--no-health",
+    replayer = ServiceProcess("replayer", ["replayer", "--config", str(cfg_path),
                                            "--metrics-port", str(pport)], env=env, log_dir=logs)
     try:
         router.wait_for_log(r"assigned partitions", timeout=60)
-        proxy.set_mode("refuse")
+        set_state(cfg, states, State.open, 2)
+        asyncio.run(allow_connections(name, False))
         t0 = time.perf_counter()
         produce(broker.bootstrap, cfg.topic("writes", "eu"), n)
         wait(lambda: (scrape(rport, "regionguard_writes_held_total") or 0) >= n, 600, "held backlog")
         hold_rate = n / (time.perf_counter() - t0)
+        asyncio.run(allow_connections(name, True))
+        set_state(cfg, states, State.closed, 3)
         healed = time.perf_counter()
-        proxy.set_mode("pass")
         wait(lambda: scrape(rport, "regionguard_held_partitions") == 0
              and (scrape(rport, "regionguard_writes_applied_total") is not None
                   or (scrape(pport, "regionguard_writes_replayed_total") or 0) >= n), 900, "direct mode again")
@@ -113,7 +148,7 @@ def one_run(broker: Broker, n: int, partitions: int, logs: Path) -> dict:
     finally:
         replayer.terminate()
         router.terminate()
-        proxy.stop()
+        asyncio.run(allow_connections(name, True))
 
 
 def main() -> int:
@@ -138,7 +173,7 @@ def main() -> int:
             rows.append(r)
             print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()}), flush=True)
         print()
-        print("| held writes | hold rate (w/s) | heal -> all partitions direct (s) | drain rate (w/s) | drain/raw | router peak RSS (MB) | replayer peak RSS (MB) |")
+        print("| held writes | hold rate (w/s) | closed -> all partitions direct (s) | drain rate (w/s) | drain/raw | router peak RSS (MB) | replayer peak RSS (MB) |")
         print("|---:|---:|---:|---:|---:|---:|---:|")
         for r in rows:
             print(f"| {r['n']:,} | {r['hold_rate']:,.0f} | {r['switch_s']:.1f} | {r['drain_rate']:,.0f} | "
