@@ -126,11 +126,13 @@ def column_arrays(table: TableSchema, columns: tuple[str, ...], rows: list[dict]
     out = []
     for c in columns:
         t = cast_type(table, c)
+        values = [r.get(c) for r in rows]
         if t in ("json", "jsonb"):  # every JSON value, strings included, as JSON text
-            out.append([None if r.get(c) is None else orjson.dumps(r.get(c)).decode() for r in rows])
-        else:
-            array = t.endswith("[]")
-            out.append([pg_text(r.get(c), array) for r in rows])
+            out.append([None if v is None else orjson.dumps(v).decode() for v in values])
+        elif t.endswith("[]"):
+            out.append([pg_text(v, True) for v in values])
+        else:  # strings and NULLs, most values, pass as they are without a call
+            out.append([v if v is None or v.__class__ is str else pg_text(v) for v in values])
     return out
 
 
