@@ -63,6 +63,7 @@ class ReplayWorker:
         self.active = False
         self.last_record = 0.0
         self.touched: dict[int, int] = {}
+        self._committing: asyncio.Future | None = None
 
     # ---------------------------------------------------------------- state
     def is_closed(self) -> bool:
@@ -116,6 +117,9 @@ class ReplayWorker:
             self.paused = self.resume_due = False
             if self.assigned:
                 self.consumer.resume(self._parts())
+                # a resumed partition starts fetching ~0.5 s late unless it is sought to an
+                # absolute offset: the reader seeks every partition to its commit (core/readahead.py)
+                self.reader.invalidate()
 
     # ---------------------------------------------------------------- loop
     async def run(self, stop: asyncio.Event) -> None:
@@ -133,7 +137,10 @@ class ReplayWorker:
                 self._resume()
                 item = await self.reader.get(0.05)
                 if item is None:
-                    self._maybe_finish()
+                    try:
+                        await self._maybe_finish()
+                    except Abandon:
+                        self.reader.invalidate()
                     continue
                 gen, batch, decoded, plan = item
                 try:
@@ -142,6 +149,10 @@ class ReplayWorker:
                     self.reader.invalidate()
         finally:
             self.reader.cancel()
+            try:
+                await self._committed()
+            except Abandon:
+                pass  # read again by whoever owns the partitions next
             self.producer.flush(5)
             try:
                 self.consumer.close()
@@ -152,7 +163,7 @@ class ReplayWorker:
         self.shared.not_closed()
         self._pause()
         self._serve()
-        await _sleep(0.1, stop)
+        await _sleep(0.02, stop)  # a dict lookup per check: look often, the drain starts sooner
 
     async def _check_ready(self, stop: asyncio.Event) -> None:
         if await self.shared.check_ready() is None:
@@ -251,9 +262,12 @@ class ReplayWorker:
                 await _sleep(1.0, stop)
 
     async def _commit(self, batch: list[Record], gen: int) -> None:
-        """Commit and wait for the broker: the router's switch back to direct reads these offsets.
+        """Commit the batch; the router's switch back to direct reads these offsets.
 
-        Waited for in a thread, so the other lanes and the read-ahead go on meanwhile.
+        The broker's answer is awaited in a thread, and only before the next
+        commit (commits stay in order): the next batch is applied meanwhile.
+        A failed commit abandons the batch in hand, so both are read again
+        from the last good commit, and the inbox skips what was applied.
         """
         if gen != self.reader.gen:
             raise Abandon()
@@ -261,8 +275,17 @@ class ReplayWorker:
         for rec in batch:
             last[rec.partition] = max(last.get(rec.partition, -1), rec.offset)
         offsets = [TopicPartition(self.topic, p, o + 1) for p, o in last.items()]
+        await self._committed()
+        self._committing = asyncio.ensure_future(
+            asyncio.to_thread(self.consumer.commit, offsets=offsets, asynchronous=False))
+
+    async def _committed(self) -> None:
+        """Wait for the commit in flight; raises :class:`Abandon` if the broker refused it."""
+        task, self._committing = self._committing, None
+        if task is None:
+            return
         try:
-            await asyncio.to_thread(self.consumer.commit, offsets=offsets, asynchronous=False)
+            await task
         except KafkaException as exc:
             log.warning("region %s: replay commit failed (%s); the batch will be replayed again", self.region, exc)
             raise Abandon() from exc
@@ -285,10 +308,11 @@ class ReplayWorker:
             return
         self.shared.lane_backlog(self.lane, total)
 
-    def _maybe_finish(self) -> None:
+    async def _maybe_finish(self) -> None:
         """Idle for a moment after activity: this lane's backlog is drained (for now)."""
         if not self.active or time.monotonic() - self.last_record < 0.3:
             return
+        await self._committed()  # the drained markers name committed offsets
         self.active = False
         for p, off in sorted(self.touched.items()):
             publish.control(self.cfg, self.producer, ControlRecord(

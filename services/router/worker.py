@@ -154,7 +154,7 @@ class RegionWorker:
         await self.share.probe_if_due()
         closed = self.is_closed(self.region)
         self._do(self.modes.region_changed(closed))
-        if closed and self.modes.draining() and time.monotonic() - self._last_drain_check > 0.1:
+        if closed and self.modes.draining() and time.monotonic() - self._last_drain_check > 0.05:
             self._last_drain_check = time.monotonic()
             parts = [TopicPartition(self.held_topic, p) for p in self.modes.draining()]
             try:
