@@ -163,7 +163,7 @@ class ReplayWorker:
         self.shared.not_closed()
         self._pause()
         self._serve()
-        await _sleep(0.02, stop)  # a dict lookup per check: look often, the drain starts sooner
+        await _sleep(0.05, stop)
 
     async def _check_ready(self, stop: asyncio.Event) -> None:
         if await self.shared.check_ready() is None:

@@ -34,6 +34,8 @@ def test_defaults_fill_everything_but_regions_and_tables():
     (lambda d: d["tables"]["users"].update(key=["id; --"]), "not a plain SQL identifier"),
     (lambda d: d.update(router={"batch_max": 0}), "router.batch_max"),
     (lambda d: d.pop("regions"), "regions: required field is missing"),
+    (lambda d: d.update(router={"lanes": 5}), "router: lanes (5) exceeds pool_size (4)"),
+    (lambda d: d.update(replay={"lanes": 5}), "replay.lanes (5) exceeds router.pool_size (4)"),
 ])
 def test_bad_config_is_one_line_naming_the_field(mutate, field):
     doc = {"regions": {k: dict(v) for k, v in GOOD["regions"].items()},
