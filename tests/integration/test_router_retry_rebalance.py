@@ -22,7 +22,8 @@ ONLY_ORDERS = "CREATE TABLE orders (id bigint PRIMARY KEY, user_id bigint, amoun
 
 def test_partitions_resume_after_a_rebalance_during_a_retry_wait(regions, rg_config, services):
     lr = regions(["eu"], schema=ONLY_ORDERS)  # users is allow-listed but missing: retry with backoff
-    cfg = rg_config(lr, partitions=2, overrides={"router": {"retry_max_s": 1.0}})
+    # 4 partitions: two routers with two lanes each are four members, and b must get some
+    cfg = rg_config(lr, partitions=4, overrides={"router": {"retry_max_s": 1.0}})
     a = services("router-a", cfg.cli_args("router", "--no-health", "--instance", "a"))
     a.wait_for_log(r"assigned partitions", timeout=30)
     sent: list[dict] = []
