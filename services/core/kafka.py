@@ -122,6 +122,10 @@ def make_consumer(cfg: Config, group: str, **extra: Any) -> Consumer:
             "queued.max.messages.kbytes": 8192,
             "fetch.max.bytes": 4 * 1024 * 1024,
             "max.partition.fetch.bytes": 512 * 1024,
+            # when the prefetch above is full, librdkafka waits this long before fetching again
+            # (default 1 s): a drain consumes 4 MB in well under that and then starved for
+            # the rest of it (replayer idle for 0.3 s+ mid-backlog, measured)
+            "fetch.queue.backoff.ms": 20,
             **extra,
         }
     )
