@@ -62,14 +62,13 @@ class Revoked(Exception):
 class RegionWorker:
     def __init__(
         self, cfg: Config, region: str, *, dbs: dict[str, RegionDB], producer: Producer,
-        is_closed: Callable[[str], bool], instance: str, cache: RowCache | None = None,
-        share: RegionShare | None = None, lane: int = 0,
+        is_closed: Callable[[str], bool], instance: str, share: RegionShare, lane: int = 0,
+        cache: RowCache | None = None,
     ) -> None:
         self.cfg, self.region, self.dbs, self.producer = cfg, region, dbs, producer
         self.db = dbs[region]
         self.view_closed = is_closed
-        self.share = share or RegionShare(cfg, region, db=self.db, producer=producer, view_closed=is_closed,
-                                          instance=instance)
+        self.share = share
         self.lane = lane
         self.instance = instance if cfg.router.lanes == 1 else f"{instance}/{lane}"
         self.cache = cache
