@@ -370,12 +370,20 @@ def main(argv: list[str] | None = None) -> int:
     report.print_rich()
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(
+        run_md = (
             f"Command: `python -m tests.chaos.run --writes {args.writes} --faults {args.faults} "
             f"--rate {args.rate:g} --seed {args.seed}` (`make chaos`), code at {_revision()}, "
             f"{time.strftime('%Y-%m-%d')}, on this 2-core machine.\n\n{report.markdown()}\n\n"
             f"Checker:\n\n```\n{report.check.report()}\n```\n\n**{report.summary()}**\n")
+        args.markdown.write_text(_keep_intro(args.markdown) + run_md)
     return 0 if report.ok else 1
+
+
+def _keep_intro(path: Path) -> str:
+    """The hand-written part of the file, up to its ``## The long run`` heading: only the run is rewritten."""
+    heading = "## The long run\n"
+    text = path.read_text() if path.exists() else ""
+    return text.split(heading, 1)[0] + heading + "\n" if heading in text else ""
 
 
 if __name__ == "__main__":
