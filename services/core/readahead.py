@@ -133,8 +133,10 @@ class ReadAhead:
         except KafkaException as exc:
             log.warning("%s: committed-offset lookup failed: %s", self.name, exc)
             return
+        fresh = [tp.partition for tp in committed if tp.offset is None or tp.offset < 0]
+        earliest = dict(zip(fresh, await asyncio.gather(*(self._earliest(p) for p in fresh))))
         for tp in committed:
-            target = tp.offset if tp.offset is not None and tp.offset >= 0 else await self._earliest(tp.partition)
+            target = earliest.get(tp.partition, tp.offset)
             try:
                 self.consumer.seek(TopicPartition(self.topic, tp.partition, target))
             except KafkaException:
