@@ -73,8 +73,12 @@ class ReadAhead:
         reset_gen = self.gen
         while not stop.is_set():
             if reset_gen != self.gen:
-                reset_gen = self.gen
-                await self._reset_to_committed()
+                target = self.gen
+                if not await self._reset_to_committed():
+                    # reading on would skip what the invalidation dropped: try the reset again
+                    await asyncio.sleep(0.1)
+                    continue
+                reset_gen = target
             gen = self.gen
             batch = await self._poll(stop, gen)
             if not batch or gen != self.gen:
@@ -124,15 +128,16 @@ class ReadAhead:
         """Poll often while records flow, less after a quiet second: an idle lane costs little CPU."""
         return 0.01 if time.monotonic() - self._last_record < 1.0 else 0.03
 
-    async def _reset_to_committed(self) -> None:
+    async def _reset_to_committed(self) -> bool:
+        """Seek every owned partition to its commit; False if the commits could not be read."""
         parts = [TopicPartition(self.topic, p) for p in self.owned()]
         if not parts:
-            return
+            return True
         try:
             committed = await asyncio.to_thread(self.consumer.committed, parts, 10.0)
         except KafkaException as exc:
-            log.warning("%s: committed-offset lookup failed: %s", self.name, exc)
-            return
+            log.warning("%s: committed-offset lookup failed (%s); trying again", self.name, exc)
+            return False
         fresh = [tp.partition for tp in committed if tp.offset is None or tp.offset < 0]
         earliest = dict(zip(fresh, await asyncio.gather(*(self._earliest(p) for p in fresh))))
         for tp in committed:
@@ -141,6 +146,7 @@ class ReadAhead:
                 self.consumer.seek(TopicPartition(self.topic, tp.partition, target))
             except KafkaException:
                 pass  # not fetching yet: it starts from the committed offset anyway
+        return True
 
     async def _earliest(self, partition: int) -> int:
         """The partition's first offset as a number (``auto.offset.reset: earliest``).
