@@ -4,7 +4,7 @@ A region's held topic is drained by ``replay.lanes`` workers (``worker.py``),
 each a member of the region's replayer group with its own share of the
 partitions. The rest is about the region, not a lane:
 
-* the database pool, the readiness check (run once, by one lane, and
+* the database pool and the Redis write-through, the readiness check (run once, by one lane, and
   published once as ``replay_ready`` / ``replay_not_ready``) and passive
   health after a lost connection;
 * the ``replay.max_rate`` token bucket, so the rate is per region as
@@ -29,6 +29,7 @@ from ..core.config import Config
 from ..core.db import ApplyResult, RegionDB
 from ..core.errors import RegionGuardError, RegionUnavailable
 from ..core.models import ControlRecord, FailoverEvent, Observation
+from ..core.rowcache import RowCache
 from .ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class RegionReplay:
         self.cfg, self.region, self.producer, self.instance = cfg, region, producer, instance
         self.view_closed = view_closed
         self.db = RegionDB(cfg, region)
+        self.cache = RowCache.maybe(cfg)  # Redis write-through, when configured
         self.bucket = TokenBucket(cfg.replay.max_rate, burst=cfg.replay.batch_max)
         self.ready = False
         self.down_until = 0.0
@@ -143,3 +145,5 @@ class RegionReplay:
 
     async def close(self) -> None:
         await self.db.close()
+        if self.cache is not None:
+            await self.cache.close()

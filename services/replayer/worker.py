@@ -29,7 +29,6 @@ from ..core.config import Config
 from ..core.db import ApplyResult, Plan, plan_writes
 from ..core.errors import BadWrite, RegionGuardError, RegionUnavailable
 from ..core.kafka import Confirmer, KafkaDeliveryError, make_consumer, make_producer, replayer_group
-from ..core.rowcache import RowCache
 from ..core.models import ControlRecord, DeadReason
 from ..core.readahead import ReadAhead
 from ..core.writes import Record, decode_write
@@ -50,7 +49,7 @@ class ReplayWorker:
         self.producer = make_producer(cfg)
         self.shared = shared
         self.db = self.shared.db
-        self.cache = RowCache.maybe(cfg)
+        self.cache = self.shared.cache
         self.consumer = make_consumer(cfg, replayer_group(cfg, region), **{"queued.max.messages.kbytes": 4096})
         self.assigned: set[int] = set()
         self.resume_due = False
