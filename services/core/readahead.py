@@ -43,6 +43,7 @@ class ReadAhead:
         self.queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=2)
         self._task: asyncio.Task | None = None
         self._last_record = 0.0
+        self._next: dict[int, int] = {}  # partition -> offset the next record should have
 
     # ------------------------------------------------------------ control
     def invalidate(self) -> None:
@@ -83,6 +84,7 @@ class ReadAhead:
             batch = await self._poll(stop, gen)
             if not batch or gen != self.gen:
                 continue  # anything read across a generation change is read again after the reset
+            self._check_contiguous(batch)
             decoded: list[Any] = []
             for s in range(0, len(batch), 100):
                 decoded.extend(self.decode(rec) for rec in batch[s:s + 100])
@@ -128,6 +130,19 @@ class ReadAhead:
         """Poll often while records flow, less after a quiet second: an idle lane costs little CPU."""
         return 0.01 if time.monotonic() - self._last_record < 1.0 else 0.03
 
+    def _check_contiguous(self, batch: list[Record]) -> None:
+        """Warn when a partition's offsets jump: records were skipped, which must never happen.
+
+        Our topics are neither compacted nor transactional, so offsets are
+        contiguous; a jump means the consumer's position moved without us.
+        """
+        nxt = self._next
+        for rec in batch:
+            want = nxt.get(rec.partition)
+            if want is not None and rec.offset != want:
+                log.warning("%s: p%d read offset %d, expected %d", self.name, rec.partition, rec.offset, want)
+            nxt[rec.partition] = rec.offset + 1
+
     async def _reset_to_committed(self) -> bool:
         """Seek every owned partition to its commit; False if the commits could not be read."""
         parts = [TopicPartition(self.topic, p) for p in self.owned()]
@@ -140,12 +155,20 @@ class ReadAhead:
             return False
         fresh = [tp.partition for tp in committed if tp.offset is None or tp.offset < 0]
         earliest = dict(zip(fresh, await asyncio.gather(*(self._earliest(p) for p in fresh))))
+        self._next.clear()
+        sought = []
         for tp in committed:
             target = earliest.get(tp.partition, tp.offset)
             try:
                 self.consumer.seek(TopicPartition(self.topic, tp.partition, target))
-            except KafkaException:
-                pass  # not fetching yet: it starts from the committed offset anyway
+            except KafkaException as exc:
+                # not fetching yet: it starts from the committed offset anyway
+                sought.append(f"p{tp.partition}@{target}({exc.args[0].name() if exc.args else exc})")
+                continue
+            sought.append(f"p{tp.partition}@{target}")
+            if target >= 0:
+                self._next[tp.partition] = target
+        log.info("%s: reading again from the commits: %s", self.name, " ".join(sought))
         return True
 
     async def _earliest(self, partition: int) -> int:

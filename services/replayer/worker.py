@@ -53,9 +53,9 @@ class ReplayWorker:
         self.consumer = make_consumer(cfg, replayer_group(cfg, region), **{"queued.max.messages.kbytes": 4096})
         self.assigned: set[int] = set()
         self.resume_due = False
-        lane_tag = f" lane {lane}" if cfg.replay.lanes > 1 else ""
+        self._lane_tag = f" (lane {lane})" if cfg.replay.lanes > 1 else ""
         self.reader = ReadAhead(self.consumer, topic=self.topic, batch_max=cfg.replay.batch_max, wait_s=0.005,
-                                owned=lambda: sorted(self.assigned), name=f"replayer {region}{lane_tag}",
+                                owned=lambda: sorted(self.assigned), name=f"replayer {region}{self._lane_tag}",
                                 decode=self._decode, prepare=self._plan)
         self.paused = False
         self.backoff = cfg.router.retry_initial_s
@@ -69,6 +69,7 @@ class ReplayWorker:
         return self.shared.is_closed()
 
     def _on_assign(self, consumer, parts) -> None:
+        log.info("region %s: assigned held partitions %s%s", self.region, [tp.partition for tp in parts], self._lane_tag)
         self.assigned |= {tp.partition for tp in parts}
         self.reader.invalidate()
         self.resume_due = True  # a pause can outlive a revoke/assign: resume explicitly when running
@@ -76,6 +77,7 @@ class ReplayWorker:
             consumer.pause(parts)
 
     def _on_revoke(self, consumer, parts) -> None:
+        log.info("region %s: revoked held partitions %s%s", self.region, [tp.partition for tp in parts], self._lane_tag)
         self.assigned -= {tp.partition for tp in parts}
         self.reader.invalidate()
 

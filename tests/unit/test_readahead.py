@@ -1,0 +1,135 @@
+"""The read-ahead's generations: what an invalidation drops is read again, never skipped.
+
+A small in-memory consumer stands in for confluent_kafka's, so a test can make
+the committed-offset lookup fail on purpose -- something the real broker
+can't be told to do. The read-ahead against the real broker runs in every
+router and replayer integration test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+from regionguard.core.readahead import ReadAhead
+
+TOPIC = "rg.held.eu"
+
+
+class Msg:
+    def __init__(self, partition: int, offset: int) -> None:
+        self._p, self._o = partition, offset
+
+    def error(self):
+        return None
+
+    def partition(self) -> int:
+        return self._p
+
+    def offset(self) -> int:
+        return self._o
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def value(self) -> bytes:
+        return b"v%d" % self._o
+
+    def headers(self):
+        return None
+
+
+class LogConsumer:
+    """One partition's log, a fetch position and a group's committed offset."""
+
+    def __init__(self, n: int, *, committed: int | None = None, failing_lookups: int = 0) -> None:
+        self.n = n
+        self.position = 0 if committed is None else committed
+        self.committed_offset = committed
+        self.failing_lookups = failing_lookups
+        self.lookups = 0
+
+    def consume(self, num: int, timeout: float) -> list[Msg]:
+        out = [Msg(0, o) for o in range(self.position, min(self.n, self.position + min(num, 10)))]
+        self.position += len(out)
+        return out
+
+    def committed(self, parts, timeout: float):
+        self.lookups += 1
+        if self.lookups <= self.failing_lookups:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
+        off = -1001 if self.committed_offset is None else self.committed_offset
+        return [TopicPartition(TOPIC, tp.partition, off) for tp in parts]
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.position = tp.offset
+
+    def get_watermark_offsets(self, tp, timeout: float = 5.0, cached: bool = False):
+        return 0, self.n
+
+
+def reader(consumer: LogConsumer) -> ReadAhead:
+    return ReadAhead(consumer, topic=TOPIC, batch_max=10, wait_s=0.0, decode=lambda rec: rec.offset,
+                     owned=lambda: [0], name="test reader")
+
+
+async def next_batch(ra: ReadAhead) -> list[int]:
+    for _ in range(100):
+        item = await ra.get(0.05)
+        if item is not None:
+            return [rec.offset for rec in item[1]]
+    raise AssertionError("no batch")
+
+
+@pytest.mark.parametrize("failing_lookups", [0, 3])
+async def test_invalidated_records_are_read_again_from_the_commit(failing_lookups):
+    consumer = LogConsumer(100, committed=20, failing_lookups=failing_lookups)
+    ra = reader(consumer)
+    stop = asyncio.Event()
+    ra.start(stop)
+    try:
+        first = await next_batch(ra)
+        assert first[0] == 20
+        ra.invalidate()  # e.g. a rebalance: everything read but not committed is dropped
+        again = await next_batch(ra)
+        # a failed lookup is retried; reading on from the fetch position would skip the dropped records
+        assert again[0] == 20, f"read on from {again[0]} after the invalidation: records 20..{again[0] - 1} skipped"
+        assert consumer.lookups == failing_lookups + 1
+    finally:
+        stop.set()
+        ra.cancel()
+
+
+async def test_uncommitted_partition_is_read_from_its_first_offset():
+    consumer = LogConsumer(50)
+    consumer.position = 30  # wherever the fetcher happened to be
+    ra = reader(consumer)
+    stop = asyncio.Event()
+    ra.start(stop)
+    try:
+        assert (await next_batch(ra))[0] == 30
+        ra.invalidate()
+        assert (await next_batch(ra))[0] == 0
+    finally:
+        stop.set()
+        ra.cancel()
+
+
+async def test_a_jump_in_offsets_is_reported(caplog):
+    consumer = LogConsumer(1000, committed=0)
+    ra = reader(consumer)
+    stop = asyncio.Event()
+    ra.start(stop)
+    try:
+        assert (await next_batch(ra))[0] == 0
+        consumer.position += 5  # the fetcher moves on its own (the read-ahead holds two batches at most)
+        with caplog.at_level(logging.WARNING, logger="regionguard.core.readahead"):
+            for _ in range(5):
+                await next_batch(ra)
+        assert any("expected" in r.getMessage() for r in caplog.records), caplog.text
+    finally:
+        stop.set()
+        ra.cancel()
