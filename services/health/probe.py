@@ -148,6 +148,41 @@ class LoopLagMonitor:
 Connector = Callable[..., Awaitable[asyncpg.Connection]]
 
 
+class ProbeTally:
+    """Failed probes, logged as a summary at most every ``every_s``: a dead region probed 20 times a
+    second must not flood the log, yet an operator must see why a breaker keeps opening."""
+
+    def __init__(self, region: str, every_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.region, self.every_s, self.clock = region, every_s, clock
+        self.counts: dict[str, int] = {}
+        self.last_error = ""
+        self.since = clock()
+
+    def ok(self) -> None:
+        self.counts["ok"] = self.counts.get("ok", 0) + 1
+        self._maybe_report()
+
+    def failed(self, kind: str, exc: BaseException, fresh: bool) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        state = getattr(exc, "sqlstate", None)
+        self.last_error = (f"{kind} on a {'fresh' if fresh else 'kept'} connection: {type(exc).__name__}"
+                           + (f" (SQLSTATE {state})" if state else ""))
+        self._maybe_report()
+
+    def _maybe_report(self) -> str | None:
+        now = self.clock()
+        if now - self.since < self.every_s:
+            return None
+        failed = {k: n for k, n in self.counts.items() if k != "ok"}
+        line = None
+        if failed:
+            parts = ", ".join(f"{k} {n}" for k, n in sorted(self.counts.items()))
+            line = f"region {self.region}: probes in the last {now - self.since:.0f}s: {parts}; last: {self.last_error}"
+            log.warning("%s", line)
+        self.counts, self.since = {}, now
+        return line
+
+
 class RegionProber:
     """Probes one region; :meth:`probe` never raises and never outlives ``timeout_s``."""
 
@@ -165,6 +200,7 @@ class RegionProber:
         self._refill: asyncio.Task | None = None
         self._closed = False
         self.stalled = 0  # probes discarded because our own loop stalled
+        self._tally = ProbeTally(region)
 
     # ---- connections -------------------------------------------------------------------
     async def _open(self, timeout: float) -> asyncpg.Connection:
@@ -236,10 +272,10 @@ class RegionProber:
             if conn is not None:
                 conn.terminate()
                 conn = None
-            if kind != "timeout":
-                log.debug("probe %s: %s (%s)", self.region, kind, type(exc).__name__)
+            self._tally.failed(kind, exc, fresh)
         latency = time.monotonic() - started
         if kind == "ok":
+            self._tally.ok()
             if fresh and self.escalated:
                 log.info("region %s: fresh connection works again", self.region)
             if fresh:

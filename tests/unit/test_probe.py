@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from regionguard.core.config import HealthConfig
-from regionguard.health.probe import WRITABLE_CHECK, LoopLagMonitor, RegionProber, observation_kind
+from regionguard.health.probe import WRITABLE_CHECK, LoopLagMonitor, ProbeTally, RegionProber, observation_kind
 
 
 def pg_error(sqlstate: str) -> asyncpg.PostgresError:
@@ -146,3 +146,21 @@ async def test_timeout_during_own_stall_is_not_an_observation():
     s.connect_error = ConnectionRefusedError()
     assert (await p.probe()).kind == "refused"  # only timeouts are excused
     await p.close()
+
+
+def test_failed_probes_are_summarised_at_most_every_few_seconds():
+    now = [0.0]
+    tally = ProbeTally("ap", every_s=5.0, clock=lambda: now[0])
+    for i in range(100):  # 20 probes a second for 5 s, every fourth one refused
+        now[0] = i * 0.05
+        if i % 4:
+            tally.ok()
+        else:
+            tally.failed("error", pg_error("53300"), fresh=True)
+    now[0] = 5.0
+    line = tally._maybe_report()
+    assert line == ("region ap: probes in the last 5s: error 25, ok 75; "
+                    "last: error on a fresh connection: TooManyConnectionsError (SQLSTATE 53300)")
+    now[0] = 10.0
+    tally.ok()  # a quiet window: nothing to say
+    assert tally._maybe_report() is None
