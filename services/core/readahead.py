@@ -52,6 +52,19 @@ class ReadAhead:
         while not self.queue.empty():
             self.queue.get_nowait()
 
+    def read_any(self, partition: int) -> bool:
+        """Whether a record of ``partition`` was read since the last reset."""
+        return partition in self._next
+
+    def reposition(self, offsets: dict[int, int]) -> None:
+        """Seek partitions to absolute offsets (the caller knows nothing past them was applied)."""
+        for p, off in offsets.items():
+            try:
+                self.consumer.seek(TopicPartition(self.topic, p, off))
+            except KafkaException:
+                continue  # not fetching yet: it starts from the committed offset anyway
+            self._next[p] = off
+
     def start(self, stop: asyncio.Event) -> None:
         self._task = asyncio.create_task(self._run(stop))
 

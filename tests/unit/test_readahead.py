@@ -133,3 +133,27 @@ async def test_a_jump_in_offsets_is_reported(caplog):
     finally:
         stop.set()
         ra.cancel()
+
+
+async def test_reposition_seeks_and_is_not_a_jump(caplog):
+    consumer = LogConsumer(1000, committed=0)
+    ra = reader(consumer)
+    assert not ra.read_any(0)
+    stop = asyncio.Event()
+    ra.start(stop)
+    try:
+        await next_batch(ra)
+        assert ra.read_any(0)
+        ra.invalidate()  # drop what was read ahead, as a rebalance would; reads from the commit (0) again
+        assert (await next_batch(ra))[0] == 0
+        while await ra.get(0.05) is not None:
+            pass  # read to the end of the log
+        assert consumer.position == 1000
+        with caplog.at_level(logging.WARNING, logger="regionguard.core.readahead"):
+            ra.reposition({0: 500})
+            batches = [await next_batch(ra) for _ in range(3)]
+        assert batches[0][0] == 500
+        assert not any("expected" in r.getMessage() for r in caplog.records), caplog.text
+    finally:
+        stop.set()
+        ra.cancel()
