@@ -22,7 +22,7 @@ passed through too while the middleware watches it to start its views
 For every HTTP request it:
 
 1. works out the region: ``region_resolver(scope)`` if given, else the route's
-   path parameter ``region_param`` (matched against the app's routes), else the
+   path parameter ``region_param`` (matched against the app's routes, inside mounts too), else the
    ``region_header`` header, else ``default_region``. A request with no region
    passes through untouched; an unknown region gets 400 (JSON);
 2. attaches to ``scope["state"]`` (``request.state``): ``regionguard`` (a
@@ -320,14 +320,7 @@ class RegionGuardMiddleware:
             except ImportError:  # pragma: no cover - starlette is in the app extra
                 Match = None  # noqa: N806
             if Match is not None:
-                for route in self._router.routes:
-                    try:
-                        match, child = route.matches(scope)
-                    except Exception:  # noqa: BLE001 - an odd route must not break requests
-                        continue
-                    if match == Match.FULL:
-                        found = (route, dict(child.get("path_params", {})))
-                        break
+                found = _match_routes(self._router.routes, scope, Match.FULL)
         return found
 
     def _needed_features(self, scope: Scope, match: tuple[Any, dict[str, Any]]) -> list[str]:
@@ -393,3 +386,26 @@ async def _json(send: Send, status: int, body: dict[str, Any],
                     *(headers or [])],
     })
     await send({"type": "http.response.body", "body": raw})
+
+
+def _match_routes(routes: list, scope: Scope, full: Any, depth: int = 0) -> tuple[Any, dict[str, Any]]:
+    """First route that fully matches, looking inside ``Mount``/``Host`` (they have ``routes``) for the endpoint.
+
+    Path params accumulate the way Starlette builds the child scope, so
+    ``Mount("/r/{region}", routes=[...])`` yields ``region`` for the route inside.
+    """
+    for route in routes:
+        try:
+            match, child = route.matches(scope)
+        except Exception:  # noqa: BLE001 - an odd route must not break requests
+            continue
+        if match != full:
+            continue
+        params = dict(child.get("path_params", {}))
+        inner = getattr(route, "routes", None)
+        if inner and depth < 8:
+            found, inner_params = _match_routes(inner, {**scope, **child}, full, depth + 1)
+            if found is not None:
+                return found, {**params, **inner_params}
+        return route, params
+    return None, {}

@@ -11,7 +11,7 @@ import warnings
 import pytest
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, PlainTextResponse
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette 1.x nudges towards httpx2; the httpx client works
     from starlette.testclient import TestClient
@@ -67,6 +67,9 @@ def build(cfg, **options):
         Route("/r/{region}/checkout", checkout),
         Route("/search/{q}", whoami),
         WebSocketRoute("/ws", echo_ws),
+        # mounted: the region param on the mount, the feature on the endpoint inside
+        Mount("/m/{region}", routes=[Route("/export", export), Route("/whoami", whoami)]),
+        Mount("/api", app=Starlette(routes=[Route("/r/{region}/export", export)])),
     ])
     app.add_middleware(RegionGuardMiddleware, config=cfg, features={"/search": "search"}, **options)
     return app
@@ -113,6 +116,19 @@ def test_region_resolution_features_and_pass_through(cfg):
             # websockets pass through untouched
             with client.websocket_connect("/ws", headers={"X-Region": "eu"}) as ws:
                 assert ws.receive_text() == "scope has regionguard: False"
+
+
+def test_routes_inside_mounts(cfg):
+    with StatePublisher(cfg, heartbeat_s=0.3) as pub:
+        app = build(cfg, default_region=None)
+        with TestClient(app) as client:
+            assert client.get("/m/us/whoami").json()["region"] == "us"  # param of the mount
+            assert client.get("/api/r/us/export").headers["x-region-served"] == "us"  # param inside a sub-app
+            pub.set("eu", "open", reason="drill")
+            assert until(lambda: client.get("/m/eu/export").status_code == 503)  # decorator inside a mount
+            r = client.get("/api/r/eu/export")
+            assert r.status_code == 503 and r.json()["feature"] == "exports"
+            assert client.get("/m/us/export").status_code == 200
 
 
 def test_callback_resolver_and_unknown_region(cfg):
