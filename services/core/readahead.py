@@ -49,6 +49,7 @@ class ReadAhead:
     def invalidate(self) -> None:
         """Drop everything read but not applied; the reader resumes from the commits."""
         self.gen += 1
+        self._next.clear()  # positions are known again after the reset (or from the first record read)
         while not self.queue.empty():
             self.queue.get_nowait()
 
@@ -144,16 +145,23 @@ class ReadAhead:
         return 0.01 if time.monotonic() - self._last_record < 1.0 else 0.03
 
     def _check_contiguous(self, batch: list[Record]) -> None:
-        """Warn when a partition's offsets jump: records were skipped, which must never happen.
+        """Warn when a partition skips ahead: records were not read, which must never happen.
 
         Our topics are neither compacted nor transactional, so offsets are
-        contiguous; a jump means the consumer's position moved without us.
+        contiguous while we own a partition; every ownership change goes
+        through :meth:`invalidate`, which forgets the positions (another
+        consumer may have moved the partition on meanwhile). Going back is
+        only a re-read, which the inbox makes harmless.
         """
         nxt = self._next
         for rec in batch:
             want = nxt.get(rec.partition)
             if want is not None and rec.offset != want:
-                log.warning("%s: p%d read offset %d, expected %d", self.name, rec.partition, rec.offset, want)
+                if rec.offset > want:
+                    log.warning("%s: p%d skipped from offset %d to %d", self.name, rec.partition, want, rec.offset)
+                else:
+                    log.info("%s: p%d reads again from offset %d (was at %d)", self.name, rec.partition,
+                             rec.offset, want)
             nxt[rec.partition] = rec.offset + 1
 
     async def _reset_to_committed(self) -> bool:
