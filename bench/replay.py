@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from router_apply import ADMIN_DSN, fresh_db, produce, raw_baseline  # noqa: E402
+from router_apply import ADMIN_DSN, drop_db, fresh_db, produce, raw_baseline  # noqa: E402
 
 from regionguard.core.config import parse_config  # noqa: E402
 from regionguard.core.kafka import ensure_topics, make_producer  # noqa: E402
@@ -149,6 +149,7 @@ def one_run(broker: Broker, n: int, partitions: int, logs: Path) -> dict:
         replayer.terminate()
         router.terminate()
         asyncio.run(allow_connections(name, True))
+        asyncio.run(drop_db(name))
 
 
 def main() -> int:
@@ -164,8 +165,10 @@ def main() -> int:
     logs = Path(tempfile.gettempdir()) / "regionguard-bench"
     logs.mkdir(exist_ok=True)
     try:
-        raw_dsn = asyncio.run(fresh_db(f"rg_bench_raw_{uuid.uuid4().hex[:8]}"))
+        raw_name = f"rg_bench_raw_{uuid.uuid4().hex[:8]}"
+        raw_dsn = asyncio.run(fresh_db(raw_name))
         raw = asyncio.run(raw_baseline(raw_dsn, max(sizes), 1000))
+        asyncio.run(drop_db(raw_name))
         print(f"raw asyncpg batched dedup+upsert: {raw:,.0f} writes/s", flush=True)
         rows = []
         for n in sizes:

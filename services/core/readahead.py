@@ -44,12 +44,15 @@ class ReadAhead:
         self._task: asyncio.Task | None = None
         self._last_record = 0.0
         self._next: dict[int, int] = {}  # partition -> offset the next record should have
+        self._napping: asyncio.Future | None = None  # an invalidation cuts the idle wait short
 
     # ------------------------------------------------------------ control
     def invalidate(self) -> None:
         """Drop everything read but not applied; the reader resumes from the commits."""
         self.gen += 1
         self._next.clear()  # positions are known again after the reset (or from the first record read)
+        if self._napping is not None and not self._napping.done():
+            self._napping.set_result(None)  # e.g. a replayer resuming: reset and read now, not after a nap
         while not self.queue.empty():
             self.queue.get_nowait()
 
@@ -135,10 +138,26 @@ class ReadAhead:
             if not out and elapsed >= 0.05:
                 break  # let the caller do housekeeping
             if not msgs:
-                await asyncio.sleep(0.001 if out else self._idle_sleep())
+                if out:
+                    await asyncio.sleep(0.001)
+                else:
+                    await self._nap(self._idle_sleep(), gen)
         if out:
             self._last_record = time.monotonic()
         return out
+
+    async def _nap(self, seconds: float, gen: int) -> None:
+        """``asyncio.sleep(seconds)``, unless :meth:`invalidate` wakes it first."""
+        if gen != self.gen:
+            return
+        loop = asyncio.get_running_loop()
+        self._napping = fut = loop.create_future()
+        timer = loop.call_later(seconds, lambda: fut.done() or fut.set_result(None))
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            self._napping = None
 
     def _idle_sleep(self) -> float:
         """Poll often while records flow, less after a quiet second: an idle lane costs little CPU."""

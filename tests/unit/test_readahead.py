@@ -184,3 +184,19 @@ async def test_a_partition_moved_on_by_another_owner_is_not_a_skip(caplog):
     finally:
         stop.set()
         ra.cancel()
+
+
+async def test_an_invalidation_wakes_an_idle_reader():
+    consumer = LogConsumer(0, committed=0)  # nothing to read yet
+    ra = reader(consumer)
+    ra._idle_sleep = lambda: 60.0  # a long nap: only the wake-up can end it within the test
+    stop = asyncio.Event()
+    ra.start(stop)
+    try:
+        await asyncio.sleep(0.05)  # the reader found nothing and naps
+        consumer.n = 10
+        ra.invalidate()  # e.g. the replayer resumes after an outage
+        assert (await next_batch(ra))[0] == 0
+    finally:
+        stop.set()
+        ra.cancel()
