@@ -9,6 +9,7 @@ router and replayer integration test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import pytest
@@ -79,6 +80,18 @@ def reader(consumer: LogConsumer) -> ReadAhead:
                      owned=lambda: [0], name="test reader")
 
 
+@contextlib.asynccontextmanager
+async def running(ra: ReadAhead):
+    """The reader's task runs inside the block."""
+    stop = asyncio.Event()
+    ra.start(stop)
+    try:
+        yield ra
+    finally:
+        stop.set()
+        ra.cancel()
+
+
 async def next_batch(ra: ReadAhead) -> list[int]:
     for _ in range(100):
         item = await ra.get(0.05)
@@ -91,9 +104,7 @@ async def next_batch(ra: ReadAhead) -> list[int]:
 async def test_invalidated_records_are_read_again_from_the_commit(failing_lookups):
     consumer = LogConsumer(100, committed=20, failing_lookups=failing_lookups)
     ra = reader(consumer)
-    stop = asyncio.Event()
-    ra.start(stop)
-    try:
+    async with running(ra):
         first = await next_batch(ra)
         assert first[0] == 20
         ra.invalidate()  # e.g. a rebalance: everything read but not committed is dropped
@@ -101,50 +112,35 @@ async def test_invalidated_records_are_read_again_from_the_commit(failing_lookup
         # a failed lookup is retried; reading on from the fetch position would skip the dropped records
         assert again[0] == 20, f"read on from {again[0]} after the invalidation: records 20..{again[0] - 1} skipped"
         assert consumer.lookups == failing_lookups + 1
-    finally:
-        stop.set()
-        ra.cancel()
 
 
 async def test_uncommitted_partition_is_read_from_its_first_offset():
     consumer = LogConsumer(50)
     consumer.position = 30  # wherever the fetcher happened to be
     ra = reader(consumer)
-    stop = asyncio.Event()
-    ra.start(stop)
-    try:
+    async with running(ra):
         assert (await next_batch(ra))[0] == 30
         ra.invalidate()
         assert (await next_batch(ra))[0] == 0
-    finally:
-        stop.set()
-        ra.cancel()
 
 
 async def test_a_jump_in_offsets_is_reported(caplog):
     consumer = LogConsumer(1000, committed=0)
     ra = reader(consumer)
-    stop = asyncio.Event()
-    ra.start(stop)
-    try:
+    async with running(ra):
         assert (await next_batch(ra))[0] == 0
         consumer.position += 5  # the fetcher moves on its own (the read-ahead holds two batches at most)
         with caplog.at_level(logging.WARNING, logger="regionguard.core.readahead"):
             for _ in range(5):
                 await next_batch(ra)
         assert any("skipped from offset" in r.getMessage() for r in caplog.records), caplog.text
-    finally:
-        stop.set()
-        ra.cancel()
 
 
 async def test_reposition_seeks_and_is_not_a_jump(caplog):
     consumer = LogConsumer(1000, committed=0)
     ra = reader(consumer)
     assert not ra.read_any(0)
-    stop = asyncio.Event()
-    ra.start(stop)
-    try:
+    async with running(ra):
         await next_batch(ra)
         assert ra.read_any(0)
         ra.invalidate()  # drop what was read ahead, as a rebalance would; reads from the commit (0) again
@@ -157,9 +153,6 @@ async def test_reposition_seeks_and_is_not_a_jump(caplog):
             batches = [await next_batch(ra) for _ in range(3)]
         assert batches[0][0] == 500
         assert not any("skipped" in r.getMessage() for r in caplog.records), caplog.text
-    finally:
-        stop.set()
-        ra.cancel()
 
 
 async def test_a_partition_moved_on_by_another_owner_is_not_a_skip(caplog):
@@ -167,9 +160,7 @@ async def test_a_partition_moved_on_by_another_owner_is_not_a_skip(caplog):
     owned = [0]
     ra = ReadAhead(consumer, topic=TOPIC, batch_max=10, wait_s=0.0, decode=lambda rec: rec.offset,
                    owned=lambda: list(owned), name="test reader")
-    stop = asyncio.Event()
-    ra.start(stop)
-    try:
+    async with running(ra):
         await next_batch(ra)
         with caplog.at_level(logging.INFO, logger="regionguard.core.readahead"):
             owned.clear()
@@ -181,22 +172,14 @@ async def test_a_partition_moved_on_by_another_owner_is_not_a_skip(caplog):
             consumer.assigned = True
             assert (await next_batch(ra))[0] == 700
         assert not any("skipped" in r.getMessage() for r in caplog.records), caplog.text
-    finally:
-        stop.set()
-        ra.cancel()
 
 
 async def test_an_invalidation_wakes_an_idle_reader():
     consumer = LogConsumer(0, committed=0)  # nothing to read yet
     ra = reader(consumer)
     ra._idle_sleep = lambda: 60.0  # a long nap: only the wake-up can end it within the test
-    stop = asyncio.Event()
-    ra.start(stop)
-    try:
+    async with running(ra):
         await asyncio.sleep(0.05)  # the reader found nothing and naps
         consumer.n = 10
         ra.invalidate()  # e.g. the replayer resumes after an outage
         assert (await next_batch(ra))[0] == 0
-    finally:
-        stop.set()
-        ra.cancel()
