@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from router_apply import ADMIN_DSN, drop_db, fresh_db, produce, raw_baseline  # noqa: E402
+from router_apply import ADMIN_DSN, drop_db, exit_on_sigterm, fresh_db, produce, raw_baseline  # noqa: E402
 
 from regionguard.core.config import parse_config  # noqa: E402
 from regionguard.core.kafka import ensure_topics, make_producer  # noqa: E402
@@ -153,6 +153,7 @@ def one_run(broker: Broker, n: int, partitions: int, logs: Path) -> dict:
 
 
 def main() -> int:
+    exit_on_sigterm()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, action="append", help="backlog sizes (default 10000 and 100000)")
     ap.add_argument("--partitions", type=int, default=12)

@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import statistics
+import signal
 import sys
 import tempfile
 import time
@@ -54,6 +55,11 @@ async def fresh_db(name: str) -> str:
     await conn.execute(INBOX_DDL)
     await conn.close()
     return dsn
+
+
+def exit_on_sigterm() -> None:
+    """``timeout`` or a CI runner stops a bench with SIGTERM: unwind, so its services and databases go too."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 async def drop_db(name: str) -> None:
@@ -171,6 +177,7 @@ def _one_round(broker: Broker, n: int, partitions: int, tag: str) -> tuple[float
 
 
 def main() -> int:
+    exit_on_sigterm()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--partitions", type=int, default=12)
