@@ -56,18 +56,17 @@ class ReadAhead:
         while not self.queue.empty():
             self.queue.get_nowait()
 
-    def read_any(self, partition: int) -> bool:
-        """Whether a record of ``partition`` was read since the last reset."""
-        return partition in self._next
+    async def seek_unread(self, partitions: Iterable[int]) -> None:
+        """Seek those of ``partitions`` not read from since the last reset to their commits.
 
-    def reposition(self, offsets: dict[int, int]) -> None:
-        """Seek partitions to absolute offsets (the caller knows nothing past them was applied)."""
-        for p, off in offsets.items():
-            try:
-                self.consumer.seek(TopicPartition(self.topic, p, off))
-            except KafkaException:
-                continue  # not fetching yet: it starts from the committed offset anyway
-            self._next[p] = off
+        For a partition paused before anything was read (the router's
+        draining ones): resumed, librdkafka resolves its logical position and
+        starts fetching ~0.5 s late; after a seek to an absolute offset it
+        fetches at once. Nothing of it was read, so nothing is read twice.
+        """
+        unread = [p for p in partitions if p not in self._next]
+        if unread and not await self._seek_to_commits(unread):
+            log.info("%s: the consumer finds its place itself", self.name)
 
     def start(self, stop: asyncio.Event) -> None:
         self._task = asyncio.create_task(self._run(stop))
@@ -185,17 +184,20 @@ class ReadAhead:
 
     async def _reset_to_committed(self) -> bool:
         """Seek every owned partition to its commit; False if the commits could not be read."""
-        parts = [TopicPartition(self.topic, p) for p in self.owned()]
+        return await self._seek_to_commits(list(self.owned()))
+
+    async def _seek_to_commits(self, partitions: list[int]) -> bool:
+        """Seek to the commit, or the first offset when there is none; False if the commits could not be read."""
+        parts = [TopicPartition(self.topic, p) for p in partitions]
         if not parts:
             return True
         try:
             committed = await asyncio.to_thread(self.consumer.committed, parts, 10.0)
         except KafkaException as exc:
-            log.warning("%s: committed-offset lookup failed (%s); trying again", self.name, exc)
+            log.warning("%s: committed-offset lookup failed (%s)", self.name, exc)
             return False
         fresh = [tp.partition for tp in committed if tp.offset is None or tp.offset < 0]
         earliest = dict(zip(fresh, await asyncio.gather(*(self._earliest(p) for p in fresh))))
-        self._next.clear()
         sought = []
         for tp in committed:
             target = earliest.get(tp.partition, tp.offset)
@@ -208,7 +210,7 @@ class ReadAhead:
             sought.append(f"p{tp.partition}@{target}")
             if target >= 0:
                 self._next[tp.partition] = target
-        log.info("%s: reading again from the commits: %s", self.name, " ".join(sought))
+        log.info("%s: reading from the commits: %s", self.name, " ".join(sought))
         return True
 
     async def _earliest(self, partition: int) -> int:

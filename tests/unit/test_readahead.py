@@ -136,22 +136,22 @@ async def test_a_jump_in_offsets_is_reported(caplog):
         assert any("skipped from offset" in r.getMessage() for r in caplog.records), caplog.text
 
 
-async def test_reposition_seeks_and_is_not_a_jump(caplog):
-    consumer = LogConsumer(1000, committed=0)
+async def test_seek_unread_moves_only_partitions_nothing_was_read_from(caplog):
+    consumer = LogConsumer(1000, committed=500)
+    consumer.assigned = False  # paused since it was assigned: nothing read yet
+    consumer.position = 30  # wherever librdkafka would resolve it, later
     ra = reader(consumer)
-    assert not ra.read_any(0)
     async with running(ra):
-        await next_batch(ra)
-        assert ra.read_any(0)
-        ra.invalidate()  # drop what was read ahead, as a rebalance would; reads from the commit (0) again
-        assert (await next_batch(ra))[0] == 0
-        while await ra.get(0.05) is not None:
-            pass  # read to the end of the log
-        assert consumer.position == 1000
         with caplog.at_level(logging.WARNING, logger="regionguard.core.readahead"):
-            ra.reposition({0: 500})
-            batches = [await next_batch(ra) for _ in range(3)]
-        assert batches[0][0] == 500
+            await ra.seek_unread([0])
+            assert consumer.position == 500
+            consumer.assigned = True  # resumed
+            first = await next_batch(ra)
+            assert first[0] == 500
+            consumer.committed_offset = 0
+            await ra.seek_unread([0])  # read from already: left where it is, nothing read twice
+            later = [await next_batch(ra) for _ in range(3)]
+        assert all(b[0] > first[0] for b in later)
         assert not any("skipped" in r.getMessage() for r in caplog.records), caplog.text
 
 
