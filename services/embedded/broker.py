@@ -78,12 +78,39 @@ class Broker:
             atexit.register(self._kill)  # never leave an orphan broker behind
 
     @classmethod
-    def from_env(cls, **kwargs: object) -> Broker:
-        """External broker when ``$KAFKA_BOOTSTRAP`` is set, else an embedded one (not started yet)."""
+    def from_env(cls, default: str = "tansu", **kwargs: object) -> Any:
+        """The broker the environment asks for (not started yet).
+
+        ``$KAFKA_BOOTSTRAP`` names an external broker; otherwise ``$RG_BROKER``
+        (or ``default``) picks ``tansu`` (embedded, memory only), ``apache``
+        (Apache Kafka 4, one local KRaft node, see :mod:`.kafka`) or an
+        external ``host:port``.
+        """
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP")
         if bootstrap:
             return cls(external_bootstrap=bootstrap)
-        return cls(**kwargs)  # type: ignore[arg-type]
+        choice = os.environ.get("RG_BROKER") or default
+        if choice == "tansu":
+            return cls(**kwargs)  # type: ignore[arg-type]
+        if choice == "apache":
+            from .kafka import ApacheKafka
+
+            log_path = kwargs.get("log_path")
+            workdir = Path(str(log_path)).parent / "kafka" if log_path else None
+            return ApacheKafka(1, workdir=workdir)
+        if ":" in choice:
+            return cls(external_bootstrap=choice)
+        raise BrokerError(f"RG_BROKER={choice!r}: expected apache, tansu or host:port")
+
+    @property
+    def kind(self) -> str:
+        """``tansu`` or ``external``; :class:`.kafka.ApacheKafka` says ``apache``."""
+        return "external" if self.external else "tansu"
+
+    @property
+    def min_session_s(self) -> float:
+        """Shortest consumer-group session the broker accepts: tansu takes 3 s, Apache Kafka's floor is 6 s."""
+        return 6.0 if self.external else 3.0
 
     @property
     def bootstrap(self) -> str:
@@ -167,6 +194,10 @@ class Broker:
             except subprocess.TimeoutExpired:
                 self._kill()
         self._proc = None
+
+    def close(self) -> None:
+        """Stop the broker (the same as :meth:`stop`: tansu keeps nothing on disk)."""
+        self.stop()
 
     def kill(self) -> None:
         """SIGKILL tansu: an abrupt broker crash. No-op for an external broker."""
