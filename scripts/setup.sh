@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up a fresh machine for regionguard: a virtualenv with every dependency,
-# the Node.js example's packages, and the local PostgreSQL and Redis running.
-# Idempotent: safe to run again.
+# the Node.js example's packages, the local PostgreSQL and Redis installed and
+# running, and (with --test-tools) Java, Maven and Apache Kafka's jars for the
+# test suite's broker. Idempotent: safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,3 +30,17 @@ if [ "${1:-}" = "--test-tools" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/d
 fi
 
 scripts/services.sh
+
+# The suite runs on Apache Kafka 4 (KRaft), started from jars that Maven resolves from
+# Maven Central into ~/.cache/regionguard (regionguard.embedded.kafka). Resolve them now,
+# so the first test does not wait for it and a failure is reported here, in one line.
+if [ "${1:-}" = "--test-tools" ]; then
+  if ! command -v java >/dev/null 2>&1 || ! command -v mvn >/dev/null 2>&1; then
+    echo "setup: installing Java and Maven from Debian's packages"
+    [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      default-jre-headless maven >/dev/null
+  fi
+  .venv/bin/python -c "from regionguard.embedded.kafka import kafka_libs; kafka_libs()" \
+    || { echo "setup: could not resolve Apache Kafka's jars with Maven" >&2; exit 1; }
+fi
