@@ -186,7 +186,7 @@ def main() -> int:
               f"{h.fresh_connection_every}; breaker: {b.consecutive_failures} consecutive failures, "
               f"window {b.window}/min {b.min_calls} at {b.failure_rate:.0%}, open wait {b.open_wait_s}s "
               f"(x{b.open_wait_multiplier}, max {b.open_wait_max_s}s), {b.half_open_calls} half-open calls")
-        print(f"broker {broker.bootstrap} ({'external' if broker.external else 'tansu'}), "
+        print(f"broker {broker.bootstrap} ({broker.kind}), "
               f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}", flush=True)
         health = ServiceProcess("health-bench", ["health", "--config", str(cfg_path), "--observer", "bench",
                                                  "--metrics-port", "0"], log_dir=work)

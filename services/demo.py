@@ -244,7 +244,7 @@ class Demo:
         try:
             self.phase("start")
             st.start_infra()
-            self.note(f"broker {st.broker.bootstrap} ({'external' if st.broker.external else 'embedded tansu'}), "
+            self.note(f"broker {st.broker.bootstrap} ({st.broker.kind}), "
                       f"regions {', '.join(REGIONS)} on PostgreSQL {host}:{port} behind fault proxies")
             for name in ("health", "router", "replayer", "features"):
                 st.start_service(name)

@@ -1,7 +1,8 @@
 """Shared pytest fixtures: a real broker, real PostgreSQL regions, real config files.
 
 Thin wrappers over :mod:`tests.harness` (which has no pytest dependency):
-``broker`` is session-wide (tansu, or ``$KAFKA_BOOTSTRAP``); ``regions`` and
+``broker`` is session-wide (Apache Kafka 4 by default; ``$RG_BROKER`` =
+``apache`` | ``tansu`` | ``host:port``, or ``$KAFKA_BOOTSTRAP``, picks another); ``regions`` and
 ``rg_config`` are per-test factories whose databases and topics are unique to
 the test, so tests never see each other's data.
 """
@@ -45,11 +46,12 @@ PG_HOST, PG_PORT = "127.0.0.1", 5432
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    """The session's Kafka broker: external if ``$KAFKA_BOOTSTRAP`` is set, else an embedded tansu."""
-    b = Broker.from_env(log_path=tmp_path_factory.mktemp("broker") / "tansu.log")
+    """The session's Kafka broker: a local Apache Kafka unless ``$RG_BROKER``/``$KAFKA_BOOTSTRAP`` say otherwise."""
+    b = Broker.from_env(default="apache", log_path=tmp_path_factory.mktemp("broker") / "broker.log")
     b.start()
+    print(f"\nbroker: {b.kind} {b.bootstrap}")
     yield b
-    b.stop()
+    b.close()
 
 
 def _pg_answers() -> str | None:

@@ -59,7 +59,7 @@ class Stack:
     # ------------------------------------------------------------------ infrastructure
     def start_infra(self) -> "Stack":
         if self.broker is None:
-            self.broker = Broker.from_env(log_path=self.logdir / "tansu.log")
+            self.broker = Broker.from_env(log_path=self.logdir / "broker.log")
         if not self.broker.is_running():
             self.broker.start()
         servers = {}
@@ -204,7 +204,7 @@ class Stack:
             else:
                 self.cluster.destroy()
         if self._own_broker and self.broker is not None:
-            self.broker.stop()
+            self.broker.close()
 
     def __enter__(self) -> "Stack":
         return self.start_infra()

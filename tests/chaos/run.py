@@ -147,14 +147,15 @@ class ChaosReport:
 
 class ChaosRun:
     def __init__(self, *, writes: int, faults: int, rate: float, seed: int, workdir: Path, partitions: int = 6,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, broker: Any = None) -> None:
         self.writes, self.n_faults, self.rate, self.seed = writes, faults, rate, seed
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.partitions = partitions
         self.t0 = time.monotonic()
         self._log = log or (lambda s: print(s, flush=True))
-        self.stack = Stack(workdir, regions=REGIONS, crashable=CRASHABLE, partitions=partitions, log=self.log)
+        self.stack = Stack(workdir, regions=REGIONS, crashable=CRASHABLE, partitions=partitions, log=self.log,
+                           broker=broker)
 
     def log(self, msg: str) -> None:
         line = f"[{time.monotonic() - self.t0:7.1f}s {time.strftime('%H:%M:%S')}] {msg}"

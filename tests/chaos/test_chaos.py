@@ -16,8 +16,8 @@ from tests.chaos.run import ALL_KINDS, ChaosRun
 pytestmark = [pytest.mark.chaos, pytest.mark.slow, pytest.mark.timeout(600)]
 
 
-def test_short_chaos_schedule_loses_nothing_and_applies_nothing_twice(pg_available, tmp_path) -> None:
-    run = ChaosRun(writes=8000, faults=len(ALL_KINDS), rate=250, seed=11, workdir=tmp_path / "chaos")
+def test_short_chaos_schedule_loses_nothing_and_applies_nothing_twice(broker, pg_available, tmp_path) -> None:
+    run = ChaosRun(writes=8000, faults=len(ALL_KINDS), rate=250, seed=11, workdir=tmp_path / "chaos", broker=broker)
     report = run.run()
     report.print_rich()
     assert {f.kind for f in report.faults} == set(ALL_KINDS)

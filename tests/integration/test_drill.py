@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _session_s(broker) -> float:
-    return 6.0 if broker.external else 3.0  # tansu accepts short sessions; Kafka's minimum is 6 s
+    return broker.min_session_s  # tansu accepts 3 s; Apache Kafka's minimum is 6 s
 
 
 class Reader:

@@ -60,7 +60,7 @@ def until(pred, timeout: float, step: float = 0.01):
 
 def session_s(broker) -> float:
     # tansu accepts short sessions; Apache Kafka's minimum is 6 s by default
-    return 6.0 if broker.external else 3.0
+    return broker.min_session_s
 
 
 def metrics(proc) -> dict[str, float]:
