@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from regionguard.core.config import parse_config  # noqa: E402
-from regionguard.core.kafka import ensure_topics  # noqa: E402
+from regionguard.core.kafka import ensure_topics, producer_conf  # noqa: E402
 from regionguard.core.sql import INBOX_CLAIM_COUNT, INBOX_DDL  # noqa: E402
 from tests.harness.broker import Broker  # noqa: E402
 from tests.harness.services import ServiceProcess  # noqa: E402
@@ -92,7 +92,7 @@ async def raw_baseline(dsn: str, n: int, batch: int) -> float:
 
 
 def produce(bootstrap: str, topic: str, n: int) -> None:
-    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 20})
+    p = Producer(producer_conf(bootstrap, **{"linger.ms": 20}))
     for i in range(n):
         ev = {"id": str(uuid.uuid4()), "region": "eu", "table": "users", "op": "upsert",
               "key": {"id": i}, "data": {"name": f"user{i}", "version": 1}}

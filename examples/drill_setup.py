@@ -30,13 +30,14 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
+from regionguard.core.kafka import producer_conf
 from regionguard.embedded import Broker, LocalRegions, ServiceProcess, make_config
 from regionguard.embedded.drillctl import ControlServer
 
 
 def traffic(bootstrap: str, prefix: str, regions: list[str], rate: float, stop: threading.Event) -> None:
     """``rate`` upserts per second per region, keyed so each row's versions stay in order."""
-    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5})
+    p = Producer(producer_conf(bootstrap, **{"linger.ms": 5}))
     version = 0
     while not stop.is_set():
         version += 1
@@ -72,7 +73,7 @@ def main() -> int:
         cf = make_config(regions, broker.bootstrap, out / "config.yaml", partitions=6,
                          overrides={"features": {"recommendations": {"off_when": ["open", "half_open", "stale"]},
                                                  "checkout": {"critical": True}},
-                                    "health": {"leader_session_timeout_s": 6.0 if broker.external else 3.0}})
+                                    "health": {"leader_session_timeout_s": 6.0}})  # Kafka's minimum
         cfg = cf.load()
         ctl = ControlServer({r: regions.proxy(r) for r in regions.names}, cfg=cfg).start()
         for svc in ("health", "router", "replayer", "features"):

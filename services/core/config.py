@@ -31,6 +31,76 @@ class UsageError(Exception):
     """A one-line problem with the command line or environment (the CLI exits 2)."""
 
 
+#: Apache Kafka's default ``group.min.session.timeout.ms`` / ``group.max.session.timeout.ms``:
+#: a consumer asking for a session outside them is refused when it joins its group.
+MIN_SESSION_TIMEOUT_MS = 6_000
+MAX_SESSION_TIMEOUT_MS = 1_800_000
+
+_COMMITS = "offsets are stored and committed only after a write is applied"
+_ACKS = "producers use acks=all, so an acknowledged write survives the loss of a broker"
+#: librdkafka settings that regionguard sets on each client itself, because a guarantee rests
+#: on them; ``kafka.client`` may not hold them (key -> why). Aliases are listed too.
+CLIENT_FIXED: dict[str, str] = {
+    "bootstrap.servers": "use kafka.bootstrap (or $KAFKA_BOOTSTRAP)",
+    "metadata.broker.list": "use kafka.bootstrap (or $KAFKA_BOOTSTRAP)",
+    "acks": _ACKS,
+    "request.required.acks": _ACKS,
+    "enable.idempotence": "producers are idempotent, so a retried produce is never duplicated or reordered",
+    "transactional.id": "every producer would share one transactional id and fence the others",
+    "partitioner": "producers use murmur2_random, the Java-compatible partitioner every language must share",
+    "enable.auto.commit": _COMMITS,
+    "auto.commit.enable": _COMMITS,
+    "enable.auto.offset.store": _COMMITS,
+    "isolation.level": "consumers read committed records only",
+    "auto.offset.reset": "each consumer chooses where a new group starts; 'latest' would skip unrouted writes",
+    "group.id": "each service has its own groups (see kafka.topic_prefix, router.group_id, replay.group_id)",
+    "group.instance.id": "every consumer would share one static member id and fence the others",
+    "enable.partition.eof": "readers of compacted topics set it to know they have read everything",
+}
+
+
+def _as_int(key: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"{key!r} must be an integer, not {value!r}")
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise ValueError(f"{key!r} must be an integer, not {value!r}") from None
+
+
+def check_client_conf(client: dict[str, Any]) -> None:
+    """Refuse ``kafka.client`` settings that would break a guarantee (ValueError, one line naming the key).
+
+    Everything else in ``kafka.client`` wins over regionguard's own defaults.
+    """
+    for key in client:
+        if key in CLIENT_FIXED:
+            raise ValueError(f"{key!r} is set by regionguard and cannot be configured: {CLIENT_FIXED[key]}")
+    for key in ("max.in.flight.requests.per.connection", "max.in.flight"):
+        if key in client and _as_int(key, client[key]) > 5:
+            raise ValueError(f"{key!r} must be at most 5: idempotent producers keep order only up to 5 in flight")
+    for key in ("retries", "message.send.max.retries"):
+        if key in client and _as_int(key, client[key]) < 1:
+            raise ValueError(f"{key!r} must be at least 1: idempotent producers need retries")
+    if "queuing.strategy" in client and str(client["queuing.strategy"]) != "fifo":
+        raise ValueError("'queuing.strategy' must be fifo: other strategies reorder a row's writes")
+    session = MIN_SESSION_TIMEOUT_MS
+    if "session.timeout.ms" in client:
+        session = _as_int("session.timeout.ms", client["session.timeout.ms"])
+        if not MIN_SESSION_TIMEOUT_MS <= session <= MAX_SESSION_TIMEOUT_MS:
+            raise ValueError(f"'session.timeout.ms' ({session}) must be between {MIN_SESSION_TIMEOUT_MS} and "
+                             f"{MAX_SESSION_TIMEOUT_MS}: Apache Kafka's group.min/max.session.timeout.ms refuse it")
+    if "heartbeat.interval.ms" in client:
+        beat = _as_int("heartbeat.interval.ms", client["heartbeat.interval.ms"])
+        if not 0 < beat < session:
+            raise ValueError(f"'heartbeat.interval.ms' ({beat}) must be positive and below session.timeout.ms "
+                             f"({session})")
+    if "max.poll.interval.ms" in client:
+        poll = _as_int("max.poll.interval.ms", client["max.poll.interval.ms"])
+        if poll < session:
+            raise ValueError(f"'max.poll.interval.ms' ({poll}) must be at least session.timeout.ms ({session})")
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -42,8 +112,16 @@ class KafkaConfig(_Frozen):
     replication_factor: int = Field(1, ge=1, le=16, description="Replication of created topics (3 on a real cluster).")
     client: dict[str, str | int | float | bool] = Field(
         default_factory=dict,
-        description="Passed to librdkafka as is (security.protocol, sasl.*, ssl.*).",
+        description="librdkafka settings of every client (security.protocol, sasl.*, ssl.*, tuning); they win "
+                    "over regionguard's defaults. Settings a guarantee rests on (acks, enable.idempotence, "
+                    "partitioner, enable.auto.commit, isolation.level, group.id, ...) are refused.",
     )
+
+    @field_validator("client")
+    @classmethod
+    def _client_keeps_guarantees(cls, v):
+        check_client_conf(v)
+        return v
 
 
 class RegionConfig(_Frozen):
@@ -93,9 +171,9 @@ class HealthConfig(_Frozen):
     quorum: int = Field(1, ge=1, description="Observers that must see a failure before a region opens.")
     observation_ttl_s: float = Field(3.0, gt=0, description="An observer that said nothing for this long no longer counts.")
     leader_session_timeout_s: float = Field(
-        6.0, gt=0,
+        6.0, ge=MIN_SESSION_TIMEOUT_MS / 1000, le=MAX_SESSION_TIMEOUT_MS / 1000,
         description="Kafka group session timeout of the health leader election: a crashed leader is replaced "
-                    "about this plus 3 s later. Apache Kafka refuses less than group.min.session.timeout.ms (6 s).")
+                    "about this plus 3 s later. 6 to 1800: Apache Kafka's default group.min/max.session.timeout.ms.")
 
 
 class BreakerConfig(_Frozen):
@@ -209,9 +287,16 @@ class Config(_Frozen):
         return f"{base}.{region}" if region else base
 
     def kafka_client_conf(self, **extra: Any) -> dict[str, Any]:
+        """librdkafka settings of one client: ``extra`` are the caller's, ``kafka.client`` the user's.
+
+        The user's values win over the caller's defaults; the caller's values of
+        :data:`CLIENT_FIXED` keys (group.id, enable.auto.commit, acks, ...) win over
+        everything, since a guarantee rests on them (config refuses them from the user).
+        """
         conf: dict[str, Any] = {"bootstrap.servers": self.kafka.bootstrap}
-        conf.update(self.kafka.client)
-        conf.update(extra)
+        conf.update((k, v) for k, v in extra.items() if k not in CLIENT_FIXED)
+        conf.update((k, v) for k, v in self.kafka.client.items() if k not in CLIENT_FIXED)
+        conf.update((k, v) for k, v in extra.items() if k in CLIENT_FIXED)
         return conf
 
 

@@ -15,6 +15,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer, Consumer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from .config import Config
+from .config import MIN_SESSION_TIMEOUT_MS
 from .errors import RegionGuardError
 
 log = logging.getLogger(__name__)
@@ -89,18 +90,42 @@ def replayer_group(cfg: Config, region: str) -> str:
     return group_id(cfg, f"{cfg.replay.group_id}.{region}")
 
 
+#: librdkafka's Java-compatible partitioner: ``(murmur2(key) & 0x7fffffff) % partitions``, as
+#: kafka-clients, kafkajs, franz-go and kafka-python compute it (DESIGN.md, "Partitioning (any
+#: language)"; vectors in schemas/vectors/partitions.json). librdkafka's default
+#: (consistent_random, CRC32) would put a row's writes in another partition than a Java producer.
+PARTITIONER = "murmur2_random"
+
+#: What every producer of the project sets, with or without a Config.
+PRODUCER_ESSENTIALS: dict[str, Any] = {"enable.idempotence": True, "acks": "all", "partitioner": PARTITIONER}
+
+
+def producer_conf(bootstrap: str, **extra: Any) -> dict[str, Any]:
+    """Settings of a producer made without a Config (tests, benchmarks, examples).
+
+    Idempotent, ``acks=all`` and the Java-compatible partitioner; ``extra`` may
+    tune anything else but never changes the partitioner.
+    """
+    return {"bootstrap.servers": bootstrap, **PRODUCER_ESSENTIALS, **extra, "partitioner": PARTITIONER}
+
+
 def make_producer(cfg: Config, **extra: Any) -> Producer:
-    """Idempotent, acks=all: a confirmed delivery is durable and never duplicated."""
+    """Idempotent, acks=all: a confirmed delivery is durable and never duplicated.
+
+    Keys are partitioned as Java's producer does (:data:`PARTITIONER`), whatever
+    the caller passes. ``kafka.client`` wins over the tuning defaults here and in
+    ``extra``; the settings a guarantee rests on cannot come from it.
+    """
     conf = cfg.kafka_client_conf(
         **{
-            "enable.idempotence": True,
-            "acks": "all",
+            **PRODUCER_ESSENTIALS,
             "linger.ms": 2,
             "compression.type": "none",
             "message.timeout.ms": 30000,
             # bounded memory: a producer never holds more than this; produce() then waits
             "queue.buffering.max.kbytes": 65536,
             **extra,
+            "partitioner": PARTITIONER,
         }
     )
     return Producer(conf)
@@ -113,7 +138,7 @@ def make_consumer(cfg: Config, group: str, **extra: Any) -> Consumer:
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
-            "session.timeout.ms": 6000,
+            "session.timeout.ms": MIN_SESSION_TIMEOUT_MS,  # the broker's minimum: fastest takeover it accepts
             "heartbeat.interval.ms": 1000,
             "max.poll.interval.ms": 300000,
             "partition.assignment.strategy": "range",

@@ -9,10 +9,12 @@ from typing import Any, Callable
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from regionguard.core.kafka import producer_conf
+
 
 def produce_raw(bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes | None]],
                 partition: int | None = None) -> None:
-    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5})
+    p = Producer(producer_conf(bootstrap, **{"linger.ms": 5}))
     errors: list[str] = []
 
     def cb(err, _msg):

@@ -15,6 +15,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from regionguard.core.kafka import producer_conf
 from tests.harness import (
     GROUP_TUNING,
     Broker,
@@ -134,7 +135,7 @@ def test_broker_round_trip(broker: Broker) -> None:
     create_topics(broker.bootstrap, {topic: 3})  # already exists: fine
     md = AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(topic, timeout=10)
     assert len(md.topics[topic].partitions) == 3
-    prod = Producer({"bootstrap.servers": broker.bootstrap, "enable.idempotence": True, "acks": "all"})
+    prod = Producer(producer_conf(broker.bootstrap))
     for i in range(20):
         prod.produce(topic, key=f"k{i % 4}".encode(), value=f"v{i}".encode())
     assert prod.flush(15) == 0

@@ -21,7 +21,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from regionguard.core.config import load_config
-from regionguard.core.kafka import replayer_group, router_group
+from regionguard.core.kafka import producer_conf, replayer_group, router_group
 from regionguard.core.models import DeadLetter, FailoverEvent, FeatureFlags, RegionState, State
 from tests.harness import make_config
 from tests.integration.helpers import ev_bytes, write_event
@@ -33,7 +33,7 @@ FAKE_DSNS = {"eu": "postgresql://app@127.0.0.1:1/eu", "us": "postgresql://app@12
 
 def produce(bootstrap: str, topic: str, items: list[tuple], partition: int | None = None) -> None:
     """items: (key, value[, headers]); linger makes multi-record batches."""
-    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 20})
+    p = Producer(producer_conf(bootstrap, **{"linger.ms": 20}))
     errors: list = []
     for item in items:
         key, value, *rest = item

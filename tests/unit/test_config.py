@@ -107,3 +107,124 @@ def test_log_lines_never_carry_a_dsn_password(capsys):
     assert "s3cret" not in err and "***" in err
     assert "Traceback" not in err  # one line per record
     logging.getLogger().handlers.clear()
+
+
+# ---- kafka.client: the user's values win; guarantee-breaking ones are refused (issue 11, 5e/5g) ----
+
+def _with_client(client: dict, **sections) -> dict:
+    return {**GOOD, "kafka": {"client": client}, **sections}
+
+
+def test_user_client_values_win_over_regionguards_defaults():
+    from regionguard.core.kafka import PARTITIONER
+
+    cfg = parse_config(_with_client({"linger.ms": 50, "compression.type": "zstd", "session.timeout.ms": 10000,
+                                     "fetch.wait.max.ms": 100, "security.protocol": "SASL_SSL"}))
+    producer = cfg.kafka_client_conf(**{"enable.idempotence": True, "acks": "all", "partitioner": PARTITIONER,
+                                        "linger.ms": 2, "compression.type": "none"})
+    assert producer["linger.ms"] == 50 and producer["compression.type"] == "zstd"
+    assert producer["security.protocol"] == "SASL_SSL"
+    assert producer["acks"] == "all" and producer["enable.idempotence"] is True
+    assert producer["partitioner"] == "murmur2_random"
+    consumer = cfg.kafka_client_conf(**{"group.id": "rg.router.eu", "enable.auto.commit": False,
+                                        "session.timeout.ms": 6000, "fetch.wait.max.ms": 10})
+    assert consumer["session.timeout.ms"] == 10000 and consumer["fetch.wait.max.ms"] == 100
+    assert consumer["group.id"] == "rg.router.eu" and consumer["enable.auto.commit"] is False
+    assert consumer["bootstrap.servers"] == cfg.kafka.bootstrap
+
+
+def test_make_producer_and_make_consumer_let_the_user_tune(monkeypatch):
+    """The real helpers: the user's tuning wins, the essentials stay (no broker needed: the handles are stubs)."""
+    from regionguard.core import kafka
+
+    made = []
+    monkeypatch.setattr(kafka, "Producer", lambda conf: made.append(conf) or conf)
+    monkeypatch.setattr(kafka, "Consumer", lambda conf: made.append(conf) or conf)
+    cfg = parse_config(_with_client({"linger.ms": 25, "queue.buffering.max.kbytes": 1024,
+                                     "session.timeout.ms": 45000, "partition.assignment.strategy": "cooperative-sticky"}))
+    p = kafka.make_producer(cfg, **{"linger.ms": 0, "partitioner": "consistent_random"})
+    assert p["linger.ms"] == 25 and p["queue.buffering.max.kbytes"] == 1024
+    assert p["partitioner"] == "murmur2_random"  # whatever a caller passes
+    assert p["acks"] == "all" and p["enable.idempotence"] is True
+    c = kafka.make_consumer(cfg, "rg.router.eu")
+    assert c["session.timeout.ms"] == 45000 and c["partition.assignment.strategy"] == "cooperative-sticky"
+    assert c["group.id"] == "rg.router.eu"
+    assert c["enable.auto.commit"] is False and c["enable.auto.offset.store"] is False
+    assert c["auto.offset.reset"] == "earliest"
+    defaults = kafka.make_consumer(parse_config(GOOD), "g")
+    assert defaults["session.timeout.ms"] == 6000
+
+
+def test_every_producer_conf_partitions_like_java():
+    from regionguard.core.kafka import producer_conf
+
+    conf = producer_conf("b:9092", **{"linger.ms": 5, "partitioner": "consistent_random"})
+    assert conf["partitioner"] == "murmur2_random" and conf["linger.ms"] == 5
+    assert conf["acks"] == "all" and conf["enable.idempotence"] is True and conf["bootstrap.servers"] == "b:9092"
+
+
+@pytest.mark.parametrize("key, value", [
+    ("acks", "all"), ("acks", 1), ("request.required.acks", 0), ("enable.idempotence", False),
+    ("enable.auto.commit", True), ("auto.commit.enable", True), ("enable.auto.offset.store", True),
+    ("isolation.level", "read_uncommitted"), ("partitioner", "consistent_random"),
+    ("transactional.id", "x"), ("group.id", "mine"), ("group.instance.id", "m1"),
+    ("auto.offset.reset", "latest"), ("enable.partition.eof", False), ("bootstrap.servers", "other:9092"),
+])
+def test_guarantee_breaking_client_settings_are_refused(key, value):
+    with pytest.raises(ConfigError) as exc:
+        parse_config(_with_client({key: value}))
+    msg = str(exc.value)
+    assert "\n" not in msg and msg.startswith("config: kafka.client: ")
+    assert f"'{key}'" in msg and "set by regionguard" in msg
+
+
+@pytest.mark.parametrize("client, needle", [
+    ({"session.timeout.ms": 3000}, "'session.timeout.ms' (3000) must be between 6000"),
+    ({"session.timeout.ms": "5999"}, "'session.timeout.ms' (5999)"),
+    ({"session.timeout.ms": 1_800_001}, "'session.timeout.ms' (1800001)"),
+    ({"session.timeout.ms": "six"}, "'session.timeout.ms' must be an integer"),
+    ({"heartbeat.interval.ms": 6000}, "'heartbeat.interval.ms' (6000) must be positive and below"),
+    ({"session.timeout.ms": 10000, "heartbeat.interval.ms": 10000}, "below session.timeout.ms (10000)"),
+    ({"max.poll.interval.ms": 5000}, "'max.poll.interval.ms' (5000) must be at least session.timeout.ms (6000)"),
+    ({"max.in.flight.requests.per.connection": 6}, "'max.in.flight.requests.per.connection' must be at most 5"),
+    ({"max.in.flight": "10"}, "'max.in.flight' must be at most 5"),
+    ({"retries": 0}, "'retries' must be at least 1"),
+    ({"message.send.max.retries": 0}, "'message.send.max.retries' must be at least 1"),
+    ({"queuing.strategy": "lifo"}, "'queuing.strategy' must be fifo"),
+])
+def test_unsafe_client_values_are_one_line_errors(client, needle):
+    with pytest.raises(ConfigError) as exc:
+        parse_config(_with_client(client))
+    msg = str(exc.value)
+    assert needle in msg and "kafka.client" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("client", [
+    {"session.timeout.ms": 6000}, {"session.timeout.ms": "45000", "heartbeat.interval.ms": 3000},
+    {"max.in.flight": 5, "retries": 3, "queuing.strategy": "fifo", "max.poll.interval.ms": 600000},
+    {"security.protocol": "SSL", "ssl.ca.location": "/etc/ca.pem", "client.id": "rg"},
+])
+def test_safe_client_values_load(client):
+    assert parse_config(_with_client(client)).kafka.client == client
+
+
+@pytest.mark.parametrize("value, ok", [(6.0, True), (30, True), (5.9, False), (3.0, False), (1801, False)])
+def test_health_leader_session_is_within_kafkas_limits(value, ok):
+    doc = {**GOOD, "health": {"leader_session_timeout_s": value}}
+    if ok:
+        assert parse_config(doc).health.leader_session_timeout_s == value
+        return
+    with pytest.raises(ConfigError) as exc:
+        parse_config(doc)
+    assert str(exc.value).startswith("config: health.leader_session_timeout_s: ") and "\n" not in str(exc.value)
+
+
+def test_cli_refused_client_setting_exits_2_naming_the_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("kafka: {client: {enable.auto.commit: true}}\n"
+                    "regions: {eu: {dsn: 'postgresql://u@h/db'}}\ntables: {t: {key: [id]}}\n")
+    proc = subprocess.run([sys.executable, "-m", "regionguard.cli", "router", "--config", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "kafka.client" in lines[0] and "enable.auto.commit" in lines[0], proc.stderr
