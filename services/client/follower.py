@@ -74,6 +74,8 @@ def _at(record: BaseModel) -> float:
 class CompactedFollower(Generic[M]):
     """Latest ``model`` record per key of ``topic``, kept current in the background."""
 
+    # Reading goes on this long after the end was reached before the view says ready, so
+    # a view started next to a live publisher has its newest heartbeat, not only history.
     QUIET_S = 0.2
 
     def __init__(
@@ -107,6 +109,7 @@ class CompactedFollower(Generic[M]):
         self._last_stale: bool | None = None
         self.records_seen = 0
         self.reassignments = 0
+        self.ready_after_s: float | None = None  # start -> read to the end (for logs, tests, benchmarks)
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> "CompactedFollower[M]":
@@ -227,10 +230,10 @@ class CompactedFollower(Generic[M]):
         return highs
 
     def _run(self) -> None:
-        # Ready = every partition read up to the high watermark seen at assignment (or
-        # EOF), then QUIET_S more of reading (or a quiet poll): tansu under-reports the
-        # watermark after multi-record batches, so the watermark alone could declare
-        # readiness before the rest of the last batch is in. Not "QUIET_S with no
+        # Ready = every partition read to its end: librdkafka's partition EOF at or beyond
+        # the high watermark seen at assignment. Not the watermark alone: tansu's
+        # ListOffsets under-reports it after multi-record batches, while EOF (from the
+        # fetch responses) marks the true end there too. Not "a quiet while with no
         # records": a publisher heartbeating faster than that would never let it be ready.
         consumer = self._consumer()
         positions: dict[int, int] = {}
@@ -253,35 +256,36 @@ class CompactedFollower(Generic[M]):
                         self._check_stale()
                         self._stop.wait(0.1)
                         continue
-                msg = consumer.poll(self._poll_s)
+                msgs = consumer.consume(500, self._poll_s)
                 self._check_stale()
-                if not self._ready.is_set() and len(reached) == len(targets):
+                for msg in msgs:
+                    err = msg.error()
+                    if err is not None:
+                        code = err.code()
+                        if code == KafkaError._PARTITION_EOF:
+                            p = msg.partition()
+                            positions[p] = max(positions.get(p, 0), msg.offset())
+                            if p in targets and msg.offset() >= targets[p]:
+                                reached.add(p)
+                        elif code in _MISSING_TOPIC:
+                            log.info("%s: topic %s gone; waiting for it to come back", self.name, self.topic)
+                            consumer.unassign()
+                            positions.clear()  # a re-created topic starts again at offset 0
+                            targets, next_assign = None, time.monotonic() + 0.5
+                            break
+                        else:
+                            log.debug("%s: consumer error %s", self.name, err)
+                        continue
+                    quiet_since = time.monotonic()
+                    positions[msg.partition()] = msg.offset() + 1
+                    self._handle(msg.value())
+                if targets is not None and not self._ready.is_set() and len(reached) == len(targets):
                     now = time.monotonic()
                     if all_reached_at is None:
                         all_reached_at = now
-                    if now - all_reached_at >= self.QUIET_S or (msg is None and now - quiet_since >= self.QUIET_S):
+                    if now - all_reached_at >= self.QUIET_S or (not msgs and now - quiet_since >= self.QUIET_S):
+                        self.ready_after_s = now - (self._started_at or now)
                         self._ready.set()
-                if msg is None:
-                    continue
-                err = msg.error()
-                if err is not None:
-                    code = err.code()
-                    if code == KafkaError._PARTITION_EOF:
-                        reached.add(msg.partition())
-                    elif code in _MISSING_TOPIC:
-                        log.info("%s: topic %s gone; waiting for it to come back", self.name, self.topic)
-                        consumer.unassign()
-                        positions.clear()  # a re-created topic starts again at offset 0
-                        targets, next_assign = None, time.monotonic() + 0.5
-                    else:
-                        log.debug("%s: consumer error %s", self.name, err)
-                    continue
-                quiet_since = time.monotonic()
-                p = msg.partition()
-                positions[p] = msg.offset() + 1
-                if p in targets and positions[p] >= targets[p]:
-                    reached.add(p)
-                self._handle(msg.value())
         except Exception:  # noqa: BLE001 - a view must never take the app down
             log.exception("%s: follower thread failed", self.name)
         finally:

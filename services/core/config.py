@@ -105,11 +105,44 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class TopicsConfig(_Frozen):
+    """Settings given to the topics regionguard creates (existing topics are checked at start)."""
+
+    held_retention_days: float = Field(
+        14, gt=0, le=3650,
+        description="retention.ms of rg.held.<region>: an outage (plus its replay) must end before this; "
+                    "an alert fires at 70% and 90% of it. Always set explicitly, never the broker's default.")
+    writes_retention_days: float = Field(
+        7, gt=0, le=3650, description="retention.ms of rg.writes.<region> (records are routed within seconds).")
+    dead_letter_retention_days: float = Field(
+        30, gt=0, le=3650, description="retention.ms of rg.dead-letter: time to fix and re-publish dead letters.")
+    compact_segment_s: float = Field(
+        600, gt=0, le=3600,
+        description="segment.ms of the compacted topics (region-state, features). Kafka never compacts the "
+                    "active segment, so this bounds what a starting reader reads beyond the latest records.")
+    compact_dirty_ratio: float = Field(
+        0.1, gt=0, le=0.9, description="min.cleanable.dirty.ratio of the compacted topics.")
+    compact_delete_retention_s: float = Field(
+        3600, ge=0, description="delete.retention.ms of the compacted topics: how long a tombstone stays readable.")
+
+
 class KafkaConfig(_Frozen):
     bootstrap: str = Field("127.0.0.1:9092", description="Broker list; `$KAFKA_BOOTSTRAP` overrides it.")
     topic_prefix: str = Field("rg.", description="Prefix of every topic and consumer group.")
     partitions: int = Field(12, ge=1, le=10_000, description="Partitions of each writes/held topic (created at start).")
     replication_factor: int = Field(1, ge=1, le=16, description="Replication of created topics (3 on a real cluster).")
+    min_insync_replicas: int = Field(
+        1, ge=1, le=16,
+        description="min.insync.replicas of created topics (2 with replication 3); at most replication_factor.")
+    topics: TopicsConfig = Field(TopicsConfig(), description="Retention and compaction settings of created topics.")
+
+    @model_validator(mode="after")
+    def _min_isr_fits(self):
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(f"min_insync_replicas ({self.min_insync_replicas}) exceeds replication_factor "
+                             f"({self.replication_factor})")
+        return self
+
     client: dict[str, str | int | float | bool] = Field(
         default_factory=dict,
         description="librdkafka settings of every client (security.protocol, sasl.*, ssl.*, tuning); they win "

@@ -12,9 +12,9 @@ import time
 from typing import Any, Iterable
 
 from confluent_kafka import KafkaError, KafkaException, Producer, Consumer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from .config import Config
+from .config import Config, ConfigError
 from .config import MIN_SESSION_TIMEOUT_MS
 from .errors import RegionGuardError
 
@@ -43,22 +43,157 @@ def topic_plan(cfg: Config) -> dict[str, tuple[int, bool]]:
     return plan
 
 
-def ensure_topics(cfg: Config, *, timeout: float = 30.0) -> list[str]:
+class TopicMismatchError(ConfigError):
+    """An existing topic contradicts the config (DESIGN.md, topic settings); one line naming the topic."""
+
+
+def _ms(seconds: float) -> str:
+    return str(int(round(seconds * 1000)))
+
+
+DAY_S = 86400.0
+
+
+def topic_configs(cfg: Config) -> dict[str, dict[str, str]]:
+    """The topic-level settings each topic of :func:`topic_plan` is created with.
+
+    Always explicit where the broker's default would be wrong: held writes must
+    outlive an outage (``kafka.topics.held_retention_days``, never the broker's
+    7 days), and the compacted topics roll segments often enough
+    (``segment.ms``) for the log cleaner to ever run, so a starting reader
+    reads about the latest record per key, not the whole history.
+    """
+    t = cfg.kafka.topics
+    isr = {"min.insync.replicas": str(cfg.kafka.min_insync_replicas)}
+    compact = {
+        **isr,
+        "cleanup.policy": "compact",
+        "segment.ms": _ms(t.compact_segment_s),
+        "min.cleanable.dirty.ratio": str(t.compact_dirty_ratio),
+        "delete.retention.ms": _ms(t.compact_delete_retention_s),
+    }
+    out: dict[str, dict[str, str]] = {}
+    for region in cfg.regions:
+        out[cfg.topic("writes", region)] = {**isr, "cleanup.policy": "delete",
+                                             "retention.ms": _ms(t.writes_retention_days * DAY_S)}
+        out[cfg.topic("held", region)] = {**isr, "cleanup.policy": "delete",
+                                           "retention.ms": _ms(t.held_retention_days * DAY_S),
+                                           "retention.bytes": "-1"}
+    out[cfg.topic("region-state")] = dict(compact)
+    out[cfg.topic("features")] = dict(compact)
+    out[cfg.topic("failover-events")] = dict(isr)
+    out[cfg.topic("dead-letter")] = {**isr, "retention.ms": _ms(t.dead_letter_retention_days * DAY_S)}
+    out[cfg.topic("control")] = dict(isr)
+    # raw probe results: only the recent ones matter
+    out[cfg.topic("observations")] = {**isr, "retention.ms": _ms(3600)}
+    return out
+
+
+def _describe(admin: AdminClient, topics: list[str], timeout: float) -> dict[str, dict[str, str]] | None:
+    """Topic configs by name, or None when the broker does not answer DescribeConfigs (logged once)."""
+    if not topics:
+        return {}
+    try:
+        futs = admin.describe_configs([ConfigResource("topic", t) for t in topics], request_timeout=timeout)
+        out = {}
+        for res, fut in futs.items():
+            entries = fut.result(timeout=timeout)
+            out[res.name] = {k: v.value for k, v in entries.items() if v.value is not None}
+        return out
+    except Exception as exc:  # noqa: BLE001 - ACLs, or a broker without DescribeConfigs
+        log.warning("topic check: cannot describe topic configs (%s); cleanup.policy, retention and "
+                    "min.insync.replicas of existing topics not checked", str(exc).splitlines()[0][:200])
+        return None
+
+
+def check_topics(cfg: Config, admin: AdminClient, *, names: Iterable[str] | None = None, timeout: float = 30.0,
+                 metadata=None) -> None:
+    """Raise :class:`TopicMismatchError` when an existing topic contradicts the config.
+
+    Checked (DESIGN.md, "Topic settings"): a region's writes and held topics both
+    have ``kafka.partitions`` partitions; every topic has ``kafka.replication_factor``
+    replicas; compacted topics are compacted (and only compacted); writes and held
+    topics are not; held topics keep records at least ``held_retention_days`` and
+    have no size limit; ``min.insync.replicas`` is not below the configured one.
+    Settings that only cost start-up time (segment.ms, dirty ratio) or disk are
+    logged as warnings. Topics in ``names`` only (default: every topic of the plan).
+    """
+    plan = topic_plan(cfg)
+    wanted = topic_configs(cfg)
+    md = (metadata or admin.list_topics(timeout=timeout)).topics
+    names = [n for n in (plan if names is None else names)
+             if n in plan and n in md and md[n].error is None and md[n].partitions]
+    if not names:
+        return
+
+    def fail(topic: str, what: str) -> None:
+        raise TopicMismatchError(f"topic {topic}: {what}")
+
+    n = cfg.kafka.partitions
+    for name in names:
+        parts = md[name].partitions
+        want_parts, _compacted = plan[name]
+        if len(parts) != want_parts:
+            if want_parts == n:
+                fail(name, f"{len(parts)} partitions, but kafka.partitions is {n} "
+                           "(writes and held topics of a region must have the same count)")
+            fail(name, f"{len(parts)} partitions, expected {want_parts}")
+        rf = {len(p.replicas) for p in parts.values()}
+        if rf and rf != {cfg.kafka.replication_factor}:
+            fail(name, f"replication factor {max(rf)}, but kafka.replication_factor is {cfg.kafka.replication_factor}")
+
+    confs = _describe(admin, names, timeout)
+    if confs is None:
+        return
+    t = cfg.kafka.topics
+    for name in names:
+        have = confs.get(name, {})
+        want = wanted[name]
+        compacted = plan[name][1]
+        policy = {p.strip() for p in have.get("cleanup.policy", "delete").split(",") if p.strip()}
+        if compacted and policy != {"compact"}:
+            fail(name, f"cleanup.policy is {have.get('cleanup.policy', 'delete')}, must be compact")
+        if not compacted and "compact" in policy:
+            fail(name, f"cleanup.policy is {have.get('cleanup.policy')}: compaction would drop writes that share a key")
+        isr = have.get("min.insync.replicas")
+        if isr is not None and isr.lstrip("-").isdigit() and int(isr) < cfg.kafka.min_insync_replicas:
+            fail(name, f"min.insync.replicas is {isr}, but kafka.min_insync_replicas is {cfg.kafka.min_insync_replicas}")
+        if name.startswith(cfg.topic("held") + "."):
+            ret = int(have.get("retention.ms", want["retention.ms"]))
+            if 0 <= ret < int(want["retention.ms"]):
+                fail(name, f"retention.ms is {ret} ({ret / 86_400_000:g} days), shorter than "
+                           f"kafka.topics.held_retention_days ({t.held_retention_days:g}); raise it with "
+                           f"kafka-configs --alter --add-config retention.ms={want['retention.ms']}")
+            size = int(have.get("retention.bytes", "-1"))
+            if size >= 0:
+                fail(name, f"retention.bytes is {size}: held writes could be deleted before replay (must be -1)")
+        if compacted:
+            seg = int(have.get("segment.ms", want["segment.ms"]))
+            if seg > int(want["segment.ms"]):
+                log.warning("topic %s: segment.ms is %d, above kafka.topics.compact_segment_s (%g s): "
+                            "compaction runs late and readers start slower", name, seg, t.compact_segment_s)
+
+
+def ensure_topics(cfg: Config, *, timeout: float = 30.0, check: bool = True) -> list[str]:
     """Create any missing topic of :func:`topic_plan`; return the ones created.
 
     Topics are created explicitly because auto-created topics get the
-    broker's default partition count, which breaks held-partition alignment.
+    broker's default partition count, which breaks held-partition alignment,
+    and with :func:`topic_configs` (retention, compaction, min.insync.replicas).
+    With ``check`` (every service at start), topics that already existed are
+    checked by :func:`check_topics`, which raises :class:`TopicMismatchError`.
     """
     admin = AdminClient(cfg.kafka_client_conf())
-    existing = set(admin.list_topics(timeout=timeout).topics)
+    md = admin.list_topics(timeout=timeout)
+    existing = set(md.topics)
+    configs = topic_configs(cfg)
+    if check:
+        check_topics(cfg, admin, names=[n for n in topic_plan(cfg) if n in existing], timeout=timeout, metadata=md)
     new = []
     for name, (parts, compacted) in topic_plan(cfg).items():
         if name in existing:
             continue
-        conf = {"cleanup.policy": "compact"} if compacted else {}
-        if name == cfg.topic("observations"):
-            conf["retention.ms"] = str(3600 * 1000)  # raw probe results: only the recent ones matter
-        new.append(NewTopic(name, parts, cfg.kafka.replication_factor, config=conf))
+        new.append(NewTopic(name, parts, cfg.kafka.replication_factor, config=configs[name]))
     created = []
     for name, fut in (admin.create_topics(new, request_timeout=timeout).items() if new else []):
         try:
@@ -74,6 +209,19 @@ def ensure_topics(cfg: Config, *, timeout: float = 30.0) -> list[str]:
             break
         time.sleep(0.05)
     return created
+
+
+#: tansu, the embedded demo broker, answers metadata with this cluster id.
+TANSU_CLUSTER_ID = "tansu_cluster"
+
+
+def watermarks_exact(cluster_id: str | None) -> bool:
+    """Whether the broker's high watermarks can be trusted as record positions.
+
+    Apache Kafka's and MSK's are exact. tansu's is wrong after multi-record
+    batches (the last batch's base offset + 1), so readers count by consuming there.
+    """
+    return cluster_id != TANSU_CLUSTER_ID
 
 
 def group_id(cfg: Config, name: str) -> str:

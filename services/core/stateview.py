@@ -26,10 +26,16 @@ position would silently skip the new records. Re-reading a compacted topic
 is cheap and harmless (older and equal ``seq`` change nothing). A missing
 topic is treated as empty and looked up again.
 
-Readiness: tansu reports a wrong high watermark for multi-record batches
-(last batch base offset + 1), so :meth:`wait_ready` does not trust it alone:
-the view is ready once it has consumed at least up to the watermark read at
-start *and* then a poll has returned nothing for ``quiet_s`` (0.2 s).
+Readiness (:meth:`wait_ready`): the view is ready once every partition was
+read to its end, i.e. librdkafka reported partition EOF (``enable.partition.eof``)
+at or beyond the high watermark read at start. A service acts only on a ready
+view (the router routes nothing before), never on a partial one. EOF comes from
+the fetch responses, so it is right on tansu too, whose ListOffsets watermark is
+wrong after multi-record batches (last batch base offset + 1): there the start
+watermark is merely too low, and EOF still marks the true end (measured).
+``quiet_s`` (default 0) adds a pause with no records after that, for callers
+that want one. The topic is compacted (``kafka.topics``), so the end is about
+one record per region plus the uncompacted active segment, whatever the uptime.
 """
 
 from __future__ import annotations
@@ -73,7 +79,7 @@ rdkafka_log.addFilter(_RateLimit())
 
 
 class RegionStateView:
-    def __init__(self, cfg: Config, *, on_change: OnChange | None = None, quiet_s: float = 0.2) -> None:
+    def __init__(self, cfg: Config, *, on_change: OnChange | None = None, quiet_s: float = 0.0) -> None:
         self.cfg = cfg
         self.topic = cfg.topic("region-state")
         self._on_change = on_change
@@ -85,6 +91,8 @@ class RegionStateView:
         self._thread: threading.Thread | None = None
         self._last_seen_wall: float | None = None
         self.records = 0  # records consumed (for tests and stats)
+        self.ready_after_s: float | None = None  # start -> ready (for logs, tests and bench/stateview_startup.py)
+        self._started_at = 0.0
         self._missing = False
         self._rewind = threading.Event()  # set when all brokers were down
 
@@ -93,6 +101,7 @@ class RegionStateView:
         if self._thread is not None:
             return
         self._stop.clear()
+        self._started_at = time.monotonic()
         self._thread = threading.Thread(target=self._run, name=f"stateview:{self.topic}", daemon=True)
         self._thread.start()
 
@@ -145,6 +154,7 @@ class RegionStateView:
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "fetch.wait.max.ms": 10,
+            "enable.partition.eof": True,  # readiness: see the module docstring
             "socket.keepalive.enable": True,
             "reconnect.backoff.max.ms": 1000,
             "topic.metadata.refresh.interval.ms": 5000,
@@ -184,6 +194,13 @@ class RegionStateView:
         consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in parts])
         return highs
 
+    def _set_ready(self) -> None:
+        if not self._ready.is_set():
+            self.ready_after_s = time.monotonic() - self._started_at
+            log.info("stateview: read %s to its end (%d records) in %.2fs", self.topic, self.records,
+                     self.ready_after_s)
+            self._ready.set()
+
     def _run(self) -> None:
         consumer = None
         try:
@@ -191,6 +208,7 @@ class RegionStateView:
             targets: dict[int, int] | None = None
             next_lookup = 0.0
             reached: set[int] = set()
+            reached_at: float | None = None
             quiet_since = time.monotonic()
             while not self._stop.is_set():
                 if self._rewind.is_set() and targets is not None:
@@ -210,30 +228,37 @@ class RegionStateView:
                         next_lookup = now + 0.5
                         if targets is None and self._missing and not self._ready.is_set():
                             # no topic (yet): an empty topic is a ready one
-                            self._ready.set()
+                            self._set_ready()
                         if targets is not None:
                             reached = {p for p, h in targets.items() if h <= 0}
+                            reached_at = None
                             quiet_since = time.monotonic()
                     if targets is None:
                         self._stop.wait(0.2)
                         continue
-                msg = consumer.poll(0.05)
-                if msg is None:
-                    if (not self._ready.is_set() and len(reached) == len(targets)
-                            and time.monotonic() - quiet_since >= self._quiet_s):
-                        self._ready.set()
-                    continue
-                err = msg.error()
-                if err is not None:
-                    if err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION):
-                        targets = None  # topic gone: look it up again
-                    elif err.code() != KafkaError._PARTITION_EOF:
-                        log.debug("stateview: %s", err)
-                    continue
-                quiet_since = time.monotonic()
-                if msg.partition() in targets and msg.offset() + 1 >= targets[msg.partition()]:
-                    reached.add(msg.partition())
-                self._handle(msg.value())
+                msgs = consumer.consume(500, 0.05)
+                for msg in msgs:
+                    err = msg.error()
+                    if err is not None:
+                        code = err.code()
+                        if code == KafkaError._PARTITION_EOF:
+                            p = msg.partition()
+                            if p in targets and msg.offset() >= targets[p]:
+                                reached.add(p)
+                        elif code in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION):
+                            targets = None  # topic gone: look it up again
+                            break
+                        else:
+                            log.debug("stateview: %s", err)
+                        continue
+                    quiet_since = time.monotonic()
+                    self._handle(msg.value())
+                if targets is not None and not self._ready.is_set() and len(reached) == len(targets):
+                    now = time.monotonic()
+                    if reached_at is None:
+                        reached_at = now
+                    if now - reached_at >= self._quiet_s or (not msgs and now - quiet_since >= self._quiet_s):
+                        self._set_ready()
         except Exception:
             log.exception("stateview: consumer thread failed")
         finally:

@@ -98,10 +98,25 @@ class FeatureManager:
         self._wake.set()
 
     # -- start-up ---------------------------------------------------------------------
+    def _wait_read(self, view, what: str, log_every_s: float = 10.0) -> bool:
+        """Wait (no time limit, a line every ``log_every_s``) until ``view`` was read to its end.
+
+        Flags decided from a partially read topic could be wrong (a region's newest
+        state, or our own newest seq, not read yet). False when stopped first.
+        """
+        started = time.monotonic()
+        while not self._stopping.is_set():
+            if view.wait_ready(0.5):
+                return True
+            if time.monotonic() - started >= log_every_s:
+                started = time.monotonic()
+                log.warning("features waits: %s not read to its end yet", what)
+        return False
+
     def _restore(self, timeout: float) -> None:
         self._own.start()
         try:
-            self._own.wait_ready(timeout)
+            self._wait_read(self._own, self.cfg.topic("features"))
             for flags in self._own.snapshot().values():
                 if flags.region in self.cfg.regions:
                     self.book.restore(flags)
@@ -123,8 +138,9 @@ class FeatureManager:
         self._started = time.monotonic()
         catch_up = min(10.0, self.cfg.health.stale_after_s)
         self._restore(catch_up)
-        if not self.states.wait_ready(catch_up):
-            log.warning("region-state view not caught up after %.1fs; going on", catch_up)
+        if not self._wait_read(self.states, self.cfg.topic("region-state")):
+            self.states.stop()
+            return
         log.info("features started: %d feature(s), %d region(s)", len(self.cfg.features), len(self.cfg.regions))
         next_hb = 0.0
         try:
@@ -238,7 +254,7 @@ class FeatureManager:
 
     def _recreate_topics(self) -> None:
         try:
-            created = ensure_topics(self.cfg, timeout=5.0)
+            created = ensure_topics(self.cfg, timeout=5.0, check=False)
             if created:
                 log.info("re-created %d missing topic(s)", len(created))
         except Exception as exc:  # noqa: BLE001 - broker still down: next round

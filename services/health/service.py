@@ -256,7 +256,7 @@ class HealthService:
         while not self.stop_event.is_set():
             if self._brokers_down.is_set():
                 try:
-                    created = await asyncio.to_thread(ensure_topics, self.cfg, timeout=5)
+                    created = await asyncio.to_thread(ensure_topics, self.cfg, timeout=5, check=False)
                     self._brokers_down.clear()
                     if created:
                         log.warning("brokers were down and lost topics; re-created %s", ", ".join(created))

@@ -13,7 +13,7 @@ from ..core.config import load_config
 from ..core.gctune import tune_for_throughput
 from ..core.kafka import ensure_topics, make_producer
 from ..core.log import setup_logging
-from ..router.service import _state_view, install_signal_handlers, parse_regions
+from ..router.service import _state_view, install_signal_handlers, parse_regions, view_ready
 from .region import RegionReplay
 from .worker import ReplayWorker
 
@@ -39,6 +39,10 @@ def main(args: argparse.Namespace) -> int:
         install_signal_handlers(stop)
         await asyncio.to_thread(ensure_topics, cfg)
         view = await asyncio.to_thread(_state_view, cfg, not args.no_health)
+        if not await view_ready(view, stop, "replayer"):
+            if view is not None:
+                view.stop()
+            return
 
         def is_closed(region: str) -> bool:
             return True if view is None else view.is_closed(region)

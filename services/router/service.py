@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import time
 
 from ..core import metrics
 from ..core.config import Config, load_config
@@ -30,7 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _state_view(cfg: Config, enabled: bool):
-    """Follow rg.region-state; with no health service every region counts as closed."""
+    """Follow rg.region-state (started, not yet read to its end: see :func:`view_ready`).
+
+    With no health service (``--no-health``) every region counts as closed.
+    """
     if not enabled:
         return None
     try:
@@ -39,8 +43,28 @@ def _state_view(cfg: Config, enabled: bool):
         return None
     view = RegionStateView(cfg)
     view.start()
-    view.wait_ready(5.0)
     return view
+
+
+async def view_ready(view, stop: asyncio.Event, service: str, *, log_every_s: float = 10.0) -> bool:
+    """Wait until ``view`` has read rg.region-state to its end; False if ``stop`` came first.
+
+    A partial view could call an open region closed (its newest record not read
+    yet), so nothing is routed or replayed before; there is no time limit, and
+    a line is logged every ``log_every_s`` while it lasts.
+    """
+    if view is None:
+        return not stop.is_set()
+    started = time.monotonic()
+    next_log = started + log_every_s
+    while not stop.is_set():
+        if await asyncio.to_thread(view.wait_ready, 0.5):
+            return True
+        if time.monotonic() >= next_log:
+            next_log += log_every_s
+            log.warning("%s waits: %s not read to its end yet (%d records in %.0fs)", service, view.topic,
+                        view.records, time.monotonic() - started)
+    return False
 
 
 class Router:
@@ -60,6 +84,10 @@ class Router:
     async def run(self, stop: asyncio.Event) -> None:
         await asyncio.to_thread(ensure_topics, self.cfg)
         self.view = await asyncio.to_thread(_state_view, self.cfg, self.follow_health)
+        if not await view_ready(self.view, stop, "router"):
+            if self.view is not None:
+                self.view.stop()  # stopped while reading the region states: nothing was routed
+            return
         # every region gets a pool: fallback applies (policy failover) may target any of them
         self.dbs = {r: RegionDB(self.cfg, r) for r in self.cfg.regions}
         cache = RowCache.maybe(self.cfg)
