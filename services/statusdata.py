@@ -14,16 +14,17 @@
 * ``<prefix>failover-events``: the most recent events;
 * ``<prefix>features``: which features are off per region.
 
-Counting. tansu (the embedded test broker) reports a wrong high watermark
-after multi-record batches (the last batch's base offset + 1), so a lag
-computed as ``watermark - committed`` would be too small there. The collector
-therefore *counts records by consuming* from the committed offset to the end
-of each partition (``enable.partition.eof`` tells where the end is), which is
-exact on any broker. That is cheap for the backlogs an operator watches live;
+Counting. On Apache Kafka and MSK the high watermark is exact, so the
+**router lag** and the **replayer lag** are watermark differences: nothing is
+consumed for them. tansu (the embedded demo broker, recognised by its cluster
+id ``tansu_cluster``) reports a wrong high watermark after multi-record
+batches (the last batch's base offset + 1), so there the collector *counts
+records by consuming* from the committed offset to the end of each partition
+(``enable.partition.eof`` tells where the end is). The **held backlog** leaves
+the router's fence markers out, so it is counted by consuming on every broker;
 beyond ``exact_limit`` records in total per snapshot it stops counting and
-reports ``max(counted, watermark difference)`` with ``"exact": false``. On
-Apache Kafka or MSK the watermark difference is exact, so the estimate only
-loses the fence markers, never writes.
+reports ``max(counted, watermark difference)`` with ``"exact": false`` (on an
+exact broker that estimate only adds the fence markers, never misses a write).
 
 The consumers here join **no group** and never commit: looking does not
 disturb the services. Committed offsets are read with ``Consumer.committed``
@@ -48,7 +49,7 @@ from typing import Any, Callable
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from .core.config import Config
-from .core.kafka import replayer_group, router_group
+from .core.kafka import replayer_group, router_group, watermarks_exact
 from .core.models import FailoverEvent, FeatureFlags, RegionState
 from .core.stateview import RegionStateView, rdkafka_log
 
@@ -141,6 +142,7 @@ class StatusCollector:
         self._offset_readers: dict[str, Consumer] = {}
         self._partitions: dict[str, int] = {}
         self._topics_checked = 0.0
+        self.exact_watermarks = False  # learnt from the cluster id at the first metadata answer
         self.dead_by_reason: collections.Counter[str] = collections.Counter()
         self.dead_total_estimate = 0
         self.events: collections.deque[FailoverEvent] = collections.deque(maxlen=max(1, events))
@@ -200,6 +202,7 @@ class StatusCollector:
             raise StatusError(f"cannot reach Kafka at {self.cfg.kafka.bootstrap} ({why})") from None
         self._partitions = {name: len(t.partitions) for name, t in md.topics.items()
                             if t.error is None and t.partitions}
+        self.exact_watermarks = watermarks_exact(md.cluster_id)
         self._topics_checked = time.monotonic()
 
     def _committed(self, group: str, topic: str) -> dict[int, int | None]:
@@ -367,7 +370,8 @@ class StatusCollector:
         all_held = [r for rs in held_ranges.values() for r in rs]
         all_writes = [r for rs in write_ranges.values() for r in rs]
         held_exact = self._read(all_held, not_fence)
-        writes_exact = self._read(all_writes)
+        # lags are plain offset differences where the broker's watermarks are exact: nothing to consume
+        writes_exact = True if self.exact_watermarks else self._read(all_writes)
         self._advance_tails()
 
         regions: dict[str, Any] = {}
@@ -375,8 +379,12 @@ class StatusCollector:
             st: RegionState | None = states.get(region)
             hr, wr = held_ranges[region], write_ranges[region]
             backlog = sum(r.estimate if r.skip else r.count for r in hr)
-            rlag = sum(r.estimate if r.skip else r.records for r in hr)
-            wlag = sum(r.estimate if r.skip else r.records for r in wr)
+            if self.exact_watermarks:
+                rlag = sum(r.estimate for r in hr)
+                wlag = sum(r.estimate for r in wr)
+            else:
+                rlag = sum(r.estimate if r.skip else r.records for r in hr)
+                wlag = sum(r.estimate if r.skip else r.records for r in wr)
             if not held_exact:
                 backlog = max(backlog, sum(r.estimate for r in hr))
                 rlag = max(rlag, sum(r.estimate for r in hr))
@@ -479,6 +487,62 @@ class StatusCollector:
         exact = self._read(ranges, not_fence)
         n = sum(r.estimate if r.skip else r.count for r in ranges)
         return (n if exact else max(n, sum(r.estimate for r in ranges))), exact
+
+    def held_oldest_age(self, region: str, *, now: float | None = None, max_skip: int = 100) -> float | None:
+        """Seconds since the oldest held write of ``region`` not yet replayed was held; None if none.
+
+        Reads the first write record (router fences skipped, at most ``max_skip``)
+        at the replayer group's committed offset of each held partition and takes
+        its Kafka timestamp, the one retention goes by: when this age reaches
+        ``retention.ms`` of the held topic, Kafka deletes writes nobody replayed
+        (alert ``RegionGuardHeldNearRetention``).
+        """
+        assert self._consumer is not None
+        held = self.cfg.topic("held", region)
+        starts = self._committed(replayer_group(self.cfg, region), held)
+        tps = []
+        for p in range(self._partitions.get(held, 0)):
+            low, high = self._watermarks(held, p)
+            start = starts.get(p)
+            start = low if start is None else max(start, low)
+            if getattr(self, "exact_watermarks", False) and start >= high:
+                continue  # nothing held there (on tansu the watermark may be low: look anyway)
+            tps.append(TopicPartition(held, p, start))
+        if not tps:
+            return None
+        oldest: float | None = None
+        pending = {tp.partition: 0 for tp in tps}
+        self._consumer.assign(tps)
+        deadline = time.monotonic() + self.read_timeout
+        try:
+            while pending and time.monotonic() < deadline:
+                for msg in self._consumer.consume(100, 0.1):
+                    p = msg.partition()
+                    if msg.topic() != held or p not in pending:
+                        continue
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART,
+                                          KafkaError._UNKNOWN_PARTITION):
+                            pending.pop(p, None)
+                        continue
+                    if any(k == FENCE_HEADER for k, _v in (msg.headers() or [])):
+                        pending[p] += 1
+                        if pending[p] >= max_skip:
+                            pending.pop(p, None)
+                        continue
+                    pending.pop(p, None)
+                    _kind, ts = msg.timestamp()
+                    if ts is not None and ts > 0 and (oldest is None or ts / 1000.0 < oldest):
+                        oldest = ts / 1000.0
+        finally:
+            try:
+                self._consumer.unassign()
+            except KafkaException:
+                pass
+        if oldest is None:
+            return None
+        return max(0.0, (time.time() if now is None else now) - oldest)
 
     def _expected_topics(self) -> list[str]:
         from .core.kafka import topic_plan

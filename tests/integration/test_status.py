@@ -163,3 +163,24 @@ def test_status_unreachable_broker_is_one_line(tmp_path):
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     assert "cannot reach Kafka" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_lags_come_from_watermarks_where_the_broker_is_exact(broker, tmp_path):
+    """Apache Kafka: router lag is an offset difference, exact even past ``exact_limit`` (nothing consumed).
+
+    On tansu the watermark can't be trusted, so past the limit the count is an estimate, marked inexact.
+    """
+    from regionguard.statusdata import StatusCollector
+
+    cf = make_config(FAKE_DSNS, broker.bootstrap, tmp_path / "rg.yaml", partitions=1)
+    cfg = load_config(cf.path)
+    produce(cf.bootstrap, cf.topic("writes", "eu"),
+            [ev_bytes(write_event("eu", "users", "upsert", {"id": i}, {"name": "x"})) for i in range(30)], partition=0)
+    with StatusCollector(cfg, exact_limit=5, read_timeout=10) as collector:
+        snap = collector.snapshot()
+    eu = snap["regions"]["eu"]
+    if broker.kind == "tansu":
+        assert collector.exact_watermarks is False and eu["exact"] is False
+    else:
+        assert collector.exact_watermarks is True
+        assert eu["router_lag"] == 30 and eu["exact"] is True, eu
