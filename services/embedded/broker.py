@@ -108,11 +108,6 @@ class Broker:
         return "external" if self.external else "tansu"
 
     @property
-    def min_session_s(self) -> float:
-        """Shortest consumer-group session the broker accepts: tansu takes 3 s, Apache Kafka's floor is 6 s."""
-        return 6.0 if self.external else 3.0
-
-    @property
     def bootstrap(self) -> str:
         """``host:port`` for ``bootstrap.servers``."""
         return self._bootstrap or f"{self.host}:{self.port}"

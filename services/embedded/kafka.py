@@ -200,7 +200,6 @@ class ApacheKafka:
 
     external = False
     kind = "apache"
-    min_session_s = 6.0  # group.min.session.timeout.ms
 
     def __init__(self, nodes: int = 1, *, workdir: str | os.PathLike[str] | None = None,
                  host: str = "127.0.0.1", heap: str = "512m", version: str = KAFKA_VERSION,

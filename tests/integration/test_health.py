@@ -59,8 +59,8 @@ def until(pred, timeout: float, step: float = 0.01):
 
 
 def session_s(broker) -> float:
-    # tansu accepts short sessions; Apache Kafka's minimum is 6 s by default
-    return broker.min_session_s
+    # the config floor, Apache Kafka's default group.min.session.timeout.ms
+    return 6.0
 
 
 def metrics(proc) -> dict[str, float]:

@@ -154,7 +154,7 @@ def test_every_referenced_metric_is_in_a_live_scrape(broker, regions, rg_config,
     assert len(refs) >= 20, sorted(refs)  # the parser found the dashboard's and the rules' metrics
 
     lr = regions(["eu", "us"])
-    session = broker.min_session_s
+    session = 6.0  # the config floor
     cf = rg_config(lr, partitions=2, overrides={
         "health": {"leader_session_timeout_s": session},
         "features": {"recommendations": {"off_when": ["open", "half_open"]}, "checkout": {"critical": True}},
