@@ -188,7 +188,9 @@ def _export(cfg, collector: StatusCollector, port: int, interval: float) -> int:
     ``regionguard_consumer_lag{region,service="router"|"replayer"}``,
     ``regionguard_held_backlog{region}`` (exact, also while the region is
     open and the replayer waits), ``regionguard_health_heartbeat_age_seconds``
-    (+Inf when no heartbeat was ever seen) and ``regionguard_region_state{region}``.
+    (+Inf when no heartbeat was ever seen), ``regionguard_region_state{region}``,
+    ``regionguard_held_oldest_age_seconds{region}`` (the oldest held write not
+    replayed yet; 0 when none) beside ``regionguard_held_retention_seconds{region}``.
     """
     import logging
     import signal
@@ -222,6 +224,9 @@ def _export(cfg, collector: StatusCollector, port: int, interval: float) -> int:
                 m.CONSUMER_LAG.labels(region, "router").set(r["router_lag"])
                 m.CONSUMER_LAG.labels(region, "replayer").set(r["replayer_lag"])
                 m.HELD_BACKLOG.labels(region).set(r["held_backlog"])
+                m.HELD_RETENTION.labels(region).set(cfg.kafka.topics.held_retention_days * 86400)
+                oldest = collector.held_oldest_age(region) if r["held_backlog"] else None
+                m.HELD_OLDEST_AGE.labels(region).set(oldest or 0.0)
                 if r["state"] in m.STATE_VALUE:
                     m.REGION_STATE.labels(region).set(m.STATE_VALUE[r["state"]])
                     m.REGION_STATE_SEQ.labels(region).set(r["seq"])

@@ -48,6 +48,12 @@ CONSUMER_LAG = Gauge("regionguard_consumer_lag", "Records behind the end of the 
 
 # replayer
 HELD_BACKLOG = Gauge("regionguard_held_backlog", "Held writes not yet replayed", ["region"])
+HELD_OLDEST_AGE = Gauge("regionguard_held_oldest_age_seconds",
+                        "Age of the oldest held write not yet replayed (0: none); exported by the status exporter",
+                        ["region"])
+HELD_RETENTION = Gauge("regionguard_held_retention_seconds",
+                       "retention.ms of the region's held topic (kafka.topics.held_retention_days), in seconds",
+                       ["region"])
 REPLAYED = Counter("regionguard_writes_replayed_total", "Held writes processed by the replayer", ["region", "outcome"])
 REPLAY_ACTIVE = Gauge("regionguard_replay_active", "1 while a region's held backlog is being drained", ["region"])
 REPLAY_LAST_PROGRESS = Gauge("regionguard_replay_last_progress_timestamp", "Unix time of the last replay progress", ["region"])

@@ -216,3 +216,31 @@ def test_feature_follower_is_ready_at_the_end_too(broker, tmp_path):
     with CompactedFollower(cfg, cfg.topic("features"), FeatureFlags) as f:
         assert f.wait_ready(30)
         assert f.get("eu").seq == 10_000 and f.get("eu").disabled == []
+
+
+# ---- the age of the oldest held write, for the retention alert -----------------------------
+def test_status_exporter_sees_the_oldest_held_write(broker, tmp_path):
+    from regionguard.statusdata import FENCE_HEADER, StatusCollector
+
+    cf = make_config(DSNS, broker.bootstrap, tmp_path / "c.yaml", partitions=2, create_topics=False)
+    cfg = parse_config(cf.data)
+    ensure_topics(cfg)
+    held = cfg.topic("held", "eu")
+    now_ms = int(time.time() * 1000)
+    prod = make_producer(cfg)
+    c = Confirmer()
+    # partition 0: a router fence (3 h old, not a write), then writes held 2 h and 1 h ago
+    for age_h, headers in ((3, [(FENCE_HEADER, b"1")]), (2, None), (1, None)):
+        prod.produce(held, key=b"users/1", value=b"{}", partition=0, timestamp=now_ms - age_h * 3_600_000,
+                     headers=headers, on_delivery=c.callback)
+        c.pending += 1
+    # partition 1: one write held 30 min ago
+    prod.produce(held, key=b"users/2", value=b"{}", partition=1, timestamp=now_ms - 1_800_000,
+                 on_delivery=c.callback)
+    c.pending += 1
+    c.wait(prod)
+    with StatusCollector(cfg) as col:
+        col.snapshot()
+        age = col.held_oldest_age("eu")
+        assert age is not None and 2 * 3600 - 60 < age < 2 * 3600 + 60, age
+        assert col.held_oldest_age("us") is None  # nothing held there
