@@ -76,6 +76,7 @@ class RegionWorker:
         self.held_topic = cfg.topic("held", region)
         self.modes = PartitionModes()
         self.paused: set[int] = set()          # paused for draining
+        self.done: dict[int, int] = {}         # partition -> next offset to commit (its batch is settled)
         self.backoff = cfg.router.retry_initial_s  # transient DB errors of this lane
         self.consumer = make_consumer(cfg, router_group(cfg, region), **{"queued.max.messages.kbytes": 4096})
         self.offsets_reader = make_consumer(cfg, replayer_group(cfg, region))
@@ -100,11 +101,23 @@ class RegionWorker:
     def _on_assign(self, consumer, parts) -> None:
         ps = [tp.partition for tp in parts]
         log.info("region %s: assigned partitions %s%s", self.region, ps, self._lane_tag())
+        for p in ps:
+            self.done.pop(p, None)  # a position settled in an earlier ownership is not ours to commit
         self.modes.assigned(ps)
 
     def _on_revoke(self, consumer, parts) -> None:
         ps = [tp.partition for tp in parts]
         log.info("region %s: revoked partitions %s%s", self.region, ps, self._lane_tag())
+        # Batch commits are asynchronous; one still in flight when a partition moves would make the
+        # new owner read the batch again (harmless for writes, the inbox skips them, but a dead letter
+        # or held copy would be published twice). So hand over the settled position synchronously.
+        settled = [TopicPartition(self.topic, p, self.done.pop(p)) for p in ps if p in self.done]
+        if settled:
+            try:
+                consumer.commit(offsets=settled, asynchronous=False)
+            except KafkaException as exc:
+                log.warning("region %s: commit at revocation failed (%s); the new owner re-reads the last batch",
+                            self.region, exc)
         self.modes.revoked(ps)
         self.paused.difference_update(ps)
         self.reader.invalidate()
@@ -398,6 +411,8 @@ class RegionWorker:
                 last[rec.partition] = max(last.get(rec.partition, -1), rec.offset)
         if not last:
             return
+        for p, o in last.items():
+            self.done[p] = o + 1
         try:
             # asynchronous: commits go out in order and a lost one only means a redelivery
             # that the inbox skips; waiting for it would stall the loop on every batch
