@@ -7,24 +7,39 @@ setup:
 demo: setup
 	.venv/bin/regionguard demo --out demo-out
 
+# The whole suite on Apache Kafka 4 (one local KRaft node; BROKER=tansu or BROKER=host:port picks
+# another), then the smoke set on the demo's embedded tansu.
+BROKER ?= apache
 test:
 	@scripts/setup.sh --test-tools
-	.venv/bin/python -m pytest tests -q
+	RG_BROKER=$(BROKER) .venv/bin/python -m pytest tests -q
+	RG_BROKER=tansu .venv/bin/python -m pytest tests -q -m smoke
 
 unit: setup
 	.venv/bin/python -m pytest tests/unit -q
 
+# Benchmarks run on Apache Kafka 4 (one local KRaft node) by default, like the tests; BROKER=tansu
+# or BROKER=host:port picks another (README, "Benchmarks on Apache Kafka beside tansu").
+.PHONY: bench-latency bench-takeover
 bench: setup
-	.venv/bin/python bench/router_apply.py --n 200000
-	.venv/bin/python bench/replay.py --n 100000
+	RG_BROKER=$(BROKER) .venv/bin/python bench/router_apply.py --n 200000
+	RG_BROKER=$(BROKER) .venv/bin/python bench/replay.py --n 100000
+
+# end-to-end latency, produce -> row committed, p50/p99 at a steady 2,000 writes/s (router + health)
+bench-latency: setup
+	RG_BROKER=$(BROKER) .venv/bin/python bench/latency.py --rate 2000 --duration 30
+
+# two routers share a region at 1,000 writes/s: SIGKILL of one, then a SIGTERM handover
+bench-takeover: setup
+	RG_BROKER=$(BROKER) .venv/bin/python bench/takeover.py --rate 1000
 
 # health (issue 3): outage detection per fault + flapping at 10% probe loss (docs/health.md)
 .PHONY: detection detection-long
 detection: setup
-	.venv/bin/python bench/detection.py
+	RG_BROKER=$(BROKER) .venv/bin/python bench/detection.py
 
 detection-long: setup
-	.venv/bin/python bench/detection.py --duration 600
+	RG_BROKER=$(BROKER) .venv/bin/python bench/detection.py --duration 600
 
 # chaos (issue 4): the long fault schedule under load; prints the table of faults and outcomes and
 # writes it to docs/chaos.md. The short schedule runs in `make test` (tests/chaos/test_chaos.py).
@@ -33,3 +48,15 @@ CHAOS_FAULTS ?= 30
 CHAOS_RATE ?= 400
 chaos: setup
 	.venv/bin/python -m tests.chaos.run --writes $(CHAOS_WRITES) --faults $(CHAOS_FAULTS) --rate $(CHAOS_RATE) --markdown docs/chaos.md
+
+# broker faults (issue 11): a private 3-node Apache Kafka cluster (replication 3, min.insync.replicas 2);
+# SIGKILL and clean restart of a node, loss of the busiest leader and of the active KRaft controller,
+# under load; writes its section of docs/chaos.md. A short schedule runs in `make test`
+# (tests/chaos/test_broker_faults.py).
+CHAOS_BROKER_WRITES ?= 25000
+CHAOS_BROKER_FAULTS ?= 8
+CHAOS_BROKER_RATE ?= 100
+.PHONY: chaos-brokers
+chaos-brokers: setup
+	.venv/bin/python -m tests.chaos.run --broker-faults --nodes 3 --writes $(CHAOS_BROKER_WRITES) \
+		--faults $(CHAOS_BROKER_FAULTS) --rate $(CHAOS_BROKER_RATE) --markdown docs/chaos.md

@@ -129,6 +129,7 @@ def test_proxy_rejects_bad_mode_and_stops_twice(pg_available: str) -> None:
     assert time.monotonic() - t0 < 2.0
 
 
+@pytest.mark.smoke
 def test_broker_round_trip(broker: Broker) -> None:
     topic = f"harness-{uuid.uuid4().hex[:8]}"
     create_topics(broker.bootstrap, {topic: 3})
@@ -154,6 +155,7 @@ def test_broker_round_trip(broker: Broker) -> None:
     assert sorted(got) == sorted(f"v{i}".encode() for i in range(20))
 
 
+@pytest.mark.smoke
 def test_rg_config_writes_yaml_and_creates_topics(rg_config, broker: Broker) -> None:
     from regionguard.core.config import load_config
 

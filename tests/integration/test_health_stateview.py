@@ -46,6 +46,7 @@ def publish(cfg, producer, *records, raw: list[bytes] = ()):
     c.wait(producer)
 
 
+@pytest.mark.smoke
 def test_catch_up_seq_rules_callbacks(broker):
     cfg = make_cfg(broker.bootstrap)
     producer = make_producer(cfg, logger=rdkafka_log)
@@ -93,6 +94,7 @@ def test_empty_and_missing_topic_is_ready_and_heartbeat_age(broker):
         assert view.wait_ready(10) and view.state("eu") is None and view.is_closed("eu")
 
 
+@pytest.mark.smoke
 def test_survives_a_broker_restart(broker, tmp_path):
     if broker.external:
         pytest.skip("needs a private embedded broker to restart")

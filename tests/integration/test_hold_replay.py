@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from tests.integration.helpers import (
     committed, ev_bytes, produce_raw, read_json, read_topic, wait_until, write_event,
 )
@@ -17,6 +19,7 @@ def _users(regions, region):
     return {r["id"]: r for r in regions.fetch(region, "SELECT id, name, version FROM users")}
 
 
+@pytest.mark.smoke
 def test_outage_holds_then_replays_in_order_exactly_once(regions, rg_config, services):
     lr = regions(["eu", "us"])
     cfg = rg_config(lr, partitions=3)

@@ -40,6 +40,7 @@ def _landed(bootstrap: str, topic: str) -> dict[bytes, int]:
     return {m.key(): m.partition() for m in msgs}
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("partitions", [3, 12, 48])
 def test_the_sdk_puts_each_vector_key_in_javas_partition(broker, partitions):
     prefix = f"pv{uuid.uuid4().hex[:8]}."

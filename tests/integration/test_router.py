@@ -33,6 +33,7 @@ def _metric(port: int, name: str, **labels: str) -> float:
     return total
 
 
+@pytest.mark.smoke
 def test_sigkill_between_db_commit_and_offset_commit_is_skipped_as_duplicates(regions, rg_config, services, tmp_path):
     lr = regions(["eu"])
     cfg = rg_config(lr, partitions=1)
@@ -60,6 +61,7 @@ def test_sigkill_between_db_commit_and_offset_commit_is_skipped_as_duplicates(re
     router2.terminate()
 
 
+@pytest.mark.smoke
 def test_every_bad_input_is_dead_lettered_and_never_blocks(regions, rg_config, services):
     lr = regions(["eu"])
     lr.execute("eu", """

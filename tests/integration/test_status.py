@@ -61,6 +61,7 @@ def status_json(config: Path, *extra: str) -> dict:
     return json.loads(proc.stdout)
 
 
+@pytest.mark.smoke
 def test_status_once_json_counts(broker, tmp_path):
     cf = make_config(FAKE_DSNS, broker.bootstrap, tmp_path / "rg.yaml", partitions=2,
                      overrides={"features": {"recommendations": {"off_when": ["open"]}}})
@@ -165,6 +166,7 @@ def test_status_unreachable_broker_is_one_line(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
+@pytest.mark.smoke
 def test_lags_come_from_watermarks_where_the_broker_is_exact(broker, tmp_path):
     """Apache Kafka: router lag is an offset difference, exact even past ``exact_limit`` (nothing consumed).
 
