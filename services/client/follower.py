@@ -222,8 +222,9 @@ class CompactedFollower(Generic[M]):
         for p in parts:
             try:
                 _low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=2.0)
-            except Exception:  # noqa: BLE001
-                high = 0
+            except Exception as exc:  # noqa: BLE001 - unknown end: never "ready" on a guess, look again soon
+                log.debug("%s: watermark of partition %d failed: %s", self.name, p, exc)
+                return None
             highs[p] = max(0, high)
         consumer.assign([TopicPartition(self.topic, p, positions.get(p, OFFSET_BEGINNING)) for p in parts])
         self.reassignments += 1

@@ -188,8 +188,9 @@ class RegionStateView:
         for p in parts:
             try:
                 _low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=2.0)
-            except Exception:
-                high = -1
+            except Exception as exc:  # unknown end: never "ready" on a guess, look again soon
+                log.debug("stateview: watermark of %s[%d] failed: %s", self.topic, p, exc)
+                return None
             highs[p] = max(0, high)
         consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in parts])
         return highs
