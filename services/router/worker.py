@@ -135,6 +135,12 @@ class RegionWorker:
                 if item is None:
                     continue
                 gen, batch, decoded, plan = item
+                if self.modes.pending_lookup():
+                    # assigned while this batch was read: learn each new partition's mode (held topic
+                    # empty or not) before routing it; a record of a partition still in mode ``new``
+                    # would be diverted to the held topic, and the partition then stayed held until a
+                    # replayer drained it (for good without one; seen in bench/takeover.py on Apache Kafka)
+                    await self._housekeeping()
                 try:
                     await self._process(batch, decoded, stop, gen, plan)
                 except Revoked:
