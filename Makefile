@@ -55,7 +55,7 @@ chaos: setup
 # (tests/chaos/test_broker_faults.py).
 CHAOS_BROKER_WRITES ?= 25000
 CHAOS_BROKER_FAULTS ?= 8
-CHAOS_BROKER_RATE ?= 100
+CHAOS_BROKER_RATE ?= 50
 .PHONY: chaos-brokers
 chaos-brokers: setup
 	.venv/bin/python -m tests.chaos.run --broker-faults --nodes 3 --writes $(CHAOS_BROKER_WRITES) \

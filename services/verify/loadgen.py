@@ -203,6 +203,8 @@ class LoadStats:
     flush_failures: int = 0
     by_kind: Counter = field(default_factory=Counter)
     last_error: str = ""
+    #: per batch: (unix time its flush returned, seconds from its first produce to then) -- produce→ack latency
+    flushes: list[tuple[float, float]] = field(default_factory=list)
 
 
 class LoadGen:
@@ -317,6 +319,7 @@ class LoadGen:
 
     def _send(self, plans: list[tuple[dict[str, Any], WriteRecord]]) -> list[WriteRecord]:
         producer = self._ensure_producer()
+        t_first = time.monotonic()
         for kw, _rec in plans:
             args = dict(kw)
             producer.write(args.pop("region"), args.pop("table"), args.pop("op"), args.pop("key"),
@@ -330,6 +333,7 @@ class LoadGen:
             self.stats.flush_failures += 1
             self.stats.last_error = str(exc)
         now = time.time()
+        self.stats.flushes.append((now, time.monotonic() - t_first))
         recs = []
         for kw, rec in plans:
             rec.status, rec.t = status, now

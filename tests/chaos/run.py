@@ -15,7 +15,14 @@ time, spread over the load:
   (a storm of connection resets), ``pg_crash`` (``pg_ctl stop -m immediate``
   of ``ap``'s cluster, restarted at the end of the fault);
 - services: SIGKILL of a router, the replayer or the health leader (restarted
-  at the end of the fault), and ``rebalance`` (start ``router2``, then stop it).
+  at the end of the fault), and ``rebalance`` (start ``router2``, then stop it);
+- brokers (``--broker-faults``: a private 3-node Apache Kafka cluster, topics at
+  replication 3 and ``min.insync.replicas`` 2): ``broker_kill`` (SIGKILL of a
+  node, restarted at the end of the fault), ``broker_restart`` (SIGTERM, a
+  controlled shutdown, then start), ``leader_kill`` (SIGKILL of the node leading
+  most partitions of the writes and held topics) and ``controller_kill``
+  (SIGKILL of the active KRaft controller). After each, the run waits until
+  every partition has its full ISR again before the next fault.
 
 At the end every fault is healed, the run waits for quiescence (every
 acknowledged write accounted for, held backlogs replayed, every partition
@@ -44,6 +51,10 @@ CRASHABLE = "ap"
 REGION_KINDS = ("blackhole", "refuse", "reset", "pg_crash")
 SERVICE_KINDS = ("kill_router", "kill_replayer", "kill_health", "rebalance")
 ALL_KINDS = REGION_KINDS + SERVICE_KINDS
+#: Need a broker with per-node faults (:class:`regionguard.embedded.kafka.ApacheKafka`, 3 nodes).
+BROKER_KINDS = ("broker_kill", "broker_restart", "leader_kill", "controller_kill")
+#: how long a downed node may take to lose its leaderships before it is started again anyway
+LEADER_MOVE_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -60,18 +71,37 @@ class Fault:
     def is_region(self) -> bool:
         return self.kind in REGION_KINDS
 
+    @property
+    def is_broker(self) -> bool:
+        return self.kind in BROKER_KINDS
+
 
 def make_schedule(n: int, seed: int, *, regions: tuple[str, ...] = REGIONS, crashable: str = CRASHABLE,
-                  min_s: float = 2.5, max_s: float = 6.0) -> list[Fault]:
-    """``n`` faults; every kind appears once before any repeats (for ``n`` >= 8)."""
+                  min_s: float = 2.5, max_s: float = 6.0, kinds: tuple[str, ...] = ALL_KINDS, nodes: int = 3,
+                  broker_min_s: float = 8.0, broker_max_s: float = 14.0) -> list[Fault]:
+    """``n`` faults of ``kinds``; every kind appears once before any repeats (for ``n`` >= ``len(kinds)``).
+
+    A broker node stays down ``broker_min_s`` to ``broker_max_s``: long enough
+    for the controller to fence a killed node (``broker.session.timeout.ms``, 9 s)
+    and move its leaderships, so the load runs on the survivors for a while.
+    """
     rng = random.Random(seed)
-    kinds: list[str] = []
-    while len(kinds) < n:
-        batch = list(ALL_KINDS)
+    order: list[str] = []
+    while len(order) < n:
+        batch = list(kinds)
         rng.shuffle(batch)
-        kinds += batch
+        order += batch
     out = []
-    for kind in kinds[:n]:
+    for kind in order[:n]:
+        if kind in BROKER_KINDS:
+            if kind in ("broker_kill", "broker_restart"):
+                target = f"node{rng.randint(1, nodes)}"
+            else:
+                target = "leader" if kind == "leader_kill" else "controller"
+            # a clean restart is a rolling restart's step: start again at once
+            lo, hi = (1.0, 3.0) if kind == "broker_restart" else (broker_min_s, broker_max_s)
+            out.append(Fault(kind, target, round(rng.uniform(lo, hi), 1)))
+            continue
         if kind == "pg_crash":
             target = crashable
         elif kind in REGION_KINDS:
@@ -102,7 +132,18 @@ class ChaosReport:
     def ok(self) -> bool:
         return self.quiesce.ok and self.check.ok
 
+    @property
+    def brokers(self) -> bool:
+        """Broker faults in the schedule: the table gets the broker columns."""
+        return any(f.is_broker for f in self.faults)
+
+    @property
+    def headers(self) -> list[str]:
+        return self.BROKER_HEADERS if self.brokers else self.HEADERS
+
     def rows(self) -> list[list[str]]:
+        if self.brokers:
+            return self.broker_rows()
         rows = []
         for i, f in enumerate(self.faults, 1):
             o = f.outcome
@@ -117,6 +158,39 @@ class ChaosReport:
     HEADERS = ["#", "t (s)", "fault", "target", "for (s)", "writes acked during", "held→replayed",
                "failover applied", "dead-lettered", "breaker", "caught up after heal", "lost / twice", "note"]
 
+    BROKER_HEADERS = ["#", "t (s)", "fault", "target", "down (s)", "leaders moved after (s)", "restart (s)",
+                      "ISR full after restart (s)", "writes acked during", "worst produce→ack (s)",
+                      "worst ack→applied (s)", "caught up after heal", "lost / twice", "note"]
+
+    def broker_rows(self) -> list[list[str]]:
+        def sec(v: Any) -> str:
+            return f"{v:.1f}" if isinstance(v, (int, float)) else str(v if v is not None else "-")
+
+        rows = []
+        for i, f in enumerate(self.faults, 1):
+            o = f.outcome
+            rows.append([
+                str(i), f"{o.get('at', 0):.1f}", f.kind, f.target, f"{f.end - f.start:.1f}",
+                sec(o.get("leaders_moved")), sec(o.get("restart_s")), sec(o.get("isr_s")),
+                str(o.get("acked", 0)), sec(o.get("worst_produce")), sec(o.get("worst_apply")),
+                o.get("caught_up", "-"), o.get("result", "-"), f.note,
+            ])
+        return rows
+
+    def rest_summary(self) -> str:
+        """One line on the broker faults: worst times to full ISR, to catch up, and worst latencies."""
+        bf = [f for f in self.faults if f.is_broker]
+        if not bf:
+            return ""
+
+        def worst(key: str) -> str:
+            vals = [f.outcome[key] for f in bf if isinstance(f.outcome.get(key), (int, float))]
+            return f"{max(vals):.1f} s" if vals else "-"
+
+        return (f"{len(bf)} broker faults: leaders moved within {worst('leaders_moved')}, full ISR within "
+                f"{worst('isr_s')} of a restart, worst produce→ack {worst('worst_produce')}, "
+                f"worst ack→applied {worst('worst_apply')}")
+
     def summary(self) -> str:
         c = self.check
         return (f"{self.writes} writes requested, {c.acknowledged} acknowledged, {len(self.faults)} faults, "
@@ -126,7 +200,7 @@ class ChaosReport:
                 f"{'PASS' if self.ok else 'FAIL'}")
 
     def markdown(self) -> str:
-        out = ["| " + " | ".join(self.HEADERS) + " |", "|" + "---|" * len(self.HEADERS)]
+        out = ["| " + " | ".join(self.headers) + " |", "|" + "---|" * len(self.headers)]
         out += ["| " + " | ".join(r) + " |" for r in self.rows()]
         return "\n".join(out)
 
@@ -135,27 +209,53 @@ class ChaosReport:
         from rich.table import Table
 
         t = Table(title="chaos: faults and outcomes", title_justify="left")
-        for h in self.HEADERS:
+        for h in self.headers:
             t.add_column(h, justify="right" if h in ("#", "t (s)", "for (s)") else "left")
         for r in self.rows():
             t.add_row(*r, style=None if r[-2] == "0/0" else "red")
         con = Console(width=200)
         con.print(t)
         con.print(self.check.report())
+        if self.brokers:
+            con.print(self.rest_summary())
         con.print(self.summary(), style="bold green" if self.ok else "bold red")
 
 
 class ChaosRun:
+    """One run; ``kinds`` picks the fault kinds of the schedule.
+
+    With any of :data:`BROKER_KINDS` the run needs a broker with per-node faults:
+    without ``broker`` it starts its own :class:`~regionguard.embedded.kafka.ApacheKafka`
+    of ``nodes`` nodes (3 by default) and closes it at the end; topics get
+    replication ``min(3, nodes)`` and ``min.insync.replicas`` ``min(2, nodes)``.
+    """
+
     def __init__(self, *, writes: int, faults: int, rate: float, seed: int, workdir: Path, partitions: int = 6,
-                 log: Callable[[str], None] | None = None, broker: Any = None) -> None:
+                 log: Callable[[str], None] | None = None, broker: Any = None,
+                 kinds: tuple[str, ...] = ALL_KINDS, nodes: int | None = None) -> None:
         self.writes, self.n_faults, self.rate, self.seed = writes, faults, rate, seed
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.partitions = partitions
+        self.kinds = tuple(kinds)
         self.t0 = time.monotonic()
         self._log = log or (lambda s: print(s, flush=True))
+        self.kafka: Any = None          # the broker the broker faults act on
+        self._own_kafka = False
+        overrides: dict[str, Any] = {}
+        if any(k in BROKER_KINDS for k in self.kinds):
+            if broker is None:
+                from regionguard.embedded.kafka import ApacheKafka
+
+                broker = ApacheKafka(nodes or 3, workdir=workdir / "kafka")
+                self._own_kafka = True
+            if not hasattr(broker, "kill_node") or len(getattr(broker, "nodes", ())) < 3:
+                raise ValueError("broker faults need an ApacheKafka cluster of at least 3 nodes")
+            self.kafka = broker
+            n = len(broker.nodes)
+            overrides = {"kafka": {"replication_factor": min(3, n), "min_insync_replicas": min(2, n)}}
         self.stack = Stack(workdir, regions=REGIONS, crashable=CRASHABLE, partitions=partitions, log=self.log,
-                           broker=broker)
+                           broker=broker, overrides=overrides)
 
     def log(self, msg: str) -> None:
         line = f"[{time.monotonic() - self.t0:7.1f}s {time.strftime('%H:%M:%S')}] {msg}"
@@ -175,6 +275,11 @@ class ChaosRun:
             if not self.stack.procs[name].alive:
                 self.log(f"restarting {name} (found dead)")
                 self.stack.restart(name)
+        if self.kafka is not None:
+            for node in self.kafka.nodes:
+                if not node.running():
+                    self.log(f"starting Kafka node {node.node_id} (found down)")
+                    self.kafka.start_node(node.node_id, timeout=300)
 
     # ------------------------------------------------------------------ one fault
     def _inject(self, f: Fault) -> None:
@@ -205,6 +310,8 @@ class ChaosRun:
             f.end = time.time()
             st.restart(target)
             f.note = "SIGKILL, restarted" + (" (the health leader)" if f.kind == "kill_health" else "")
+        elif f.kind in BROKER_KINDS:
+            self._broker_fault(f)
         elif f.kind == "rebalance":
             st.start_service("router2")
             try:
@@ -226,6 +333,129 @@ class ChaosRun:
     def _sleep(s: float) -> None:
         time.sleep(s)  # fault durations are the schedule itself, not waits for a condition
 
+    # ------------------------------------------------------------------ broker faults
+    def _admin(self) -> Any:
+        from confluent_kafka.admin import AdminClient
+
+        return AdminClient({"bootstrap.servers": self.kafka.bootstrap, "socket.timeout.ms": 3000,
+                            "log_level": 0})
+
+    def _leaders(self, admin: Any, topics: set[str] | None = None) -> dict[tuple[str, int], tuple[int, int, int]]:
+        """(topic, partition) -> (leader, replicas, in-sync replicas), for ``topics`` or every topic."""
+        md = admin.list_topics(timeout=5)
+        out = {}
+        for name, t in md.topics.items():
+            if topics is not None and name not in topics:
+                continue
+            for pid, part in t.partitions.items():
+                out[(name, pid)] = (part.leader, len(part.replicas), len(part.isrs))
+        return out
+
+    def _data_topics(self) -> set[str]:
+        cfg = self.stack.cfg
+        assert cfg is not None
+        return {cfg.topic(kind, r) for r in cfg.regions for kind in ("writes", "held")}
+
+    def _busiest_leader(self, admin: Any) -> tuple[int, dict[int, int]]:
+        """The node leading most partitions of the writes and held topics, and the count per node."""
+        counts: dict[int, int] = {n.node_id: 0 for n in self.kafka.nodes}
+        for leader, _r, _i in self._leaders(admin, self._data_topics()).values():
+            if leader in counts:
+                counts[leader] += 1
+        node = max(sorted(counts), key=lambda k: counts[k])
+        return node, counts
+
+    def _wait_leaders_moved(self, admin: Any, node: int, until: float) -> float | None:
+        """Poll until no partition is led by ``node`` (or has no leader); unix time, or None (stragglers logged)."""
+        stuck: list[str] = []
+        while time.time() < until:
+            try:
+                leaders = self._leaders(admin)
+                stuck = [f"{t}[{p}] leader {ld} isr {i}/{r}" for (t, p), (ld, r, i) in sorted(leaders.items())
+                         if ld in (node, -1)]
+                if leaders and not stuck:
+                    return time.time()
+            except Exception:  # noqa: BLE001 - metadata may time out while the node is gone
+                pass
+            time.sleep(0.25)
+        if stuck:
+            self.log(f"still led by node {node} or leaderless: {len(stuck)} partitions, e.g. {'; '.join(stuck[:4])}")
+        return None
+
+    def _log_replication(self) -> None:
+        """Name any topic with fewer replicas than the cluster has nodes (a node fault would take it offline)."""
+        admin = self._admin()
+        want = min(3, len(self.kafka.nodes))
+        short = sorted({t for (t, _p), (_ld, r, _i) in self._leaders(admin).items() if r < want})
+        self.log(f"topics with replication below {want}: {', '.join(short) if short else 'none'}")
+
+    def _wait_in_sync(self, admin: Any, timeout: float = 180.0) -> float | None:
+        """Wait until every partition of the cluster has a leader and its full ISR; unix time, or None."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                leaders = self._leaders(admin)
+                if leaders and all(ld >= 0 and i == r for ld, r, i in leaders.values()):
+                    return time.time()
+            except Exception:  # noqa: BLE001 - retried
+                pass
+            time.sleep(0.25)
+        return None
+
+    def _broker_fault(self, f: Fault) -> None:
+        """Take one node down for ``f.duration`` (SIGKILL, or SIGTERM for ``broker_restart``), start it again,
+        and wait until every partition is fully in sync (recorded in ``f.outcome``)."""
+        kafka, o = self.kafka, f.outcome
+        admin = self._admin()
+        if f.kind == "leader_kill":
+            node, counts = self._busiest_leader(admin)
+            total = sum(counts.values())
+            f.note = (f"SIGKILL of the busiest leader ({counts[node]} of {total} writes/held partitions; "
+                      "by node " + ", ".join(f"{k}:{v}" for k, v in sorted(counts.items())) + "), restarted")
+        elif f.kind == "controller_kill":
+            node = self._active_controller()
+            f.note = f"SIGKILL of the active KRaft controller (node {node}), restarted"
+        else:
+            node = int(f.target.removeprefix("node"))
+            f.note = ("SIGTERM (controlled shutdown), then started" if f.kind == "broker_restart"
+                      else "SIGKILL, restarted")
+        f.target = f"node {node}"
+        led = sum(1 for ld, _r, _i in self._leaders(admin, self._data_topics()).values() if ld == node)
+        o["led"] = led
+        f.start = time.time()
+        if f.kind == "broker_restart":
+            kafka.stop_node(node)
+            o["stop_s"] = time.time() - f.start
+            f.note = f"SIGTERM (controlled shutdown, {o['stop_s']:.1f} s), then started"
+        else:
+            kafka.kill_node(node)
+        # the node stays down at least until the survivors lead every partition it led (a SIGKILLed
+        # node is fenced after broker.session.timeout.ms, 9 s; after a controller loss the new
+        # controller is elected first), so the fault always exercises the failover
+        moved = self._wait_leaders_moved(admin, node, f.start + max(f.duration, LEADER_MOVE_TIMEOUT_S))
+        o["leaders_moved"] = (moved - f.start) if moved is not None else f"> {LEADER_MOVE_TIMEOUT_S:g}"
+        rest = f.start + f.duration - time.time()
+        if rest > 0:
+            self._sleep(rest)
+        f.end = time.time()
+        kafka.start_node(node, timeout=300)  # a JVM start: minutes, not seconds, on a crowded 2-core machine
+        o["restart_s"] = time.time() - f.end
+        in_sync = self._wait_in_sync(admin)
+        o["isr_s"] = (in_sync - f.end) if in_sync is not None else "> 180"
+        o["rest_at"] = in_sync or time.time()
+
+    def _active_controller(self, tries: int = 3) -> int:
+        """:meth:`ApacheKafka.active_controller` (a JVM tool: slow on a busy machine), retried."""
+        for attempt in range(tries):
+            try:
+                return self.kafka.active_controller(timeout=90)
+            except Exception as exc:  # noqa: BLE001 - a timeout or no leader yet
+                if attempt == tries - 1:
+                    raise
+                self.log(f"active controller lookup failed ({type(exc).__name__}); again")
+                time.sleep(1)
+        raise AssertionError("unreachable")
+
     # ------------------------------------------------------------------ the run
     def run(self, *, keep_data: bool = False) -> ChaosReport:
         st = self.stack
@@ -238,9 +468,13 @@ class ChaosRun:
             st.wait_router_ready("router1")
             leader = st.wait_health_leader()
             self.log(f"services up; health leader {leader}")
+            if self.kafka is not None:
+                self._log_replication()
             model = Model(self.workdir / "model.jsonl")
             gen = LoadGen(st.cfg, model, rate=self.rate, seed=self.seed, batch=50)
-            faults = make_schedule(self.n_faults, self.seed)
+            self.gen = gen
+            faults = make_schedule(self.n_faults, self.seed, kinds=self.kinds,
+                                   nodes=len(self.kafka.nodes) if self.kafka is not None else 3)
             load_s = self.writes / self.rate
             slot = load_s / max(1, len(faults))
             t_load = time.monotonic()
@@ -284,6 +518,8 @@ class ChaosRun:
             return report
         finally:
             st.close(keep_data=keep_data and not ok)
+            if self._own_kafka:
+                self.kafka.close()
 
     def _throttled_log(self) -> Callable[[str], None]:
         last = [0.0]
@@ -307,9 +543,22 @@ class ChaosRun:
         dead.catch_up(0.5)
         dead.close()
         recs = [r for r in model if r.acked]
+        flushes = list(self.gen.stats.flushes) if getattr(self, "gen", None) is not None else []
         for f in faults:
             o = f.outcome
             o["at"] = f.start - wall0
+            if f.is_broker:
+                # the disturbed period: from the fault until every partition was fully in sync again
+                rest_at = o.get("rest_at", f.end)
+                lat = [s for t, s in flushes if f.start <= t <= rest_at + 1.0]
+                o["worst_produce"] = max(lat) if lat else "-"
+                apply_lat = []
+                for r in recs:
+                    if f.start <= r.t <= rest_at and r.expect == "apply":
+                        t = snaps[r.region].applied_times.get(r.id)
+                        if t is not None and snaps[r.region].inbox.get(r.id) == "router":
+                            apply_lat.append(t - r.t)
+                o["worst_apply"] = max(apply_lat) if apply_lat else "-"
             during = [r for r in recs if f.start <= r.t <= f.end and (not f.is_region or r.region == f.target)]
             o["acked"] = len(during)
             held = failover = dl = 0
@@ -364,27 +613,64 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--markdown", type=Path, default=None, help="also write the table and summary here")
     p.add_argument("--keep", action="store_true", help="keep the databases when the check fails")
+    p.add_argument("--broker-faults", action="store_true",
+                   help="broker faults only (" + ", ".join(BROKER_KINDS) + ") on a private Apache Kafka cluster")
+    p.add_argument("--nodes", type=int, default=3, help="Kafka nodes of that cluster (at least 3)")
+    p.add_argument("--kinds", default=None,
+                   help="comma-separated fault kinds (default: every region and service kind, or the broker "
+                        "kinds with --broker-faults); may mix broker kinds with the others")
     args = p.parse_args(argv)
+    if args.kinds:
+        kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+        unknown = [k for k in kinds if k not in ALL_KINDS + BROKER_KINDS]
+        if unknown:
+            p.error(f"unknown fault kind(s) {', '.join(unknown)}; known: {', '.join(ALL_KINDS + BROKER_KINDS)}")
+    else:
+        kinds = BROKER_KINDS if args.broker_faults else ALL_KINDS
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="rg-chaos-"))
-    run = ChaosRun(writes=args.writes, faults=args.faults, rate=args.rate, seed=args.seed, workdir=workdir)
+    run = ChaosRun(writes=args.writes, faults=args.faults, rate=args.rate, seed=args.seed, workdir=workdir,
+                   kinds=kinds, nodes=args.nodes)
     report = run.run(keep_data=args.keep)
     report.print_rich()
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        brokers = any(k in BROKER_KINDS for k in kinds)
+        cmd = (f"python -m tests.chaos.run --writes {args.writes} --faults {args.faults} --rate {args.rate:g} "
+               f"--seed {args.seed}")
+        if brokers:
+            cmd += (" --broker-faults" if kinds == BROKER_KINDS else f" --kinds {','.join(kinds)}")
+            cmd += f" --nodes {args.nodes}"
+        make = "make chaos-brokers" if brokers else "make chaos"
+        setup = (f", Apache Kafka {run.kafka.version} with {len(run.kafka.nodes)} KRaft nodes (replication "
+                 f"{min(3, len(run.kafka.nodes))}, min.insync.replicas {min(2, len(run.kafka.nodes))})"
+                 if brokers else "")
+        rest = f"\n{report.rest_summary()}.\n" if brokers else ""
         run_md = (
-            f"Command: `python -m tests.chaos.run --writes {args.writes} --faults {args.faults} "
-            f"--rate {args.rate:g} --seed {args.seed}` (`make chaos`), code at {_revision()}, "
-            f"{time.strftime('%Y-%m-%d')}, on this 2-core machine.\n\n{report.markdown()}\n\n"
-            f"Checker:\n\n```\n{report.check.report()}\n```\n\n**{report.summary()}**\n")
-        args.markdown.write_text(_keep_intro(args.markdown) + run_md)
+            f"Command: `{cmd}` (`{make}`), code at {_revision()}, {time.strftime('%Y-%m-%d')}, on this 2-core "
+            f"machine{setup}.\n\n{report.markdown()}\n\nChecker:\n\n```\n{report.check.report()}\n```\n{rest}\n"
+            f"**{report.summary()}**\n")
+        heading = BROKER_HEADING if brokers else LONG_RUN_HEADING
+        args.markdown.write_text(replace_section(args.markdown, heading, run_md))
     return 0 if report.ok else 1
 
 
-def _keep_intro(path: Path) -> str:
-    """The hand-written part of the file, up to its ``## The long run`` heading: only the run is rewritten."""
-    heading = "## The long run\n"
+LONG_RUN_HEADING = "## The long run\n"
+BROKER_HEADING = "## Broker faults: the long run\n"
+
+
+def replace_section(path: Path, heading: str, body: str) -> str:
+    """The file's text with the section under ``heading`` (up to the next ``## `` heading) replaced by ``body``.
+
+    Everything else -- the hand-written parts and the other run's section -- is
+    kept; a missing section is appended.
+    """
     text = path.read_text() if path.exists() else ""
-    return text.split(heading, 1)[0] + heading + "\n" if heading in text else ""
+    if heading not in text:
+        return (text.rstrip("\n") + "\n\n" if text else "") + heading + "\n" + body
+    before, after = text.split(heading, 1)
+    nxt = after.find("\n## ")
+    tail = after[nxt + 1:] if nxt >= 0 else ""
+    return before + heading + "\n" + body + ("\n" + tail if tail else "")
 
 
 if __name__ == "__main__":
