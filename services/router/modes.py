@@ -114,6 +114,12 @@ class PartitionModes:
                 self._set(p, Mode.held)
         return actions
 
+    def unfenced(self) -> list[tuple[Action, int]]:
+        """Fence again every draining partition whose fence was never confirmed (a failed produce):
+        without it such a partition would stay paused until the region's next outage."""
+        return [(Action.fence, p) for p, st in self.parts.items()
+                if st.mode is Mode.draining and st.last_held is None]
+
     def draining(self) -> list[int]:
         return [p for p, st in self.parts.items() if st.mode is Mode.draining and st.last_held is not None]
 

@@ -171,7 +171,9 @@ class RegionWorker:
                 self.consumer.resume([TopicPartition(self.topic, p)])
         await self.share.probe_if_due()
         closed = self.is_closed(self.region)
-        self._do(self.modes.region_changed(closed))
+        await self._do(self.modes.region_changed(closed))
+        if closed:
+            await self._do(self.modes.unfenced())
         if closed and self.modes.draining() and time.monotonic() - self._last_drain_check > 0.05:
             self._last_drain_check = time.monotonic()
             parts = [TopicPartition(self.held_topic, p) for p in self.modes.draining()]
@@ -185,13 +187,15 @@ class RegionWorker:
                 off = tp.offset if tp.offset is not None and tp.offset >= 0 else None
                 switching += self.modes.replayer_progress(tp.partition, off)
             if switching:
-                self._do(switching)
+                await self._do(switching)
                 # a partition paused since it was assigned would start fetching ~0.5 s late
                 await self.reader.seek_unread([p for _, p in switching if p in self.modes.parts])
         counts = self.modes.counts()
         self.share.report(self.lane, counts["held"] + counts["draining"], counts["direct"])
 
-    def _do(self, actions: list[tuple[Action, int]]) -> None:
+    async def _do(self, actions: list[tuple[Action, int]]) -> None:
+        fences = Confirmer()
+        fenced: list[int] = []
         for action, p in actions:
             tp = [TopicPartition(self.topic, p)]
             if action is Action.pause:
@@ -204,17 +208,22 @@ class RegionWorker:
                 if self.modes.parts.get(p) and self.modes.mode(p) is Mode.direct:
                     log.info("region %s: partition %d back in direct mode", self.region, p)
             elif action is Action.fence:
-                c = Confirmer()
-                c.produce(self.producer, self.held_topic, None, key=b"fence", partition=p,
-                          headers=[(decide.H_FENCE, self.instance.encode())])
-                try:
-                    c.wait(self.producer, timeout=10)
-                except KafkaDeliveryError as exc:
-                    log.warning("region %s: fence on p%d not confirmed: %s", self.region, p, exc)
-                    continue
-                off = c.offsets.get((self.held_topic, p))
-                if off is not None:
-                    self.modes.held_confirmed(p, off)
+                fences.produce(self.producer, self.held_topic, None, key=b"fence", partition=p,
+                               headers=[(decide.H_FENCE, self.instance.encode())])
+                fenced.append(p)
+        if not fenced:
+            return
+        try:
+            # in a thread: a slow broker answer must not stall the other regions' lanes on this loop
+            await asyncio.to_thread(fences.wait, self.producer, 10)
+        except KafkaDeliveryError as exc:
+            # they stay draining and paused; housekeeping fences them again (PartitionModes.unfenced)
+            log.warning("region %s: fences on %s not confirmed: %s", self.region, fenced, exc)
+            return
+        for p in fenced:
+            off = fences.offsets.get((self.held_topic, p))
+            if off is not None:
+                self.modes.held_confirmed(p, off)
 
     # one batch ---------------------------------------------------------------------
     def _plan(self, batch: list[Record], decoded: list) -> Plan | None:

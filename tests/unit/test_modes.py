@@ -116,3 +116,67 @@ def test_token_bucket_paces_without_sleeping():
     t[0] += 0.5
     assert b.delay_for(0) == 0.0
     assert TokenBucket(0, burst=1, clock=lambda: 0.0).delay_for(10**6) == 0.0  # 0 = unlimited
+
+
+def test_a_failed_fence_is_tried_again_not_left_paused():
+    m = PartitionModes()
+    m.assigned([0, 1])
+    m.looked_up(0, 5)
+    m.looked_up(1, 0)
+    assert (Action.fence, 0) in m.region_changed(closed=True)
+    # the fence produce failed: nothing confirmed, so the partition must be fenced again
+    assert m.unfenced() == [(Action.fence, 0)]
+    assert m.region_changed(closed=True) == []  # a region change alone would never fence it again
+    m.held_confirmed(0, 9)
+    assert m.unfenced() == []
+    assert m.replayer_progress(0, 10) == [(Action.resume, 0)]
+
+
+async def test_a_slow_fence_produce_does_not_block_the_event_loop():
+    """Issue 12: the fence's wait for Kafka runs off the loop, so other regions' lanes keep going."""
+    import asyncio
+    import time
+    from types import SimpleNamespace
+
+    from regionguard.router.worker import RegionWorker
+
+    class SlowBroker:  # answers the produce after 0.6 s, like a broker under a slow fsync
+        def __init__(self) -> None:
+            self.pending: list = []
+
+        def produce(self, topic, key=None, value=None, on_delivery=None, partition=None, headers=None):
+            self.pending.append((on_delivery, SimpleNamespace(topic=lambda: topic, partition=lambda: partition,
+                                                              offset=lambda: 41)))
+
+        def flush(self, timeout=None):
+            time.sleep(0.6)
+            for cb, msg in self.pending:
+                cb(None, msg)
+            self.pending.clear()
+            return 0
+
+    modes = PartitionModes()
+    modes.assigned([3])
+    modes.looked_up(3, 7)
+    worker = SimpleNamespace(topic="w", held_topic="h", region="eu", instance="r1", producer=SlowBroker(),
+                             consumer=SimpleNamespace(pause=lambda tps: None, resume=lambda tps: None),
+                             paused=set(), modes=modes)
+    gaps: list[float] = []
+
+    async def ticker(stop: asyncio.Event) -> None:
+        last = time.monotonic()
+        while not stop.is_set():
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    stop = asyncio.Event()
+    tick = asyncio.create_task(ticker(stop))
+    t0 = time.monotonic()
+    await RegionWorker._do(worker, modes.region_changed(closed=True))  # type: ignore[arg-type]
+    took = time.monotonic() - t0
+    stop.set()
+    await tick
+    assert took >= 0.6 and modes.parts[3].last_held == 41
+    assert max(gaps) < 0.3, f"the loop stalled {max(gaps):.2f} s while the fence waited for Kafka"
