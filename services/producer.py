@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import uuid
 from datetime import datetime
@@ -20,6 +21,7 @@ from pydantic import ValidationError
 from .core.config import Config, load_config
 from .core.kafka import Confirmer, KafkaDeliveryError, make_producer
 from .core.models import Op, Policy, WriteEvent
+from .core.stateview import rdkafka_log
 
 
 class WriteProducer:
@@ -32,8 +34,14 @@ class WriteProducer:
 
     def __init__(self, cfg: Config, **client: Any) -> None:
         self.cfg = cfg
+        self.last_broker_error: str | None = None  # librdkafka's latest complaint, for a one-line failure
+        client.setdefault("logger", rdkafka_log)  # not librdkafka's own stderr lines, one per reconnect
+        client.setdefault("error_cb", self._on_error)
         self._producer = make_producer(cfg, **client)
         self._confirmer = Confirmer()
+
+    def _on_error(self, err: Any) -> None:
+        self.last_broker_error = err.str() if hasattr(err, "str") else str(err)
 
     def write(
         self, region: str, table: str, op: Op | str, key: dict[str, Any], data: dict[str, Any] | None = None, *,
@@ -56,7 +64,13 @@ class WriteProducer:
 
     def flush(self, timeout: float = 30.0) -> None:
         confirmer, self._confirmer = self._confirmer, Confirmer()
-        confirmer.wait(self._producer, timeout)
+        try:
+            confirmer.wait(self._producer, timeout)
+        except KafkaDeliveryError as exc:
+            if self.last_broker_error:  # name the broker and the cause, not just "unconfirmed"
+                raise KafkaDeliveryError(f"{exc}; broker {self.cfg.kafka.bootstrap}: "
+                                         f"{self.last_broker_error}") from None
+            raise
 
     def close(self) -> None:
         self.flush()
@@ -105,15 +119,20 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if args.table not in cfg.tables:
         raise UsageError(f"--table: {args.table!r} is not in the config's tables")
-    producer = WriteProducer(cfg)
+    logging.getLogger(rdkafka_log.name).disabled = True  # the one-line error below says it all
+    timeout_s = 15
+    producer = WriteProducer(cfg, **{"message.timeout.ms": timeout_s * 1000})
     try:
         ev = producer.write(args.region, args.table, args.op, key, data, policy=args.policy,
                             fallback_regions=args.fallbacks, id=wid)
-        producer.flush(15)
+        producer.flush(timeout_s + 5)
     except ValidationError as exc:
         err = exc.errors()[0]
         raise UsageError(f"{'.'.join(map(str, err['loc'])) or 'write'}: {err['msg']}") from None
-    except (ValueError, KafkaDeliveryError) as exc:
+    except KafkaDeliveryError as exc:
+        producer._producer.purge()  # nothing left to deliver: exit now, not after librdkafka's own wait
+        raise UsageError(str(exc)) from None
+    except ValueError as exc:
         raise UsageError(str(exc)) from None
     print(json.dumps({"id": str(ev.id), "topic": cfg.topic("writes", ev.region), "key": ev.kafka_key().decode()}))
     return 0

@@ -322,7 +322,7 @@ class Confirmer:
     def callback(self, err, msg) -> None:
         self.pending -= 1
         if err is not None:
-            self.errors.append(str(err))
+            self.errors.append(err.str() if hasattr(err, "str") else str(err))
             return
         tp = (msg.topic(), msg.partition())
         off = msg.offset()

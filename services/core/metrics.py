@@ -10,7 +10,7 @@ import logging
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from .config import Config
+from .config import Config, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,11 @@ def start_metrics(cfg: Config, service: str, port: int | None = None) -> int | N
         return None
     if port is None:
         port = cfg.metrics.port + SERVICE_PORT_OFFSET.get(service, 5) if cfg.metrics.port else 0
-    server, _thread = start_http_server(port, addr=cfg.metrics.host)
+    try:
+        server, _thread = start_http_server(port, addr=cfg.metrics.host)
+    except OSError as exc:  # e.g. two routers on one host with the same metrics.port
+        raise UsageError(f"metrics: cannot listen on {cfg.metrics.host}:{port} ({exc.strerror}); another service "
+                         f"may use it: set metrics.port or --metrics-port") from None
     bound = server.server_address[1]
     log.info("metrics on http://%s:%d/metrics", cfg.metrics.host, bound)
     return bound
