@@ -271,6 +271,22 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
     """Skip asyncpg's per-release RESET ALL round trip: we never change session state."""
 
 
+#: pg_advisory_xact_lock key serialising the inbox DDL of every lane and service on one database.
+INBOX_DDL_LOCK = 0x7267_0001
+
+
+async def ensure_inbox(conn: asyncpg.Connection) -> None:
+    """Create the inbox (and tombstones) if missing, one creator at a time.
+
+    Two lanes or services starting together on a fresh database would otherwise race in
+    ``CREATE TABLE IF NOT EXISTS`` and one would get a unique violation on PostgreSQL's
+    catalog, which is not a constraint error of any write.
+    """
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", INBOX_DDL_LOCK)
+        await conn.execute(INBOX_DDL)
+
+
 class RegionDB:
     """A region's pool plus what we learned about its schema."""
 
@@ -303,7 +319,7 @@ class RegionDB:
         pool = await self._pool()
         try:
             async with pool.acquire() as conn:
-                await conn.execute(INBOX_DDL)
+                await ensure_inbox(conn)
                 self.schemas = await load_schemas(conn, self.cfg)
         except RegionGuardError:
             raise
@@ -354,7 +370,7 @@ class RegionDB:
                     raise RegionNotReady(f"region {self.region} is in recovery (a standby)")
                 if await conn.fetchval("SHOW transaction_read_only") == "on":
                     raise RegionNotReady(f"region {self.region} is read-only")
-                await conn.execute(INBOX_DDL)
+                await ensure_inbox(conn)
                 self.schemas = await load_schemas(conn, self.cfg)
                 missing = [t for t in self.cfg.tables if t not in self.schemas]
                 if missing:

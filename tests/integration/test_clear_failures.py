@@ -50,3 +50,23 @@ def test_a_taken_metrics_port_is_one_line_naming_the_port(tmp_path):
             lines = proc.stderr.strip().splitlines()
             assert proc.returncode == 2 and len(lines) == 1, (service, proc.stderr)
             assert f"127.0.0.1:{port}" in lines[0] and "Traceback" not in proc.stderr, lines[0]
+
+
+async def test_lanes_creating_the_inbox_together_never_see_a_catalog_conflict(regions):
+    """Lanes and services start together on a fresh database: the inbox DDL must not fail for any of them."""
+    import asyncio
+
+    import asyncpg
+
+    from regionguard.core.db import ensure_inbox
+
+    lr = regions(["eu"], schema=None)
+    conns = [await asyncpg.connect(lr.direct_dsn("eu")) for _ in range(8)]
+    try:
+        for _round in range(3):
+            await asyncio.gather(*(c.execute("DROP TABLE IF EXISTS regionguard_applied, regionguard_tombstones")
+                                   for c in conns[:1]))
+            await asyncio.gather(*(ensure_inbox(c) for c in conns))  # raised UniqueViolation without the lock
+        assert await conns[0].fetchval("SELECT count(*) FROM regionguard_applied") == 0
+    finally:
+        await asyncio.gather(*(c.close() for c in conns))
