@@ -7,7 +7,7 @@ and acts only after that. This bench puts ``--records`` state records (default
 and times, in the same run and on the same topic:
 
 - **raw**: a bare confluent-kafka consumer (no group) reading the topic from the
-  beginning to partition EOF, ``consume(10000)`` batches, no parsing: the floor;
+  beginning to partition EOF, ``consume(10000, 0.05)`` batches, no parsing: the floor;
 - **view**: a fresh ``RegionStateView`` from ``start()`` to ``wait_ready()``
   (parses and applies every record).
 
@@ -103,7 +103,7 @@ def raw_read(cfg, topic: str) -> tuple[float, int]:
     try:
         while True:
             done = False
-            for m in c.consume(10000, 0.5):
+            for m in c.consume(10000, 0.05):  # short wait, as the view's: no idle time at the end
                 err = m.error()
                 if err is None:
                     n += 1
