@@ -8,7 +8,8 @@ fetch round instead of waiting ~3-30 s for a group to form.
 
 Rules, shared by every view:
 
-* records carry ``seq`` (increasing per key); a record with a lower seq is
+* records carry ``seq`` (increasing per key), region states also the health leader's
+  ``epoch``, compared first; a record with a lower ``(epoch, seq)`` is
   ignored, unless the one we hold is older than ``stale_after_s`` than it
   (by the records' ``at``): then the publisher restarted without its history
   (e.g. a broker that lost its data) and the new sequence wins;
@@ -31,7 +32,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from pydantic import BaseModel, ValidationError
@@ -56,6 +57,11 @@ _MISSING_TOPIC = {
     KafkaError._UNKNOWN_PARTITION,
 }
 
+
+
+def _order(rec: Any) -> tuple[int, int]:
+    """``(epoch, seq)``: a deposed health leader's records (lower epoch) never win."""
+    return (getattr(rec, "epoch", 0), rec.seq)
 
 class StaleViewError(RuntimeError):
     """The view's publisher stopped heartbeating; its answers may be out of date."""
@@ -310,9 +316,9 @@ class CompactedFollower(Generic[M]):
         k = self._key(rec)
         with self._lock:
             old = self._latest.get(k)
-            if old is None or rec.seq > old.seq:  # type: ignore[attr-defined]
+            if old is None or _order(rec) > _order(old):
                 changed = True
-            elif rec.seq == old.seq:  # type: ignore[attr-defined]
+            elif _order(rec) == _order(old):
                 changed = False  # a heartbeat of the same state
             elif at - _at(old) > self.stale_after_s:
                 log.info("%s: %s seq went back %s -> %s: publisher restarted", self.name, k, old.seq, rec.seq)  # type: ignore[attr-defined]

@@ -98,11 +98,18 @@ class RegionState(BaseModel):
     state: State
     since: datetime
     seq: int = Field(ge=0)
+    epoch: int = Field(0, ge=0, description=(
+        "Leader epoch of the health instance that published it: each new leader takes one above every "
+        "epoch it has read, so a deposed leader's records (lower epoch) never win over the new leader's."))
     reason: str = ""
     observer: str = ""
     heartbeat: bool = False
     at: datetime = Field(default_factory=utcnow)
     stats: dict[str, Any] = Field(default_factory=dict)
+
+    def order(self) -> tuple[int, int]:
+        """Readers keep, per region, the record with the highest ``(epoch, seq)``."""
+        return (self.epoch, self.seq)
 
 
 class FailoverEvent(BaseModel):

@@ -285,10 +285,10 @@ class RegionStateView:
             self._last_seen_wall = seen
         with self._lock:
             old = self._states.get(new.region)
-            if old is not None and new.seq < old.seq:
-                return
+            if old is not None and new.order() < old.order():
+                return  # older, or a deposed health leader's (lower epoch)
             self._states[new.region] = new
-        changed = old is None or new.seq > old.seq or new.state != old.state
+        changed = old is None or new.order() > old.order() or new.state != old.state
         if changed and self._on_change is not None:
             try:
                 self._on_change(old, new)

@@ -80,6 +80,7 @@ class Judge:
         self.clock = clock
         self.wall = wall
         self.active = False
+        self.epoch = 0  # set above every epoch read at activation: fences a deposed leader
         self.control_offset: int | None = None
         self.regions: dict[str, RegionJudge] = {
             r: RegionJudge(r, CircuitBreaker(r, cfg.breaker, clock=clock)) for r in cfg.regions
@@ -95,6 +96,7 @@ class Judge:
         now_wall = self.wall()
         offsets = []
         out = []
+        self.epoch = max((st.epoch for st in last.values()), default=0) + 1
         for r, rj in self.regions.items():
             st = last.get(r)
             rj.breaker = CircuitBreaker(r, self.cfg.breaker, clock=self.clock)
@@ -198,7 +200,7 @@ class Judge:
         if self.control_offset is not None:
             stats["control_offset"] = self.control_offset
         return RegionState(region=rj.region, state=state, since=rj.since or _dt(self.wall()), seq=rj.seq,
-                           reason=reason, observer=self.observer, heartbeat=heartbeat, stats=stats,
+                           epoch=self.epoch, reason=reason, observer=self.observer, heartbeat=heartbeat, stats=stats,
                            at=_dt(self.wall()))
 
     def breaker_state(self, region: str) -> BreakerState:

@@ -110,3 +110,35 @@ def test_survives_a_broker_restart(broker, tmp_path):
             publish(cfg, producer, rec("eu", "closed", 11))
             assert until(lambda: view.state("eu").seq == 11, 30)
             assert view.is_closed("eu")
+
+
+@pytest.mark.smoke
+def test_two_leaders_race_and_the_deposed_one_never_wins(broker):
+    """Issue 12: a new health leader (epoch 2) and the old one still publishing (epoch 1, later seq),
+    interleaved on the real topic: both followers of rg.region-state keep the new leader's state."""
+    from regionguard.client.views import RegionStates
+
+    cfg = make_cfg(broker.bootstrap)
+    producer = make_producer(cfg, logger=rdkafka_log)
+    now = datetime.now(timezone.utc)
+
+    def led(state, seq, epoch, observer, heartbeat=False):
+        return RegionState(region="eu", state=state, since=now, seq=seq, epoch=epoch, observer=observer,
+                           heartbeat=heartbeat, at=datetime.now(timezone.utc))
+
+    with RegionStateView(cfg) as view, RegionStates(cfg).start() as client_view:
+        assert view.wait_ready(15) and client_view.wait_ready(15)
+        publish(cfg, producer, led("closed", 1000, 1, "old"))
+        publish(cfg, producer, led("open", 1001, 2, "new"))            # the new leader takes over: eu is open
+        publish(cfg, producer, led("closed", 5000, 1, "old"),          # the deposed one goes on, later seqs
+                led("closed", 5000, 1, "old", heartbeat=True), led("half_open", 6000, 1, "old"))
+        publish(cfg, producer, led("open", 1002, 2, "new", heartbeat=True))  # a marker: everything before is read
+        def seq(v):
+            st = v.state("eu")
+            return st.seq if st else None
+
+        assert until(lambda: seq(view) == 1002 and seq(client_view) == 1002, 15)
+        for v in (view, client_view):
+            st = v.state("eu")
+            assert (st.epoch, st.observer, st.state.value) == (2, "new", "open"), st
+        assert not view.is_closed("eu") and not client_view.is_closed("eu")

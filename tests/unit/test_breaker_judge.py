@@ -153,3 +153,24 @@ def test_unknown_region_observation_is_ignored():
     j, c = judge()
     j.activate({})
     assert j.observe(obs(c, "h1", False, region="mars")) == []
+
+
+def test_a_deposed_leader_never_wins_over_the_new_one():
+    """Two leaders race (a faust handover while the old one still runs): epochs fence the old one."""
+    old, c = judge()
+    first = {r.region: r for r in old.activate({})}
+    assert {r.epoch for r in first.values()} == {1}
+    new = Judge(cfg(), "h2", clock=lambda: c.mono, wall=lambda: c.wall)
+    taken = {r.region: r for r in new.activate(first)}  # the new leader read what the old one published
+    assert new.epoch == 2 and all(r.epoch == 2 for r in taken.values())
+    # the deposed leader goes on deciding: later, so with a higher seq than anything the new one sent
+    c.advance(5.0)
+    late = feed(old, c, [("h1", False)] * 3)
+    assert late and late[-1].record.seq > taken["eu"].seq and late[-1].record.epoch == 1
+    # every reader keeps the highest (epoch, seq): the new leader's record
+    winner = max([taken["eu"], late[-1].record], key=RegionState.order)
+    assert winner is taken["eu"] and winner.observer == "h2"
+    # a leader elected after both reads epoch 2 and goes above it
+    third = Judge(cfg(), "h3", clock=lambda: c.mono, wall=lambda: c.wall)
+    third.activate({"eu": late[-1].record, "us": taken["us"]})
+    assert third.epoch == 3
