@@ -109,8 +109,11 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         try:
             asyncio.run(self._loop())
-        except Exception as exc:  # noqa: BLE001 - the status line is a nicety; never break the demo
+        except Exception as exc:  # noqa: BLE001 - the status line is a nicety; never break the demo (reported)
+            from .core.supervise import swallowed
+
             self.error = f"{type(exc).__name__}: {exc}"
+            swallowed("demo", exc, what="the status line")
 
     async def _loop(self) -> None:
         import asyncpg

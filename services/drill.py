@@ -36,6 +36,7 @@ from typing import Any
 from .cli import UsageError
 from .core.config import load_config
 from .core.models import FailoverEvent, RegionState, State
+from .core.supervise import swallowed
 from .statusdata import StatusCollector, StatusError
 
 FAULTS = ("blackhole", "refuse", "latency")
@@ -264,7 +265,8 @@ def _run(args, cfg, client, proxy: dict[str, Any], collector: StatusCollector, t
     def on_event(msg: Any) -> None:
         try:
             ev = FailoverEvent.model_validate_json(msg.value())
-        except Exception:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - skipped (reported)
+            swallowed("drill", exc, what=f"ignoring an invalid failover event at offset {msg.offset()}: reading it")
             return
         if ev.region == region:
             events.append(ev)

@@ -52,6 +52,7 @@ from .core.config import Config
 from .core.kafka import replayer_group, router_group, watermarks_exact
 from .core.models import FailoverEvent, FeatureFlags, RegionState
 from .core.stateview import RegionStateView, rdkafka_log
+from .core.supervise import swallowed
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +181,8 @@ class StatusCollector:
                 continue
             try:
                 c.close()
-            except Exception:  # noqa: BLE001
-                pass
+            except Exception as exc:  # noqa: BLE001 - closing the others goes on (reported)
+                swallowed("status", exc, what="closing a consumer", logger=log)
         self._consumer = None
         self._offset_readers.clear()
 
@@ -296,20 +297,24 @@ class StatusCollector:
 
         try:
             reason = str(orjson.loads(msg.value() or b"{}").get("reason", "unknown"))
-        except Exception:  # noqa: BLE001 - a broken record still counts
+        except Exception as exc:  # noqa: BLE001 - a broken record still counts, as "unreadable"
+            swallowed("status", exc, what="reading a dead letter", logger=log, level=logging.DEBUG)
             reason = "unreadable"
         self.dead_by_reason[reason] += 1
 
     def _on_event(self, msg: Any) -> None:
         try:
             self.events.append(FailoverEvent.model_validate_json(msg.value()))
-        except Exception:  # noqa: BLE001
-            pass
+        except Exception as exc:  # noqa: BLE001 - skipped (reported)
+            swallowed("status", exc, what=f"ignoring an invalid failover event at offset {msg.offset()}: reading it",
+                      logger=log)
 
     def _on_features(self, msg: Any) -> None:
         try:
             ff = FeatureFlags.model_validate_json(msg.value())
-        except Exception:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - skipped (reported)
+            swallowed("status", exc, what=f"ignoring an invalid feature flags record at offset {msg.offset()}: "
+                      "reading it", logger=log)
             return
         old = self.features.get(ff.region)
         if old is None or ff.seq >= old.seq:

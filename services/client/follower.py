@@ -21,7 +21,11 @@ Rules, shared by every view:
   topic disappears (an in-memory broker lost it) the follower re-assigns
   once it exists again and reads it from the beginning.
 
-Callbacks run on the follower's thread; keep them short and thread-safe.
+Callbacks run on the follower's thread; keep them short and thread-safe. An
+exception in a callback, or an invalid record, is reported (one WARNING line,
+``regionguard_background_errors_total``) and the follower goes on; an error of
+the thread itself restarts it with backoff (:mod:`regionguard.core.supervise`)
+with a new consumer that reads the topic again from the beginning.
 """
 
 from __future__ import annotations
@@ -34,10 +38,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from pydantic import BaseModel, ValidationError
 
 from ..core.config import Config
+from ..core.supervise import supervised, swallowed
 from ..features.rules import is_stale
 
 log = logging.getLogger(__name__)
@@ -123,7 +128,8 @@ class CompactedFollower(Generic[M]):
             return self
         self._stop.clear()
         self._started_at = time.monotonic()
-        self._thread = threading.Thread(target=self._run, name=f"rg-follow-{self.name}", daemon=True)
+        self._thread = threading.Thread(target=supervised, args=(f"follower:{self.name}", self._run, self._stop),
+                                        kwargs={"logger": log}, name=f"rg-follow-{self.name}", daemon=True)
         self._thread.start()
         return self
 
@@ -215,7 +221,7 @@ class CompactedFollower(Generic[M]):
         """Assign every partition; return {partition: high watermark at start} or None (no topic yet)."""
         try:
             md = consumer.list_topics(self.topic, timeout=2.0)
-        except Exception as exc:  # noqa: BLE001 - broker down: try again later
+        except KafkaException as exc:  # broker down: try again later
             log.debug("%s: metadata failed: %s", self.name, exc)
             return None
         tmd = md.topics.get(self.topic)
@@ -228,7 +234,7 @@ class CompactedFollower(Generic[M]):
         for p in parts:
             try:
                 _low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=2.0)
-            except Exception as exc:  # noqa: BLE001 - unknown end: never "ready" on a guess, look again soon
+            except KafkaException as exc:  # unknown end: never "ready" on a guess, look again soon
                 log.debug("%s: watermark of partition %d failed: %s", self.name, p, exc)
                 return None
             highs[p] = max(0, high)
@@ -285,7 +291,11 @@ class CompactedFollower(Generic[M]):
                         continue
                     quiet_since = time.monotonic()
                     positions[msg.partition()] = msg.offset() + 1
-                    self._handle(msg.value())
+                    try:
+                        self._handle(msg.value())
+                    except Exception as exc:  # noqa: BLE001 - a poison record: reported, skipped
+                        swallowed(f"follower:{self.name}", exc,
+                                  what=f"record {self.topic}[{msg.partition()}]@{msg.offset()}", logger=log)
                 if targets is not None and not self._ready.is_set() and len(reached) == len(targets):
                     now = time.monotonic()
                     if all_reached_at is None:
@@ -293,21 +303,20 @@ class CompactedFollower(Generic[M]):
                     if now - all_reached_at >= self.QUIET_S or (not msgs and now - quiet_since >= self.QUIET_S):
                         self.ready_after_s = now - (self._started_at or now)
                         self._ready.set()
-        except Exception:  # noqa: BLE001 - a view must never take the app down
-            log.exception("%s: follower thread failed", self.name)
-        finally:
+        finally:  # an error goes on to supervised(): reported, then the thread starts over
             try:
                 consumer.close()
-            except Exception:  # noqa: BLE001
-                pass
+            except Exception as exc:  # noqa: BLE001 - reported; the consumer is dropped either way
+                swallowed(f"follower:{self.name}", exc, what="closing the consumer", logger=log)
 
     def _handle(self, value: bytes | None) -> None:
         if not value:
             return
         try:
             rec = self.model.model_validate_json(value)
-        except ValidationError as exc:
-            log.warning("%s: ignoring invalid record: %s", self.name, exc.errors()[0].get("msg"))
+        except ValidationError as exc:  # a bad record must not stop the view: reported, skipped
+            swallowed(f"follower:{self.name}", exc, what=f"ignoring an invalid record: {exc.errors()[0].get('msg')}; "
+                      "reading it", logger=log)
             return
         self.records_seen += 1
         at = _at(rec)
@@ -330,8 +339,9 @@ class CompactedFollower(Generic[M]):
             for fn in list(self._callbacks):
                 try:
                     fn(old, rec)
-                except Exception:  # noqa: BLE001
-                    log.exception("%s: change callback failed", self.name)
+                except Exception as exc:  # noqa: BLE001 - reported; the follower goes on
+                    swallowed(f"follower:{self.name}", exc, what=f"change callback {getattr(fn, '__name__', fn)!s}",
+                              logger=log)
 
     def _check_stale(self) -> None:
         s = self.staleness()
@@ -344,5 +354,5 @@ class CompactedFollower(Generic[M]):
         for fn in list(self._stale_callbacks):
             try:
                 fn(s)
-            except Exception:  # noqa: BLE001
-                log.exception("%s: stale callback failed", self.name)
+            except Exception as exc:  # noqa: BLE001 - reported; the follower goes on
+                swallowed(f"follower:{self.name}", exc, what="stale callback", logger=log)

@@ -57,6 +57,7 @@ from typing import Any
 
 from ..core.config import Config, load_config
 from ..core.models import RegionState
+from ..core.supervise import swallowed
 from .reader import BoundReader, RegionalReader
 from .views import FeatureFlagsView, RegionStates
 
@@ -397,7 +398,8 @@ def _match_routes(routes: list, scope: Scope, full: Any, depth: int = 0) -> tupl
     for route in routes:
         try:
             match, child = route.matches(scope)
-        except Exception:  # noqa: BLE001 - an odd route must not break requests
+        except Exception as exc:  # noqa: BLE001 - an odd route must not break requests (counted, DEBUG line)
+            swallowed("middleware", exc, what="matching a route", logger=log, level=logging.DEBUG)
             continue
         if match != full:
             continue

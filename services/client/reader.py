@@ -51,6 +51,7 @@ import asyncpg
 from ..core.config import Config
 from ..core.errors import BadWrite, RegionGuardError, RegionUnavailable, classify_db_error
 from ..core.sql import quote_ident
+from ..core.supervise import swallowed
 from .cache import cache_age_s, cache_key, row_from_cache
 
 log = logging.getLogger(__name__)
@@ -289,13 +290,14 @@ class RegionalReader:
                 pool, bh.pool = bh.pool, None
                 try:
                     await asyncio.wait_for(pool.close(), 2.0)
-                except Exception:  # noqa: BLE001
+                except Exception as exc:  # noqa: BLE001 - a pool that won't close is terminated (reported)
+                    swallowed("reader", exc, what="closing a pool (terminated instead)", logger=log)
                     pool.terminate()
         if self._redis_owned and self._redis is not None:
             try:
                 await self._redis.aclose()
-            except Exception:  # noqa: BLE001
-                pass
+            except Exception as exc:  # noqa: BLE001 - closing goes on (reported)
+                swallowed("reader", exc, what="closing the Redis client", logger=log)
             self._redis = None
 
     async def __aenter__(self) -> "RegionalReader":
@@ -397,8 +399,8 @@ class RegionalReader:
                         conn.terminate()  # a half-dead socket must not go back to the pool
                     try:
                         await bh.pool.release(conn)  # type: ignore[union-attr]
-                    except Exception:  # noqa: BLE001
-                        pass
+                    except Exception as exc:  # noqa: BLE001 - the read's answer stands (counted, DEBUG line)
+                        swallowed("reader", exc, what="releasing a connection", logger=log, level=logging.DEBUG)
         elapsed = time.monotonic() - t0
         attempts.append(TierAttempt(tier, target.name, "ok", elapsed))
         if tier == "replica":

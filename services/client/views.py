@@ -42,6 +42,7 @@ from dataclasses import dataclass
 
 from ..core.config import Config
 from ..core.models import FeatureFlags, RegionState
+from ..core.supervise import supervised, swallowed
 from ..features import rules
 from .follower import CompactedFollower, StaleViewError
 
@@ -100,7 +101,8 @@ class _StaleWatch:
     def subscribe(self, fn: Callable[[bool], None]) -> Callable[[], None]:
         self._callbacks.append(fn)
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=f"rg-stale-{self.name}", daemon=True)
+            self._thread = threading.Thread(target=supervised, args=(f"stalewatch:{self.name}", self._run, self._stop),
+                                            kwargs={"logger": log}, name=f"rg-stale-{self.name}", daemon=True)
             self._thread.start()
         return lambda: self._callbacks.remove(fn) if fn in self._callbacks else None
 
@@ -115,8 +117,8 @@ class _StaleWatch:
             for fn in list(self._callbacks):
                 try:
                     fn(s)
-                except Exception:  # noqa: BLE001
-                    log.exception("%s: stale callback failed", self.name)
+                except Exception as exc:  # noqa: BLE001 - reported; the watch goes on
+                    swallowed(f"stalewatch:{self.name}", exc, what="stale callback", logger=log)
 
     def stop(self) -> None:
         self._stop.set()
@@ -137,8 +139,8 @@ class RegionStates:
         for fn in list(self._callbacks):
             try:
                 fn(old, new)
-            except Exception:  # noqa: BLE001
-                log.exception("region state callback failed")
+            except Exception as exc:  # noqa: BLE001 - reported; the view goes on
+                swallowed("regionstates", exc, what=f"region state callback for {new.region}", logger=log)
 
     # lifecycle
     def start(self) -> "RegionStates":

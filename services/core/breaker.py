@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .config import BreakerConfig
+from .supervise import swallowed
 
 log = logging.getLogger(__name__)
 
@@ -328,6 +329,7 @@ class CircuitBreaker:
         for fn in list(self._listeners):
             try:
                 fn(t)
-            except Exception:  # a listener must never break the breaker
-                log.exception("breaker %s: listener %r failed on %s -> %s", self.name, fn, frm.value, to.value)
+            except Exception as exc:  # a listener must never break the breaker (reported)
+                swallowed("breaker", exc, what=f"breaker {self.name}: listener {getattr(fn, '__name__', fn)!s} on "
+                          f"{frm.value} -> {to.value}", logger=log, level=logging.ERROR)
         return t

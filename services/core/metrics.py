@@ -61,6 +61,13 @@ REPLAY_LAST_PROGRESS = Gauge("regionguard_replay_last_progress_timestamp", "Unix
 # features
 FEATURE_DISABLED = Gauge("regionguard_feature_disabled", "1 when a feature is disabled in a region", ["region", "feature"])
 
+# every service (core/supervise.py): nothing dies or is dropped silently
+BACKGROUND_ERRORS = Counter("regionguard_background_errors_total",
+                            "Exceptions caught in background threads, loops and handlers (kind: exception type)",
+                            ["component", "kind"])
+BACKGROUND_RESTARTS = Counter("regionguard_background_restarts_total",
+                              "Background threads and loops restarted after an error", ["component"])
+
 
 def start_metrics(cfg: Config, service: str, port: int | None = None) -> int | None:
     """Serve /metrics for ``service``; bound to ``metrics.host`` (localhost by default)."""

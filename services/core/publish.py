@@ -15,6 +15,7 @@ from confluent_kafka import Producer
 from .config import Config
 from .errors import BadWrite
 from .models import ControlRecord, DeadLetter, FailoverEvent, Observation
+from .supervise import swallowed
 from .writes import Record
 
 log = logging.getLogger(__name__)
@@ -42,10 +43,11 @@ def _send(producer: Producer, topic: str, key: str, value: bytes) -> None:
     try:
         producer.produce(topic, key=key.encode(), value=value)
         producer.poll(0)
-    except BufferError:
-        log.warning("producer queue full; dropped a notification on %s", topic)
-    except Exception as exc:  # noqa: BLE001 - a notification must never break the caller
-        log.warning("could not publish to %s: %s", topic, exc)
+    except BufferError as exc:  # reported: a line (rate-limited) and a metric
+        swallowed("publish", exc, what=f"producer queue full; dropped a notification on {topic}: publishing it",
+                  logger=log)
+    except Exception as exc:  # noqa: BLE001 - a notification must never break the caller (reported)
+        swallowed("publish", exc, what=f"publishing to {topic}", logger=log)
 
 
 def failover_event(cfg: Config, producer: Producer, ev: FailoverEvent) -> None:

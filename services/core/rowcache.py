@@ -15,6 +15,7 @@ from prometheus_client import Counter
 from ..client.cache import cache_key, row_to_cache
 from .config import Config
 from .models import Op
+from .supervise import swallowed
 
 log = logging.getLogger(__name__)
 
@@ -55,5 +56,5 @@ class RowCache:
     async def close(self) -> None:
         try:
             await self.client.aclose()
-        except Exception:  # noqa: BLE001
-            pass
+        except Exception as exc:  # noqa: BLE001 - closing goes on (reported)
+            swallowed("rowcache", exc, what="closing the Redis client", logger=log)

@@ -15,8 +15,10 @@ Rules (DESIGN.md, RegionState):
 - :meth:`last_heartbeat_age` tells a live health service from a dead one.
 
 ``on_change(old, new)`` runs on the view's thread for every new ``seq`` of a
-region (``old`` is None the first time); exceptions in it are logged and
-swallowed.
+region (``old`` is None the first time); an exception in it is reported
+(one WARNING line, ``regionguard_background_errors_total``) and the view goes on.
+An error of the thread itself restarts it with backoff (:mod:`.supervise`): it
+builds a new consumer and reads the topic again from the beginning.
 
 Broker restarts: librdkafka reconnects by itself. When every broker was
 down (librdkafka's ``_ALL_BROKERS_DOWN``), the view re-reads the topic from
@@ -47,10 +49,11 @@ import uuid
 from datetime import timezone
 from typing import Callable
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from .config import Config
 from .models import RegionState, State
+from .supervise import supervised, swallowed
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +105,8 @@ class RegionStateView:
             return
         self._stop.clear()
         self._started_at = time.monotonic()
-        self._thread = threading.Thread(target=self._run, name=f"stateview:{self.topic}", daemon=True)
+        self._thread = threading.Thread(target=supervised, args=("stateview", self._run, self._stop),
+                                        kwargs={"logger": log}, name=f"stateview:{self.topic}", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -175,7 +179,7 @@ class RegionStateView:
         self._missing = False
         try:
             md = consumer.list_topics(self.topic, timeout=2.0)
-        except Exception as exc:  # broker down: try again later
+        except KafkaException as exc:  # broker down: try again later
             log.debug("stateview: metadata for %s failed: %s", self.topic, exc)
             return None
         tmd = md.topics.get(self.topic)
@@ -188,7 +192,7 @@ class RegionStateView:
         for p in parts:
             try:
                 _low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=2.0)
-            except Exception as exc:  # unknown end: never "ready" on a guess, look again soon
+            except KafkaException as exc:  # unknown end: never "ready" on a guess, look again soon
                 log.debug("stateview: watermark of %s[%d] failed: %s", self.topic, p, exc)
                 return None
             highs[p] = max(0, high)
@@ -216,7 +220,7 @@ class RegionStateView:
                     try:
                         consumer.list_topics(self.topic, timeout=1.0)
                         back = True
-                    except Exception:
+                    except KafkaException:  # still down: ask again next round
                         back = False
                     if back:  # a broker answers again: read everything again from the beginning
                         self._rewind.clear()
@@ -253,29 +257,31 @@ class RegionStateView:
                             log.debug("stateview: %s", err)
                         continue
                     quiet_since = time.monotonic()
-                    self._handle(msg.value())
+                    try:
+                        self._handle(msg.value())
+                    except Exception as exc:  # a poison record: reported, skipped, the view goes on
+                        swallowed("stateview", exc, what=f"record {self.topic}[{msg.partition()}]@{msg.offset()}",
+                                  logger=log)
                 if targets is not None and not self._ready.is_set() and len(reached) == len(targets):
                     now = time.monotonic()
                     if reached_at is None:
                         reached_at = now
                     if now - reached_at >= self._quiet_s or (not msgs and now - quiet_since >= self._quiet_s):
                         self._set_ready()
-        except Exception:
-            log.exception("stateview: consumer thread failed")
-        finally:
+        finally:  # an error goes on to supervised(): reported, then the thread starts over
             if consumer is not None:
                 try:
                     consumer.close()
-                except Exception:
-                    pass
+                except Exception as exc:  # reported; the consumer is dropped either way
+                    swallowed("stateview", exc, what="closing the consumer", logger=log)
 
     def _handle(self, value: bytes | None) -> None:
         if not value:
             return  # tombstone
         try:
             new = RegionState.model_validate_json(value)
-        except Exception as exc:
-            log.warning("stateview: ignoring invalid record on %s: %s", self.topic, exc)
+        except Exception as exc:  # a bad record must not stop the view: reported, skipped
+            swallowed("stateview", exc, what=f"ignoring an invalid record on {self.topic}: reading it", logger=log)
             return
         self.records += 1
         now = time.time()
@@ -292,5 +298,5 @@ class RegionStateView:
         if changed and self._on_change is not None:
             try:
                 self._on_change(old, new)
-            except Exception:
-                log.exception("stateview: on_change callback failed for %s", new.region)
+            except Exception as exc:  # reported; the view goes on
+                swallowed("stateview", exc, what=f"on_change callback for {new.region}", logger=log)

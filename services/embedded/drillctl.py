@@ -285,7 +285,7 @@ class DrillClient:
         except urllib.error.HTTPError as exc:
             try:
                 msg = json.loads(exc.read()).get("error", exc.reason)
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - test kit: a body that is not our JSON; the HTTP reason is the message
                 msg = exc.reason
             raise DrillControlError(f"drill control at {self.url}: {msg}") from None
         except (urllib.error.URLError, OSError) as exc:

@@ -54,6 +54,7 @@ from ..core.log import setup_logging
 from ..core.metrics import FEATURE_DISABLED, start_metrics
 from ..core.models import FailoverEvent, FeatureFlags
 from ..core.publish import failover_event
+from ..core.supervise import swallowed
 from ..client.follower import rdkafka_log
 from .rules import Change, FlagBook, conditions, is_stale, reason_for
 
@@ -159,8 +160,8 @@ class FeatureManager:
         finally:
             try:
                 self.producer.flush(5)
-            except Exception:  # noqa: BLE001
-                pass
+            except Exception as exc:  # noqa: BLE001 - stopping goes on (reported)
+                swallowed("features", exc, what="flushing the producer at stop", logger=log)
             self.states.stop()
             log.info("features stopped: %d change(s), %d heartbeat(s) published", self.published, self.heartbeats)
 
@@ -257,8 +258,8 @@ class FeatureManager:
             created = ensure_topics(self.cfg, timeout=5.0, check=False)
             if created:
                 log.info("re-created %d missing topic(s)", len(created))
-        except Exception as exc:  # noqa: BLE001 - broker still down: next round
-            log.debug("ensure_topics failed: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - broker still down: next round (counted, DEBUG line)
+            swallowed("features", exc, what="ensure_topics", logger=log, level=logging.DEBUG)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -55,7 +55,7 @@ def main(args: argparse.Namespace) -> int:
     action = ACTIONS[args.action]
     try:
         who = f"{getpass.getuser()}@{socket.gethostname()}"
-    except Exception:
+    except (OSError, KeyError, ImportError):  # no user name (e.g. a container user without a passwd entry)
         who = socket.gethostname()
     rec = ControlRecord(kind="breaker_command", region=args.region, service=f"admin:{who}",
                         detail={"action": action, "reason": args.reason})

@@ -46,6 +46,7 @@ from ..core.config import HealthConfig
 from ..core.dsn import dsn_host
 from ..core.errors import RegionUnavailable, classify_db_error
 from ..core.models import Observation
+from ..core.supervise import swallowed
 
 log = logging.getLogger(__name__)
 
@@ -221,8 +222,10 @@ class RegionProber:
     async def _close_quietly(conn: asyncpg.Connection) -> None:
         try:
             await asyncio.wait_for(conn.close(), 1.0)
-        except BaseException:  # noqa: BLE001 - anything: just drop it
+        except BaseException as exc:  # noqa: BLE001 - anything: just drop it (counted, DEBUG line)
             conn.terminate()
+            if not isinstance(exc, asyncio.CancelledError):
+                swallowed("health.probe", exc, what="closing a kept connection", logger=log, level=logging.DEBUG)
 
     def _drop_idle(self) -> None:
         idle, self._idle = self._idle, []
@@ -241,11 +244,13 @@ class RegionProber:
             async with asyncio.timeout(self.cfg.timeout_s * 2):
                 conn = await self._open(self.cfg.timeout_s * 2)
             self._keep(conn)
-        except BaseException as exc:  # noqa: BLE001 - a probe will report it
+        except BaseException as exc:  # noqa: BLE001 - a probe will report it (counted, DEBUG line)
             if conn is not None:
                 conn.terminate()
             if isinstance(exc, asyncio.CancelledError):
                 raise
+            swallowed("health.probe", exc, what=f"opening a spare connection to {self.region}", logger=log,
+                      level=logging.DEBUG)
 
     # ---- probing -----------------------------------------------------------------------
     async def probe(self) -> Observation | None:
@@ -306,8 +311,10 @@ class RegionProber:
             self._refill.cancel()
             try:
                 await self._refill
-            except BaseException:  # noqa: BLE001
+            except asyncio.CancelledError:  # cancelled just above
                 pass
+            except Exception as exc:  # noqa: BLE001 - closing goes on (reported)
+                swallowed("health.probe", exc, what="the spare connection task", logger=log)
         idle, self._idle = self._idle, []
         await asyncio.gather(*(self._close_quietly(c) for c in idle), return_exceptions=True)
 
@@ -326,12 +333,12 @@ async def probe_loop(prober: RegionProber, interval_s: float, timeout_s: float,
     inflight: set[asyncio.Task] = set()
 
     async def one() -> None:
-        obs = await prober.probe()
-        if obs is not None:
-            try:
+        try:
+            obs = await prober.probe()
+            if obs is not None:
                 emit(obs)
-            except Exception:
-                log.exception("probe %s: emitting the observation failed", prober.region)
+        except Exception as exc:  # a probe task must not end with an unread exception: reported
+            swallowed("health.probe", exc, what=f"probe of {prober.region}", logger=log)
 
     next_t = time.monotonic()
     try:

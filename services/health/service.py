@@ -72,6 +72,7 @@ from ..core.kafka import ensure_topics, make_producer
 from ..core.log import setup_logging
 from ..core.models import ControlRecord, FailoverEvent, Observation, RegionState
 from ..core.stateview import RegionStateView, rdkafka_log
+from ..core.supervise import guard, supervised, supervised_async, swallowed
 from .judge import Decision, Judge
 from .probe import LoopLagMonitor, RegionProber, probe_loop
 
@@ -116,7 +117,9 @@ class TopicTail:
     """A group-less consumer thread over every partition of one topic, from ``start`` on.
 
     ``deliver(partition, offset, value)`` is called on the thread; keep it short
-    (hand over to an event loop with ``call_soon_threadsafe``).
+    (hand over to an event loop with ``call_soon_threadsafe``). An error restarts
+    the thread with backoff (reported: :mod:`regionguard.core.supervise`); it goes
+    on after the last record delivered, so nothing is delivered twice.
     """
 
     def __init__(self, cfg: Config, topic: str, start: int, deliver: Callable[[int, int, bytes | None], None],
@@ -124,9 +127,11 @@ class TopicTail:
         self.cfg, self.topic, self.start_offset, self.deliver, self.name = cfg, topic, start, deliver, name
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._positions: dict[int, int] = {}  # partition -> next offset to deliver (kept across restarts)
 
     def start(self) -> "TopicTail":
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread = threading.Thread(target=supervised, args=(self.name, self._run, self._stop),
+                                        kwargs={"logger": log}, name=self.name, daemon=True)
         self._thread.start()
         return self
 
@@ -153,7 +158,8 @@ class TopicTail:
                     if md is None or md.error is not None or not md.partitions:
                         self._stop.wait(0.5)
                         continue
-                    consumer.assign([TopicPartition(self.topic, p, self.start_offset) for p in md.partitions])
+                    consumer.assign([TopicPartition(self.topic, p, self._positions.get(p, self.start_offset))
+                                     for p in md.partitions])
                     assigned = True
                 msg = consumer.poll(0.1)
                 if msg is None:
@@ -162,14 +168,13 @@ class TopicTail:
                     if msg.error().code() != KafkaError._PARTITION_EOF:
                         log.debug("%s: %s", self.name, msg.error())
                     continue
+                self._positions[msg.partition()] = msg.offset() + 1
                 self.deliver(msg.partition(), msg.offset(), msg.value())
-        except Exception:
-            log.exception("%s: consumer thread failed", self.name)
-        finally:
+        finally:  # an error goes on to supervised(): reported, then the thread starts over
             try:
                 consumer.close()
-            except Exception:
-                pass
+            except Exception as exc:  # reported; the consumer is dropped either way
+                swallowed(self.name, exc, what="closing the consumer", logger=log)
 
 
 def _faust_credentials(cfg: Config) -> Any:
@@ -260,8 +265,9 @@ class HealthService:
                     self._brokers_down.clear()
                     if created:
                         log.warning("brokers were down and lost topics; re-created %s", ", ".join(created))
-                except Exception as exc:  # noqa: BLE001 - retry while the broker is away
-                    log.debug("ensure_topics after broker outage: %s", exc)
+                except Exception as exc:  # noqa: BLE001 - retry while the broker is away (counted, DEBUG)
+                    swallowed("health.topics", exc, what="ensure_topics after a broker outage", logger=log,
+                              level=logging.DEBUG)
             try:
                 await asyncio.wait_for(self.stop_event.wait(), 1.0)
             except asyncio.TimeoutError:
@@ -276,6 +282,10 @@ class HealthService:
             self._on_delivery(exc, _Msg(topic))
 
     def _poll_producer(self) -> None:
+        # a delivery callback that raises comes out of poll(): supervised() reports it and polls on
+        supervised("health.producer", self._poll_forever, self._poll_stop, logger=log)
+
+    def _poll_forever(self) -> None:
         while not self._poll_stop.is_set():
             self.producer.poll(0.1)
 
@@ -324,8 +334,8 @@ class HealthService:
             return
         try:
             obs = Observation.model_validate_json(value)
-        except Exception as exc:
-            log.debug("ignoring invalid observation: %s", exc)
+        except Exception as exc:  # reported, skipped
+            swallowed("health.observations", exc, what="ignoring an invalid observation: reading it", logger=log)
             return
         if obs.observer == self.observer:
             return  # fed directly when it was made
@@ -339,7 +349,9 @@ class HealthService:
             return
         try:
             rec = ControlRecord.model_validate_json(value)
-        except Exception:
+        except Exception as exc:  # reported, skipped (its offset is consumed: it is never read again)
+            swallowed("health.control", exc, what=f"ignoring an invalid control record at offset {offset}: reading it",
+                      logger=log)
             return
         if rec.kind != "breaker_command":
             return
@@ -348,12 +360,15 @@ class HealthService:
         self._publish(self.judge.command(rec.region, action, str(rec.detail.get("reason", ""))))
 
     def _threadsafe(self, fn: Callable[[int, int, bytes | None], None]) -> Callable[[int, int, bytes | None], None]:
+        # on the loop, an exception is reported (a line, a metric) instead of asyncio's traceback
+        safe = guard(f"health{fn.__name__.replace('_on_', '.')}", fn, what=fn.__name__, logger=log)
+
         def deliver(p: int, off: int, value: bytes | None) -> None:
             loop = self._loop
             if loop is None or loop.is_closed():
                 return
             try:
-                loop.call_soon_threadsafe(fn, p, off, value)
+                loop.call_soon_threadsafe(safe, p, off, value)
             except RuntimeError:  # loop closing
                 pass
         return deliver
@@ -397,7 +412,8 @@ class HealthService:
         while not self.stop_event.is_set():
             try:
                 elected = bool(app.is_leader())
-            except Exception:
+            except Exception as exc:  # reported; not knowing means not leading
+                swallowed("health.leader", exc, what="asking faust whether we lead", logger=log)
                 elected = False
             if elected and not self.leader:
                 await self._become_leader()
@@ -440,11 +456,16 @@ class HealthService:
         obs_tail = TopicTail(self.cfg, self.cfg.topic("observations"), OFFSET_END,
                              self._threadsafe(self._on_observation), "health-observations").start()
         self.lag.start()
+        stop = self.stop_event
+
+        def prober_loop(r: str, dsn: str) -> Callable[[], Any]:
+            # a new prober per run: probe_loop closes its prober when it ends
+            return lambda: probe_loop(RegionProber(r, dsn, self.cfg.health, self.observer, lag=self.lag),
+                                      self.cfg.health.interval_s, self.cfg.health.timeout_s, self._emit, stop)
+
         probe_tasks = [
-            loop.create_task(probe_loop(
-                RegionProber(r, rc.dsn, self.cfg.health, self.observer, lag=self.lag),
-                self.cfg.health.interval_s, self.cfg.health.timeout_s, self._emit, self.stop_event),
-                name=f"probe:{r}")
+            loop.create_task(supervised_async("health.probe", prober_loop(r, rc.dsn), stop, logger=log),
+                             name=f"probe:{r}")
             for r, rc in self.cfg.regions.items()
         ]
         log.info("observer %s probing %s every %.3fs (timeout %.3fs)", self.observer,
@@ -462,9 +483,13 @@ class HealthService:
                 raise starting.exception()  # type: ignore[misc]
             if not self.stop_event.is_set():
                 log.info("observer %s joined the leader election (group %s)", self.observer, app.conf.id)
-                tasks = [loop.create_task(self._leader_loop(app), name="leader"),
-                         loop.create_task(self._tick_loop(), name="tick"),
-                         loop.create_task(self._topics_loop(), name="topics")]
+                # an error in one of them restarts it with backoff, reported (core/supervise.py)
+                tasks = [loop.create_task(supervised_async("health.leader", lambda: self._leader_loop(app),
+                                                           self.stop_event, logger=log), name="leader"),
+                         loop.create_task(supervised_async("health.tick", self._tick_loop, self.stop_event,
+                                                           logger=log), name="tick"),
+                         loop.create_task(supervised_async("health.topics", self._topics_loop, self.stop_event,
+                                                           logger=log), name="topics")]
                 await self.stop_event.wait()
         finally:
             log.info("observer %s stopping", self.observer)
@@ -477,8 +502,8 @@ class HealthService:
             if app is not None:
                 try:
                     await asyncio.wait_for(app.stop(), 10)
-                except Exception as exc:  # noqa: BLE001 - stopping must finish
-                    log.warning("stopping the faust app: %s", exc)
+                except Exception as exc:  # noqa: BLE001 - stopping must finish (reported)
+                    swallowed("health", exc, what="stopping the faust app", logger=log)
             await self.lag.stop()
             await asyncio.to_thread(obs_tail.stop)
             await asyncio.to_thread(self.view.stop)

@@ -31,6 +31,7 @@ from ..core.errors import BadWrite, RegionGuardError, RegionUnavailable
 from ..core.kafka import Confirmer, KafkaDeliveryError, make_consumer, make_producer, replayer_group
 from ..core.models import ControlRecord, DeadReason
 from ..core.readahead import ReadAhead
+from ..core.supervise import swallowed
 from ..core.writes import Record, decode_write
 from ..router.decide import H_FENCE
 from .region import RegionReplay
@@ -157,8 +158,8 @@ class ReplayWorker:
             self.producer.flush(5)
             try:
                 self.consumer.close()
-            except Exception:  # noqa: BLE001
-                pass
+            except Exception as exc:  # noqa: BLE001 - stopping goes on (reported)
+                swallowed("replayer", exc, what=f"closing the consumer of {self.region}", logger=log)
 
     async def _wait_closed(self, stop: asyncio.Event) -> None:
         self.shared.not_closed()

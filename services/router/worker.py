@@ -37,6 +37,7 @@ from ..core.errors import BadWrite, RegionGuardError, RegionUnavailable
 from ..core.kafka import Confirmer, KafkaDeliveryError, make_consumer, replayer_group, router_group
 from ..core.rowcache import RowCache
 from ..core.readahead import ReadAhead
+from ..core.supervise import swallowed
 from ..core.models import DeadReason, WriteEvent
 from ..core.writes import Record, decode_write
 from . import decide
@@ -154,8 +155,8 @@ class RegionWorker:
         for c in (self.consumer, self.offsets_reader):
             try:
                 c.close()
-            except Exception:  # noqa: BLE001
-                pass
+            except Exception as exc:  # noqa: BLE001 - closing the other goes on (reported)
+                swallowed("router", exc, what=f"closing a consumer of {self.region}", logger=log)
 
     async def _housekeeping(self) -> None:
         # new partitions: is anything possibly pending in their held partition?
