@@ -32,6 +32,7 @@ direct again) and the checker compares all regions with the model.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import tempfile
@@ -158,9 +159,10 @@ class ChaosReport:
     HEADERS = ["#", "t (s)", "fault", "target", "for (s)", "writes acked during", "held→replayed",
                "failover applied", "dead-lettered", "breaker", "caught up after heal", "lost / twice", "note"]
 
-    BROKER_HEADERS = ["#", "t (s)", "fault", "target", "down (s)", "leaders moved after (s)", "restart (s)",
-                      "ISR full after restart (s)", "writes acked during", "worst produce→ack (s)",
-                      "worst ack→applied (s)", "caught up after heal", "lost / twice", "note"]
+    BROKER_HEADERS = ["#", "t (s)", "fault", "target", "load avg", "down (s)", "leaders moved after (s)",
+                      "restart (s)", "ISR full after restart (s)", "writes acked fault→full ISR",
+                      "worst produce→ack (s)", "worst ack→applied (s)", "all applied after restart",
+                      "lost / twice", "note"]
 
     def broker_rows(self) -> list[list[str]]:
         def sec(v: Any) -> str:
@@ -170,7 +172,7 @@ class ChaosReport:
         for i, f in enumerate(self.faults, 1):
             o = f.outcome
             rows.append([
-                str(i), f"{o.get('at', 0):.1f}", f.kind, f.target, f"{f.end - f.start:.1f}",
+                str(i), f"{o.get('at', 0):.1f}", f.kind, f.target, sec(o.get("loadavg")), f"{f.end - f.start:.1f}",
                 sec(o.get("leaders_moved")), sec(o.get("restart_s")), sec(o.get("isr_s")),
                 str(o.get("acked", 0)), sec(o.get("worst_produce")), sec(o.get("worst_apply")),
                 o.get("caught_up", "-"), o.get("result", "-"), f.note,
@@ -187,7 +189,9 @@ class ChaosReport:
             vals = [f.outcome[key] for f in bf if isinstance(f.outcome.get(key), (int, float))]
             return f"{max(vals):.1f} s" if vals else "-"
 
-        return (f"{len(bf)} broker faults: leaders moved within {worst('leaders_moved')}, full ISR within "
+        loads = [f.outcome["loadavg"] for f in bf if "loadavg" in f.outcome]
+        load = f" (machine load average {min(loads):.0f}-{max(loads):.0f} on 2 cores)" if loads else ""
+        return (f"{len(bf)} broker faults{load}: leaders moved within {worst('leaders_moved')}, full ISR within "
                 f"{worst('isr_s')} of a restart, worst produce→ack {worst('worst_produce')}, "
                 f"worst ack→applied {worst('worst_apply')}")
 
@@ -420,6 +424,7 @@ class ChaosRun:
             f.note = ("SIGTERM (controlled shutdown), then started" if f.kind == "broker_restart"
                       else "SIGKILL, restarted")
         f.target = f"node {node}"
+        o["loadavg"] = os.getloadavg()[0]  # the machine's 1-minute load when the fault began (2 cores)
         led = sum(1 for ld, _r, _i in self._leaders(admin, self._data_topics()).values() if ld == node)
         o["led"] = led
         f.start = time.time()
@@ -559,7 +564,10 @@ class ChaosRun:
                         if t is not None and snaps[r.region].inbox.get(r.id) == "router":
                             apply_lat.append(t - r.t)
                 o["worst_apply"] = max(apply_lat) if apply_lat else "-"
-            during = [r for r in recs if f.start <= r.t <= f.end and (not f.is_region or r.region == f.target)]
+            # a broker fault disturbs the load until the cluster is at rest again (full ISR), and a
+            # write produced while a leader is gone is acknowledged only after the failover
+            until = o.get("rest_at", f.end) if f.is_broker else f.end
+            during = [r for r in recs if f.start <= r.t <= until and (not f.is_region or r.region == f.target)]
             o["acked"] = len(during)
             held = failover = dl = 0
             last_apply = 0.0
