@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import traceback
 
 from .dsn import redact_dsn
 
@@ -14,8 +15,12 @@ class RedactingFilter(logging.Filter):
         msg = record.getMessage()
         clean = redact_dsn(msg)
         if record.exc_info and record.exc_info[1] is not None:
-            # a traceback could quote a DSN; fold it to one redacted line
-            clean = f"{clean}: {redact_dsn(repr(record.exc_info[1]))}"
+            if record.levelno <= logging.DEBUG:
+                # DEBUG keeps the traceback (redacted: it could quote a DSN)
+                clean = f"{clean}\n{redact_dsn(''.join(traceback.format_exception(*record.exc_info)).rstrip())}"
+            else:
+                # every other level: one redacted line (core/supervise.py logs the traceback at DEBUG)
+                clean = f"{clean}: {redact_dsn(repr(record.exc_info[1]))}"
             record.exc_info = None
             record.exc_text = None
         record.msg, record.args = clean, ()

@@ -75,7 +75,8 @@ def describe(exc: BaseException) -> str:
     return redact_dsn(f"{name}: {first}" if first else name)
 
 
-def _traceback(exc: BaseException) -> str:
+def redacted_traceback(exc: BaseException) -> str:
+    """The full traceback of ``exc`` as text, passwords redacted: for DEBUG lines."""
     return redact_dsn("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip())
 
 
@@ -119,7 +120,7 @@ def swallowed(component: str, exc: BaseException, *, what: str = "", logger: log
         more = f" (+{held} more since the last report)" if held else ""
         lg.log(level, "%s: %s failed: %s%s", component, what or "handler", describe(exc), more)
     if lg.isEnabledFor(logging.DEBUG):
-        lg.debug("%s: traceback of the error above:\n%s", component, _traceback(exc))
+        lg.debug("%s: traceback of the error above:\n%s", component, redacted_traceback(exc))
 
 
 def guard(component: str, fn: Callable[..., Any], *, what: str = "", logger: logging.Logger | None = None
@@ -145,7 +146,7 @@ def _restarting(component: str, exc: BaseException, delay: float, restarts: int,
         BACKGROUND_RESTARTS.labels(component).inc()
         lg.warning("%s: failed: %s; restarting in %.1fs (restart %d)", component, describe(exc), delay, restarts)
     if lg.isEnabledFor(logging.DEBUG):
-        lg.debug("%s: traceback of the error above:\n%s", component, _traceback(exc))
+        lg.debug("%s: traceback of the error above:\n%s", component, redacted_traceback(exc))
 
 
 def supervised(component: str, fn: Callable[[], Any], stop: threading.Event, *, backoff: Backoff | None = None,

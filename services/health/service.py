@@ -72,7 +72,7 @@ from ..core.kafka import ensure_topics, make_producer
 from ..core.log import setup_logging
 from ..core.models import ControlRecord, FailoverEvent, Observation, RegionState
 from ..core.stateview import RegionStateView, rdkafka_log
-from ..core.supervise import guard, supervised, supervised_async, swallowed
+from ..core.supervise import describe, guard, redacted_traceback, supervised, supervised_async, swallowed
 from .judge import Decision, Judge
 from .probe import LoopLagMonitor, RegionProber, probe_loop
 
@@ -106,8 +106,9 @@ def main(args: argparse.Namespace) -> int:
         log.info("created topics %s", ", ".join(created))
     try:
         asyncio.run(HealthService(cfg, observer).run())
-    except Exception as exc:  # one line, not a traceback; the log has the details
-        log.error("health service failed: %s: %s", type(exc).__name__, exc)
+    except Exception as exc:  # one line, not a traceback; the traceback at DEBUG
+        log.error("health service failed: %s", describe(exc))
+        log.debug("health service failed:\n%s", redacted_traceback(exc))
         return 1
     return 0
 

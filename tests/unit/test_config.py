@@ -106,7 +106,15 @@ def test_log_lines_never_carry_a_dsn_password(capsys):
     err = capsys.readouterr().err
     assert "s3cret" not in err and "***" in err
     assert "Traceback" not in err  # one line per record
+    logging.getLogger().setLevel(logging.DEBUG)  # DEBUG keeps the traceback, redacted
+    try:
+        raise OSError("could not connect: password=s3cret host=db")
+    except OSError:
+        log.debug("details", exc_info=True)
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "s3cret" not in err and "password=***" in err
     logging.getLogger().handlers.clear()
+    logging.getLogger().setLevel(logging.WARNING)
 
 
 # ---- kafka.client: the user's values win; guarantee-breaking ones are refused (issue 11, 5e/5g) ----

@@ -291,3 +291,26 @@ def test_guard_reports_instead_of_raising(caplog):
     safe(2)
     assert seen == [1, 2] and errors(comp, "KeyError") == 2
     assert len(warnings_of(caplog, comp)) == 1
+
+
+def test_through_the_services_log_handler_warning_is_one_line_and_debug_has_the_redacted_traceback(capsys):
+    """setup_logging's handler (RedactingFilter): what an operator sees on stderr."""
+    from regionguard.core.log import setup_logging
+
+    comp = unique("stderr")
+    setup_logging("test", level="DEBUG")
+    try:
+        try:
+            raise ConnectionError(f"cannot reach {SECRET_DSN}")
+        except ConnectionError as exc:
+            swallowed(comp, exc, what="the tail", logger=logging.getLogger("regionguard.test"))
+        err = capsys.readouterr().err
+    finally:
+        logging.getLogger().handlers.clear()
+        logging.getLogger().setLevel(logging.WARNING)
+    assert "s3cr3t" not in err
+    lines = err.splitlines()
+    warning = [ln for ln in lines if " WARNING " in ln]
+    assert len(warning) == 1 and "ConnectionError: cannot reach postgresql://app:***@db-east:5432/app" in warning[0]
+    debug_at = next(i for i, ln in enumerate(lines) if " DEBUG " in ln)
+    assert debug_at > lines.index(warning[0]) and "Traceback" in "\n".join(lines[debug_at:])
