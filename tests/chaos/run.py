@@ -466,6 +466,8 @@ class ChaosRun:
         st = self.stack
         ok = False
         try:
+            if self._own_kafka and not self.kafka.is_running():
+                self.kafka.start(timeout=300)  # 3 JVMs: far beyond the 12 s of a quiet machine when it is busy
             st.start_infra()
             self.log(f"infra up: broker {st.broker.bootstrap}, regions {st.direct_dsns}")
             for name in ("health1", "health2", "router1", "replayer1"):

@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.chaos, pytest.mark.slow, pytest.mark.timeout(900)]
 def kafka3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApacheKafka]:
     cluster = ApacheKafka(3, workdir=tmp_path_factory.mktemp("kafka3"))
     try:
-        cluster.start()
+        cluster.start(timeout=300)  # about 12 s on a quiet machine; minutes while other suites run
         yield cluster
     finally:
         cluster.close()
