@@ -180,3 +180,31 @@ def test_follower_survives_a_failing_callback_and_a_consumer_error(cfg, caplog):
         assert until(lambda: f.get("eu").seq == 3)
         assert len(consumers) >= 2 and errors(comp, "RuntimeError") == 1
     assert_no_traceback_in_warnings(caplog)
+
+
+def test_health_topic_tail_restarts_after_a_failing_delivery_and_delivers_nothing_twice(cfg, caplog):
+    from confluent_kafka import OFFSET_BEGINNING
+
+    from regionguard.health.service import TopicTail
+
+    name = f"test-tail-{uuid.uuid4().hex[:6]}"
+    got: list[int] = []
+
+    def deliver(_p, offset, _value):
+        got.append(offset)
+        if offset == 1:
+            raise RuntimeError("deliver bug (injected)")
+
+    producer = make_producer(cfg, logger=rdkafka_log)
+    c = Confirmer()
+    for i in range(4):
+        c.produce(producer, cfg.topic("control"), b'{"n": %d}' % i, key=b"eu")
+    c.wait(producer)
+    tail = TopicTail(cfg, cfg.topic("control"), OFFSET_BEGINNING, deliver, name).start()
+    try:
+        assert until(lambda: len(got) >= 4)
+        assert restarts(name) == 1 and errors(name, "RuntimeError") == 1
+    finally:
+        tail.stop()
+    assert got == [0, 1, 2, 3]  # the restart went on after the failed one: nothing read twice
+    assert_no_traceback_in_warnings(caplog)
