@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "write": ("regionguard.producer", "publish one write event"),
     "breaker": ("regionguard.health.admin", "force-open, disable or release a region's breaker"),
     "schemas": ("regionguard.schemas", "write JSON Schemas of the events to schemas/"),
+    "inbox": ("regionguard.inboxadmin", "prune old inbox rows and delete tombstones (inbox prune [--dry-run])"),
     "demo": ("regionguard.demo", "run the embedded failover drill (no config needed)"),
     "drill": ("regionguard.drill", "inject a fault into a running local setup"),
 }

@@ -257,6 +257,34 @@ class ReplayConfig(_Frozen):
     group_id: str = Field("replayer", description="Consumer group name; its offsets gate the switch back to direct.")
 
 
+class InboxConfig(_Frozen):
+    """Retention of the exactly-once inbox (``regionguard_applied``) and the delete tombstones."""
+
+    retention_s: float | None = Field(
+        None, gt=0,
+        description="Inbox rows (`regionguard_applied`) and delete tombstones (`regionguard_tombstones`) older "
+                    "than this are pruned. Default (null): the longer of kafka.topics.writes_retention_days and "
+                    "held_retention_days, plus margin_s. Never below that topic retention: a write Kafka can "
+                    "still redeliver or replay must find its inbox row (else it applies twice) and its "
+                    "key's tombstone (else an older write brings a deleted row back).")
+    margin_s: float = Field(86_400, ge=0, description="Added to the topic retention for the default retention_s.")
+    prune: bool = Field(True, description="The router prunes, in the background, every region it routes.")
+    prune_every_s: float = Field(600, gt=0, description="Pause between two pruning rounds of a region.")
+    prune_batch: int = Field(
+        5000, ge=1, le=100_000, description="Rows per DELETE: each batch is one short transaction.")
+    prune_pause_s: float = Field(
+        0.5, ge=0, description="Pause between two batches of a round: pruning deletes at most "
+                               "prune_batch / prune_pause_s rows/s (10,000 by default).")
+
+    def topic_retention_s(self, kafka: "KafkaConfig") -> float:
+        """How long Kafka may still hand a write to a router or replayer: writes and held topics."""
+        return max(kafka.topics.writes_retention_days, kafka.topics.held_retention_days) * 86_400
+
+    def effective_retention_s(self, kafka: "KafkaConfig") -> float:
+        """``retention_s``, or the topic retention plus ``margin_s``."""
+        return self.retention_s if self.retention_s is not None else self.topic_retention_s(kafka) + self.margin_s
+
+
 class MetricsConfig(_Frozen):
     host: str = Field("127.0.0.1", description="Bind address of /metrics (localhost by default).")
     port: int = Field(9400, ge=0, le=65535, description="0 picks a free port; each service adds its offset.")
@@ -277,6 +305,7 @@ class Config(_Frozen):
     router: RouterConfig = RouterConfig()
     features: dict[str, FeatureConfig] = Field(default_factory=dict)
     replay: ReplayConfig = ReplayConfig()
+    inbox: InboxConfig = InboxConfig()
     metrics: MetricsConfig = MetricsConfig()
     redis: RedisConfig = RedisConfig()
 
@@ -307,6 +336,12 @@ class Config(_Frozen):
                     raise ValueError(f"regions.{name}.fallbacks names unknown region {fb!r}")
                 if fb == name:
                     raise ValueError(f"regions.{name}.fallbacks names the region itself")
+        if self.inbox.retention_s is not None:
+            floor = self.inbox.topic_retention_s(self.kafka)
+            if self.inbox.retention_s < floor:
+                raise ValueError(f"inbox.retention_s ({self.inbox.retention_s:.0f}) is below the retention of the "
+                                 f"writes/held topics ({floor:.0f} s): a write Kafka still holds could apply twice "
+                                 "or bring a deleted row back")
         for name, table in self.tables.items():
             if table.columns is not None:
                 missing = [c for c in (*table.key, *([table.version] if table.version else [])) if c not in table.columns]

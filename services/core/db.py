@@ -19,7 +19,7 @@ from .dsn import dsn_host
 from .errors import BadWrite, PoisonWrite, RegionGuardError, RegionNotReady, RegionUnavailable, classify_db_error
 from .models import DeadReason, Op, WriteEvent
 from .sql import (COLUMNS_QUERY, INBOX_CLAIM, INBOX_CLAIM_COUNT, INBOX_DDL, INBOX_RELEASE, INBOX_TABLE, TableSchema,
-                  build_statement, column_arrays)
+                  build_statement, statement_params)
 from .writes import check_columns
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,8 @@ def plan_writes(schemas: dict[str, TableSchema], writes: list, *, want_rows: boo
         for (table, op, key_cols, data_cols), rows in groups.items():
             cols = tuple(sorted({*key_cols, *data_cols}))
             schema = schemas[table]
-            steps.append((rows, schema, op, cols, _statement(schema, op, cols, want_rows), _payload(schema, cols, rows)))
+            steps.append((rows, schema, op, cols, _statement(schema, op, cols, want_rows),
+                          _payload(schema, op, cols, rows)))
     firsts = [writes[i] for i in first.values()]
     return Plan(writes, [w.id for w in firsts], [w.table for w in firsts], failed, steps, want_rows)
 
@@ -240,8 +241,8 @@ def _precheck(w: WriteEvent, schemas: dict[str, TableSchema]) -> BadWrite | None
     return check_columns(w, schema)
 
 
-def _payload(schema: TableSchema, cols: tuple[str, ...], rows: list[tuple[int, WriteEvent]]) -> list:
-    return column_arrays(schema, cols, [w.row() for _, w in rows])
+def _payload(schema: TableSchema, op: Op, cols: tuple[str, ...], rows: list[tuple[int, WriteEvent]]) -> list:
+    return statement_params(schema, op, cols, [w.row() for _, w in rows])
 
 
 async def _apply_group(conn, schema: TableSchema, op: Op, cols, rows, res: ApplyResult,
@@ -249,7 +250,8 @@ async def _apply_group(conn, schema: TableSchema, op: Op, cols, rows, res: Apply
     stmt = _statement(schema, op, cols, want_rows)
     try:
         async with conn.transaction():  # savepoint: a bad row must not fail the batch
-            changed = await _run(conn, stmt, _payload(schema, cols, rows), res if want_rows else None, schema.name, op)
+            changed = await _run(conn, stmt, _payload(schema, op, cols, rows), res if want_rows else None, schema.name,
+                                 op)
     except Exception as exc:  # noqa: BLE001
         err = classify_db_error(schema.name, exc)
         if not isinstance(err, (BadWrite, PoisonWrite)):

@@ -46,6 +46,12 @@ BATCH_SECONDS = Histogram(
 HELD_PARTITIONS = Gauge("regionguard_held_partitions", "Partitions of a region currently in held mode", ["region"])
 CONSUMER_LAG = Gauge("regionguard_consumer_lag", "Records behind the end of the topic", ["region", "service"])
 
+# inbox retention (the router prunes; `regionguard inbox prune` too)
+INBOX_PRUNED = Counter("regionguard_inbox_pruned_total",
+                       "Rows pruned for age: table=inbox (regionguard_applied) or tombstones", ["region", "table"])
+INBOX_PRUNE_ERRORS = Counter("regionguard_inbox_prune_errors_total", "Pruning rounds that failed (retried later)",
+                             ["region"])
+
 # replayer
 HELD_BACKLOG = Gauge("regionguard_held_backlog", "Held writes not yet replayed", ["region"])
 HELD_OLDEST_AGE = Gauge("regionguard_held_oldest_age_seconds",

@@ -27,6 +27,7 @@ import orjson
 from .models import Op
 
 INBOX_TABLE = "regionguard_applied"
+TOMBSTONE_TABLE = "regionguard_tombstones"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 
 
@@ -71,6 +72,25 @@ CREATE TABLE IF NOT EXISTS {INBOX_TABLE} (
     applied_at timestamptz NOT NULL DEFAULT now()
 )
 """
+
+# Tombstones of versioned tables: a delete records (table, key, version) so that an older
+# insert/upsert applied later (replay, sync-back, a redrive, a late redelivery) is stale
+# instead of bringing the row back. ``key`` is jsonb_build_array(key columns, in config order)
+# of the typed values, so '1' and 1 of a bigint key are one key; ``version`` is kept as text
+# and compared after a cast to the version column's own type (bigint, numeric, timestamptz...).
+# Pruned with the inbox (services/core/inbox.py), by ``deleted_at``.
+TOMBSTONE_DDL = f"""
+CREATE TABLE IF NOT EXISTS {TOMBSTONE_TABLE} (
+    table_name text NOT NULL,
+    key        jsonb NOT NULL,
+    version    text NOT NULL,
+    deleted_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (table_name, key)
+)
+"""
+
+# run as one simple-protocol script (several statements) wherever the inbox is created
+INBOX_DDL = INBOX_DDL.rstrip() + ";\n" + TOMBSTONE_DDL
 
 INBOX_CLAIM = f"""
 INSERT INTO {INBOX_TABLE} (write_id, tbl, source)
@@ -151,13 +171,62 @@ def _key_match(t: str, r: str, key) -> str:
     return " AND ".join(f"{t}.{quote_ident(k)} = {r}.{quote_ident(k)}" for k in key)
 
 
+def uses_tombstones(table: TableSchema, op: Op, columns: tuple[str, ...]) -> bool:
+    """Whether the statement of ``op`` reads or writes tombstones (versioned tables only).
+
+    Such a statement takes one more bind parameter after the column arrays:
+    the table's name (text), as :func:`statement_params` adds it. Updates need
+    no check: a row that exists is always newer than its key's tombstone (a
+    delete at or above its version removed it; only writes newer than the
+    tombstone create one), and an update needs an existing, older row.
+    """
+    if table.version is None:
+        return False
+    if op is Op.delete:
+        return True
+    return op in (Op.insert, Op.upsert) and table.version in columns
+
+
+def statement_params(table: TableSchema, op: Op, columns: tuple[str, ...], rows: list[dict]) -> list:
+    """All bind parameters of :func:`build_statement` for ``rows``."""
+    params = column_arrays(table, columns, rows)
+    if uses_tombstones(table, op, columns):
+        params.append(table.name)
+    return params
+
+
+def _tomb_key(alias: str, table: TableSchema) -> str:
+    return "jsonb_build_array(" + ", ".join(f"{alias}.{quote_ident(k)}" for k in table.key) + ")"
+
+
+def _not_buried(table: TableSchema, s: str, name: str) -> str:
+    """Keep only source rows newer than their key's tombstone (a tie goes to the delete)."""
+    ver, vt, d = quote_ident(table.version), cast_type(table, table.version), '"_rg_d"'
+    return (f" WHERE NOT EXISTS (SELECT 1 FROM {TOMBSTONE_TABLE} AS {d} WHERE {d}.\"table_name\" = {name}"
+            f" AND {d}.\"key\" = {_tomb_key(s, table)} AND {d}.\"version\"::{vt} >= {s}.{ver})")
+
+
+def _bury(table: TableSchema, source: str, a: str, name: str) -> str:
+    """Record (or raise) the tombstone of every row of ``source`` (aliased ``a``) by its version column."""
+    ver, vt, d = quote_ident(table.version), cast_type(table, table.version), TOMBSTONE_TABLE
+    return (f'INSERT INTO {d} ("table_name", "key", "version") '
+            f"SELECT {name}, {_tomb_key(a, table)}, ({a}.{ver})::text FROM {source} AS {a} WHERE {a}.{ver} IS NOT NULL "
+            f'ON CONFLICT ("table_name", "key") DO UPDATE SET '
+            f'"version" = GREATEST({d}."version"::{vt}, EXCLUDED."version"::{vt})::text, "deleted_at" = now()')
+
+
 def build_statement(table: TableSchema, op: Op, columns: tuple[str, ...], *, returning: bool = False) -> str:
     """One batched statement for ``op`` on rows that all carry ``columns``.
 
     Versioned tables converge by last-writer-wins: upsert and update change a
     row only when the incoming version is greater, so replays and sync-back in
-    any order end at the highest version. A skipped row is *stale*, not an
-    error: callers count rows in minus rows returned.
+    any order end at the highest version. A delete leaves a tombstone (the
+    key and the delete's version; an unversioned delete: the deleted row's
+    version) and an insert or upsert at or below it is skipped, so an older
+    write applied after the delete cannot bring the row back. A skipped row
+    is *stale*, not an error: callers count rows in minus rows returned.
+    Statements with tombstones take the table's name as their last parameter
+    (:func:`uses_tombstones`, :func:`statement_params`).
     """
     bad = table.check_columns(columns)
     if bad is not None:
@@ -173,19 +242,22 @@ def build_statement(table: TableSchema, op: Op, columns: tuple[str, ...], *, ret
     ret_upd = f" RETURNING to_jsonb({t}.*)" if returning else ""
     ver = quote_ident(table.version) if table.version else None
     non_key = [c for c in columns if c not in table.key]
+    tomb = uses_tombstones(table, op, columns)
+    name = f"${len(columns) + 1}::text"  # the table's name, when ``tomb``
+    alive = _not_buried(table, '"_rg_s"', name) if tomb and op is not Op.delete else ""
 
     if op is Op.insert:
-        return f'INSERT INTO {tbl} ({_cols(columns)}) SELECT {_cols(columns)} FROM {src} AS "_rg_s"{ret_ins}'
+        return f'INSERT INTO {tbl} ({_cols(columns)}) SELECT {_cols(columns)} FROM {src} AS "_rg_s"{alive}{ret_ins}'
 
     if op is Op.upsert:
         conflict = f"ON CONFLICT ({_cols(table.key)})"
         if not non_key:
-            return (f'INSERT INTO {tbl} ({_cols(columns)}) SELECT {_cols(columns)} FROM {src} AS "_rg_s" '
+            return (f'INSERT INTO {tbl} ({_cols(columns)}) SELECT {_cols(columns)} FROM {src} AS "_rg_s"{alive} '
                     f"{conflict} DO NOTHING{ret_ins}")
         sets = ", ".join(f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}" for c in non_key)
         where = f" WHERE {tbl}.{ver} IS NULL OR {tbl}.{ver} < EXCLUDED.{ver}" if ver else ""
         return (
-            f'INSERT INTO {tbl} ({_cols(columns)}) SELECT {_cols(columns)} FROM {src} AS "_rg_s" '
+            f'INSERT INTO {tbl} ({_cols(columns)}) SELECT {_cols(columns)} FROM {src} AS "_rg_s"{alive} '
             f"{conflict} DO UPDATE SET {sets}{where}{ret_ins}"
         )
 
@@ -200,9 +272,22 @@ def build_statement(table: TableSchema, op: Op, columns: tuple[str, ...], *, ret
 
     if op is Op.delete:
         where = _key_match(t, r, table.key)
-        if ver and ver.strip('"') in columns:
-            # a versioned delete only removes a row no newer than itself
+        if not tomb:
+            return f"DELETE FROM {tbl} AS {t} USING {src} AS {r} WHERE {where}{ret_upd}"
+        if table.version in columns:
+            # a versioned delete only removes a row no newer than itself, and leaves its version
+            # as the key's tombstone whether or not the row was there (it may come later, older)
             where += f" AND ({r}.{ver} IS NULL OR {t}.{ver} IS NULL OR {t}.{ver} <= {r}.{ver})"
-        return f"DELETE FROM {tbl} AS {t} USING {src} AS {r} WHERE {where}{ret_upd}"
+            s = '"_rg_src"'
+            bury = _bury(table, s, '"_rg_v"', name)
+            return (f'WITH {s} AS {src}, "_rg_b" AS ({bury}) '
+                    f"DELETE FROM {tbl} AS {t} USING {s} AS {r} WHERE {where}{ret_upd}")
+        # an unversioned delete of a versioned table: the deleted row's version is the tombstone;
+        # the outer SELECT's command status (SELECT n) counts the deleted rows
+        x = '"_rg_x"'
+        out = f"to_jsonb({x}.*)" if returning else "1"
+        bury = _bury(table, x, '"_rg_v"', name)
+        return (f"WITH {x} AS (DELETE FROM {tbl} AS {t} USING {src} AS {r} WHERE {where} RETURNING {t}.*), "
+                f'"_rg_b" AS ({bury}) SELECT {out} FROM {x}')
 
     raise ValueError(f"unknown op {op!r}")

@@ -14,6 +14,7 @@ from ..core import metrics
 from ..core.config import Config, load_config
 from ..core.db import RegionDB
 from ..core.gctune import tune_for_throughput
+from ..core.inbox import InboxPruner
 from ..core.kafka import ensure_topics, make_producer
 from ..core.log import setup_logging
 from ..core.rowcache import RowCache
@@ -103,9 +104,15 @@ class Router:
         log.info("router %s routing regions %s (%d lane(s) each)", self.instance, ", ".join(self.regions),
                  self.cfg.router.lanes)
         tune_for_throughput()
+        # inbox retention: a background round per routed region, on a connection of its own
+        pruning = [asyncio.create_task(InboxPruner(self.cfg, r, self.dbs[r].dsn).run(stop), name=f"inbox-prune-{r}")
+                   for r in (self.regions if self.cfg.inbox.prune else ())]
         try:
             await asyncio.gather(*(w.run(stop) for w in self.workers))
         finally:
+            for t in pruning:
+                t.cancel()  # a batch in flight is cancelled by PostgreSQL: nothing half-done
+            await asyncio.gather(*pruning, return_exceptions=True)
             for w in self.workers:
                 w.producer.flush(5)
             for db in self.dbs.values():
