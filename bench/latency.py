@@ -220,7 +220,8 @@ def main() -> int:
           f"{med['router_p99']:.1f} ms; raw p50 {med['raw_p50']:.1f} ms, p99 {med['raw_p99']:.1f} ms; "
           f"router/raw p50 [{', '.join(f'{x:.2f}' for x in ratio50)}], p99 [{', '.join(f'{x:.2f}' for x in ratio99)}]"
           f" -- goals p50 <= {GOAL_P50_MS:.0f} ms, p99 <= {GOAL_P99_MS:.0f} ms: {'met' if ok else 'MISSED'}")
-    fields = {"bench": "latency", "broker": broker.kind, "rate": f"{args.rate:.0f}", "duration_s": f"{args.duration:.0f}",
+    fields = {"bench": "latency", "broker": broker.kind, "rate": f"{args.rate:.0f}",
+              "duration_s": f"{args.duration:.0f}",
               "rounds": len(rounds), "n": sum(x["router"]["n"] for x in rounds),
               **{f"{k}_ms": f"{v:.1f}" for k, v in med.items()},
               "ratio_p50": f"{statistics.median(ratio50):.2f}", "ratio_p99": f"{statistics.median(ratio99):.2f}",

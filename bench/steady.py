@@ -137,7 +137,8 @@ class SteadyLoad(threading.Thread):
 async def _commits(dsn: str) -> list[tuple[int, float, float, float]]:
     conn = await asyncpg.connect(dsn)
     try:
-        rows = await conn.fetch("SELECT id, extract(epoch FROM sent_at)::float8, extract(epoch FROM txn_start)::float8, "
+        rows = await conn.fetch("SELECT id, extract(epoch FROM sent_at)::float8, "
+                                "extract(epoch FROM txn_start)::float8, "
                                 "extract(epoch FROM committed_at)::float8 FROM rg_bench_commit")
         return [(r[0], r[1], r[2], r[3]) for r in rows]
     finally:

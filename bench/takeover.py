@@ -165,7 +165,8 @@ def main() -> int:
     kill_ok = res["kill"]["worst_s"] <= session_s + 2
     term_ok = res["term"]["worst_s"] < TERM_GOAL_S
     print(f"sent {load.sent} ({load.sent / (load.t_end - load.t_start):.0f}/s, at most {load.behind_max} behind "
-          f"schedule), committed {got}, not applied within 90 s {unapplied}, applied twice {double}, delivery errors {len(load.errors)}")
+          f"schedule), committed {got}, not applied within 90 s {unapplied}, applied twice {double}, "
+          f"delivery errors {len(load.errors)}")
     print(f"SIGKILL: worst {res['kill']['worst_s']:.2f} s = {res['kill']['worst_s'] / session_s:.2f} x session "
           f"timeout ({session_s:g} s); goal <= {session_s + 2:g} s: {'met' if kill_ok else 'MISSED'}")
     print(f"SIGTERM: worst {res['term']['worst_s']:.2f} s (steady p99 {res['steady']['p99_ms']:.0f} ms); "
