@@ -556,7 +556,10 @@ def wait_quiescent(cfg: Config, model: Model, dsns: dict[str, str] | None = None
                         if missing - covered or not outstanding[region]:
                             outstanding[region].update(prober.send(region, 3 * len(missing) + 1))
                             res.probes += 3 * len(missing) + 1
-                inboxes = run_sync(_gather_inboxes(dsns))
+                # only the probes' inbox rows: reading whole inboxes every 0.3 s (tens of thousands of
+                # rows after a long run) kept this process busy enough to starve the fault proxies,
+                # which run in it, so health saw a region time out and held its partitions
+                inboxes = run_sync(_gather_sources(dsns, {r: list(out) for r, out in outstanding.items()}))
                 for region, out in outstanding.items():
                     for wid, p in list(out.items()):
                         src = inboxes[region].get(wid)
@@ -591,6 +594,23 @@ def _done(res: QuiesceResult, t0: float) -> QuiesceResult:
 
 async def _gather_inboxes(dsns: dict[str, str]) -> dict[str, dict[str, str]]:
     return dict(zip(dsns, await asyncio.gather(*(_inbox_ids(d) for d in dsns.values()))))
+
+
+async def _inbox_sources(dsn: str, ids: list[str]) -> dict[str, str]:
+    """Write id -> inbox source, for ``ids`` only."""
+    if not ids:
+        return {}
+    conn = await asyncpg.connect(dsn, timeout=15)
+    try:
+        rows = await conn.fetch("SELECT write_id::text, source FROM regionguard_applied "
+                                "WHERE write_id = ANY($1::uuid[])", ids)
+        return {r[0]: r[1] for r in rows}
+    finally:
+        await conn.close()
+
+
+async def _gather_sources(dsns: dict[str, str], ids: dict[str, list[str]]) -> dict[str, dict[str, str]]:
+    return dict(zip(dsns, await asyncio.gather(*(_inbox_sources(d, ids.get(r, [])) for r, d in dsns.items()))))
 
 
 def locate(cfg: Config, model: Model, ids: Iterable[str]) -> dict[str, str]:
