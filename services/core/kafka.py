@@ -287,7 +287,7 @@ def make_consumer(cfg: Config, group: str, **extra: Any) -> Consumer:
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "session.timeout.ms": MIN_SESSION_TIMEOUT_MS,  # the broker's minimum: fastest takeover it accepts
-            "heartbeat.interval.ms": 1000,
+            "heartbeat.interval.ms": 250,
             "max.poll.interval.ms": 300000,
             "partition.assignment.strategy": "range",
             "fetch.wait.max.ms": 10,
