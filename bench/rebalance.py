@@ -177,7 +177,7 @@ def main() -> int:
     broker.start()
     try:
         print(f"broker: {broker.kind} {broker.bootstrap}; {PARTITIONS} partitions, session {SESSION_MS} ms")
-        print(f"| protocol | idle (baseline) | B joins | B leaves (LeaveGroup) | B lost (no leave) |")
+        print("| protocol | idle (baseline) | B joins | B leaves (LeaveGroup) | B lost (no leave) |")
         print("|---|---|---|---|---|")
         lines = []
         for _ in range(args.rounds):
