@@ -16,8 +16,16 @@ Semantics (resilience4j's ``CircuitBreaker``, count-based sliding window):
   (latency > ``slow_call_s``, failed or not) is >= ``slow_call_rate``.
 - **open -> half_open** after the open wait: ``open_wait_s``, multiplied by
   ``open_wait_multiplier`` for each further opening without a successful close
-  in between, capped at ``open_wait_max_s``. Calls while open are not
-  permitted; :meth:`record` ignores them.
+  in between, capped at ``open_wait_max_s``; or earlier, after
+  ``recovery_probes`` successful calls in a row while open (reason
+  ``probes_succeeded``; a failure or a slow call restarts the count; 0 turns
+  this off). Calls while open are not permitted (:meth:`permits_calls` is
+  false): the health service's probes keep running anyway, and
+  :meth:`record` counts them only towards that early move. This is not
+  resilience4j: its open state ignores calls, so after a long outage the
+  heal is noticed only when the (grown) open wait ends; here it is noticed
+  within ``recovery_probes`` probe intervals, and the half-open trial still
+  decides, so a single success during a fault never closes the breaker.
 - **half_open -> open** on any failed trial call; **half_open -> closed** after
   ``half_open_calls`` successful trials, unless at least ``slow_call_rate`` of
   them were slow (then -> open, reason ``slow_call_rate``).
@@ -78,7 +86,7 @@ _C, _O, _H, _F, _D = (BreakerState.closed, BreakerState.open, BreakerState.half_
 #: Every allowed (from, to) pair and what causes it. Any other move raises.
 ALLOWED: dict[tuple[BreakerState, BreakerState], str] = {
     (_C, _O): "trip: consecutive failures, failure rate or slow-call rate",
-    (_O, _H): "open wait elapsed",
+    (_O, _H): "open wait elapsed, or recovery_probes successful calls in a row while open",
     (_H, _C): "half_open_calls trial calls succeeded",
     (_H, _O): "a trial call failed (or too many were slow)",
     (_C, _F): "operator force-open",
@@ -154,6 +162,7 @@ class CircuitBreaker:
         self._consecutive = 0
         self._half_ok = 0
         self._half_slow = 0
+        self._open_ok = 0  # successful (not slow) calls in a row while open
         self._openings = 0  # openings since the last successful close
         self._opened_at: float | None = None
         self._open_wait = 0.0
@@ -203,6 +212,7 @@ class CircuitBreaker:
             out["half_open_successes"] = self._half_ok
         if self._state is _O:
             out["open_wait_s"] = round(self._open_wait, 3)
+            out["recovery_successes"] = self._open_ok
         return out
 
     # ---- listeners --------------------------------------------------------------------
@@ -224,13 +234,17 @@ class CircuitBreaker:
         """Feed one call outcome; returns the transitions it caused (maybe none)."""
         out = self.tick()
         state = self._state
+        c = self.config
+        failed = not ok
+        slow = latency_s > c.slow_call_s
         if state not in (_C, _H):
             self.ignored += 1
+            if state is _O:  # not permitted, but a probe: counts towards recovery_probes
+                self._open_ok = self._open_ok + 1 if not failed and not slow else 0
+                if c.recovery_probes and self._open_ok >= c.recovery_probes:
+                    out.append(self._move(_H, "probes_succeeded"))
             return out
         self.calls += 1
-        failed = not ok
-        slow = latency_s > self.config.slow_call_s
-        c = self.config
         if state is _H:
             if failed:
                 out.append(self._open("trial_failed"))
@@ -301,6 +315,7 @@ class CircuitBreaker:
         self._consecutive = 0
         self._half_ok = 0
         self._half_slow = 0
+        self._open_ok = 0
 
     def _open(self, reason: str) -> Transition:
         self._openings += 1
@@ -324,6 +339,7 @@ class CircuitBreaker:
             stats.pop("open_wait_s", None)
         else:
             stats["open_wait_s"] = round(self._open_wait, 3)
+            stats["recovery_successes"] = 0
         stats["breaker_state"] = to.value
         t = Transition(self.name, frm, to, reason, now, stats)
         for fn in list(self._listeners):

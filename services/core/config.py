@@ -220,6 +220,19 @@ class BreakerConfig(_Frozen):
     open_wait_max_s: float = Field(30.0, gt=0, description="Cap of the backoff after repeated openings.")
     open_wait_multiplier: float = Field(2.0, ge=1.0, description="Wait grows by this factor on each re-opening.")
     half_open_calls: int = Field(3, ge=1, description="Half_open -> closed after this many successful trial calls.")
+    recovery_probes: int = Field(
+        10, ge=0, le=100_000,
+        description="Open -> half_open before the open wait ends once this many probes in a row succeeded "
+                    "(not slow) while open; a failure restarts the count, and the half-open trial still "
+                    "decides. 0: only the open wait (resilience4j). Never 1: one success is no recovery.")
+
+    @field_validator("recovery_probes")
+    @classmethod
+    def _recovery_needs_a_run(cls, v):
+        if v == 1:
+            raise ValueError("recovery_probes must be 0 (off) or at least 2: a single successful probe during "
+                             "a fault must not end the open wait")
+        return v
 
 
 class RouterConfig(_Frozen):

@@ -41,9 +41,19 @@ class Model:
     def record(self, ok, latency, now):
         self.tick(now)
         c = self.c
+        slow = latency > c.slow_call_s
+        if self.state == "open":  # the outcomes while open, since it opened: a clean run of them moves early
+            self.hist.append((not ok, slow))
+            run = 0
+            for f, s in reversed(self.hist):
+                if f or s:
+                    break
+                run += 1
+            if c.recovery_probes and run >= c.recovery_probes:
+                self._go("half_open", "probes_succeeded", now)
+            return
         if self.state not in ("closed", "half_open"):
             return
-        slow = latency > c.slow_call_s
         self.hist.append((not ok, slow))
         if self.state == "half_open":
             if not ok:
@@ -101,6 +111,7 @@ configs = st.builds(
     open_wait_max_s=st.sampled_from([1.0, 4.0, 60.0]),
     open_wait_multiplier=st.sampled_from([1.0, 2.0, 3.0]),
     half_open_calls=st.integers(1, 4),
+    recovery_probes=st.sampled_from([0, 2, 3, 5]),
 )
 
 
