@@ -13,6 +13,17 @@ Each :meth:`RegionProber.probe` returns one :class:`~regionguard.core.models.Obs
   every probe uses a fresh connection until one succeeds ("escalated"):
   a region whose listener died while old connections still work is caught
   in a few probes instead of one per ``fresh_connection_every``;
+- while escalated, a probe that merely *timed out* also starts (one at a
+  time) a background recheck: a fresh connection plus the writability check
+  with a longer deadline (:data:`RECHECK_TIMEOUTS` x ``timeout_s``). If it works, and
+  no connection-level failure was seen meanwhile, escalation ends and the
+  connection is kept. Without it a recovered region whose new connections
+  are merely slow (several round trips: connect, startup, check) stayed
+  failing for as long as it was slow -- every escalated probe is a fresh
+  connection that must finish within ``timeout_s`` -- while a region that
+  never failed, on the same path, probed fine on kept connections. That is
+  what kept region ``ap`` failing after its last crash in two long chaos runs
+  (docs/health.md, "Recovery after a heal").
 - one deadline, ``health.timeout_s``, covers connect and query together
   (``asyncio.timeout`` around everything, plus asyncpg's own connect
   timeout). On timeout the connection is ``terminate()``-d, so a blackholed
@@ -51,6 +62,9 @@ from ..core.supervise import swallowed
 log = logging.getLogger(__name__)
 
 KEEP_IDLE = 2  # kept connections per region
+#: deadline of an escalated prober's background recheck, in probe timeouts: "do new connections work at
+#: all?" (a dead or blackholed region never answers; a slow one does, e.g. 4 round trips at 0.17 s: 0.7 s)
+RECHECK_TIMEOUTS = 10
 
 # One round trip, simple protocol; raises a distinct SQLSTATE when not writable.
 SQLSTATE_RECOVERY = "RGREC"
@@ -201,6 +215,8 @@ class RegionProber:
         self._refill: asyncio.Task | None = None
         self._closed = False
         self.stalled = 0  # probes discarded because our own loop stalled
+        self.rechecks = 0  # background rechecks that ended an escalation
+        self._conn_failures = 0  # connection-level failures seen (a recheck started before one can't de-escalate)
         self._tally = ProbeTally(region)
 
     # ---- connections -------------------------------------------------------------------
@@ -233,10 +249,39 @@ class RegionProber:
             c.terminate()
 
     def _maybe_refill(self) -> None:
-        if (self._closed or self.escalated or len(self._idle) >= KEEP_IDLE
-                or (self._refill is not None and not self._refill.done())):
+        """One background connection task at a time: a spare (normal) or a recheck (escalated)."""
+        if self._closed or (self._refill is not None and not self._refill.done()):
             return
-        self._refill = asyncio.get_running_loop().create_task(self._refill_one(), name=f"refill:{self.region}")
+        if self.escalated:
+            self._refill = asyncio.get_running_loop().create_task(self._recheck(), name=f"recheck:{self.region}")
+        elif len(self._idle) < KEEP_IDLE:
+            self._refill = asyncio.get_running_loop().create_task(self._refill_one(), name=f"refill:{self.region}")
+
+    async def _recheck(self) -> None:
+        """Escalated: do new connections work at all (a longer deadline than a probe's)? Then de-escalate."""
+        seen = self._conn_failures
+        conn = None
+        deadline = self.cfg.timeout_s * RECHECK_TIMEOUTS
+        try:
+            async with asyncio.timeout(deadline):
+                conn = await self._open(deadline)
+                await conn.execute(WRITABLE_CHECK)
+        except BaseException as exc:  # noqa: BLE001 - the probes report the region (counted, DEBUG line)
+            if conn is not None:
+                conn.terminate()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            swallowed("health.probe", exc, what=f"rechecking fresh connections to {self.region}", logger=log,
+                      level=logging.DEBUG)
+            return
+        if not self.escalated or self._conn_failures != seen or self._closed:
+            conn.terminate()  # a connection-level failure since we started: it proves nothing
+            return
+        self.escalated = False
+        self.rechecks += 1
+        log.info("region %s: a fresh connection works again (within %.1fs, slower than a probe's %.3fs); "
+                 "back to kept connections", self.region, deadline, self.cfg.timeout_s)
+        self._keep(conn)
 
     async def _refill_one(self) -> None:
         conn = None
@@ -290,11 +335,14 @@ class RegionProber:
             self._maybe_refill()
         else:
             if kind in CONNECTION_KINDS:
+                self._conn_failures += 1
                 if not self.escalated:
                     log.info("region %s: %s on %s connection; probing with fresh connections",
                              self.region, kind, "a fresh" if fresh else "the kept")
                 self.escalated = True
                 self._drop_idle()  # a region whose connections break gets no benefit of the doubt
+            elif self.escalated:  # a timeout: maybe only slow; a recheck with a longer deadline tells
+                self._maybe_refill()
             if kind == "timeout" and self.lag is not None:
                 stall = self.lag.max_lag_since(started)
                 if stall >= self.cfg.timeout_s / 2:

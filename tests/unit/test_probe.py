@@ -71,9 +71,12 @@ class Script:
     def __init__(self):
         self.connect_error: BaseException | None = None
         self.query_error: BaseException | None = None
+        self.connect_delay = 0.0  # a slow path: new connections take this long (kept ones stay fast)
         self.conns: list[FakeConn] = []
 
     async def connect(self, dsn, **kw):
+        if self.connect_delay:
+            await asyncio.sleep(self.connect_delay)
         if self.connect_error:
             raise self.connect_error
         c = FakeConn(self)
@@ -164,3 +167,63 @@ def test_failed_probes_are_summarised_at_most_every_few_seconds():
     now[0] = 10.0
     tally.ok()  # a quiet window: nothing to say
     assert tally._maybe_report() is None
+
+
+async def _escalate(p, s):
+    s.connect_error = ConnectionRefusedError(errno.ECONNREFUSED, "refused")
+    assert (await p.probe()).kind == "refused" and p.escalated
+    s.connect_error = None
+
+
+async def test_escalated_prober_recovers_when_new_connections_are_only_slow():
+    """The chaos runs' stuck region: after a refused/crash episode the region is back, but a new connection
+    needs longer than timeout_s (loaded machine, starved proxy) while a kept one answers at once. Before,
+    every escalated probe was a fresh connection timing out, for as long as the path stayed slow."""
+    s = Script()
+    p = prober(s, timeout_s=0.02, fresh_connection_every=10)
+    await _escalate(p, s)
+    s.connect_delay = 0.05  # > timeout_s, < the recheck's RECHECK_TIMEOUTS x timeout_s
+    o = await p.probe()
+    assert (o.ok, o.kind) == (False, "timeout") and p.escalated
+    await p._refill  # the background recheck it started
+    assert not p.escalated and p.rechecks == 1
+    assert s.conns[-1].queries == [WRITABLE_CHECK]  # the recheck checked writability
+    kinds = [(await p.probe()).kind for _ in range(3)]
+    assert kinds == ["ok", "ok", "ok"]  # on the kept connection, like a prober that never failed
+    await p.close()
+
+
+async def test_recheck_never_ends_escalation_for_a_dead_or_refusing_region():
+    s = Script()
+    p = prober(s, timeout_s=0.02)
+    await _escalate(p, s)
+    s.connect_delay = 0.3  # blackholed: nothing answers within the recheck's deadline either
+    assert (await p.probe()).kind == "timeout"
+    await p._refill
+    assert p.escalated and p.rechecks == 0
+    s.connect_delay = 0.0
+    s.query_error = pg_error("25006")  # connects fine, but read-only: the recheck's writability check fails
+    s.connect_delay = 0.05
+    assert (await p.probe()).kind == "timeout"
+    await p._refill
+    assert p.escalated and p.rechecks == 0
+    s.connect_delay, s.query_error = 0.0, None
+    s.connect_error = ConnectionRefusedError(errno.ECONNREFUSED, "refused")
+    for _ in range(3):  # a clear answer starts no recheck
+        assert (await p.probe()).kind == "refused"
+        assert p._refill is None or p._refill.done()
+    await p.close()
+
+
+async def test_a_connection_failure_during_a_recheck_keeps_the_escalation():
+    s = Script()
+    p = prober(s, timeout_s=0.02)
+    await _escalate(p, s)
+    s.connect_delay = 0.05
+    assert (await p.probe()).kind == "timeout"
+    recheck = p._refill
+    await asyncio.sleep(0.01)  # the recheck is connecting
+    p._conn_failures += 1  # as if a probe saw "refused" meanwhile
+    await recheck
+    assert p.escalated and p.rechecks == 0 and not p._idle
+    await p.close()
