@@ -13,8 +13,13 @@ offset say, never from memory:
   (tansu's reported high watermark is not exact, so we never trust it beyond
   "is zero").
 
-Switch back (``draining``): the partition is paused until the replayer's
-committed offset on held[p] is beyond ``last_held``, then it resumes direct.
+Switch back (``draining``): the partition is paused until everything in
+held[p] up to ``last_held`` is replayed, then it resumes direct. Replayed
+means the replayer's committed offset is beyond ``last_held`` -- or every
+record between that committed offset and ``last_held`` is a fence. Fences need
+no replay, and each restart of a router adds one: waiting for the replayer to
+step over them stalled a restarted router's region until the replayer ran
+(for good with the replayer stopped), although nothing was left to replay.
 
 No I/O here: the worker feeds in events and performs the returned actions.
 """
@@ -129,9 +134,29 @@ class PartitionModes:
         if st is None or st.mode is not Mode.draining or st.last_held is None:
             return []
         if committed is not None and committed > st.last_held:
-            self._set(p, Mode.direct)
-            return [(Action.resume, p)]
+            return self._direct(p)
         return []
+
+    def unreplayed(self, p: int, committed: int | None) -> tuple[int, int] | None:
+        """The held offsets ``[first, last]`` of draining p that the replayer has not committed yet
+        (None when there is nothing to wait for, or nothing known). The worker reads them: if all
+        are fences, :meth:`only_fences_left` switches p to direct without waiting for the replayer."""
+        st = self.parts.get(p)
+        if st is None or st.mode is not Mode.draining or st.last_held is None:
+            return None
+        first = committed if committed is not None and committed >= 0 else 0
+        return (first, st.last_held) if first <= st.last_held else None
+
+    def only_fences_left(self, p: int, first: int, last: int) -> list[tuple[Action, int]]:
+        """Every record of held[p] in ``[first, last]`` is a fence, and the replayer committed ``first``."""
+        st = self.parts.get(p)
+        if st is None or st.mode is not Mode.draining or st.last_held != last:
+            return []  # a newer held record (or another mode) since the scan: it proves nothing now
+        return self._direct(p)
+
+    def _direct(self, p: int) -> list[tuple[Action, int]]:
+        self._set(p, Mode.direct)
+        return [(Action.resume, p)]
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {m.value: 0 for m in Mode}

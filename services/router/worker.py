@@ -40,7 +40,7 @@ from ..core.readahead import ReadAhead
 from ..core.supervise import swallowed
 from ..core.models import DeadReason, WriteEvent
 from ..core.writes import Record, decode_write
-from . import decide
+from . import decide, fences
 from .decide import Route
 from .modes import Action, Mode, PartitionModes
 from .region import RegionShare
@@ -86,6 +86,7 @@ class RegionWorker:
                                 decode=lambda rec: decode_write(rec.value, region=region, cfg=cfg),
                                 prepare=self._plan, name=self._name())
         self._last_drain_check = 0.0
+        self._scanned: dict[int, tuple[int, int]] = {}  # held partition -> offsets read by _only_fences_left
         self.stats = {"applied": 0, "duplicates": 0, "stale": 0, "held": 0, "dead": 0, "failover": 0}
 
     # availability ----------------------------------------------------------
@@ -186,7 +187,8 @@ class RegionWorker:
             switching = []
             for tp in committed:
                 off = tp.offset if tp.offset is not None and tp.offset >= 0 else None
-                switching += self.modes.replayer_progress(tp.partition, off)
+                moved = self.modes.replayer_progress(tp.partition, off)
+                switching += moved or await self._only_fences_left(tp.partition, off)
             if switching:
                 await self._do(switching)
                 # a partition paused since it was assigned would start fetching ~0.5 s late
@@ -194,8 +196,21 @@ class RegionWorker:
         counts = self.modes.counts()
         self.share.report(self.lane, counts["held"] + counts["draining"], counts["direct"])
 
+    async def _only_fences_left(self, p: int, committed: int | None) -> list[tuple[Action, int]]:
+        """Direct without the replayer when all it has left to step over in held[p] is fences (fences.py)."""
+        rng = self.modes.unreplayed(p, committed)
+        if rng is None or self._scanned.get(p) == rng:
+            return []  # read already, and it was not only fences: the replayer has work there
+        self._scanned[p] = rng
+        # offsets_reader is never subscribed and never commits, so it can read by assignment
+        ok = await asyncio.to_thread(fences.only_fences, self.offsets_reader, self.held_topic, p, *rng)
+        if not ok:
+            return []
+        log.info("region %s: held p%d has only fences left past the replayer's offset %d", self.region, p, rng[0])
+        return self.modes.only_fences_left(p, *rng)
+
     async def _do(self, actions: list[tuple[Action, int]]) -> None:
-        fences = Confirmer()
+        confirm = Confirmer()
         fenced: list[int] = []
         for action, p in actions:
             tp = [TopicPartition(self.topic, p)]
@@ -209,20 +224,20 @@ class RegionWorker:
                 if self.modes.parts.get(p) and self.modes.mode(p) is Mode.direct:
                     log.info("region %s: partition %d back in direct mode", self.region, p)
             elif action is Action.fence:
-                fences.produce(self.producer, self.held_topic, None, key=b"fence", partition=p,
-                               headers=[(decide.H_FENCE, self.instance.encode())])
+                confirm.produce(self.producer, self.held_topic, None, key=b"fence", partition=p,
+                                headers=[(decide.H_FENCE, self.instance.encode())])
                 fenced.append(p)
         if not fenced:
             return
         try:
             # in a thread: a slow broker answer must not stall the other regions' lanes on this loop
-            await asyncio.to_thread(fences.wait, self.producer, 10)
+            await asyncio.to_thread(confirm.wait, self.producer, 10)
         except KafkaDeliveryError as exc:
             # they stay draining and paused; housekeeping fences them again (PartitionModes.unfenced)
             log.warning("region %s: fences on %s not confirmed: %s", self.region, fenced, exc)
             return
         for p in fenced:
-            off = fences.offsets.get((self.held_topic, p))
+            off = confirm.offsets.get((self.held_topic, p))
             if off is not None:
                 self.modes.held_confirmed(p, off)
 

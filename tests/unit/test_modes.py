@@ -180,3 +180,31 @@ async def test_a_slow_fence_produce_does_not_block_the_event_loop():
     await tick
     assert took >= 0.6 and modes.parts[3].last_held == 41
     assert max(gaps) < 0.3, f"the loop stalled {max(gaps):.2f} s while the fence waited for Kafka"
+
+
+def test_only_fences_between_the_replayers_commit_and_ours_switch_direct_without_the_replayer():
+    """A restarted router fences a held partition whose backlog was replayed long ago: the fences of
+    earlier restarts are all that lies past the replayer's commit, so it must not wait for the replayer."""
+    m = PartitionModes()
+    m.assigned([0])
+    m.looked_up(0, 40)
+    m.region_changed(closed=True)
+    m.held_confirmed(0, 42)  # our fence; 40 and 41 are fences of earlier restarts
+    assert m.replayer_progress(0, 40) == []
+    assert m.unreplayed(0, 40) == (40, 42)
+    assert m.only_fences_left(0, 40, 42) == [(Action.resume, 0)]
+    assert m.mode(0) is Mode.direct
+    assert m.unreplayed(0, 40) is None  # direct now: nothing to read
+
+
+def test_a_scan_older_than_the_last_held_record_proves_nothing():
+    m = PartitionModes()
+    m.assigned([0])
+    m.looked_up(0, 5)
+    m.region_changed(closed=True)
+    m.held_confirmed(0, 7)
+    rng = m.unreplayed(0, None)
+    assert rng == (0, 7)  # the replayer never committed: from the start
+    m.held_confirmed(0, 9)  # e.g. a fence again after a failed produce
+    assert m.only_fences_left(0, *rng) == []
+    assert m.mode(0) is Mode.draining
