@@ -14,7 +14,13 @@ Modes (what a client of ``proxy.host:proxy.port`` sees):
                live connections stall in both directions. Nothing is closed,
                TCP stays up (the proxy's kernel still ACKs), so only client
                timeouts notice. Leaving blackhole *resumes* the stalled traffic
-               (held bytes are forwarded, held connects go upstream).
+               (held bytes are forwarded, held connects go upstream). A held
+               connect whose client gave up (closed it) meanwhile is dropped,
+               never sent upstream: with packets really dropped its handshake
+               would never have completed, so nothing reaches the server at the
+               heal (forwarding them made PostgreSQL start a backend for every
+               abandoned probe connect at once: hundreds after a few seconds,
+               a CPU storm that made a healed region time out for seconds).
 ``latency``    each forwarded chunk in ``direction`` is delayed by ``delay_s``
                (pipelined: throughput is kept). Default direction ``down``
                (server to client), so one request/response gains ``delay_s``.
@@ -55,6 +61,7 @@ class ProxyStats:
     bytes_down: int = 0  # server -> client, forwarded
     resets: int = 0  # connections aborted by reset_all()
     upstream_failures: int = 0  # connects to the target that failed
+    abandoned: int = 0  # connects held in blackhole whose client gave up first (never sent upstream)
 
 
 def _bound_socket(host: str, port: int) -> socket.socket:
@@ -245,7 +252,10 @@ class FaultProxy:
         tasks: list[asyncio.Task[None]] = []
         clean = False
         try:
-            await self._flowing.wait()  # blackhole: hold the connect until traffic flows again
+            held = await self._hold_connect(creader)  # blackhole: hold the connect until traffic flows again
+            if held is None:
+                self._stats.abandoned += 1
+                return  # the client gave up while held: drop it (finally: RST), nothing goes upstream
             try:
                 sreader, swriter = await asyncio.wait_for(
                     asyncio.open_connection(self.target_host, self.target_port), self.connect_timeout)
@@ -253,6 +263,10 @@ class FaultProxy:
                 self._stats.upstream_failures += 1
                 return  # finally: RST to the client, like a dead backend
             conn.server = swriter
+            if held:  # what the client sent while held (a startup packet) goes first
+                swriter.write(held)
+                await swriter.drain()
+                self._stats.bytes_up += len(held)
             for reader, writer, direction in ((creader, swriter, "up"), (sreader, cwriter, "down")):
                 queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue(maxsize=64)
                 tasks.append(asyncio.create_task(self._feed(reader, queue, direction)))
@@ -275,6 +289,25 @@ class FaultProxy:
                 else:
                     _abort(w)
             self._conns.discard(conn)
+
+    async def _hold_connect(self, creader: asyncio.StreamReader) -> bytes | None:
+        """Wait until traffic flows; the bytes the client sent meanwhile, or None if it closed first."""
+        held = b""
+        while not self._flowing.is_set():
+            read = asyncio.ensure_future(creader.read(_CHUNK))
+            flowing = asyncio.ensure_future(self._flowing.wait())
+            try:
+                await asyncio.wait({read, flowing}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                flowing.cancel()
+                if not read.done():
+                    read.cancel()  # nothing is lost: a pending read consumed nothing yet
+            if read.done() and not read.cancelled():
+                data = read.result()  # a reset client raises: the connection is aborted
+                if not data:
+                    return None
+                held += data
+        return held
 
     async def _feed(self, reader: asyncio.StreamReader, queue: asyncio.Queue[tuple[float, bytes] | None],
                     direction: str) -> None:

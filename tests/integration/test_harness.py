@@ -85,6 +85,33 @@ async def test_blackhole_stalls_live_and_new_connections(proxy: FaultProxy) -> N
         live.terminate()
 
 
+async def test_blackhole_drops_connects_abandoned_while_held(proxy: FaultProxy) -> None:
+    """A connect given up during a blackhole never reaches the server at the heal (as with packets really
+    dropped); one still waiting goes through."""
+    async def backends() -> int:
+        direct = await asyncpg.connect(_dsn(5432), timeout=5)
+        try:
+            return await direct.fetchval("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                                         "rg-abandoned")
+        finally:
+            await direct.close()
+
+    proxy.set_mode("blackhole")
+    for _ in range(5):
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncpg.connect(_dsn(proxy.port), timeout=0.2, server_settings={"application_name": "rg-abandoned"})
+    waiting = asyncio.ensure_future(asyncpg.connect(_dsn(proxy.port), timeout=10))
+    await asyncio.sleep(0.2)
+    proxy.set_mode("pass")
+    conn = await waiting  # held, not abandoned: its startup packet is forwarded at the heal
+    try:
+        assert await conn.fetchval("SELECT 6") == 6
+        assert await backends() == 0
+        assert proxy.stats.abandoned == 5
+    finally:
+        await conn.close()
+
+
 async def test_reset_breaks_live_connections(proxy: FaultProxy) -> None:
     live = await asyncpg.connect(_dsn(proxy.port), timeout=5)
     proxy.set_mode("reset")
