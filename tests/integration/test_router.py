@@ -8,29 +8,16 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.harness import free_port
-from tests.integration.helpers import ev_bytes, produce_raw, read_json, wait_until, write_event
+from tests.integration.helpers import (
+    ev_bytes, metric_value, produce_raw, read_json, read_json_to_end, wait_assigned, wait_metric, wait_until, write_event,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _metric(port: int, name: str, **labels: str) -> float:
-    try:
-        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    except OSError:
-        return 0.0  # not serving yet
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    total = 0.0
-    for line in body.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    assert want is not None
-    return total
 
 
 @pytest.mark.smoke
@@ -40,7 +27,7 @@ def test_sigkill_between_db_commit_and_offset_commit_is_skipped_as_duplicates(re
     stall = tmp_path / "stalled.json"
     router = services("router", cfg.cli_args("router", "--no-health"),
                       env={"REGIONGUARD_TEST_STALL_AFTER_DB_COMMIT": str(stall)})
-    router.wait_for_log(r"assigned partitions", timeout=30)
+    first = wait_assigned(cfg, "router", "eu")  # member id -> partitions
     evs = [write_event("eu", "users", "upsert", {"id": i}, {"name": "x", "version": 1}) for i in range(50)]
     produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"), [ev_bytes(e) for e in evs])
     wait_until(stall.exists, timeout=30, what="router inside the commit window")
@@ -51,12 +38,12 @@ def test_sigkill_between_db_commit_and_offset_commit_is_skipped_as_duplicates(re
 
     port = free_port()
     router2 = services("router2", cfg.cli_args("router", "--no-health", "--metrics-port", str(port)))
-    router2.wait_for_log(r"assigned partitions", timeout=30)
+    wait_assigned(cfg, "router", "eu", exclude=first)  # the killed members time out first
     wait_until(lambda: lr.count("eu", "regionguard_applied") == 50, what="all writes applied after restart")
-    dup = wait_until(lambda: _metric(port, "regionguard_writes_duplicate_total", region="eu", service="router"),
+    dup = wait_until(lambda: metric_value(port, "regionguard_writes_duplicate_total", region="eu", service="router"),
                      what="duplicates counted")
     assert dup == first_batch  # the redelivered batch was skipped by the inbox, not applied twice
-    assert _metric(port, "regionguard_writes_applied_total", region="eu", service="router") == 50 - first_batch
+    assert metric_value(port, "regionguard_writes_applied_total", region="eu", service="router") == 50 - first_batch
     assert lr.count("eu", "users") == 50
     router2.terminate()
 
@@ -71,7 +58,7 @@ def test_every_bad_input_is_dead_lettered_and_never_blocks(regions, rg_config, s
     """)
     cfg = rg_config(lr, partitions=1)
     router = services("router", cfg.cli_args("router", "--no-health"))
-    router.wait_for_log(r"assigned partitions", timeout=30)
+    wait_assigned(cfg, "router", "eu")
     good = [write_event("eu", "orders", "insert", {"id": i}, {"amount": 10, "status": "ok"}) for i in range(5)]
     bad = {
         "invalid_json": (b"k1", b"{this is not json"),
@@ -108,8 +95,8 @@ def test_every_bad_input_is_dead_lettered_and_never_blocks(regions, rg_config, s
 def test_injection_through_names_and_values_changes_nothing_else(regions, rg_config, services):
     lr = regions(["eu"])
     cfg = rg_config(lr, partitions=1)
-    router = services("router", cfg.cli_args("router", "--no-health"))
-    router.wait_for_log(r"assigned partitions", timeout=30)
+    services("router", cfg.cli_args("router", "--no-health"))
+    wait_assigned(cfg, "router", "eu")
     hostile_value = "x'); DROP TABLE users; --"
     attempts = [
         write_event("eu", "users; DROP TABLE orders; --", "insert", {"id": 1}, {"version": 1}),
@@ -130,9 +117,9 @@ def test_injection_through_names_and_values_changes_nothing_else(regions, rg_con
 def test_a_blackholed_region_does_not_slow_the_others(regions, rg_config, services):
     lr = regions(["eu", "us"])
     cfg = rg_config(lr, partitions=2)
-    router = services("router", cfg.cli_args("router", "--no-health"))
-    router.wait_for_log(r"region us: assigned partitions", timeout=30)
-    router.wait_for_log(r"region eu: assigned partitions", timeout=30)
+    services("router", cfg.cli_args("router", "--no-health"))
+    wait_assigned(cfg, "router", "us")
+    wait_assigned(cfg, "router", "eu")
     lr.proxy("eu").set_mode("blackhole")
     produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"),
                 [ev_bytes(write_event("eu", "users", "upsert", {"id": i}, {"name": "e", "version": 1})) for i in range(50)])
@@ -148,8 +135,8 @@ def test_a_blackholed_region_does_not_slow_the_others(regions, rg_config, servic
 def test_cli_write_and_a_non_python_producer(regions, rg_config, services):
     lr = regions(["eu"])
     cfg = rg_config(lr, partitions=2)
-    router = services("router", cfg.cli_args("router", "--no-health"))
-    router.wait_for_log(r"assigned partitions", timeout=30)
+    services("router", cfg.cli_args("router", "--no-health"))
+    wait_assigned(cfg, "router", "eu")
     out = subprocess.run([sys.executable, "-m", "regionguard.cli", "write", "--config", str(cfg.path),
                           "--region", "eu", "--table", "users", "--op", "upsert", "--key", "id=42",
                           "--data", "name=Ada", "--data", "version=7"], capture_output=True, text=True, timeout=60)
@@ -177,16 +164,18 @@ def test_cli_write_and_a_non_python_producer(regions, rg_config, services):
 def test_transient_db_errors_retry_and_never_dead_letter(regions, rg_config, services):
     lr = regions(["eu"])
     cfg = rg_config(lr, partitions=1)
-    router = services("router", cfg.cli_args("router", "--no-health"))
-    router.wait_for_log(r"assigned partitions", timeout=30)
+    port = free_port()
+    services("router", cfg.cli_args("router", "--no-health", "--metrics-port", str(port)))
+    wait_assigned(cfg, "router", "eu")
     produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"),
                 [ev_bytes(write_event("eu", "users", "upsert", {"id": 1}, {"name": "a", "version": 1}))])
     wait_until(lambda: lr.count("eu", "users") == 1, what="first write")
     lr.execute("eu", "ALTER TABLE users RENAME TO users_away")  # an operator mistake: undefined_table
     evs = [write_event("eu", "users", "upsert", {"id": i}, {"name": "b", "version": 2}) for i in range(2, 12)]
     produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"), [ev_bytes(e) for e in evs])
-    router.wait_for_log(r"retrying in", timeout=30)
-    time.sleep(1.0)
+    # several failed attempts, with backoff (0.05 s, doubling): the batch is retried, not dead-lettered
+    wait_metric(port, "regionguard_apply_errors_total", lambda n: n >= 4, region="eu", what="the router retrying")
+    assert lr.count("eu", "users_away") == 1
     lr.execute("eu", "ALTER TABLE users_away RENAME TO users")
     wait_until(lambda: lr.count("eu", "users") == 11, timeout=30, what="writes applied after the fix")
-    assert read_json(cfg.bootstrap, cfg.topic("dead-letter"), idle=0.5) == []
+    assert read_json_to_end(cfg.bootstrap, cfg.topic("dead-letter")) == []
