@@ -18,8 +18,8 @@ from .config import Config
 from .dsn import dsn_host
 from .errors import BadWrite, PoisonWrite, RegionGuardError, RegionNotReady, RegionUnavailable, classify_db_error
 from .models import DeadReason, Op, WriteEvent
-from .sql import (COLUMNS_QUERY, INBOX_CLAIM, INBOX_CLAIM_COUNT, INBOX_DDL, INBOX_RELEASE, INBOX_TABLE, TableSchema,
-                  build_statement, statement_params)
+from .sql import (COLUMNS_QUERY, INBOX_APPLIED, INBOX_CLAIM, INBOX_CLAIM_COUNT, INBOX_DDL, INBOX_RELEASE, INBOX_TABLE,
+                  TableSchema, build_statement, statement_params)
 from .writes import check_columns
 
 log = logging.getLogger(__name__)
@@ -352,6 +352,20 @@ class RegionDB:
             raise
         finally:
             await pool.release(conn)
+
+    async def applied(self, write_ids: list[str]) -> set[str]:
+        """The write ids among ``write_ids`` that the inbox says were applied here."""
+        if not write_ids:
+            return set()
+        if not self.ready:
+            await self.prepare()
+        pool = await self._pool()
+        try:
+            async with pool.acquire() as conn:
+                rows = await conn.fetch(INBOX_APPLIED, write_ids)
+        except Exception as exc:  # noqa: BLE001
+            raise classify_db_error(self.region, exc) from exc
+        return {r[0] for r in rows}
 
     async def ping(self) -> None:
         """``SELECT 1`` with the health timeout; raises a typed error."""

@@ -103,6 +103,9 @@ RETURNING write_id
 # write was new, which is the common case, and 1,000 returned UUIDs cost more than the insert
 INBOX_CLAIM_COUNT = INBOX_CLAIM.replace("RETURNING write_id", "").rstrip() + "\n"
 
+# which of these writes the region has applied (a dead letter must never name an applied write)
+INBOX_APPLIED = f"SELECT write_id::text FROM {INBOX_TABLE} WHERE write_id = ANY($1::uuid[])"
+
 INBOX_RELEASE = f"DELETE FROM {INBOX_TABLE} WHERE write_id = ANY($1::uuid[])"
 
 # format_type(oid, NULL): the base type without typmod, so the final assignment

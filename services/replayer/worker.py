@@ -29,7 +29,7 @@ from ..core.config import Config
 from ..core.db import ApplyResult, Plan, plan_writes
 from ..core.errors import BadWrite, RegionGuardError, RegionUnavailable
 from ..core.kafka import Confirmer, KafkaDeliveryError, make_consumer, make_producer, replayer_group
-from ..core.models import ControlRecord, DeadReason
+from ..core.models import ControlRecord, DeadReason, Policy
 from ..core.readahead import ReadAhead
 from ..core.supervise import swallowed
 from ..core.writes import Record, decode_write
@@ -181,26 +181,31 @@ class ReplayWorker:
         if not self.active:
             self._start()
         now = datetime.now(timezone.utc)
-        writes, recs, dead = [], [], []
-        expired = 0
+        writes, recs, dead, doomed = [], [], [], []
         for rec, w in zip(batch, decoded):
             if w is None:
                 continue  # fence
             if isinstance(w, BadWrite):
                 dead.append((rec, w, None))
-            elif w.expires_at is not None and w.expires_at <= now:
-                dead.append((rec, BadWrite(DeadReason.expired, f"expired at {w.expires_at.isoformat()} while held"),
-                             str(w.id)))
-                expired += 1
+            elif (bad := self._dead_end(w, now)) is not None:
+                doomed.append((rec, w, bad))
             else:
                 writes.append(w)
                 recs.append(rec)
+        applied_before = await self._retrying(
+            lambda: self.db.applied([str(w.id) for _, w, _ in doomed]), gen, stop) if doomed else set()
+        expired = 0
+        for rec, w, bad in doomed:
+            if str(w.id) not in applied_before:
+                dead.append((rec, bad, str(w.id)))
+                expired += bad.reason is DeadReason.expired
         await self.shared.bucket.take(len(writes))
         if plan is not None and len(writes) == len(decoded):
             writes = plan.writes  # same writes, same order: use the statements planned ahead
         else:
             plan = None
         res = await self._apply(writes, gen, stop, plan) if writes else ApplyResult()
+        res.duplicates += sum(1 for _, w, _ in doomed if str(w.id) in applied_before)
         for i, err in res.failed:
             dead.append((recs[i], err, str(writes[i].id)))
         await self._dead_letters(dead, gen, stop)
@@ -219,7 +224,33 @@ class ReplayWorker:
         self.last_record = time.monotonic()
         self._backlog_gauge()
 
+    def _dead_end(self, w, now: datetime) -> BadWrite | None:
+        """The dead letter a held write gets instead of an apply -- if the region has not applied it.
+
+        Expired while held; or policy ``shed``, which the router only holds when an earlier owner
+        of the partition may have applied it just before a crash (its ``rg-verify`` header says
+        so; the reader skips headers of valued records for speed, and the policy tells the same).
+        Either way the inbox decides (``_process``): a dead letter never names an applied write.
+        """
+        if w.policy is Policy.shed:
+            return BadWrite(DeadReason.shed, f"region {self.region} was unavailable; policy shed")
+        if w.expires_at is not None and w.expires_at <= now:
+            return BadWrite(DeadReason.expired, f"expired at {w.expires_at.isoformat()} while held")
+        return None
+
     async def _apply(self, writes, gen: int, stop: asyncio.Event, plan: Plan | None = None) -> ApplyResult:
+        async def call() -> ApplyResult:
+            t0 = time.perf_counter()
+            res = await self.db.apply(writes, source="replay", want_rows=self.cache is not None, plan=plan)
+            if self.cache is not None:
+                await self.cache.write(self.region, res.rows)
+            m.BATCH_SECONDS.labels(self.region, "replayer").observe(time.perf_counter() - t0)
+            return res
+
+        return await self._retrying(call, gen, stop)
+
+    async def _retrying(self, call, gen: int, stop: asyncio.Event):
+        """``await call()`` against the region until it works, waiting while the region is not closed."""
         while True:
             if stop.is_set() or gen != self.reader.gen:
                 raise Abandon()
@@ -229,11 +260,7 @@ class ReplayWorker:
                 await _sleep(0.1, stop)
                 continue
             try:
-                t0 = time.perf_counter()
-                res = await self.db.apply(writes, source="replay", want_rows=self.cache is not None, plan=plan)
-                if self.cache is not None:
-                    await self.cache.write(self.region, res.rows)
-                m.BATCH_SECONDS.labels(self.region, "replayer").observe(time.perf_counter() - t0)
+                res = await call()
                 self.backoff = self.cfg.router.retry_initial_s
                 return res
             except RegionUnavailable as err:

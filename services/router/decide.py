@@ -4,7 +4,9 @@ Direct mode applies everything. Held mode looks at the write's policy:
 ``hold`` keeps it in the held topic, ``failover`` applies it now in the first
 closed fallback region and still holds it for sync-back home, ``shed``
 dead-letters it, and a write whose ``expires_at`` has passed is dead-lettered
-as ``expired``.
+as ``expired`` -- unless an earlier owner of its partition may have applied
+it (then it is held with an ``rg-verify`` header and the replayer decides,
+after looking in the region's inbox).
 """
 
 from __future__ import annotations
@@ -44,3 +46,10 @@ H_SOURCE_PARTITION = "rg-source-partition"
 H_SOURCE_OFFSET = "rg-source-offset"
 H_APPLIED_IN = "rg-applied-in"
 H_FENCE = "rg-fence"
+# on a held record the router would have dead-lettered (value: ``shed`` or ``expired``) but an
+# earlier owner of its partition may have applied before it crashed: the replayer checks the
+# region's inbox and dead-letters it with this reason only if it was not applied
+H_VERIFY = "rg-verify"
+
+#: routes that end in a dead letter
+DEAD_ROUTES = frozenset({Route.shed, Route.expired})

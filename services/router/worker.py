@@ -34,7 +34,8 @@ from ..core import publish
 from ..core.config import Config
 from ..core.db import Plan, RegionDB, plan_writes
 from ..core.errors import BadWrite, RegionGuardError, RegionUnavailable
-from ..core.kafka import Confirmer, KafkaDeliveryError, make_consumer, replayer_group, router_group
+from ..core.kafka import (Confirmer, KafkaDeliveryError, make_consumer, replayer_group, router_group,
+                          watermarks_exact)
 from ..core.rowcache import RowCache
 from ..core.readahead import ReadAhead
 from ..core.supervise import swallowed
@@ -50,6 +51,10 @@ log = logging.getLogger(__name__)
 # Test hook: after a direct batch's DB commit, write this file and stall, so a
 # test can SIGKILL the router inside the commit window (exactly-once test).
 STALL_ENV = "REGIONGUARD_TEST_STALL_AFTER_DB_COMMIT"
+
+#: Records past tansu's high watermark that still count as possibly applied by an earlier owner:
+#: its watermark is the last batch's base offset + 1, and a producer batch holds thousands of writes.
+INEXACT_MARGIN = 100_000
 
 
 class _OpenedMidBatch(Exception):
@@ -86,6 +91,8 @@ class RegionWorker:
                                 decode=lambda rec: decode_write(rec.value, region=region, cfg=cfg),
                                 prepare=self._plan, name=self._name())
         self._last_drain_check = 0.0
+        self.uncertain: dict[int, int] = {}    # partition -> offsets below may be applied already (earlier owner)
+        self._exact: bool | None = None       # the broker's high watermarks are record positions
         self._scanned: dict[int, tuple[int, int]] = {}  # held partition -> offsets read by _only_fences_left
         self.stats = {"applied": 0, "duplicates": 0, "stale": 0, "held": 0, "dead": 0, "failover": 0}
 
@@ -121,6 +128,8 @@ class RegionWorker:
                 log.warning("region %s: commit at revocation failed (%s); the new owner re-reads the last batch",
                             self.region, exc)
         self.modes.revoked(ps)
+        for p in ps:
+            self.uncertain.pop(p, None)
         self.paused.difference_update(ps)
         self.reader.invalidate()
 
@@ -169,6 +178,7 @@ class RegionWorker:
                 log.warning("region %s: held watermark lookup failed (%s); treating p%d as held", self.region, exc, p)
                 high = 1
             self.modes.looked_up(p, high)
+            self.uncertain[p] = await self._end_at_assignment(p)
             if p not in self.paused:  # a pause from an earlier ownership of p outlives the rebalance
                 self.consumer.resume([TopicPartition(self.topic, p)])
         await self.share.probe_if_due()
@@ -195,6 +205,27 @@ class RegionWorker:
                 await self.reader.seek_unread([p for _, p in switching if p in self.modes.parts])
         counts = self.modes.counts()
         self.share.report(self.lane, counts["held"] + counts["draining"], counts["direct"])
+
+    async def _end_at_assignment(self, p: int) -> int:
+        """The first offset of ``writes[p]`` that no earlier owner of p can have read.
+
+        Below it, a record may have been applied by an owner that crashed (or was revoked)
+        before committing; one the router would dead-letter as shed or expired is held for
+        the replayer to check instead (decide.H_VERIFY). On a broker whose high watermark is
+        not a record position (tansu) a margin covers the gap: a fresh record taken for
+        uncertain only reaches its dead letter later, through the replayer.
+        """
+        try:
+            if self._exact is None:
+                md = await asyncio.to_thread(self.consumer.list_topics, self.topic, 5.0)
+                self._exact = watermarks_exact(md.cluster_id)
+            _low, high = await asyncio.to_thread(
+                self.consumer.get_watermark_offsets, TopicPartition(self.topic, p), 5.0, False)
+        except KafkaException as exc:
+            log.warning("region %s: watermark lookup of p%d failed (%s); all of it counts as possibly applied",
+                        self.region, p, exc)
+            return 1 << 62
+        return high if self._exact else high + INEXACT_MARGIN
 
     async def _only_fences_left(self, p: int, committed: int | None) -> list[tuple[Action, int]]:
         """Direct without the replayer when all it has left to step over in held[p] is fences (fences.py)."""
@@ -370,9 +401,13 @@ class RegionWorker:
     async def _divert(self, held, dead, out: "Outbox", now: datetime) -> None:
         failover: dict[str, list[tuple[Record, WriteEvent]]] = {}
         plain: list[tuple[Record, WriteEvent, str | None]] = []
+        verify: dict[int, Route] = {}  # id(rec) -> the dead letter the replayer gives it unless applied
         for rec, w in held:
             route, fb = decide.route_held(w, now=now, is_closed=self.is_closed)
-            if route is Route.expired:
+            if route in decide.DEAD_ROUTES and rec.offset < self.uncertain.get(rec.partition, 1 << 62):
+                verify[id(rec)] = route
+                plain.append((rec, w, None))
+            elif route is Route.expired:
                 dead.append((rec, BadWrite(DeadReason.expired, f"expired at {w.expires_at.isoformat()}"), str(w.id)))
             elif route is Route.shed:
                 dead.append((rec, BadWrite(DeadReason.shed, f"region {self.region} unavailable; policy shed"), str(w.id)))
@@ -409,6 +444,8 @@ class RegionWorker:
             ]
             if id(rec) in applied_in:
                 headers.append((decide.H_APPLIED_IN, applied_in[id(rec)].encode()))
+            if id(rec) in verify:
+                headers.append((decide.H_VERIFY, verify[id(rec)].value.encode()))
             out.items.append((self.held_topic, rec.key, rec.value, rec.partition, headers))
             m.HELD.labels(self.region, "failover" if fb else "hold").inc()
             self.stats["held"] += 1

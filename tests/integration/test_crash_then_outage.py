@@ -1,0 +1,57 @@
+"""A write applied just before a crash is never dead-lettered when it comes back during an outage.
+
+The router applied a batch and died before committing its offsets; the region
+went down; the next owner of the partition read the batch again. For a write
+with policy ``shed`` (or one past ``expires_at``) it used to produce a dead
+letter at once -- naming a write the region had in fact applied. Now a record
+that an earlier owner may have applied is held with an ``rg-verify`` header,
+and the replayer looks in the region's inbox before it dead-letters.
+"""
+
+from __future__ import annotations
+
+import json
+
+from tests.integration.helpers import ev_bytes, produce_raw, read_json, read_topic, wait_until, write_event
+
+
+def _dead_ids(cfg) -> set[str]:
+    return {d.get("write_id") for d in read_json(cfg.bootstrap, cfg.topic("dead-letter"), idle=0.5)}
+
+
+def test_applied_then_crash_then_outage_is_not_dead_lettered_as_shed(regions, rg_config, services, tmp_path):
+    lr = regions(["eu"])
+    cfg = rg_config(lr, partitions=1)
+    stall = tmp_path / "stalled.json"
+    router = services("router", cfg.cli_args("router", "--no-health"),
+                      env={"REGIONGUARD_TEST_STALL_AFTER_DB_COMMIT": str(stall)})
+    applied = write_event("eu", "users", "upsert", {"id": 1}, {"name": "applied", "version": 1}, policy="shed")
+    produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"), [ev_bytes(applied)])
+    wait_until(stall.exists, timeout=60, what="router inside the commit window")
+    assert json.loads(stall.read_text())["writes"] == 1
+    assert lr.fetch("eu", "SELECT write_id::text AS id FROM regionguard_applied") == [{"id": applied["id"]}]
+    router.kill()  # applied in PostgreSQL, offset never committed
+
+    lr.proxy("eu").set_mode("refuse")
+    lr.proxy("eu").reset_all()
+    unapplied = write_event("eu", "users", "upsert", {"id": 2}, {"name": "never", "version": 1}, policy="shed")
+    produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"), [ev_bytes(unapplied)])
+    services("router2", cfg.cli_args("router", "--no-health"))
+    held = wait_until(lambda: [m for m in read_topic(cfg.bootstrap, cfg.topic("held", "eu"), idle=0.3)
+                               if m.value() is not None],
+                      timeout=60, what="both writes held for the replayer to check")
+    verify = {json.loads(m.value())["id"]: dict(m.headers()).get("rg-verify") for m in held}
+    assert verify == {applied["id"]: b"shed", unapplied["id"]: b"shed"}
+    assert applied["id"] not in _dead_ids(cfg)  # the router did not decide while the region was down
+
+    later = write_event("eu", "users", "upsert", {"id": 3}, {"name": "later", "version": 1}, policy="shed")
+    produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"), [ev_bytes(later)])
+    lr.proxy("eu").set_mode("pass")
+    services("replayer", cfg.cli_args("replayer", "--no-health"))
+    # the replayer works in order: once the unapplied write is dead-lettered, the applied one was decided
+    wait_until(lambda: {unapplied["id"], later["id"]} <= _dead_ids(cfg), timeout=60,
+               what="the writes that were not applied dead-lettered as shed")
+    dead = [d for d in read_json(cfg.bootstrap, cfg.topic("dead-letter"), idle=0.5)]
+    assert applied["id"] not in {d.get("write_id") for d in dead}
+    assert {d["reason"] for d in dead} == {"shed"}
+    assert [r["name"] for r in lr.fetch("eu", "SELECT name FROM users ORDER BY id")] == ["applied"]
