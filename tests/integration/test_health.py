@@ -221,6 +221,37 @@ def test_quorum_two_ignores_one_cut_off_observer(broker, regions, rg_config, ser
             states.stop()
 
 
+def test_heal_after_an_outage_longer_than_the_open_waits_closes_within_a_second_or_two(
+        broker, regions, rg_config, services):
+    """Issue 12: the open wait has doubled to 8 s when the region heals; successful probes end it early."""
+    lr = regions(["eu"], schema=None)
+    cf = rg_config(lr, overrides={"health": {"leader_session_timeout_s": session_s(broker)}})
+    cfg = cf.load()
+    states = Collect(cfg, "region-state", RegionState)
+    try:
+        h1 = start_health(services, cf.path, "h1")
+        h1.wait_for_log("is the leader", 30)
+        assert until(lambda: state_of(states, "eu") == "closed", 10)
+        t0 = time.monotonic()
+        lr.proxy("eu").set_mode("blackhole")
+        # open, then two failed trials: 2 s and 4 s open waits; the third one is 8 s
+
+        def moves(since: float) -> list[tuple[str, str]]:
+            return [(r.state.value, r.reason) for r in states.since(since) if not r.heartbeat]
+
+        assert until(lambda: moves(t0).count(("open", "trial_failed")) >= 2, 15), moves(t0)
+        assert ("closed", "trial_succeeded") not in moves(t0)  # no false close while the fault lasts
+        healed = time.monotonic()
+        lr.proxy("eu").set_mode("pass")
+        assert until(lambda: state_of(states, "eu") == "closed", 5), states.latest("eu")
+        took = time.monotonic() - healed
+        assert moves(healed) == [("half_open", "probes_succeeded"), ("closed", "trial_succeeded")], moves(healed)
+        assert took < 3.0, took
+        print(f"heal -> closed {took:.2f}s (open wait was 8 s)")
+    finally:
+        states.stop()
+
+
 def test_bad_config_is_one_line_exit_2(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text("regions: {eu: {dsn: x}}\ntables: {t: {key: [id]}}\nhealth: {quorum: 0}\n")
