@@ -50,8 +50,8 @@ def only_fences(consumer: Consumer, topic: str, partition: int, first: int, last
                 if msg.error().retriable() or msg.error().code() < 0:
                     continue  # e.g. partition EOF or a transient fetch error: read on
                 return False
-            if msg.offset() < first:
-                continue
+            if msg.partition() != partition or msg.topic() != topic or msg.offset() < first:
+                continue  # e.g. a fetch for an earlier assignment of this consumer, answered late
             if msg.offset() > last:
                 return True  # the range had gaps (offsets need not be dense): all of it was read
             if not is_fence(msg):

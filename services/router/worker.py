@@ -56,6 +56,10 @@ STALL_ENV = "REGIONGUARD_TEST_STALL_AFTER_DB_COMMIT"
 #: its watermark is the last batch's base offset + 1, and a producer batch holds thousands of writes.
 INEXACT_MARGIN = 100_000
 
+#: Seconds before a held range found to hold records to replay is read again (the replayer
+#: normally moves first; reading again covers a read that failed or timed out).
+RESCAN_S = 5.0
+
 
 class _OpenedMidBatch(Exception):
     """The region was declared open while its batch was being applied."""
@@ -93,7 +97,8 @@ class RegionWorker:
         self._last_drain_check = 0.0
         self.uncertain: dict[int, int] = {}    # partition -> offsets below may be applied already (earlier owner)
         self._exact: bool | None = None       # the broker's high watermarks are record positions
-        self._scanned: dict[int, tuple[int, int]] = {}  # held partition -> offsets read by _only_fences_left
+        # held partition -> (offsets, when) of the last read by _only_fences_left that found a record to replay
+        self._scanned: dict[int, tuple[tuple[int, int], float]] = {}
         self.stats = {"applied": 0, "duplicates": 0, "stale": 0, "held": 0, "dead": 0, "failover": 0}
 
     # availability ----------------------------------------------------------
@@ -194,6 +199,8 @@ class RegionWorker:
             except KafkaException as exc:
                 log.warning("region %s: replayer offsets lookup failed: %s", self.region, exc)
                 committed = []
+            log.debug("region %s: draining %s, modes %s, replayer at %s", self.region, self.modes.draining(),
+                      self.modes.counts(), [(tp.partition, tp.offset) for tp in committed])
             switching = []
             for tp in committed:
                 off = tp.offset if tp.offset is not None and tp.offset >= 0 else None
@@ -230,15 +237,22 @@ class RegionWorker:
     async def _only_fences_left(self, p: int, committed: int | None) -> list[tuple[Action, int]]:
         """Direct without the replayer when all it has left to step over in held[p] is fences (fences.py)."""
         rng = self.modes.unreplayed(p, committed)
-        if rng is None or self._scanned.get(p) == rng:
-            return []  # read already, and it was not only fences: the replayer has work there
-        self._scanned[p] = rng
+        if rng is None:
+            return []
+        seen = self._scanned.get(p)
+        if seen is not None and seen[0] == rng and time.monotonic() - seen[1] < RESCAN_S:
+            return []  # read lately, and it was not only fences: the replayer has work there
         # offsets_reader is never subscribed and never commits, so it can read by assignment
         ok = await asyncio.to_thread(fences.only_fences, self.offsets_reader, self.held_topic, p, *rng)
         if not ok:
+            log.debug("region %s: held p%d has records to replay in %s", self.region, p, rng)
+            self._scanned[p] = (rng, time.monotonic())
             return []
-        log.info("region %s: held p%d has only fences left past the replayer's offset %d", self.region, p, rng[0])
-        return self.modes.only_fences_left(p, *rng)
+        # a rebalance during the read may have reset p (then the scan proves nothing: read again later)
+        actions = self.modes.only_fences_left(p, *rng)
+        log.info("region %s: held p%d has only fences left past the replayer's offset %d%s", self.region, p,
+                 rng[0], "" if actions else " (but p changed meanwhile)")
+        return actions
 
     async def _do(self, actions: list[tuple[Action, int]]) -> None:
         confirm = Confirmer()
