@@ -117,3 +117,33 @@ def test_kafkajs_as_produce_js_uses_it_agrees_with_the_vectors():
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = {r["key_hex"]: r["partition"] for r in json.loads(proc.stdout)}
     assert got == {v["key_hex"]: v["partition"] for v in VECTORS["vectors"]}
+
+
+def _example_vectors(lang: str, command) -> None:
+    """The example builds each vector row's key itself and partitions it with its client's partitioner."""
+    from tests.integration.polyglot import Missing, loud_skip_reason
+
+    try:
+        cmd = command()
+    except Missing as exc:
+        pytest.skip(loud_skip_reason(lang, str(exc)))
+    proc = subprocess.run([*cmd, "vectors", str(VECTORS_PATH)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout)
+    assert [r["key_hex"] for r in got] == [v["key_hex"] for v in VECTORS["vectors"]], f"{lang}: key bytes differ"
+    assert {r["key_hex"]: r["partition"] for r in got} == {v["key_hex"]: v["partition"] for v in VECTORS["vectors"]}
+    for r, v in zip(got, VECTORS["vectors"]):
+        if "murmur2" in r:
+            assert r["murmur2"] == v["murmur2"], v["key_utf8"]
+
+
+def test_the_java_example_builds_keys_and_partitions_like_the_vectors():
+    from tests.integration.polyglot import java_producer
+
+    _example_vectors("Java (examples/java, kafka-clients)", java_producer)
+
+
+def test_the_go_example_builds_keys_and_partitions_like_the_vectors():
+    from tests.integration.polyglot import go_producer
+
+    _example_vectors("Go (examples/go, franz-go)", go_producer)
