@@ -368,6 +368,10 @@ class RegionWorker:
                 continue
             break
         self.backoff = self.cfg.router.retry_initial_s
+        for rec, _ in direct:
+            # applied but not yet committed: read again after an abandoned batch, it is possibly applied
+            if rec.offset >= self.uncertain.get(rec.partition, 0):
+                self.uncertain[rec.partition] = rec.offset + 1
         if self.cache is not None:
             await self.cache.write(self.region, res.rows)
         m.BATCH_SECONDS.labels(self.region, "router").observe(time.perf_counter() - t0)

@@ -105,3 +105,10 @@ def test_writes_applied_where_they_do_not_belong() -> None:
     assert res.misrouted == 1 and res.unknown_applied >= 1 and not res.ok
     res = evaluate(model(), {"eu": ghost}, Dead([]))
     assert res.unknown_applied == 1
+
+
+def test_a_dead_letter_naming_an_applied_write_fails() -> None:
+    """Issue 12: a write applied just before a crash came back during an outage and was shed."""
+    s = rec(1, key=1, policy="shed")
+    res = evaluate(model(s), {"eu": snap("eu", [s])}, Dead([dl(s, "shed")]))
+    assert res.dead_after_apply == 1 and not res.ok
