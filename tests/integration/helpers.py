@@ -11,7 +11,6 @@ polls.
 from __future__ import annotations
 
 import json
-import threading
 import time
 import urllib.request
 import uuid
@@ -137,25 +136,19 @@ def wait_metric(port: int, name: str, pred: Callable[[float], bool], *, timeout:
 
 
 # ---------------------------------------------------------------------------------- consumer groups
-_admins: dict[str, AdminClient] = {}
-_admins_lock = threading.Lock()
-
-
-def _admin(bootstrap: str) -> AdminClient:
-    with _admins_lock:
-        if bootstrap not in _admins:
-            _admins[bootstrap] = AdminClient({"bootstrap.servers": bootstrap})
-        return _admins[bootstrap]
-
-
 def group_members(bootstrap: str, group: str, topic: str | None = None) -> dict[str, set[int]] | None:
     """The broker's description of consumer group ``group``: member id -> partitions of ``topic``
     (of every topic when None) assigned to it, while the group is Stable; None while it forms,
     rebalances, is empty or unknown."""
+    # a client per call, gone when this returns: one kept for later was destroyed by the garbage
+    # collector at exit, after the test broker had stopped, and hung the process in rd_kafka_destroy
+    admin = AdminClient({"bootstrap.servers": bootstrap})
     try:
-        desc = _admin(bootstrap).describe_consumer_groups([group], request_timeout=10)[group].result(timeout=15)
+        desc = admin.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=15)
     except KafkaException:
         return None
+    finally:
+        del admin
     if desc.state != ConsumerGroupState.STABLE:
         return None
     return {m.member_id: {tp.partition for tp in (m.assignment.topic_partitions if m.assignment else [])
