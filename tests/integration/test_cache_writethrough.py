@@ -7,7 +7,7 @@ import uuid
 
 import redis
 
-from tests.integration.helpers import ev_bytes, produce_raw, wait_until, write_event
+from tests.integration.helpers import ev_bytes, produce_raw, wait_assigned, wait_until, write_event
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -17,8 +17,8 @@ def test_applied_rows_are_written_through_and_stale_ones_are_not(regions, rg_con
     lr = regions([region])
     cfg = rg_config(lr, partitions=1, overrides={"redis": {"url": REDIS_URL, "ttl_s": 600}})
     r = redis.Redis.from_url(REDIS_URL)
-    router = services("router", cfg.cli_args("router", "--no-health"))
-    router.wait_for_log(r"assigned partitions", timeout=30)
+    services("router", cfg.cli_args("router", "--no-health"))
+    wait_assigned(cfg, "router", region)
     evs = [
         write_event(region, "users", "upsert", {"id": 1}, {"name": "v2", "version": 2}),
         write_event(region, "users", "upsert", {"id": 1}, {"name": "stale", "version": 1}),

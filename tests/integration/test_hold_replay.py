@@ -10,8 +10,9 @@ from collections import Counter
 
 import pytest
 
+from tests.harness import free_port
 from tests.integration.helpers import (
-    committed, ev_bytes, produce_raw, read_json, read_topic, wait_until, write_event,
+    committed, ev_bytes, metric_value, produce_raw, read_json, read_json_to_end, read_topic, wait_assigned, wait_metric, wait_until, write_event,
 )
 
 
@@ -23,9 +24,10 @@ def _users(regions, region):
 def test_outage_holds_then_replays_in_order_exactly_once(regions, rg_config, services):
     lr = regions(["eu", "us"])
     cfg = rg_config(lr, partitions=3)
-    router = services("router", cfg.cli_args("router", "--no-health"))
+    port = free_port()
+    router = services("router", cfg.cli_args("router", "--no-health", "--metrics-port", str(port)))
     replayer = services("replayer", cfg.cli_args("replayer", "--no-health"))
-    router.wait_for_log(r"region eu: assigned partitions", timeout=30)
+    wait_assigned(cfg, "router", "eu")
 
     # healthy: direct
     first = [write_event("eu", "users", "upsert", {"id": i}, {"name": "v1", "version": 1}) for i in range(20)]
@@ -49,7 +51,8 @@ def test_outage_holds_then_replays_in_order_exactly_once(regions, rg_config, ser
     wait_until(lambda: {r["version"] for r in _users(lr, "eu").values() if r["id"] < 5} == {4}
                and {r["version"] for r in _users(lr, "eu").values() if r["id"] >= 5} == {2},
                timeout=40, what="held writes replayed")
-    router.wait_for_log(r"back in direct mode", timeout=30)
+    wait_metric(port, "regionguard_held_partitions", lambda n: n == 0, region="eu",
+                what="every partition of eu back in direct mode")
     fourth = [write_event("eu", "users", "upsert", {"id": i}, {"name": "v9", "version": 9}) for i in range(20)]
     produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"), [ev_bytes(e) for e in fourth])
     wait_until(lambda: {r["version"] for r in _users(lr, "eu").values()} == {9}, what="direct after replay")
@@ -73,14 +76,16 @@ def test_outage_holds_then_replays_in_order_exactly_once(regions, rg_config, ser
 def test_policies_failover_shed_expired(regions, rg_config, services):
     lr = regions(["eu", "us"])
     cfg = rg_config(lr, partitions=2)
-    router = services("router", cfg.cli_args("router", "--no-health"))
-    router.wait_for_log(r"region eu: assigned partitions", timeout=30)
+    port = free_port()
+    services("router", cfg.cli_args("router", "--no-health", "--metrics-port", str(port)))
+    wait_assigned(cfg, "router", "eu")
     lr.proxy("eu").set_mode("refuse")
     lr.proxy("eu").reset_all()
-    # take eu down in the router's eyes first
+    # take eu down in the router's eyes first: a connection failure, then every partition of eu held
     produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"),
                 [ev_bytes(write_event("eu", "users", "upsert", {"id": 0}, {"name": "probe", "version": 1}))])
-    router.wait_for_log(r"region eu: .*unavailable", timeout=30)
+    wait_metric(port, "regionguard_apply_errors_total", lambda n: n >= 1, region="eu", what="eu unavailable")
+    wait_metric(port, "regionguard_held_partitions", lambda n: n == 2, region="eu", what="eu held by the router")
     fo = write_event("eu", "users", "upsert", {"id": 1}, {"name": "fo", "version": 1},
                      policy="failover", fallback_regions=["us"])
     shed = write_event("eu", "users", "upsert", {"id": 2}, {"name": "shed", "version": 1}, policy="shed")
@@ -109,8 +114,9 @@ def test_replayer_offsets_gate_the_switch_back(regions, rg_config, services):
     """Without a replayer the router never goes direct again for a partition with a held backlog."""
     lr = regions(["eu"])
     cfg = rg_config(lr, partitions=1)
-    router = services("router", cfg.cli_args("router", "--no-health"))
-    router.wait_for_log(r"region eu: assigned partitions", timeout=30)
+    port = free_port()
+    services("router", cfg.cli_args("router", "--no-health", "--metrics-port", str(port)))
+    wait_assigned(cfg, "router", "eu")
     lr.proxy("eu").set_mode("refuse")
     lr.proxy("eu").reset_all()
     evs = [write_event("eu", "users", "upsert", {"id": 1}, {"name": f"n{v}", "version": v}) for v in range(1, 4)]
@@ -119,13 +125,21 @@ def test_replayer_offsets_gate_the_switch_back(regions, rg_config, services):
     lr.proxy("eu").set_mode("pass")
     later = write_event("eu", "users", "upsert", {"id": 1}, {"name": "n4", "version": 4})
     produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"), [ev_bytes(later)])
-    import time
-
-    time.sleep(3)
-    # the newer write must not overtake the held ones: nothing applied directly yet
+    # the router's probe got an answer (its passive observation says so): eu is closed in its eyes again,
+    # and the held partition now waits for a replayer to pass its held writes
+    wait_until(lambda: any(o["ok"] and o["observer"].startswith("router:")
+                           for o in read_json_to_end(cfg.bootstrap, cfg.topic("observations"))),
+               timeout=30, what="the router seeing eu answer again")
+    # the newer write must not overtake the held ones: nothing applied directly, the partition still held
     assert lr.count("eu", "users") == 0
+    assert metric_value(port, "regionguard_held_partitions", region="eu") == 1
     services("replayer", cfg.cli_args("replayer", "--no-health"))
     wait_until(lambda: lr.fetch("eu", "SELECT version FROM users WHERE id = 1") == [{"version": 4}],
                timeout=40, what="replay then direct")
+    # and it never did: the newer write was applied after every held one (by the replayer, or
+    # directly once the replayer had passed the fence)
+    at = {r["write_id"]: r["applied_at"] for r in lr.fetch("eu", "SELECT write_id::text, applied_at FROM regionguard_applied")}
+    assert set(at) == {e["id"] for e in evs + [later]}
+    assert at[later["id"]] >= max(at[e["id"]] for e in evs)
     groups = committed(cfg.bootstrap, f"{cfg.prefix}{cfg.data['replay']['group_id']}.eu", cfg.topic("held", "eu"), 1)
     assert groups[0] > 0

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import time
-
 from regionguard.client.testing import StatePublisher
-from tests.integration.helpers import ev_bytes, produce_raw, read_json, read_topic, wait_until, write_event
+from tests.harness import free_port
+from tests.integration.helpers import (
+    ev_bytes, produce_raw, read_json, read_topic, wait_assigned, wait_metric, wait_until, write_event,
+)
 
 
 def test_open_region_gets_no_direct_applies_until_closed_and_replayed(regions, rg_config, services):
     lr = regions(["eu", "us"])
     cfg = rg_config(lr, partitions=2)
     with StatePublisher(cfg.load(), heartbeat_s=0.5) as states:
-        router = services("router", cfg.cli_args("router"))
-        router.wait_for_log(r"region eu: assigned partitions", timeout=30)
+        port = free_port()
+        services("router", cfg.cli_args("router", "--metrics-port", str(port)))
+        wait_assigned(cfg, "router", "eu")
         states.set("eu", "open", reason="test")
-        time.sleep(0.5)
+        # the router has seen the state: every partition of eu it owns is held
+        wait_metric(port, "regionguard_held_partitions", lambda n: n == 2, region="eu", what="eu held by the router")
         evs = [write_event("eu", "users", "upsert", {"id": i}, {"name": "held", "version": 1}) for i in range(10)]
         produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"), [ev_bytes(e) for e in evs])
         wait_until(lambda: len(read_topic(cfg.bootstrap, cfg.topic("held", "eu"), idle=0.3)) >= 10,
@@ -29,14 +32,15 @@ def test_open_region_gets_no_direct_applies_until_closed_and_replayed(regions, r
         states.set("eu", "closed", reason="test")
         services("replayer", cfg.cli_args("replayer"))
         wait_until(lambda: lr.count("eu", "users") == 10, timeout=40, what="replayed after closed")
-        router.wait_for_log(r"back in direct mode", timeout=30)
+        wait_metric(port, "regionguard_held_partitions", lambda n: n == 0, region="eu",
+                    what="every partition of eu back in direct mode")
 
 
 def test_router_reports_connection_failures_as_observations(regions, rg_config, services):
     lr = regions(["eu"])
     cfg = rg_config(lr, partitions=1)
-    router = services("router", cfg.cli_args("router", "--no-health", "--instance", "r1"))
-    router.wait_for_log(r"assigned partitions", timeout=30)
+    services("router", cfg.cli_args("router", "--no-health", "--instance", "r1"))
+    wait_assigned(cfg, "router", "eu")
     lr.proxy("eu").set_mode("refuse")
     lr.proxy("eu").reset_all()
     produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"),
