@@ -1,0 +1,68 @@
+"""WriteEvent test vectors (schemas/vectors/write-events.json) against the router's decoder and the model.
+
+The file is rendered from regionguard.core.write_vectors, whose cases state the contract's outcome
+by hand; here every case must get exactly that outcome from decode_write (what the router runs),
+the pydantic WriteEvent must agree on what the event alone allows, and the committed file must be
+the current rendering.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from regionguard.core.config import parse_config
+from regionguard.core.errors import BadWrite
+from regionguard.core.models import WriteEvent, entity_key
+from regionguard.core.write_vectors import VECTORS_PATH, case_bytes, render
+from regionguard.core.writes import decode_write
+
+DOC = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))
+CFG = parse_config(DOC["config"])
+CASES = DOC["cases"]
+
+
+def test_committed_vectors_are_fresh():
+    assert VECTORS_PATH.read_text(encoding="utf-8") == render(), \
+        "stale: run `python -m regionguard.core.write_vectors --write` and commit"
+
+
+def test_the_vectors_cover_every_decode_reason_and_the_key_edge_cases():
+    reasons = {c["reason"] for c in CASES if c["outcome"] == "dead_letter"}
+    assert reasons == {"invalid_json", "schema", "unknown_table", "unknown_column"}
+    assert {c["stage"] for c in CASES if c["outcome"] == "dead_letter"} == {"event", "config"}
+    keys = [c["kafka_key"] for c in CASES if c["outcome"] == "accepted"]
+    assert any(k.count("/") > 2 for k in keys)  # composite key or "/" in a value
+    assert any(not k.isascii() for k in keys)
+    assert any(str(2**63 - 1) in k for k in keys)
+    assert len({c["name"] for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_the_router_decoder_gives_each_case_its_outcome(case):
+    got = decode_write(case_bytes(case), region=DOC["topic_region"], cfg=CFG)
+    if case["outcome"] == "accepted":
+        assert not isinstance(got, BadWrite), f"dead-lettered as {got.reason.value}: {got.detail}"
+        assert got.kafka_key().decode() == case["kafka_key"]
+    else:
+        assert isinstance(got, BadWrite), "accepted, but the vectors say dead letter"
+        assert got.reason.value == case["reason"], got.detail
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_the_model_agrees_on_what_the_event_alone_allows(case):
+    """The pydantic WriteEvent (the SDK's, and the source of the JSON Schema) accepts exactly the
+    cases that are not wrong at stage `event`."""
+    raw = case_bytes(case)
+    try:
+        ev = WriteEvent.model_validate_json(raw or b"")
+    except ValidationError:
+        ev = None
+    if case["outcome"] == "dead_letter" and case["stage"] == "event":
+        assert ev is None, "the model accepts an event the router dead-letters"
+    else:
+        assert ev is not None, "the model rejects an event the vectors call valid"
+        if case["outcome"] == "accepted":
+            assert ev.kafka_key().decode() == case["kafka_key"] == entity_key(ev.table, ev.key).decode()
