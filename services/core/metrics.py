@@ -44,6 +44,8 @@ BATCH_SECONDS = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 HELD_PARTITIONS = Gauge("regionguard_held_partitions", "Partitions of a region currently in held mode", ["region"])
+DIRECT_PARTITIONS = Gauge("regionguard_direct_partitions",
+                          "Partitions of a region this router owns and applies directly (direct mode)", ["region"])
 CONSUMER_LAG = Gauge("regionguard_consumer_lag", "Records behind the end of the topic", ["region", "service"])
 
 # inbox retention (the router prunes; `regionguard inbox prune` too)

@@ -9,7 +9,7 @@ Two things are about the region as a whole, not about a lane:
   backoff brings it back. The health service sees one observer,
   ``router:<instance>``, however many lanes there are: its quorum counts
   processes, not lanes.
-* **The hold summary**: the ``regionguard_held_partitions`` gauge and the
+* **The hold summary**: the ``regionguard_held_partitions`` and ``regionguard_direct_partitions`` gauges and the
   ``hold_started`` / ``direct_resumed`` events sum over the lanes, so a
   dashboard or the demo sees one region, not one lane.
 """
@@ -89,6 +89,7 @@ class RegionShare:
         held_now = sum(h for h, _ in self._lanes.values())
         direct_now = sum(d for _, d in self._lanes.values())
         m.HELD_PARTITIONS.labels(self.region).set(held_now)
+        m.DIRECT_PARTITIONS.labels(self.region).set(direct_now)
         if held_now and not self._holding:
             self._holding = True
             self._event("hold_started")

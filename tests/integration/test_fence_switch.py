@@ -7,10 +7,10 @@ show an older round.
 
 from __future__ import annotations
 
-import re
 import time
 
-from tests.integration.helpers import ev_bytes, produce_raw, wait_until, write_event
+from tests.harness import free_port
+from tests.integration.helpers import ev_bytes, produce_raw, wait_assigned, wait_metric, wait_until, write_event
 
 KEYS = range(24)
 PARTITIONS = 4
@@ -25,8 +25,9 @@ def _round(cfg, r: int) -> list[dict]:
 def test_switch_back_is_ordered_across_rebalance_and_sigkill(regions, rg_config, services):
     lr = regions(["eu"])
     cfg = rg_config(lr, partitions=PARTITIONS)
-    a = services("router-a", cfg.cli_args("router", "--no-health", "--instance", "a"))
-    a.wait_for_log(r"assigned partitions", timeout=30)
+    port_a, port_b = free_port(), free_port()
+    a = services("router-a", cfg.cli_args("router", "--no-health", "--instance", "a", "--metrics-port", str(port_a)))
+    wait_assigned(cfg, "router", "eu")
     sent: list[dict] = []
 
     # outage: rounds 0..3 are held by router a
@@ -34,11 +35,13 @@ def test_switch_back_is_ordered_across_rebalance_and_sigkill(regions, rg_config,
     lr.proxy("eu").reset_all()
     for r in range(4):
         sent += _round(cfg, r)
-    a.wait_for_log(r"unavailable", timeout=30)
+    wait_metric(port_a, "regionguard_held_partitions", lambda n: n == PARTITIONS, region="eu",
+                what="router a holding every partition (eu unavailable)")
 
     # a second router joins the group: the partitions move with a held backlog behind them
-    b = services("router-b", cfg.cli_args("router", "--no-health", "--instance", "b"))
-    b.wait_for_log(r"assigned partitions \[\d", timeout=40)
+    services("router-b", cfg.cli_args("router", "--no-health", "--instance", "b", "--metrics-port", str(port_b)))
+    # four members (two lanes each) on four partitions: one each, so b owns some
+    wait_assigned(cfg, "router", "eu", processes=2, timeout=40)
     for r in range(4, 8):
         sent += _round(cfg, r)
 
@@ -56,8 +59,8 @@ def test_switch_back_is_ordered_across_rebalance_and_sigkill(regions, rg_config,
 
     # settled: b owns every partition and has switched each back to direct, so the replayer has
     # applied every held record (its commits passed b's fences); only direct writes can follow
-    wait_until(lambda: direct_partitions(b.log_text()) == set(range(PARTITIONS)), timeout=90,
-               what="router b direct on every partition")
+    wait_metric(port_b, "regionguard_direct_partitions", lambda n: n == PARTITIONS, region="eu", timeout=90,
+                what="router b direct on every partition")
 
     def every_key_at_last_round() -> bool:
         # one query: all() of no rows is true, so an empty table read just before the replay
@@ -71,17 +74,3 @@ def test_switch_back_is_ordered_across_rebalance_and_sigkill(regions, rg_config,
     ids = {r["write_id"] for r in lr.fetch("eu", "SELECT write_id::text FROM regionguard_applied")}
     assert ids == {e["id"] for e in sent}  # none lost, each once
 
-
-def direct_partitions(log: str) -> set[int]:
-    """Partitions a router owns and has in direct mode, from its log (every held partition here has a backlog,
-    so each assignment goes through draining and logs its switch back)."""
-    owned: set[int] = set()
-    direct: set[int] = set()
-    for line in log.splitlines():
-        if m := re.search(r"(assigned|revoked) partitions \[([\d, ]*)\]", line):
-            ps = {int(x) for x in m.group(2).split(",") if x.strip()}
-            owned = owned | ps if m.group(1) == "assigned" else owned - ps
-            direct -= ps
-        elif m := re.search(r"partition (\d+) back in direct mode", line):
-            direct.add(int(m.group(1)))
-    return direct & owned

@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from tests.integration.helpers import ev_bytes, produce_raw, wait_until, write_event
+from tests.harness import free_port
+from tests.integration.helpers import ev_bytes, produce_raw, wait_assigned, wait_metric, wait_until, write_event
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -24,8 +25,9 @@ def test_partitions_resume_after_a_rebalance_during_a_retry_wait(regions, rg_con
     lr = regions(["eu"], schema=ONLY_ORDERS)  # users is allow-listed but missing: retry with backoff
     # 4 partitions: two routers with two lanes each are four members, and b must get some
     cfg = rg_config(lr, partitions=4, overrides={"router": {"retry_max_s": 1.0}})
-    a = services("router-a", cfg.cli_args("router", "--no-health", "--instance", "a"))
-    a.wait_for_log(r"assigned partitions", timeout=30)
+    port = free_port()
+    services("router-a", cfg.cli_args("router", "--no-health", "--instance", "a", "--metrics-port", str(port)))
+    wait_assigned(cfg, "router", "eu")
     sent: list[dict] = []
 
     def burst(first: int) -> None:
@@ -35,9 +37,10 @@ def test_partitions_resume_after_a_rebalance_during_a_retry_wait(regions, rg_con
         sent.extend(evs)
 
     burst(0)
-    a.wait_for_log(r"retrying", timeout=30)
-    b = services("router-b", cfg.cli_args("router", "--no-health", "--instance", "b"))
-    b.wait_for_log(r"assigned partitions \[\d", timeout=40)  # the group rebalanced while a was waiting
+    wait_metric(port, "regionguard_apply_errors_total", lambda n: n >= 1, region="eu", what="router a retrying")
+    services("router-b", cfg.cli_args("router", "--no-health", "--instance", "b"))
+    # the group rebalanced while a was waiting: four members on four partitions, one each, so b owns some
+    wait_assigned(cfg, "router", "eu", processes=2, timeout=40)
     for k in range(1, 6):
         burst(k * 20)
         time.sleep(0.3)
