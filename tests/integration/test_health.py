@@ -7,7 +7,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,8 @@ from confluent_kafka import OFFSET_BEGINNING
 from regionguard.core.config import Config
 from regionguard.core.models import FailoverEvent, RegionState
 from regionguard.health.service import TopicTail
-from tests.harness import FaultProxy, write_config
+from tests.harness import FaultProxy, free_port, write_config
+from tests.integration.helpers import metric_value, read_json_to_end, wait_group, wait_metric
 
 pytestmark = pytest.mark.timeout(90)
 REPO = Path(__file__).resolve().parents[2]
@@ -63,19 +63,34 @@ def session_s(broker) -> float:
     return 6.0
 
 
-def metrics(proc) -> dict[str, float]:
-    port = int(proc.wait_for_log(r"metrics port (\d+)", 10, current=False).group(1))
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
-
-
 def start_health(services, cf_path, name: str):
-    return services(f"health-{name}", ["health", "--config", str(cf_path), "--observer", name, "--metrics-port", "0"])
+    """A health instance serving /metrics on a free port of its own (``proc.metrics_port``)."""
+    port = free_port()
+    proc = services(f"health-{name}", ["health", "--config", str(cf_path), "--observer", name,
+                                       "--metrics-port", str(port)])
+    proc.metrics_port = port
+    return proc
+
+
+def leader(proc) -> float | None:
+    """``regionguard_health_leader`` of a health instance (None while it does not serve yet)."""
+    return metric_value(proc.metrics_port, "regionguard_health_leader")
+
+
+def wait_leader(proc, timeout: float = 30.0) -> None:
+    wait_metric(proc.metrics_port, "regionguard_health_leader", lambda v: v == 1, timeout=timeout,
+                what=f"{proc.name} the leader")
+
+
+def wait_election(cfg: Config, members: int, timeout: float = 30.0) -> None:
+    """``members`` health instances joined the leader election: faust's consumer group (id
+    ``<prefix>health``) is stable with that many members, one of them holding the leader partition."""
+    wait_group(cfg.kafka.bootstrap, f"{cfg.kafka.topic_prefix}health", members=members, timeout=timeout,
+               what=f"{members} health instance(s) in the leader election")
+
+
+def metric(proc, name: str, **labels: str) -> float | None:
+    return metric_value(proc.metrics_port, name, **labels)
 
 
 def state_of(col: Collect, region: str) -> str | None:
@@ -90,7 +105,7 @@ def test_detects_blackhole_and_refuse_recovers_and_obeys_operators(broker, regio
     states, events = Collect(cfg, "region-state", RegionState), Collect(cfg, "failover-events", FailoverEvent)
     try:
         h1 = start_health(services, cf.path, "h1")
-        h1.wait_for_log("is the leader", 30)
+        wait_leader(h1)
         assert until(lambda: state_of(states, "eu") == "closed" and state_of(states, "us") == "closed", 10)
 
         timings = {}
@@ -114,8 +129,13 @@ def test_detects_blackhole_and_refuse_recovers_and_obeys_operators(broker, regio
             assert out.returncode == 0, out.stderr
             st = states.latest("eu") if until(lambda: states.latest("eu").reason == reason, 5) else None
             assert st is not None and st.state.value == want, (action, states.latest("eu"))
+        refused = metric(h1, "regionguard_probe_failures_total", kind="refused", region="eu")
         lr.proxy("eu").set_mode("refuse")  # disabled: failures never open it
-        time.sleep(1.0)
+        # far more failures than open a closed breaker (consecutive_failures: 8), then a state published after them
+        wait_metric(h1.metrics_port, "regionguard_probe_failures_total", lambda n: n >= refused + 24,
+                    kind="refused", region="eu", what="eu probes refused while disabled")
+        t_failed = time.monotonic()
+        assert until(lambda: any(r.region == "eu" for r in states.since(t_failed)), 10)
         assert state_of(states, "eu") == "closed" and states.latest("eu").reason == "disabled"
         lr.proxy("eu").set_mode("pass")
         bad = subprocess.run([sys.executable, "-m", "regionguard.cli", "breaker", "force-open", "mars",
@@ -131,13 +151,13 @@ def test_detects_blackhole_and_refuse_recovers_and_obeys_operators(broker, regio
         seqs = [r.seq for r in states.since() if r.region == "eu" and not r.heartbeat]
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
 
-        met = metrics(h1)
-        assert met['regionguard_health_leader'] == 1.0
-        assert met['regionguard_region_state{region="eu"}'] == 0.0
-        assert met['regionguard_probe_failures_total{kind="timeout",region="eu"}'] > 0
-        assert met['regionguard_probe_failures_total{kind="refused",region="eu"}'] > 0
-        assert met['regionguard_probe_latency_seconds_count{region="us"}'] > 10
-        assert met['regionguard_breaker_transitions_total{from_state="closed",region="eu",to_state="open"}'] == 2
+        assert leader(h1) == 1.0
+        assert metric(h1, "regionguard_region_state", region="eu") == 0.0
+        assert metric(h1, "regionguard_probe_failures_total", kind="timeout", region="eu") > 0
+        assert metric(h1, "regionguard_probe_failures_total", kind="refused", region="eu") > 0
+        assert metric(h1, "regionguard_probe_latency_seconds_count", region="us") > 10
+        assert metric(h1, "regionguard_breaker_transitions_total", from_state="closed", region="eu",
+                      to_state="open") == 2
         assert h1.terminate(10) == 0
     finally:
         states.stop()
@@ -151,21 +171,25 @@ def test_two_instances_one_decides_and_a_killed_leader_hands_over_cleanly(broker
     states, events = Collect(cfg, "region-state", RegionState), Collect(cfg, "failover-events", FailoverEvent)
     try:
         h1 = start_health(services, cf.path, "h1")
-        h1.wait_for_log("is the leader", 30)
+        wait_leader(h1)
         lr.proxy("eu").set_mode("blackhole")  # make the state non-trivial: the new leader must keep it
         assert until(lambda: state_of(states, "eu") == "open", 5)
         lr.proxy("eu").set_mode("pass")
         assert until(lambda: state_of(states, "eu") == "closed", 10)
+        t_h2 = time.monotonic()
         h2 = start_health(services, cf.path, "h2")
-        h2.wait_for_log("joined the leader election", 30)
+        wait_election(cfg, 2)
+        # h2 is in, probing (a live observer in the leader's stats), and not leading
+        assert until(lambda: "h2" in ((states.latest("eu").stats or {}).get("observers") or {}), 15)
+        wait_metric(h2.metrics_port, "regionguard_health_leader", lambda v: v == 0, what="h2 serving, not leading")
+        # a few of h1's heartbeats (heartbeat_s 0.5) since both are in: only one decides
         t_both = time.monotonic()
-        time.sleep(3.0)
-        assert {r.observer for r in states.since(t_both)} == {"h1"}  # only one decides
-        assert metrics(h1)["regionguard_health_leader"] == 1.0
-        assert metrics(h2)["regionguard_health_leader"] == 0.0
-        assert "is the leader" not in h2.log_text()
+        assert until(lambda: len([r for r in states.since(t_both) if r.region == "eu"]) >= 6, 15)
+        assert {r.observer for r in states.since(t_h2)} == {"h1"}  # h2 never published: never led
+        assert leader(h1) == 1.0
+        assert leader(h2) == 0.0
         before = states.latest("eu")
-        n_events = len(events.since())
+        n_events = len(read_json_to_end(cf.bootstrap, cf.topic("failover-events")))
 
         t_kill = time.monotonic()
         h1.kill()
@@ -173,12 +197,13 @@ def test_two_instances_one_decides_and_a_killed_leader_hands_over_cleanly(broker
         handover = time.monotonic() - t_kill
         assert took, "h2 never took over"
         assert handover < session_s(broker) + 6, handover
-        time.sleep(1.5)
+        # h2 leads and has heartbeated a few times since (heartbeat_s 0.5)
+        wait_metric(h2.metrics_port, "regionguard_health_leader", lambda v: v == 1, what="h2 the leader")
+        assert until(lambda: len([r for r in states.since(t_kill) if r.region == "eu" and r.observer == "h2"]) >= 3, 10)
         after = [r for r in states.since(t_kill) if r.region == "eu"]
         # no false transition: the new leader resumes the same state and seq, as heartbeats
         assert all(r.heartbeat and r.seq == before.seq and r.state == before.state for r in after), after
-        assert len(events.since()) == n_events
-        assert metrics(h2)["regionguard_health_leader"] == 1.0
+        assert len(read_json_to_end(cf.bootstrap, cf.topic("failover-events"))) == n_events
         # and the new leader decides: a real outage still opens the region, with a higher seq
         lr.proxy("eu").set_mode("refuse")
         assert until(lambda: state_of(states, "eu") == "open", 5)
@@ -203,12 +228,14 @@ def test_quorum_two_ignores_one_cut_off_observer(broker, regions, rg_config, ser
         try:
             h1 = start_health(services, cf.path, "h1")
             h2 = start_health(services, h2_cfg, "h2")
-            for h in (h1, h2):
-                h.wait_for_log("joined the leader election", 30)
+            wait_election(cfg, 2)
             assert until(lambda: state_of(states, "eu") == "closed", 15)
             lr.proxy("eu").set_mode("blackhole")  # only h1 is cut off
             t0 = time.monotonic()
-            time.sleep(4.0)
+            # the leader has seen h1 fail many times over (consecutive_failures: 8 would open a breaker
+            # without the quorum) and published it: ignored, below the quorum
+            assert until(lambda: (st := states.latest("eu")) is not None and st.stats["ignored_failures"] >= 40
+                         and st.stats["observers"].get("h1", {}).get("ok") is False, 30), states.latest("eu")
             assert [r for r in states.since(t0) if r.state.value != "closed"] == []
             st = states.latest("eu")
             assert st.stats["ignored_failures"] > 0 and st.stats["quorum"] == 2
@@ -230,7 +257,7 @@ def test_heal_after_an_outage_longer_than_the_open_waits_closes_within_a_second_
     states = Collect(cfg, "region-state", RegionState)
     try:
         h1 = start_health(services, cf.path, "h1")
-        h1.wait_for_log("is the leader", 30)
+        wait_leader(h1)
         assert until(lambda: state_of(states, "eu") == "closed", 10)
         t0 = time.monotonic()
         lr.proxy("eu").set_mode("blackhole")
