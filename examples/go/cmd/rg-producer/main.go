@@ -5,7 +5,8 @@
 //	rg-producer produce BOOTSTRAP PREFIX REGION  one write per stdin line {"table","op","key","data"}, in
 //	                                             order; prints {"sent": n} once every write is acknowledged
 //
-// RG_NO_IDEMPOTENCE=1 turns idempotence off for brokers without InitProducerId.
+// RG_NO_IDEMPOTENCE=1 turns idempotence off for brokers without InitProducerId;
+// RG_KAFKA_MAX_VERSION=v2.8.0 (say) caps request versions for brokers that close on newer ones.
 package main
 
 import (
@@ -20,6 +21,7 @@ import (
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kversion"
 
 	regionguard "example.com/regionguard-producer"
 )
@@ -62,6 +64,13 @@ func produce(bootstrap, prefix, region string) error {
 	var extra []kgo.Opt
 	if os.Getenv("RG_NO_IDEMPOTENCE") == "1" {
 		extra = append(extra, kgo.DisableIdempotentWrite())
+	}
+	if v := os.Getenv("RG_KAFKA_MAX_VERSION"); v != "" { // e.g. v2.8.0: pin request versions for older brokers
+		versions := kversion.FromString(v)
+		if versions == nil {
+			return fmt.Errorf("RG_KAFKA_MAX_VERSION %q: not a Kafka version", v)
+		}
+		extra = append(extra, kgo.MaxVersions(versions))
 	}
 	p, err := regionguard.NewProducer(strings.Split(bootstrap, ","), prefix, extra...)
 	if err != nil {
