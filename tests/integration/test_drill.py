@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from regionguard.embedded.drillctl import ControlServer, DrillClient, DrillControlError, state_file_path
-from tests.integration.helpers import ev_bytes, produce_raw, wait_until, write_event
+from tests.harness import free_port
+from tests.integration.helpers import ev_bytes, produce_raw, wait_assigned, wait_metric, wait_until, write_event
 
 pytestmark = pytest.mark.timeout(150)
 REPO = Path(__file__).resolve().parents[2]
@@ -55,11 +56,12 @@ def test_drill_blackhole_holds_and_replays(broker, regions, rg_config, services,
     assert state_file_path(cfg) == state_file
     ctl = ControlServer({r: lr.proxy(r) for r in lr.names}, cfg=cfg).start()
     try:
-        health = services("health", cf.cli_args("health", "--metrics-port", "0"))
-        router = services("router", cf.cli_args("router", "--metrics-port", "0"))
+        health_port = free_port()
+        services("health", cf.cli_args("health", "--metrics-port", str(health_port)))
+        services("router", cf.cli_args("router", "--metrics-port", "0"))
         services("replayer", cf.cli_args("replayer", "--metrics-port", "0"))
-        health.wait_for_log("is the leader", 45)
-        router.wait_for_log(r"region eu: assigned partitions", 45)
+        wait_metric(health_port, "regionguard_health_leader", lambda v: v == 1, timeout=45, what="health the leader")
+        wait_assigned(cf, "router", "eu", timeout=45)
         base = [write_event("eu", "users", "upsert", {"id": i}, {"name": "v1", "version": 1}) for i in range(10)]
         produce_raw(cf.bootstrap, cf.topic("writes", "eu"), [ev_bytes(e) for e in base])
         wait_until(lambda: lr.count("eu", "users") == 10, timeout=30, what="direct applies before the drill")

@@ -28,7 +28,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness import free_port
-from tests.integration.helpers import ev_bytes, produce_raw, wait_until, write_event
+from tests.integration.helpers import ev_bytes, produce_raw, wait_assigned, wait_metric, wait_until, write_event
 
 pytestmark = pytest.mark.timeout(180)
 REPO = Path(__file__).resolve().parents[2]
@@ -160,15 +160,15 @@ def test_every_referenced_metric_is_in_a_live_scrape(broker, regions, rg_config,
         "features": {"recommendations": {"off_when": ["open", "half_open"]}, "checkout": {"critical": True}},
     })
     port = {s: free_port() for s in ("health", "router", "replayer", "features", "status")}
-    health = services("health", cf.cli_args("health", "--metrics-port", str(port["health"])))
+    services("health", cf.cli_args("health", "--metrics-port", str(port["health"])))
     # routers and replayers judge the region by their own connection failures here, so the
     # apply-error and readiness paths run for sure (the health service still decides the breaker)
-    router = services("router", cf.cli_args("router", "--no-health", "--metrics-port", str(port["router"])))
+    services("router", cf.cli_args("router", "--no-health", "--metrics-port", str(port["router"])))
     services("replayer", cf.cli_args("replayer", "--no-health", "--metrics-port", str(port["replayer"])))
     services("features", cf.cli_args("features", "--metrics-port", str(port["features"])))
     services("status", cf.cli_args("status", "--metrics-port", str(port["status"]), "--interval", "0.5"))
-    health.wait_for_log("is the leader", 45)
-    router.wait_for_log(r"region eu: assigned partitions", 45)
+    wait_metric(port["health"], "regionguard_health_leader", lambda v: v == 1, timeout=45, what="health the leader")
+    wait_assigned(cf, "router", "eu", timeout=45)
 
     writes = cf.topic("writes", "eu")
     ok = [write_event("eu", "users", "upsert", {"id": i}, {"name": "a", "version": 1}) for i in range(5)]
