@@ -11,14 +11,16 @@ from __future__ import annotations
 import json
 import threading
 import time
-import urllib.request
+from datetime import datetime, timezone
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from regionguard.client import FeatureFlags
 from regionguard.client.testing import StatePublisher
-from tests.harness import ServiceProcess, make_config
+from regionguard.core.models import FeatureFlags as FeatureFlagsRecord
+from tests.harness import ServiceProcess, free_port, make_config
+from tests.integration.helpers import metric_value, read_json_to_end, read_to_end
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -66,6 +68,18 @@ class Events:
         self._c.close()
 
 
+def features_events(cf) -> list[dict]:
+    """The feature manager's failover events, up to the end of the topic."""
+    return [e for e in read_json_to_end(cf.bootstrap, cf.topic("failover-events")) if e.get("service") == "features"]
+
+
+def records_since(cf, region: str, t: datetime) -> list[FeatureFlagsRecord]:
+    """Records of ``region`` on the features topic (up to its end) written by a feature manager after ``t``."""
+    recs = [FeatureFlagsRecord.model_validate_json(m.value())
+            for m in read_to_end(cf.bootstrap, cf.topic("features")) if m.value()]
+    return [r for r in recs if r.region == region and r.at > t]
+
+
 def test_feature_manager_follows_region_states_and_staleness(broker, tmp_path):
     cf = make_config(DSNS, broker.bootstrap, tmp_path / "rg.yaml",
                      overrides={"features": FEATURES, "health": {"heartbeat_s": 0.2, "stale_after_s": 1.5}})
@@ -73,10 +87,11 @@ def test_feature_manager_follows_region_states_and_staleness(broker, tmp_path):
     pub = StatePublisher(cfg, heartbeat_s=0.2).start()
     flags = FeatureFlags(cfg).start()
     events = Events(cfg)
-    svc = ServiceProcess("features", cf.cli_args("features", "--metrics-port", "0"), log_dir=tmp_path)
+    port = free_port()
+    svc = ServiceProcess("features", cf.cli_args("features", "--metrics-port", str(port)), log_dir=tmp_path)
     try:
-        svc.wait_for_log(r"features started", timeout=30)
-        assert until(lambda: flags.flags("eu") is not None and flags.flags("us") is not None, 10), svc.log_tail()
+        # started: its first flags of every region are published
+        assert until(lambda: flags.flags("eu") is not None and flags.flags("us") is not None, 40), svc.log_tail()
         first = flags.flags("eu")
         assert first.disabled == [] and not flags.stale
 
@@ -126,25 +141,26 @@ def test_feature_manager_follows_region_states_and_staleness(broker, tmp_path):
         assert age is not None and age < 1.0
 
         # metrics
-        port = int(svc.wait_for_log(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", timeout=5, current=False)[1])
         pub.set("us", "open")
         wait_disabled("us", ["recommendations", "search"])
-        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-        assert 'regionguard_feature_disabled{feature="search",region="us"} 1.0' in body
-        assert 'regionguard_feature_disabled{feature="search",region="eu"} 0.0' in body
-        assert 'regionguard_feature_disabled{feature="checkout",region="us"} 0.0' in body
+        assert metric_value(port, "regionguard_feature_disabled", feature="search", region="us") == 1.0
+        assert metric_value(port, "regionguard_feature_disabled", feature="search", region="eu") == 0.0
+        assert metric_value(port, "regionguard_feature_disabled", feature="checkout", region="us") == 0.0
 
         # restart: the seq continues and an unchanged set is not republished as a change
         before = flags.flags("us")
         assert until(lambda: any(e["detail"]["seq"] == before.seq for e in events.items), 5)
-        n_events = len(events.items)
+        n_events = len(features_events(cf))
         assert svc.terminate(timeout=10) == 0
         assert "features stopped" in svc.log_text(current=True)
+        restarted = datetime.now(timezone.utc)
         svc.start()
-        svc.wait_for_log(r"features started", timeout=30)
-        time.sleep(1.0)
+        # the new incarnation runs: it steps (publishing any change first), then heartbeats its records
+        after = until(lambda: records_since(cf, "us", restarted), 40)
+        assert after, svc.log_tail()
+        assert all(r.heartbeat and r.seq == before.seq and r.disabled == before.disabled for r in after), after
         assert flags.flags("us").seq == before.seq and flags.flags("us").disabled == before.disabled
-        assert len(events.items) == n_events
+        assert len(features_events(cf)) == n_events
         pub.set("us", "closed")
         wait_disabled("us", [])
         assert flags.flags("us").seq > before.seq
