@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.request
 import uuid
 
 import asyncpg
@@ -26,6 +27,7 @@ from tests.harness import (
     create_topics,
     free_port,
     topic_plan,
+    wait_port,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -236,16 +238,26 @@ def test_pgcluster_crash_and_restart(tmp_path) -> None:
 
 
 def test_service_process_logs_signals_and_exit(tmp_path, services) -> None:
+    # the printed usage is the output under test here (and wait_for_log is part of the harness under test)
     help_ = ServiceProcess("cli-help", ["--help"], log_dir=tmp_path)
     help_.wait_for_log(r"usage: regionguard", timeout=30)
     assert help_.wait(30) == 0
     port = free_port()
     srv = services("http", ["--bind", "127.0.0.1", str(port)], module="http.server")
-    srv.wait_for_log(r"Serving HTTP", timeout=20)
+
+    def serving() -> None:
+        # up means answering on its port; http.server prints its banner before it serves and logs
+        # the request before it answers, so both are in the log once the answer is here
+        assert wait_port("127.0.0.1", port, timeout=20), srv.log_tail()
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).status == 200
+        current = srv.log_text(current=True)
+        assert "Serving HTTP" in current and '"GET / HTTP/1.1" 200' in current, current
+
+    serving()
     assert srv.alive
     assert srv.terminate(5) is not None and not srv.alive
     srv.start()
-    srv.wait_for_log(r"Serving HTTP", timeout=20)
+    serving()
     assert srv.kill() == -9 and srv.returncode == -9
     with pytest.raises(ServiceError):
         srv.wait_for_log(r"never printed", timeout=0.5)
