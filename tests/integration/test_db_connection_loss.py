@@ -36,7 +36,13 @@ async def test_connection_reset_mid_statement_is_region_unavailable(regions) -> 
         await db.prepare()
         w = WriteEvent(id=uuid.uuid4(), region="eu", table="slow", op="insert", key={"id": 1}, data={"v": "x"})
         task = asyncio.create_task(db.apply([w], source="router"))
-        await asyncio.sleep(1.0)  # the insert is now sleeping in its trigger
+        # the insert is now sleeping in its trigger (pg_sleep: 3 s), seen from a direct connection
+        deadline = asyncio.get_running_loop().time() + 10
+        while not (await lr.afetch("eu", "SELECT pid FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
+                                         "AND datname = current_database() AND query ILIKE '%insert%'")):
+            assert not task.done(), "the insert ended before reaching its trigger"
+            assert asyncio.get_running_loop().time() < deadline, "the insert never reached its trigger"
+            await asyncio.sleep(0.02)
         assert not task.done()
         await asyncio.to_thread(lr.proxy("eu").reset_all)
         with pytest.raises(RegionUnavailable):
