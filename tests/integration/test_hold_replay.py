@@ -12,7 +12,8 @@ import pytest
 
 from tests.harness import free_port
 from tests.integration.helpers import (
-    committed, ev_bytes, metric_value, produce_raw, read_json, read_json_to_end, read_topic, wait_assigned, wait_metric, wait_until, write_event,
+    committed, ev_bytes, metric_value, produce_raw, read_json, read_json_to_end, read_topic, wait_assigned,
+    wait_metric, wait_until, write_event,
 )
 
 
@@ -137,8 +138,9 @@ def test_replayer_offsets_gate_the_switch_back(regions, rg_config, services):
     wait_until(lambda: lr.fetch("eu", "SELECT version FROM users WHERE id = 1") == [{"version": 4}],
                timeout=40, what="replay then direct")
     # and it never did: the newer write was applied after every held one (by the replayer, or
-    # directly once the replayer had passed the fence)
-    at = {r["write_id"]: r["applied_at"] for r in lr.fetch("eu", "SELECT write_id::text, applied_at FROM regionguard_applied")}
+    # directly once the replayer had passed the held writes)
+    at = {r["write_id"]: r["applied_at"]
+          for r in lr.fetch("eu", "SELECT write_id::text, applied_at FROM regionguard_applied")}
     assert set(at) == {e["id"] for e in evs + [later]}
     assert at[later["id"]] >= max(at[e["id"]] for e in evs)
     groups = committed(cfg.bootstrap, f"{cfg.prefix}{cfg.data['replay']['group_id']}.eu", cfg.topic("held", "eu"), 1)

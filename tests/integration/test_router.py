@@ -14,7 +14,8 @@ import pytest
 
 from tests.harness import free_port
 from tests.integration.helpers import (
-    ev_bytes, metric_value, produce_raw, read_json, read_json_to_end, wait_assigned, wait_metric, wait_until, write_event,
+    ev_bytes, metric_value, produce_raw, read_json, read_json_to_end, wait_assigned, wait_metric, wait_until,
+    write_event,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
