@@ -43,4 +43,14 @@ if [ "${1:-}" = "--test-tools" ]; then
   fi
   .venv/bin/python -c "from regionguard.embedded.kafka import kafka_libs; kafka_libs()" \
     || { echo "setup: could not resolve Apache Kafka's jars with Maven" >&2; exit 1; }
+  # the Java (Maven) and Go (franz-go) producer examples of the conformance test: built once per
+  # change of their sources into ~/.cache/regionguard (tests/integration/polyglot.py); a failure
+  # here only means the test builds (or loudly skips) them itself
+  for lang in java go; do
+    .venv/bin/python -c "import sys; from tests.integration import polyglot as p
+try:
+    p.${lang}_producer()
+except p.Missing as exc:
+    sys.exit(f'setup: ${lang} producer example not built: {exc}')" || true
+  done
 fi
