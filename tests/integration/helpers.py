@@ -136,6 +136,10 @@ def wait_metric(port: int, name: str, pred: Callable[[float], bool], *, timeout:
 
 
 # ---------------------------------------------------------------------------------- consumer groups
+#: what :func:`group_members` returns for a Stable group whose broker does not describe its members
+UNDESCRIBED: dict[str, set[int]] = {"(members not described by the broker)": set()}
+
+
 def group_members(bootstrap: str, group: str, topic: str | None = None) -> dict[str, set[int]] | None:
     """The broker's description of consumer group ``group``: member id -> partitions of ``topic``
     (of every topic when None) assigned to it, while the group is Stable; None while it forms,
@@ -151,6 +155,10 @@ def group_members(bootstrap: str, group: str, topic: str | None = None) -> dict[
         del admin
     if desc.state != ConsumerGroupState.STABLE:
         return None
+    if not desc.members:
+        # tansu: Stable once every member has its assignment (Empty before a join and after the last
+        # leave, Unknown while joining), but it never lists members; the state is all it tells
+        return dict(UNDESCRIBED)
     return {m.member_id: {tp.partition for tp in (m.assignment.topic_partitions if m.assignment else [])
                           if topic is None or tp.topic == topic}
             for m in desc.members}
@@ -162,11 +170,14 @@ def wait_group(bootstrap: str, group: str, *, topic: str | None = None, partitio
     """Wait until consumer group ``group`` is Stable and, as asked: its members own every one of
     ``partitions`` partitions of ``topic``; it has exactly ``members`` members; none of the member
     ids in ``exclude`` is still listed (members of a killed process stay until their session times
-    out). Returns :func:`group_members`."""
+    out). Returns :func:`group_members`. On a broker that describes no members (tansu) it waits
+    for the Stable state only."""
     gone = set(exclude)
 
     def check() -> dict[str, set[int]] | None:
         ms = group_members(bootstrap, group, topic)
+        if ms == UNDESCRIBED:
+            return ms  # Stable is all this broker says: member counts and exclusions can't be checked
         if not ms or gone & set(ms):
             return None
         if members is not None and len(ms) != members:
