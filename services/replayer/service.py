@@ -12,6 +12,7 @@ from ..core import metrics
 from ..core.config import load_config
 from ..core.gctune import tune_for_throughput
 from ..core.kafka import ensure_topics, make_producer
+from ..core.leave import leave_in_turn
 from ..core.log import setup_logging
 from ..router.service import _state_view, install_signal_handlers, parse_regions, view_ready
 from .region import RegionReplay
@@ -56,6 +57,8 @@ def main(args: argparse.Namespace) -> int:
         try:
             await asyncio.gather(*(w.run(stop) for w in workers))
         finally:
+            await asyncio.gather(*(leave_in_turn([w for w in workers if w.region == r], service="replayer",
+                                                 what=f"the replayer group of {r}") for r in regions))
             events.flush(5)
             for s in shared.values():
                 await s.close()

@@ -31,7 +31,6 @@ from ..core.errors import BadWrite, RegionGuardError, RegionUnavailable
 from ..core.kafka import Confirmer, KafkaDeliveryError, make_consumer, make_producer, replayer_group
 from ..core.models import ControlRecord, DeadReason, Policy
 from ..core.readahead import ReadAhead
-from ..core.supervise import swallowed
 from ..core.writes import Record, decode_write
 from ..router.decide import H_FENCE
 from .region import RegionReplay
@@ -64,6 +63,7 @@ class ReplayWorker:
         self.last_record = 0.0
         self.touched: dict[int, int] = {}
         self._committing: asyncio.Future | None = None
+        self.assignments = 0  # on_assign calls so far (core/leave.py waits on them)
 
     # ---------------------------------------------------------------- state
     def is_closed(self) -> bool:
@@ -72,6 +72,7 @@ class ReplayWorker:
     def _on_assign(self, consumer, parts) -> None:
         log.info("region %s: assigned held partitions %s%s", self.region, [tp.partition for tp in parts], self._lane_tag)
         self.assigned |= {tp.partition for tp in parts}
+        self.assignments += 1
         self.reader.invalidate()
         self.resume_due = True  # a pause can outlive a revoke/assign: resume explicitly when running
         if self.paused:
@@ -156,10 +157,7 @@ class ReplayWorker:
             except Abandon:
                 pass  # read again by whoever owns the partitions next
             self.producer.flush(5)
-            try:
-                self.consumer.close()
-            except Exception as exc:  # noqa: BLE001 - stopping goes on (reported)
-                swallowed("replayer", exc, what=f"closing the consumer of {self.region}", logger=log)
+            # the group consumer stays open: the service closes the region's lanes in turn (core/leave.py)
 
     async def _wait_closed(self, stop: asyncio.Event) -> None:
         self.shared.not_closed()

@@ -16,6 +16,7 @@ from ..core.db import RegionDB
 from ..core.gctune import tune_for_throughput
 from ..core.inbox import InboxPruner
 from ..core.kafka import ensure_topics, make_producer
+from ..core.leave import leave_in_turn
 from ..core.log import setup_logging
 from ..core.rowcache import RowCache
 from .region import RegionShare
@@ -113,7 +114,13 @@ class Router:
             for t in pruning:
                 t.cancel()  # a batch in flight is cancelled by PostgreSQL: nothing half-done
             await asyncio.gather(*pruning, return_exceptions=True)
+            lanes: dict[str, list[RegionWorker]] = {}
             for w in self.workers:
+                lanes.setdefault(w.region, []).append(w)
+            await asyncio.gather(*(leave_in_turn(ws, service="router", what=f"the router group of {r}")
+                                   for r, ws in lanes.items()))
+            for w in self.workers:
+                w.close()
                 w.producer.flush(5)
             for db in self.dbs.values():
                 await db.close()

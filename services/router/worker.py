@@ -87,6 +87,7 @@ class RegionWorker:
         self.modes = PartitionModes()
         self.paused: set[int] = set()          # paused for draining
         self.done: dict[int, int] = {}         # partition -> next offset to commit (its batch is settled)
+        self.assignments = 0                   # on_assign calls so far (core/leave.py waits on them)
         self.backoff = cfg.router.retry_initial_s  # transient DB errors of this lane
         self.consumer = make_consumer(cfg, router_group(cfg, region), **{"queued.max.messages.kbytes": 4096})
         self.offsets_reader = make_consumer(cfg, replayer_group(cfg, region))
@@ -115,6 +116,7 @@ class RegionWorker:
     def _on_assign(self, consumer, parts) -> None:
         ps = [tp.partition for tp in parts]
         log.info("region %s: assigned partitions %s%s", self.region, ps, self._lane_tag())
+        self.assignments += 1
         for p in ps:
             self.done.pop(p, None)  # a position settled in an earlier ownership is not ours to commit
         self.modes.assigned(ps)
@@ -164,14 +166,14 @@ class RegionWorker:
                     log.info("region %s: batch abandoned; it will be read again", self.region)
         finally:
             self.reader.cancel()
-            self.close()
+            # the group consumer stays open: the service closes the region's lanes in turn (core/leave.py)
 
     def close(self) -> None:
-        for c in (self.consumer, self.offsets_reader):
-            try:
-                c.close()
-            except Exception as exc:  # noqa: BLE001 - closing the other goes on (reported)
-                swallowed("router", exc, what=f"closing a consumer of {self.region}", logger=log)
+        """Close what is ours alone (the group consumer is closed by :func:`leave_in_turn`)."""
+        try:
+            self.offsets_reader.close()
+        except Exception as exc:  # noqa: BLE001 - shutting down goes on (reported)
+            swallowed("router", exc, what=f"closing the held-offsets reader of {self.region}", logger=log)
 
     async def _housekeeping(self) -> None:
         # new partitions: is anything possibly pending in their held partition?

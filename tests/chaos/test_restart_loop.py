@@ -19,7 +19,8 @@ import pytest
 from tests.integration.helpers import wait_until
 from tests.integration.restarts import RestartLoop
 
-pytestmark = [pytest.mark.chaos, pytest.mark.slow, pytest.mark.timeout(1200)]
+# smoke: also on tansu in `make test`, whose groups stalled on restarts (core/leave.py)
+pytestmark = [pytest.mark.chaos, pytest.mark.slow, pytest.mark.smoke, pytest.mark.timeout(1200)]
 
 ITERATIONS = int(os.environ.get("RG_RESTART_ITERATIONS", "24"))
 TERM_BOUND_S = 20.0
