@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import re
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ..core.config import Config
+from prometheus_client.parser import text_string_to_metric_families
+
 from ..embedded import Broker, ConfigFile, LocalRegions, PgCluster, ServiceProcess, make_config
+from ..embedded.net import free_port
 from .loadgen import VERIFY_SCHEMA, VERIFY_TABLES
 
 __all__ = ["Stack", "StackError", "REGION_FAULTS", "read_json_topic"]
@@ -54,6 +58,7 @@ class Stack:
         self.cf: ConfigFile | None = None
         self.cfg: Config | None = None
         self.procs: dict[str, ServiceProcess] = {}
+        self.metrics_ports: dict[str, int] = {}  # service name -> its /metrics port (kept across restarts)
         self.faults: dict[str, str] = {}   # region -> active fault
 
     # ------------------------------------------------------------------ infrastructure
@@ -96,6 +101,10 @@ class Stack:
             argv += ["--instance", name]
         elif kind == "health":
             argv += ["--observer", name]
+        if kind in ("router", "replayer", "health", "features") and "--metrics-port" not in extra:
+            # a port of our choosing, kept across restarts: readiness is read from /metrics, not logs
+            port = self.metrics_ports.setdefault(name, free_port())
+            argv += ["--metrics-port", str(port)]
         proc = self.procs.get(name)
         if proc is not None and proc.alive:
             return proc
@@ -106,18 +115,41 @@ class Stack:
             proc.start()
         return proc
 
+    def metric(self, name: str, sample: str, **labels: str) -> float | None:
+        """Sum of ``sample`` with ``labels`` on service ``name``'s /metrics; None while it doesn't answer."""
+        port = self.metrics_ports.get(name)
+        proc = self.procs.get(name)
+        if port is None or proc is None or not proc.alive:
+            return None
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+        except OSError:
+            return None
+        return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+                   if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()))
+
     def wait_router_ready(self, name: str, timeout: float = 60.0) -> None:
-        """Every region's consumer of router ``name`` has got its first assignment."""
+        """Router ``name`` owns at least one partition of every region and knows its mode (held or
+        direct: looked up after the assignment), as its /metrics say."""
+        deadline = time.monotonic() + timeout
         proc = self.procs[name]
-        for region in self.region_names:
-            proc.wait_for_log(rf"region {re.escape(region)}: assigned partitions", timeout=timeout)
+        while time.monotonic() < deadline:
+            if not proc.alive:
+                raise StackError(f"{name} exited (rc={proc.returncode}):\n{proc.log_tail()}")
+            owned = [sum(self.metric(name, g, region=r) or 0 for g in ("regionguard_held_partitions",
+                                                                       "regionguard_direct_partitions"))
+                     for r in self.region_names]
+            if all(n >= 1 for n in owned):
+                return
+            time.sleep(0.1)
+        raise StackError(f"{name}: not assigned in every region after {timeout}s:\n{proc.log_tail()}")
 
     def wait_health_leader(self, timeout: float = 60.0) -> str:
+        """The health service whose /metrics say it is the deciding leader."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for name, proc in self.procs.items():
-                if name.startswith("health") and proc.alive and re.search(
-                        r"is the leader", proc.log_text(current=True)):
+            for name in list(self.procs):
+                if name.startswith("health") and self.metric(name, "regionguard_health_leader") == 1:
                     return name
             time.sleep(0.2)
         raise StackError(f"no health leader after {timeout}s")
