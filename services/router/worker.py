@@ -60,6 +60,9 @@ INEXACT_MARGIN = 100_000
 #: normally moves first; reading again covers a read that failed or timed out).
 RESCAN_S = 5.0
 
+#: An offset above any real one: "every record of the partition may have been applied already".
+ALL_OFFSETS = 1 << 62
+
 
 class _OpenedMidBatch(Exception):
     """The region was declared open while its batch was being applied."""
@@ -201,8 +204,6 @@ class RegionWorker:
             except KafkaException as exc:
                 log.warning("region %s: replayer offsets lookup failed: %s", self.region, exc)
                 committed = []
-            log.debug("region %s: draining %s, modes %s, replayer at %s", self.region, self.modes.draining(),
-                      self.modes.counts(), [(tp.partition, tp.offset) for tp in committed])
             switching = []
             for tp in committed:
                 off = tp.offset if tp.offset is not None and tp.offset >= 0 else None
@@ -233,7 +234,7 @@ class RegionWorker:
         except KafkaException as exc:
             log.warning("region %s: watermark lookup of p%d failed (%s); all of it counts as possibly applied",
                         self.region, p, exc)
-            return 1 << 62
+            return ALL_OFFSETS
         return high if self._exact else high + INEXACT_MARGIN
 
     async def _only_fences_left(self, p: int, committed: int | None) -> list[tuple[Action, int]]:
@@ -424,7 +425,7 @@ class RegionWorker:
         verify: dict[int, Route] = {}  # id(rec) -> the dead letter the replayer gives it unless applied
         for rec, w in held:
             route, fb = decide.route_held(w, now=now, is_closed=self.is_closed)
-            if route in decide.DEAD_ROUTES and rec.offset < self.uncertain.get(rec.partition, 1 << 62):
+            if route in decide.DEAD_ROUTES and rec.offset < self.uncertain.get(rec.partition, ALL_OFFSETS):
                 verify[id(rec)] = route
                 plain.append((rec, w, None))
             elif route is Route.expired:
