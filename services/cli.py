@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inbox": ("regionguard.inboxadmin", "prune old inbox rows and delete tombstones (inbox prune [--dry-run])"),
     "demo": ("regionguard.demo", "run the embedded failover drill (no config needed)"),
     "drill": ("regionguard.drill", "inject a fault into a running local setup"),
+    "dead-letters": ("regionguard.deadletters", "list dead letters, redrive them once fixed (list | redrive --reason R)"),
 }
 
 

@@ -309,6 +309,12 @@ class RedisConfig(_Frozen):
     ttl_s: int = Field(3600, ge=1)
 
 
+class DeadLettersConfig(_Frozen):
+    max_redrives: int = Field(3, ge=0, description=(
+        "`regionguard dead-letters redrive` refuses (and reports) a dead letter whose write was already "
+        "redriven this many times (its `rg-redrive-count` header): a loop guard."))
+
+
 class Config(_Frozen):
     kafka: KafkaConfig = KafkaConfig()
     regions: dict[str, RegionConfig] = Field(min_length=1)
@@ -321,6 +327,7 @@ class Config(_Frozen):
     inbox: InboxConfig = InboxConfig()
     metrics: MetricsConfig = MetricsConfig()
     redis: RedisConfig = RedisConfig()
+    dead_letters: DeadLettersConfig = DeadLettersConfig()
 
     @field_validator("regions")
     @classmethod
