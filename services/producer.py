@@ -1,8 +1,10 @@
 """The producer SDK and ``regionguard write``.
 
 ``WriteProducer`` publishes WriteEvents with an idempotent, ``acks=all``
-producer and the Kafka key DESIGN.md asks for (``<table>/<key values>``), so
-every write to one row lands in one partition, in order. Any language can do
+producer and the Kafka key DESIGN.md asks for (the event's ``ordering_key``, else
+``<table>/<key values>``), so every write to one row -- or of one ordering key --
+lands in one partition, in order. ``WriteProducer.group`` builds an atomic write
+group: several row operations published as one record. Any language can do
 the same: see README ("Producing from any language").
 """
 
@@ -20,7 +22,7 @@ from pydantic import ValidationError
 
 from .core.config import Config, load_config
 from .core.kafka import Confirmer, KafkaDeliveryError, make_producer
-from .core.models import Op, Policy, WriteEvent
+from .core.models import MAX_GROUP_OPS, Op, Policy, RowOp, WriteEvent
 from .core.stateview import rdkafka_log
 
 
@@ -57,6 +59,22 @@ class WriteProducer:
         self.send(ev)
         return ev
 
+    def group(
+        self, region: str, *, ordering_key: str, policy: Policy | str = Policy.hold,
+        fallback_regions: list[str] | None = None, expires_at: datetime | None = None,
+        meta: dict[str, Any] | None = None, id: uuid.UUID | None = None,
+    ) -> "WriteGroup":
+        """An atomic write group: ``with producer.group(region, ordering_key=...) as g: g.insert(...)``.
+
+        The ops are published as one record when the block ends without an error (nothing is sent
+        otherwise); the router applies them in one transaction, in order, all or nothing.
+        """
+        if region not in self.cfg.regions:
+            raise ValueError(f"unknown region {region!r}")
+        return WriteGroup(self, dict(id=id or uuid.uuid4(), region=region, ordering_key=ordering_key,
+                                     policy=Policy(policy), fallback_regions=fallback_regions or [],
+                                     expires_at=expires_at, meta=meta or {}))
+
     def send(self, ev: WriteEvent) -> None:
         self._confirmer.produce(self._producer, self.cfg.topic("writes", ev.region),
                                 ev.model_dump_json().encode(), key=ev.kafka_key())
@@ -80,6 +98,48 @@ class WriteProducer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class WriteGroup:
+    """Collects the row operations of one atomic write group (see :meth:`WriteProducer.group`)."""
+
+    def __init__(self, producer: WriteProducer, fields: dict[str, Any]) -> None:
+        self._producer, self._fields = producer, fields
+        self.ops: list[RowOp] = []
+        self.event: WriteEvent | None = None  # the published event, once the block has ended
+
+    def add(self, table: str, op: Op | str, key: dict[str, Any], data: dict[str, Any] | None = None) -> "WriteGroup":
+        if len(self.ops) >= MAX_GROUP_OPS:
+            raise ValueError(f"a write group holds at most {MAX_GROUP_OPS} ops")
+        self.ops.append(RowOp(table=table, op=Op(op), key=key, data=data))
+        return self
+
+    def insert(self, table: str, key: dict[str, Any], data: dict[str, Any]) -> "WriteGroup":
+        return self.add(table, Op.insert, key, data)
+
+    def upsert(self, table: str, key: dict[str, Any], data: dict[str, Any]) -> "WriteGroup":
+        return self.add(table, Op.upsert, key, data)
+
+    def update(self, table: str, key: dict[str, Any], data: dict[str, Any]) -> "WriteGroup":
+        return self.add(table, Op.update, key, data)
+
+    def delete(self, table: str, key: dict[str, Any], data: dict[str, Any] | None = None) -> "WriteGroup":
+        return self.add(table, Op.delete, key, data)
+
+    def send(self) -> WriteEvent:
+        """Publish the group as one record (``flush()`` confirms it, as for any write)."""
+        if self.event is not None:
+            raise RuntimeError("this write group was already sent")
+        self.event = WriteEvent(ops=self.ops, **self._fields)
+        self._producer.send(self.event)
+        return self.event
+
+    def __enter__(self) -> "WriteGroup":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None and self.event is None:
+            self.send()
 
 
 # ---- CLI -----------------------------------------------------------------

@@ -17,7 +17,7 @@ import orjson
 from .config import Config
 from .dsn import dsn_host
 from .errors import BadWrite, PoisonWrite, RegionGuardError, RegionNotReady, RegionUnavailable, classify_db_error
-from .models import DeadReason, Op, WriteEvent
+from .models import DeadReason, Op, WriteEvent, row_ops
 from .sql import (COLUMNS_QUERY, INBOX_APPLIED, INBOX_CLAIM, INBOX_CLAIM_COUNT, INBOX_DDL, INBOX_RELEASE, INBOX_TABLE,
                   TableSchema, build_statement, statement_params)
 from .writes import check_columns
@@ -30,6 +30,7 @@ class ApplyResult:
     applied: int = 0
     duplicates: int = 0
     stale: int = 0
+    groups: int = 0  # atomic write groups applied whole (their rows count in ``applied``/``stale``)
     failed: list[tuple[int, BadWrite]] = field(default_factory=list)
     # (table, op, row) of every changed row, when asked for (Redis write-through)
     rows: list[tuple[str, Op, dict]] = field(default_factory=list)
@@ -38,32 +39,54 @@ class ApplyResult:
         self.applied += other.applied
         self.duplicates += other.duplicates
         self.stale += other.stale
+        self.groups += other.groups
         self.failed.extend((i + offset, e) for i, e in other.failed)
 
 
-def _row_id(w: WriteEvent) -> tuple:
+def _row_id(w) -> tuple:
     k = w.key
     return (w.table, *k.values()) if len(k) == 1 else (w.table, *sorted(k.items()))
 
 
-def _rounds(items: list[tuple[int, WriteEvent]]) -> list[list[tuple[int, WriteEvent]]]:
-    """Split writes so that each round holds at most one write per row.
+def _levels(items: list[tuple[int, WriteEvent]], schemas: dict[str, TableSchema]) -> list[list[tuple[int, object]]]:
+    """Order row operations into levels run in sequence; each level is one statement per shape.
 
-    Round k holds every row's k-th write; running rounds in sequence keeps
-    per-key order while each round can be one statement per (table, op, columns).
+    A row operation goes to a level above every earlier one it may depend on:
+
+    - an earlier write of the same row (per-key order: a row's k-th write lands in level k or later);
+    - the op before it in its group, unless both have the same shape (the group's listed order;
+      rows of one statement may refer to each other, PostgreSQL checks foreign keys at its end);
+    - every op of an earlier event with the same ``ordering_key`` (events sharing it apply in order).
+
+    Rows of unrelated events share levels, so a batch of groups of 10 (an order and 9 items) is
+    still a few statements. A dependency this cannot see (a foreign key between events of
+    different ordering keys) may fail the fast path; the careful path then applies in batch order.
     """
-    ids = [_row_id(w) for _, w in items]
-    if len(set(ids)) == len(ids):
-        return [items] if items else []  # the common case: every row once
-    seen: dict[tuple, int] = defaultdict(int)
-    rounds: list[list[tuple[int, WriteEvent]]] = []
-    for item, k in zip(items, ids):
-        n = seen[k]
-        seen[k] = n + 1
-        if n == len(rounds):
-            rounds.append([])
-        rounds[n].append(item)
-    return rounds
+    if all(w.ops is None and w.ordering_key is None for _, w in items):
+        ids = [_row_id(w) for _, w in items]
+        if len(set(ids)) == len(ids):
+            return [items] if items else []  # the common case: single rows, every row once
+    row_level: dict[tuple, int] = {}
+    chain_level: dict[str, int] = {}
+    levels: list[list[tuple[int, object]]] = []
+    for i, w in items:
+        base = chain_level.get(w.ordering_key, -1) + 1 if w.ordering_key is not None else 0
+        level = prev_shape = None
+        top = base
+        for op in row_ops(w):
+            shape = _shape(op, schemas)
+            need = max(base, row_level.get(_row_id(op), -1) + 1)
+            if level is not None:
+                need = max(need, level if shape == prev_shape else level + 1)
+            level, prev_shape = need, shape
+            row_level[_row_id(op)] = level
+            top = max(top, level)
+            while len(levels) <= level:
+                levels.append([])
+            levels[level].append((i, op))
+        if w.ordering_key is not None:
+            chain_level[w.ordering_key] = top
+    return levels
 
 
 class _Isolate(Exception):
@@ -133,6 +156,8 @@ class Plan:
     failed: list[tuple[int, BadWrite]]
     steps: list[tuple[list[tuple[int, WriteEvent]], TableSchema, Op, tuple[str, ...], str, list]]
     want_rows: bool
+    todo: list[tuple[int, WriteEvent]] = field(default_factory=list)  # (index, event) to apply, batch order
+    groups: int = 0  # atomic write groups among ``todo``
 
 
 def plan_writes(schemas: dict[str, TableSchema], writes: list, *, want_rows: bool = False,
@@ -156,18 +181,28 @@ def plan_writes(schemas: dict[str, TableSchema], writes: list, *, want_rows: boo
                 failed.append((i, bad))
             else:
                 todo.append((i, w))
+    firsts = [writes[i] for i in first.values()]
+    return Plan(writes, [w.id for w in firsts], [_inbox_table(w) for w in firsts], failed,
+                _steps(todo, schemas, want_rows), want_rows, todo, sum(1 for _, w in todo if w.ops is not None))
+
+
+def _steps(todo: list[tuple[int, WriteEvent]], schemas: dict[str, TableSchema], want_rows: bool) -> list:
     steps = []
-    for rnd in _rounds(todo):
-        groups: dict[tuple, list[tuple[int, WriteEvent]]] = defaultdict(list)
-        for i, w in rnd:
-            groups[_shape(w, schemas)].append((i, w))
-        for (table, op, key_cols, data_cols), rows in groups.items():
-            cols = tuple(sorted({*key_cols, *data_cols}))
+    for level in _levels(todo, schemas):
+        shapes: dict[tuple, list[tuple[int, object]]] = defaultdict(list)
+        for i, op in level:
+            shapes[_shape(op, schemas)].append((i, op))
+        for (table, op, key_cols, data_cols), rows in shapes.items():
+            cols = tuple(sorted({*key_cols, *data_cols}))  # as _columns() has it
             schema = schemas[table]
             steps.append((rows, schema, op, cols, _statement(schema, op, cols, want_rows),
                           _payload(schema, op, cols, rows)))
-    firsts = [writes[i] for i in first.values()]
-    return Plan(writes, [w.id for w in firsts], [w.table for w in firsts], failed, steps, want_rows)
+    return steps
+
+
+def _inbox_table(w) -> str:
+    """The inbox's ``tbl`` of an event: its table, or ``group:<first op's table>`` (for operators)."""
+    return w.table if w.ops is None else f"group:{w.ops[0].table}"
 
 
 async def _apply(conn, schemas, writes: list[WriteEvent], *, source: str, careful: bool,
@@ -188,7 +223,9 @@ async def _apply(conn, schemas, writes: list[WriteEvent], *, source: str, carefu
                 plan = plan_writes(schemas, writes, want_rows=want_rows, only=claimed)
         res.failed.extend(plan.failed)
         res.duplicates = len(writes) - n_claimed
-        for rows, schema, op, cols, stmt, params in plan.steps:
+        if careful and plan.groups:
+            await _apply_in_order(conn, schemas, plan, res, want_rows)
+        for rows, schema, op, cols, stmt, params in (() if careful and plan.groups else plan.steps):
             if careful:
                 await _apply_group(conn, schema, op, cols, rows, res, want_rows)
                 continue
@@ -202,7 +239,66 @@ async def _apply(conn, schemas, writes: list[WriteEvent], *, source: str, carefu
             res.stale += len(rows) - changed
         if res.failed:
             await conn.execute(INBOX_RELEASE, [writes[i].id for i, _ in res.failed])
+        if not careful or not plan.groups:
+            res.groups = plan.groups - sum(1 for i, _ in res.failed if writes[i].ops is not None)
     return res
+
+
+async def _apply_in_order(conn, schemas, plan: Plan, res: ApplyResult, want_rows: bool) -> None:
+    """The careful path of a batch holding groups: event by event in batch order.
+
+    Runs of single-row writes go as before (a savepoint per statement, then per row); each group
+    is one savepoint, one op at a time, so a failing op is named and undoes its whole group.
+    """
+    singles: list[tuple[int, WriteEvent]] = []
+
+    async def flush() -> None:
+        for rows, schema, op, cols, _stmt, _params in _steps(singles, schemas, want_rows):
+            await _apply_group(conn, schema, op, cols, rows, res, want_rows)
+        singles.clear()
+
+    for i, w in plan.todo:
+        if w.ops is None:
+            singles.append((i, w))
+            continue
+        await flush()
+        await _apply_atomic(conn, schemas, i, w, res, want_rows)
+    await flush()
+
+
+async def _apply_atomic(conn, schemas, i: int, w, res: ApplyResult, want_rows: bool) -> None:
+    """Apply one group's ops in listed order inside a savepoint; on a row error, none of them."""
+    part = ApplyResult()
+    at = 0
+    try:
+        async with conn.transaction():
+            for at, op in enumerate(w.ops):
+                cols = _columns(op, schemas)
+                schema = schemas[op.table]
+                rows = [(i, op)]
+                changed = await _run(conn, _statement(schema, op.op, cols, want_rows),
+                                     _payload(schema, op.op, cols, rows), part if want_rows else None,
+                                     schema.name, op.op)
+                part.applied += changed
+                part.stale += 1 - changed
+    except Exception as exc:  # noqa: BLE001
+        err = classify_db_error(w.ops[at].table, exc)
+        if not isinstance(err, (BadWrite, PoisonWrite)):
+            raise
+        reason = DeadReason.poison if isinstance(err, PoisonWrite) else err.reason
+        res.failed.append((i, BadWrite(reason, f"ops[{at}] ({w.ops[at].table} {w.ops[at].op.value}): "
+                                               f"{getattr(err, 'detail', str(err))}")))
+        return
+    res.applied += part.applied
+    res.stale += part.stale
+    res.groups += 1
+    res.rows.extend(part.rows)
+
+
+def _columns(op, schemas) -> tuple[str, ...]:
+    """The columns of the statement that applies ``op`` alone."""
+    _table, _op, key_cols, data_cols = _shape(op, schemas)
+    return tuple(sorted({*key_cols, *data_cols}))
 
 
 def _statement(schema: TableSchema, op: Op, cols, want_rows: bool = False) -> str:
@@ -234,11 +330,21 @@ def _shape(w: WriteEvent, schemas: dict[str, TableSchema]) -> tuple:
 
 
 def _precheck(w: WriteEvent, schemas: dict[str, TableSchema]) -> BadWrite | None:
-    schema = schemas.get(w.table)
+    if w.ops is None:
+        return _precheck_row(w, w.region, schemas)
+    for at, op in enumerate(w.ops):
+        bad = _precheck_row(op, w.region, schemas)
+        if bad is not None:
+            return BadWrite(bad.reason, f"ops[{at}]: {bad.detail}")
+    return None
+
+
+def _precheck_row(op, region: str, schemas: dict[str, TableSchema]) -> BadWrite | None:
+    schema = schemas.get(op.table)
     if schema is None:
         # allow-listed but absent in this database: the operator must create it; hold, don't drop
-        raise RegionNotReady(f"allow-listed table {w.table!r} does not exist in region {w.region}")
-    return check_columns(w, schema)
+        raise RegionNotReady(f"allow-listed table {op.table!r} does not exist in region {region}")
+    return check_columns(op, schema)
 
 
 def _payload(schema: TableSchema, op: Op, cols: tuple[str, ...], rows: list[tuple[int, WriteEvent]]) -> list:

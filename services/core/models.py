@@ -51,22 +51,24 @@ class DeadReason(str, enum.Enum):
 Scalar = str | int | float | bool | None
 
 
-class WriteEvent(BaseModel):
-    """One write to one row of one region. ``id`` is the idempotency key."""
+#: The most row operations one atomic write group may carry (DESIGN.md).
+MAX_GROUP_OPS = 1000
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: uuid.UUID
-    region: str = Field(min_length=1, max_length=63)
+#: JSON Schema of "data is required (non-empty) unless op is delete"
+DATA_UNLESS_DELETE = {"if": {"required": ["op"], "properties": {"op": {"not": {"const": "delete"}}}},
+                      "then": {"required": ["data"], "properties": {"data": {"type": "object", "minProperties": 1}}}}
+
+
+class RowOp(BaseModel):
+    """One row operation of an atomic write group: checked like a single-row write."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=DATA_UNLESS_DELETE)
+
     table: str = Field(min_length=1, max_length=63)
     op: Op
     key: dict[str, Scalar] = Field(min_length=1)
     data: dict[str, Any] | None = None
-    policy: Policy = Policy.hold
-    fallback_regions: list[str] = Field(default_factory=list)
-    expires_at: AwareDatetime | None = None
-    created_at: AwareDatetime = Field(default_factory=utcnow)
-    meta: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _data_required(self):
@@ -75,11 +77,96 @@ class WriteEvent(BaseModel):
         return self
 
     def row(self) -> dict[str, Any]:
-        """Key and data merged: the row as the table should hold it."""
         return {**(self.data or {}), **self.key}
 
+
+def _write_event_schema(schema: dict[str, Any]) -> None:
+    """JSON Schema of the two shapes: a single-row write or a group, never both, never null fields."""
+    props = schema["properties"]
+    for name in ("table", "op", "key", "ops", "ordering_key"):
+        not_null = [t for t in props[name].pop("anyOf") if t.get("type") != "null"]
+        props[name].update(not_null[0])
+        props[name].pop("default", None)
+    row = ("table", "op", "key")
+    schema["oneOf"] = [
+        {"title": "single-row write", "required": ["table", "op", "key"], "not": {"required": ["ops"]},
+         **DATA_UNLESS_DELETE},
+        {"title": "atomic write group", "required": ["ops", "ordering_key"],
+         "not": {"anyOf": [*({"required": [f]} for f in row),
+                           {"required": ["data"], "properties": {"data": {"type": "object"}}}]}},
+    ]
+
+
+class WriteEvent(BaseModel):
+    """One write: a row (``table``/``op``/``key``/``data``) or an atomic group (``ops``).
+
+    ``id`` is the idempotency key, of the whole group for a group.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_write_event_schema)
+
+    id: uuid.UUID
+    region: str = Field(min_length=1, max_length=63)
+    table: str | None = Field(None, min_length=1, max_length=63)
+    op: Op | None = None
+    key: dict[str, Scalar] | None = Field(None, min_length=1)
+    data: dict[str, Any] | None = None
+    ops: list[RowOp] | None = Field(None, min_length=1, max_length=MAX_GROUP_OPS, description=(
+        "An atomic write group: applied in one transaction, in this order, all or nothing. "
+        "Excludes table, op, key and data; needs ordering_key."))
+    ordering_key: str | None = Field(None, min_length=1, max_length=256, description=(
+        "The Kafka key instead of <table>/<key>: events sharing it apply in order. Required with ops."))
+    policy: Policy = Policy.hold
+    fallback_regions: list[str] = Field(default_factory=list)
+    expires_at: AwareDatetime | None = None
+    created_at: AwareDatetime = Field(default_factory=utcnow)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _shape(self):
+        problem = shape_problem(self)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    def row(self) -> dict[str, Any]:
+        """Key and data merged: the row as the table should hold it (single-row events)."""
+        return {**(self.data or {}), **(self.key or {})}
+
     def kafka_key(self) -> bytes:
-        return entity_key(self.table, self.key)
+        return kafka_key(self)
+
+
+def shape_problem(w: Any) -> str | None:
+    """What makes an event neither a complete single-row write nor a proper group (pydantic and wire share it)."""
+    if w.ops is not None:
+        mixed = [f for f in ("table", "op", "key", "data") if getattr(w, f) is not None]
+        if mixed:
+            return f"ops cannot be combined with {mixed[0]}"
+        if w.ordering_key is None:
+            return "ordering_key is required with ops"
+        for i, o in enumerate(w.ops):
+            if o.op is not Op.delete and not o.data:
+                return f"ops[{i}]: data is required for op {o.op.value}"
+        return None
+    for f in ("table", "op", "key"):
+        if getattr(w, f) is None:
+            return f"{f} is required (or ops, for a group)"
+    if w.op is not Op.delete and not w.data:
+        return f"data is required for op {w.op.value}"
+    return None
+
+
+def row_ops(w: Any) -> tuple | list:
+    """The row operations of an event: its ``ops``, or the event itself for a single-row write."""
+    return (w,) if w.ops is None else w.ops
+
+
+def kafka_key(w: Any) -> bytes:
+    """The Kafka key of an event: its ``ordering_key`` when it has one, else :func:`entity_key`."""
+    if w.ordering_key is not None:
+        return w.ordering_key.encode()
+    return entity_key(w.table, w.key)
 
 
 def entity_key(table: str, key: dict[str, Any]) -> bytes:

@@ -18,19 +18,33 @@ from typing import Annotated, Any
 
 import msgspec
 
-from .models import Op, Policy, entity_key
+from .models import MAX_GROUP_OPS, Op, Policy, kafka_key, shape_problem
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=63)]
 Scalar = str | int | float | bool | None
 
 
-class WireWrite(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    id: uuid.UUID
-    region: Name
+class WireOp(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """One row operation of a group (models.RowOp)."""
+
     table: Name
     op: Op
     key: Annotated[dict[str, Scalar], msgspec.Meta(min_length=1)]
     data: dict[str, Any] | None = None
+
+    def row(self) -> dict[str, Any]:
+        return {**(self.data or {}), **self.key}
+
+
+class WireWrite(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    id: uuid.UUID
+    region: Name
+    table: Name | None = None
+    op: Op | None = None
+    key: Annotated[dict[str, Scalar], msgspec.Meta(min_length=1)] | None = None
+    data: dict[str, Any] | None = None
+    ops: Annotated[list[WireOp], msgspec.Meta(min_length=1, max_length=MAX_GROUP_OPS)] | None = None
+    ordering_key: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
     policy: Policy = Policy.hold
     fallback_regions: list[str] = []
     expires_at: datetime | None = None
@@ -41,7 +55,7 @@ class WireWrite(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         return {**(self.data or {}), **self.key}
 
     def kafka_key(self) -> bytes:
-        return entity_key(self.table, self.key)
+        return kafka_key(self)
 
 
 _decoder = msgspec.json.Decoder(WireWrite)
@@ -57,8 +71,10 @@ def decode(raw: bytes) -> WireWrite:
     measured at a seventh of the router's CPU.
     """
     w = _decoder.decode(raw)
-    if not w.data and w.op is not _DELETE:
-        raise msgspec.ValidationError(f"data is required for op {w.op.value}")
+    if w.ops is not None or w.op is None or w.key is None or w.table is None or (not w.data and w.op is not _DELETE):
+        problem = shape_problem(w)  # a group, or a single-row write missing something (the rare cases)
+        if problem:
+            raise msgspec.ValidationError(problem)
     if (w.expires_at is not None and w.expires_at.tzinfo is None) or (
             w.created_at is not None and w.created_at.tzinfo is None):
         raise msgspec.ValidationError("timestamps must carry a time zone")

@@ -62,7 +62,23 @@ def decode_write(raw: bytes | None, *, region: str, cfg: Config) -> WireWrite | 
         return _classify_invalid(raw, exc)
     if w.region != region:
         return BadWrite(DeadReason.schema, f"region {w.region!r} does not match topic region {region!r}")
-    rule = _rules(cfg).get(w.table)
+    if w.fallback_regions:
+        for fb in w.fallback_regions:
+            if fb not in cfg.regions:
+                return BadWrite(DeadReason.schema, f"fallback region {fb!r} is not configured")
+    rules = _rules(cfg)
+    if w.ops is None:
+        return _check_row(w, rules) or w
+    for i, op in enumerate(w.ops):
+        bad = _check_row(op, rules)
+        if bad is not None:  # the whole group goes: nothing of it may apply
+            return BadWrite(bad.reason, f"ops[{i}]: {bad.detail}")
+    return w
+
+
+def _check_row(w, rules: dict[str, "_TableRule"]) -> BadWrite | None:
+    """The allow-list checks of one row operation (a single-row event or one op of a group)."""
+    rule = rules.get(w.table)
     if rule is None:
         return BadWrite(DeadReason.unknown_table, f"table {w.table!r} is not in the allow-list")
     if w.key.keys() != rule.key:  # the common case is one comparison of two small sets
@@ -71,17 +87,13 @@ def decode_write(raw: bytes | None, *, region: str, cfg: Config) -> WireWrite | 
             return BadWrite(DeadReason.schema, f"key column {missing[0]!r} missing")
         extra = next(k for k in w.key if k not in rule.key)
         return BadWrite(DeadReason.unknown_column, f"{extra!r} is not a key column of {w.table!r}")
-    if w.fallback_regions:
-        for fb in w.fallback_regions:
-            if fb not in cfg.regions:
-                return BadWrite(DeadReason.schema, f"fallback region {fb!r} is not configured")
     if rule.columns is not None:
         bad = _first_unknown(w, rule.columns)
         if bad:
             return BadWrite(DeadReason.unknown_column, f"column {bad!r} is not allowed for {w.table!r}")
     if rule.version and w.op is not _DELETE and (w.data or {}).get(rule.version) is None:
         return BadWrite(DeadReason.schema, f"versioned table {w.table!r} needs data.{rule.version}")
-    return w
+    return None
 
 
 _DELETE = Op.delete
@@ -110,14 +122,14 @@ def _rules(cfg: Config) -> dict[str, _TableRule]:
     return rules
 
 
-def _first_unknown(w: WireWrite, allowed: frozenset[str]) -> str | None:
+def _first_unknown(w, allowed: frozenset[str]) -> str | None:
     if not w.data or w.data.keys() <= allowed:
         return None
     return next(c for c in w.data if c not in allowed)
 
 
-def check_columns(w: WireWrite, schema: TableSchema) -> BadWrite | None:
-    """Second check, against the columns the region's database really has."""
+def check_columns(w, schema: TableSchema) -> BadWrite | None:
+    """Second check of a row operation, against the columns the region's database really has."""
     bad = _first_unknown(w, schema.columns)
     if bad:
         return BadWrite(DeadReason.unknown_column, f"column {bad!r} is not allowed for {w.table!r}")

@@ -56,7 +56,17 @@ def write_event(region: str, table: str, op: str, key: dict, data: dict | None =
     return ev
 
 
+def group_event(region: str, ordering_key: str, ops: list[dict], **extra: Any) -> dict:
+    """An atomic write group; ``ops`` are ``{"table", "op", "key", "data"}`` dicts."""
+    ev = {"id": str(uuid.uuid4()), "region": region, "ordering_key": ordering_key, "ops": ops}
+    ev.update(extra)
+    return ev
+
+
 def ev_bytes(ev: dict) -> tuple[bytes, bytes]:
+    """(Kafka key, value) as DESIGN.md has it: the ordering_key, else <table>/<key values>."""
+    if ev.get("ordering_key") is not None:
+        return ev["ordering_key"].encode(), json.dumps(ev).encode()
     key = "/".join([ev["table"], *[str(ev["key"][k]) for k in sorted(ev["key"])]]).encode()
     return key, json.dumps(ev).encode()
 

@@ -32,6 +32,9 @@ def test_committed_vectors_are_fresh():
 def test_the_vectors_cover_every_decode_reason_and_the_key_edge_cases():
     reasons = {c["reason"] for c in CASES if c["outcome"] == "dead_letter"}
     assert reasons == {"invalid_json", "schema", "unknown_table", "unknown_column"}
+    groups = [c for c in CASES if '"ops"' in (c.get("value_utf8") or "")]
+    assert {c["outcome"] for c in groups} == {"accepted", "dead_letter"}
+    assert any(c["outcome"] == "accepted" and c["kafka_key"] == "user/42" for c in groups)
     assert {c["stage"] for c in CASES if c["outcome"] == "dead_letter"} == {"event", "config"}
     keys = [c["kafka_key"] for c in CASES if c["outcome"] == "accepted"]
     assert any(k.count("/") > 2 for k in keys)  # composite key or "/" in a value
@@ -65,4 +68,27 @@ def test_the_model_agrees_on_what_the_event_alone_allows(case):
     else:
         assert ev is not None, "the model rejects an event the vectors call valid"
         if case["outcome"] == "accepted":
-            assert ev.kafka_key().decode() == case["kafka_key"] == entity_key(ev.table, ev.key).decode()
+            assert ev.kafka_key().decode() == case["kafka_key"]
+            if ev.ordering_key is None:
+                assert case["kafka_key"] == entity_key(ev.table, ev.key).decode()
+            else:
+                assert case["kafka_key"] == ev.ordering_key
+
+
+SCHEMA = json.loads((VECTORS_PATH.parents[1] / "write-event.schema.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_the_json_schema_agrees_on_what_the_event_alone_allows(case):
+    """schemas/write-event.schema.json, which other languages check against, draws the same line."""
+    jsonschema = pytest.importorskip("jsonschema")
+    raw = case_bytes(case)
+    try:
+        doc = json.loads(raw or b"")
+    except ValueError:
+        return  # not JSON: no schema applies
+    errors = list(jsonschema.Draft202012Validator(SCHEMA, format_checker=jsonschema.FormatChecker()).iter_errors(doc))
+    if case["outcome"] == "dead_letter" and case["stage"] == "event":
+        assert errors, "the JSON Schema accepts an event the router dead-letters"
+    else:
+        assert not errors, f"the JSON Schema rejects a valid event: {errors[0].message}"
