@@ -35,6 +35,9 @@ HEALTH_LEADER = Gauge("regionguard_health_leader", "1 when this health instance 
 APPLIED = Counter("regionguard_writes_applied_total", "Writes applied (rows changed)", ["region", "service"])
 DUPLICATES = Counter("regionguard_writes_duplicate_total", "Writes skipped by the inbox (already applied)", ["region", "service"])
 STALE = Counter("regionguard_writes_stale_total", "Writes skipped by version (last-writer-wins) or no row", ["region", "service"])
+GROUPS = Counter("regionguard_groups_total",
+                 "Atomic write groups by outcome: applied, held, failover_applied, replayed, dead_lettered "
+                 "(each whole; their rows also count in the writes_* counters)", ["region", "service", "outcome"])
 HELD = Counter("regionguard_writes_held_total", "Writes diverted to the held topic", ["region", "reason"])
 FAILOVER_APPLIED = Counter("regionguard_writes_failover_applied_total", "Failover-policy writes applied in a fallback region", ["region", "applied_in"])
 DEAD_LETTERS = Counter("regionguard_dead_letters_total", "Records sent to the dead-letter topic", ["region", "reason"])

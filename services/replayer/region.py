@@ -107,7 +107,7 @@ class RegionReplay:
         self.active.add(lane)
 
     def lane_batch(self, res: ApplyResult, *, dead: int, expired: int) -> None:
-        self.counts.add(ApplyResult(res.applied, res.duplicates, res.stale))
+        self.counts.add(ApplyResult(res.applied, res.duplicates, res.stale, res.groups))
         self.dead += dead
         self.expired += expired
         m.REPLAY_LAST_PROGRESS.labels(self.region).set(time.time())
@@ -136,7 +136,7 @@ class RegionReplay:
     def summary(self) -> dict:
         c = self.counts
         return {"applied": c.applied, "duplicates": c.duplicates, "stale": c.stale, "expired": self.expired,
-                "dead_lettered": self.dead, "seconds": round(time.monotonic() - self.started, 3),
+                "groups": c.groups, "dead_lettered": self.dead, "seconds": round(time.monotonic() - self.started, 3),
                 "instance": self.instance}
 
     def _event(self, kind: str, detail: dict) -> None:

@@ -206,6 +206,10 @@ class ReplayWorker:
         res.duplicates += sum(1 for _, w, _ in doomed if str(w.id) in applied_before)
         for i, err in res.failed:
             dead.append((recs[i], err, str(writes[i].id)))
+            if writes[i].ops is not None:
+                m.GROUPS.labels(self.region, "replayer", "dead_lettered").inc()
+        if res.groups:
+            m.GROUPS.labels(self.region, "replayer", "replayed").inc(res.groups)
         await self._dead_letters(dead, gen, stop)
         await self._commit(batch, gen)
         self.shared.lane_batch(res, dead=len(dead), expired=expired)

@@ -381,6 +381,10 @@ class RegionWorker:
         for i, err in res.failed:
             rec, w = direct[i]
             dead.append((rec, err, str(w.id)))
+            if w.ops is not None:
+                m.GROUPS.labels(self.region, "router", "dead_lettered").inc()
+        if res.groups:
+            m.GROUPS.labels(self.region, "router", "applied").inc(res.groups)
         n_ok = len(writes) - len(res.failed)
         m.APPLIED.labels(self.region, "router").inc(res.applied)
         m.DUPLICATES.labels(self.region, "router").inc(res.duplicates)
@@ -452,6 +456,8 @@ class RegionWorker:
                 if i not in failed:
                     applied_in[id(rec)] = fb
             m.FAILOVER_APPLIED.labels(self.region, fb).inc(len(items) - len(failed))
+            if res.groups:
+                m.GROUPS.labels(self.region, "router", "failover_applied").inc(res.groups)
             self.stats["failover"] += len(items) - len(failed)
         held_at = now.isoformat().encode()
         reason = (self.share.down_kind or "region_not_closed").encode()
@@ -469,6 +475,8 @@ class RegionWorker:
                 headers.append((decide.H_VERIFY, verify[id(rec)].value.encode()))
             out.items.append((self.held_topic, rec.key, rec.value, rec.partition, headers))
             m.HELD.labels(self.region, "failover" if fb else "hold").inc()
+            if w.ops is not None:
+                m.GROUPS.labels(self.region, "router", "held").inc()
             self.stats["held"] += 1
 
     async def _confirm(self, out: "Outbox", stop: asyncio.Event, epoch: int) -> dict:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.harness import free_port
 from tests.integration.helpers import (
-    ev_bytes, group_event, produce_raw, read_json, read_topic, wait_assigned, wait_metric, wait_until, write_event,
+    ev_bytes, group_event, metric_value, produce_raw, read_json, read_topic, wait_assigned, wait_metric, wait_until, write_event,
 )
 
 SCHEMA_EXTRA = """
@@ -152,6 +152,10 @@ def test_held_groups_replay_whole_and_fail_over_whole(regions, rg_config, servic
     assert len(_xmins(lr, "us", 77)) == 1 and lr.count("us", "orders") == 1
     wait_until(lambda: len(read_topic(cfg.bootstrap, cfg.topic("held", "eu"), idle=0.3)) >= 32, what="groups held")
     assert lr.count("eu", "orders") == 0
+    wait_metric(port, "regionguard_groups_total", lambda n: n == 32, region="eu", service="router", outcome="held",
+                what="32 groups counted as held")
+    assert metric_value(port, "regionguard_groups_total", region="eu", service="router",
+                        outcome="failover_applied") == 1
     # recovery: every held group replayed whole, the failover group synced home whole
     services("replayer", cfg.cli_args("replayer", "--no-health"))
     lr.proxy("eu").set_mode("pass")
@@ -161,3 +165,6 @@ def test_held_groups_replay_whole_and_fail_over_whole(regions, rg_config, servic
         assert len(_xmins(lr, "eu", oid)) == 1, oid
     assert set(_effects(lr, "eu").values()) == {1}
     assert set(_effects(lr, "us").values()) == {1}
+    finished = [e["detail"] for e in read_json(cfg.bootstrap, cfg.topic("failover-events"), idle=0.3)
+                if e["kind"] == "replay_finished" and e["region"] == "eu"]
+    assert sum(f["groups"] for f in finished) == 32  # every held group replayed whole
