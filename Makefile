@@ -25,6 +25,11 @@ bench: setup
 	RG_BROKER=$(BROKER) .venv/bin/python bench/router_apply.py --n 200000
 	RG_BROKER=$(BROKER) .venv/bin/python bench/replay.py --n 100000
 
+# atomic write groups (issue 16): rows/s of groups of 10 against single-row writes, same run
+.PHONY: bench-groups
+bench-groups: setup
+	RG_BROKER=$(BROKER) .venv/bin/python bench/groups.py --n 200000
+
 # end-to-end latency, produce -> row committed, p50/p99 at a steady 2,000 writes/s (router + health)
 bench-latency: setup
 	RG_BROKER=$(BROKER) .venv/bin/python bench/latency.py --rate 2000 --duration 30

@@ -44,14 +44,14 @@ ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 SCHEMA = "CREATE TABLE users (id bigint PRIMARY KEY, name text, email text, version bigint NOT NULL)"
 
 
-async def fresh_db(name: str) -> str:
+async def fresh_db(name: str, schema: str = SCHEMA) -> str:
     admin = await asyncpg.connect(ADMIN_DSN)
     await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     await admin.execute(f'CREATE DATABASE "{name}"')
     await admin.close()
     dsn = f"postgresql://postgres@127.0.0.1:5432/{name}"
     conn = await asyncpg.connect(dsn)
-    await conn.execute(SCHEMA)
+    await conn.execute(schema)
     await conn.execute(INBOX_DDL)
     await conn.close()
     return dsn
@@ -91,19 +91,34 @@ async def raw_baseline(dsn: str, n: int, batch: int) -> float:
     return n / elapsed
 
 
-def produce(bootstrap: str, topic: str, n: int) -> None:
-    p = Producer(producer_conf(bootstrap, **{"linger.ms": 20}))
+def user_upserts(n: int):
+    """(Kafka key, value) of n single-row upserts of users 0..n-1."""
     for i in range(n):
         ev = {"id": str(uuid.uuid4()), "region": "eu", "table": "users", "op": "upsert",
               "key": {"id": i}, "data": {"name": f"user{i}", "version": 1}}
+        yield f"users/{i}".encode(), json.dumps(ev).encode()
+
+
+def produce_records(bootstrap: str, topic: str, records) -> int:
+    """Produce (key, value) pairs as fast as the client takes them; returns how many."""
+    p = Producer(producer_conf(bootstrap, **{"linger.ms": 20}))
+    n = 0
+    for key, value in records:
         while True:
             try:
-                p.produce(topic, key=f"users/{i}".encode(), value=json.dumps(ev).encode())
+                p.produce(topic, key=key, value=value)
                 break
             except BufferError:
                 p.poll(0.05)
         p.poll(0)
-    p.flush(60)
+        n += 1
+    if p.flush(60):
+        raise RuntimeError(f"could not deliver every record to {topic}")
+    return n
+
+
+def produce(bootstrap: str, topic: str, n: int) -> None:
+    produce_records(bootstrap, topic, user_upserts(n))
 
 
 async def count(dsn: str) -> int:

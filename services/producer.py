@@ -49,12 +49,15 @@ class WriteProducer:
         self, region: str, table: str, op: Op | str, key: dict[str, Any], data: dict[str, Any] | None = None, *,
         policy: Policy | str = Policy.hold, fallback_regions: list[str] | None = None,
         expires_at: datetime | None = None, meta: dict[str, Any] | None = None, id: uuid.UUID | None = None,
+        ordering_key: str | None = None,
     ) -> WriteEvent:
+        """One row; ``ordering_key`` (when given) is the Kafka key, as for the groups it must stay ordered with."""
         if region not in self.cfg.regions:
             raise ValueError(f"unknown region {region!r}")
         ev = WriteEvent(
             id=id or uuid.uuid4(), region=region, table=table, op=Op(op), key=key, data=data,
             policy=Policy(policy), fallback_regions=fallback_regions or [], expires_at=expires_at, meta=meta or {},
+            ordering_key=ordering_key,
         )
         self.send(ev)
         return ev
