@@ -25,6 +25,18 @@ topic, and compares them with the :class:`~regionguard.verify.loadgen.Model`:
 ``unknown_applied`` / ``misrouted``
     an inbox entry of a write the model never produced, or a write applied in
     a region that is neither its home nor one of its failover fallbacks.
+``partial_groups``
+    an atomic write group only partly there: in a region whose inbox has it,
+    some but not all of the rows it still owns (not overwritten by a later
+    write) hold its id and values; in a region whose inbox does not have it
+    (a dead-lettered group everywhere), any row holding its id.
+``split_groups``
+    a group whose rows (those it still owns) were not all written by one
+    transaction: more than one ``xmin`` among them.
+
+Groups are counted whole: ``groups`` acknowledged, ``groups_applied`` whole at
+home (``groups_replayed`` of them by the replayer), ``groups_failover_applied``
+whole in a fallback region, ``groups_dead_lettered`` whole with nothing left.
 
 :func:`wait_quiescent` waits until the system is at rest: every acknowledged
 write accounted for, the replayer's committed offset at the end of every held
@@ -50,13 +62,13 @@ from ..core.config import Config
 from ..core.kafka import Confirmer, KafkaDeliveryError, make_producer, replayer_group
 from ..core.models import WriteEvent
 from ..embedded.net import run_sync
-from .loadgen import Model, WriteRecord, order_id_base
+from .loadgen import Model, WriteRecord, item_qty, order_id_base
 
 __all__ = ["CheckResult", "DeadLetterReader", "QuiesceResult", "acheck", "check", "wait_quiescent",
            "held_ends", "replayer_committed", "read_region", "RegionSnapshot"]
 
 FAILURES = ("lost", "duplicates", "stale_rows", "missing_rows", "extra_rows", "unexplained_dead_letters",
-            "unknown_applied", "misrouted", "dead_after_apply")
+            "unknown_applied", "misrouted", "dead_after_apply", "partial_groups", "split_groups")
 
 
 # ---------------------------------------------------------------------------- dead letters
@@ -149,9 +161,11 @@ class DeadLetterReader:
 class RegionSnapshot:
     region: str
     inbox: dict[str, str]                       # write id -> source
-    rows: dict[tuple[str, int], tuple[int | None, str | None]]  # (table, key) -> (version, wid)
-    effects: dict[str, int]                     # wid -> number of row changes (only > 1 kept)
+    rows: dict[tuple[str, Any], tuple[int | None, str | None]]  # (table, key) -> (version, wid)
+    effects: dict[str, int]                     # wid -> most changes of one row by it (only > 1 kept)
     applied_times: dict[str, float] = field(default_factory=dict)  # write id -> unix time applied, if asked
+    xmins: dict[tuple[str, Any], str] = field(default_factory=dict)  # orders and order_items rows -> xmin
+    qty: dict[tuple[int, int], int | None] = field(default_factory=dict)  # order_items (order_id, line) -> qty
 
 
 async def read_region(region: str, dsn: str, *, with_times: bool = False) -> RegionSnapshot:
@@ -162,16 +176,29 @@ async def read_region(region: str, dsn: str, *, with_times: bool = False) -> Reg
         rows: dict[tuple[str, int], tuple[int | None, str | None]] = {}
         for r in await conn.fetch("SELECT id, version, wid FROM users"):
             rows[("users", r["id"])] = (r["version"], r["wid"])
-        for r in await conn.fetch("SELECT id, wid FROM orders"):
+        xmins: dict[tuple[str, Any], str] = {}
+        for r in await conn.fetch("SELECT id, wid, xmin::text AS x FROM orders"):
             rows[("orders", r["id"])] = (None, r["wid"])
+            xmins[("orders", r["id"])] = r["x"]
+        qty: dict[tuple[int, int], int | None] = {}
+        if await conn.fetchval("SELECT to_regclass('order_items') IS NOT NULL"):
+            for r in await conn.fetch("SELECT order_id, line, qty, wid, xmin::text AS x FROM order_items"):
+                k = ("order_items", (r["order_id"], r["line"]))
+                rows[k] = (None, r["wid"])
+                xmins[k] = r["x"]
+                qty[(r["order_id"], r["line"])] = r["qty"]
         effects: dict[str, int] = {}
         if await conn.fetchval("SELECT to_regclass('rg_effects') IS NOT NULL"):
-            for r in await conn.fetch("SELECT wid, count(*) AS n FROM rg_effects WHERE wid IS NOT NULL "
-                                      "GROUP BY wid HAVING count(*) > 1"):
+            # per row: a group changes several rows once each; a write applied twice changes one row twice
+            keyed = await conn.fetchval("SELECT count(*) FROM information_schema.columns "
+                                        "WHERE table_name = 'rg_effects' AND column_name = 'k'")
+            by = "wid, tbl, k" if keyed else "wid"
+            for r in await conn.fetch(f"SELECT wid, max(n) AS n FROM (SELECT wid, count(*) AS n FROM rg_effects "
+                                      f"WHERE wid IS NOT NULL GROUP BY {by} HAVING count(*) > 1) d GROUP BY wid"):
                 effects[r["wid"]] = r["n"]
     finally:
         await conn.close()
-    snap = RegionSnapshot(region, {r["id"]: r["source"] for r in inbox_rows}, rows, effects)
+    snap = RegionSnapshot(region, {r["id"]: r["source"] for r in inbox_rows}, rows, effects, xmins=xmins, qty=qty)
     if with_times:
         snap.applied_times = {r["id"]: r["t"] for r in inbox_rows}
     return snap
@@ -206,7 +233,15 @@ class CheckResult:
     unexplained_dead_letters: int = 0
     unknown_applied: int = 0
     misrouted: int = 0
+    partial_groups: int = 0       # a group partly there (see the module docstring)
+    split_groups: int = 0         # a group's rows written by more than one transaction
     rows_checked: int = 0
+    groups: int = 0               # acknowledged atomic write groups
+    groups_applied: int = 0       # ... whole, at home
+    groups_replayed: int = 0      # ... of which the replayer applied
+    groups_failover_applied: int = 0  # whole in a fallback region (policy failover)
+    groups_dead_lettered: int = 0     # dead-lettered whole, for an explained reason
+    group_rows_checked: int = 0   # rows of applied groups held to their group (values, one xmin)
     per_region: dict[str, dict[str, int]] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)
 
@@ -235,6 +270,10 @@ class CheckResult:
             f"  applied {self.applied} (replayed {self.replayed}), failover-applied elsewhere {self.failover_applied}",
             f"  dead-lettered {self.dead_lettered} ({', '.join(f'{k} {v}' for k, v in sorted(self.dead_reasons.items())) or 'none'})",
             f"  rows checked {self.rows_checked}",
+            f"  groups {self.groups} acknowledged: applied whole {self.groups_applied} (replayed "
+            f"{self.groups_replayed}), failover-applied whole elsewhere {self.groups_failover_applied}, "
+            f"dead-lettered whole {self.groups_dead_lettered}; {self.group_rows_checked} group rows, "
+            f"each group's in one transaction",
             "  " + ", ".join(f"{f} {getattr(self, f)}" for f in FAILURES),
         ]
         lines += [f"  ! {e}" for e in self.examples]
@@ -276,6 +315,8 @@ def evaluate(model: Model, snaps: dict[str, RegionSnapshot], dead: DeadLetterRea
         if r.expect != "apply" and applied:
             res.unknown_applied += 1
             res._example(f"bad write {r.id} ({r.expect} expected) was applied in {r.region}")
+        if r.group and r.acked:
+            res.groups += 1
         if applied and r.expect == "apply":
             if r.acked:
                 res.applied += 1
@@ -283,6 +324,9 @@ def evaluate(model: Model, snaps: dict[str, RegionSnapshot], dead: DeadLetterRea
                 if home.inbox[r.id] == "replay":
                     res.replayed += 1
                     res.per_region[r.region]["replayed"] += 1
+                if r.group:
+                    res.groups_applied += 1
+                    res.groups_replayed += home.inbox[r.id] == "replay"
             if "constraint" in reasons:
                 res.duplicates += 1
                 res._example(f"write {r.id} applied in {r.region} and also failed a constraint (second apply)")
@@ -294,6 +338,7 @@ def evaluate(model: Model, snaps: dict[str, RegionSnapshot], dead: DeadLetterRea
             if r.acked:
                 res.dead_lettered += 1
                 res.per_region[r.region]["dead_lettered"] += 1
+                res.groups_dead_lettered += r.group
         elif r.acked and r.region in snaps:
             res.lost += 1
             res.per_region[r.region]["lost"] += 1
@@ -312,7 +357,8 @@ def evaluate(model: Model, snaps: dict[str, RegionSnapshot], dead: DeadLetterRea
                 res._example(f"dead letter {d.reason} for a write the model does not know: {d.write_id} {d.detail}")
     # -- every region: inbox entries are known and allowed there; rows match the last applied write
     for region, snap in snaps.items():
-        groups: dict[tuple[str, int], WriteRecord] = {}
+        winners: dict[tuple[str, Any], WriteRecord] = {}
+        here: list[WriteRecord] = []   # groups applied in this region
         for wid, source in snap.inbox.items():
             r = by_id.get(wid)
             if r is None:
@@ -326,16 +372,19 @@ def evaluate(model: Model, snaps: dict[str, RegionSnapshot], dead: DeadLetterRea
                     continue
                 res.failover_applied += 1
                 res.per_region[region]["failover_applied_here"] += 1
+                res.groups_failover_applied += r.group and r.expect == "apply"
             if r.expect != "apply":
                 continue
-            k = (r.table, r.key)
-            if k not in groups or groups[k].seq < r.seq:
-                groups[k] = r
+            if r.group:
+                here.append(r)
+            for k in r.rows():
+                if k not in winners or winners[k].seq < r.seq:
+                    winners[k] = r
         for wid, n in snap.effects.items():
             res.duplicates += 1
             res.per_region[region]["duplicates"] += 1
             res._example(f"{region}: write {wid} changed a row {n} times")
-        for k, winner in groups.items():
+        for k, winner in winners.items():
             res.rows_checked += 1
             row = snap.rows.get(k)
             if winner.op == "delete":
@@ -351,12 +400,44 @@ def evaluate(model: Model, snaps: dict[str, RegionSnapshot], dead: DeadLetterRea
             if wid != winner.id or (winner.version is not None and version != winner.version):
                 res.stale_rows += 1
                 res._example(f"{region}: {k} at version {version} by {wid}; expected v{winner.version} by {winner.id}")
+            elif k[0] == "order_items" and snap.qty.get(k[1], -1) != item_qty(*k[1]):
+                res.stale_rows += 1
+                res._example(f"{region}: {k} holds qty {snap.qty.get(k[1])}, its group {wid} wrote {item_qty(*k[1])}")
         for k in snap.rows:
-            if k not in groups:
+            if k not in winners:
                 res.extra_rows += 1
                 res._example(f"{region}: row {k} not explained by any applied write")
+        _check_groups(res, region, snap, here, winners, recs)
     res.per_region = {r: dict(c) for r, c in res.per_region.items()}
     return res
+
+
+def _check_groups(res: CheckResult, region: str, snap: RegionSnapshot, here: list[WriteRecord],
+                  winners: dict[tuple[str, Any], WriteRecord], recs: list[WriteRecord]) -> None:
+    """All or nothing, in one transaction: every group applied in ``region`` whole, every other none."""
+    by_wid: dict[str, list[tuple[str, Any]]] = defaultdict(list)
+    for k, (_v, wid) in snap.rows.items():
+        if wid is not None:
+            by_wid[wid].append(k)
+    applied_here = {r.id for r in here}
+    for r in here:
+        owned = [k for k in r.rows() if winners.get(k) is r]   # the rows no later write overwrote
+        present = [k for k in owned if k in snap.rows and snap.rows[k][1] == r.id]
+        res.group_rows_checked += len(present)
+        if present and len(present) < len(owned):
+            res.partial_groups += 1
+            res._example(f"{region}: group {r.id} (order {r.key}) half there: {len(present)} of its "
+                         f"{len(owned)} rows, missing {sorted(set(owned) - set(present), key=str)[:3]}")
+        xmins = {snap.xmins.get(k) for k in present}
+        if len(xmins) > 1:
+            res.split_groups += 1
+            res._example(f"{region}: group {r.id} (order {r.key}) written by {len(xmins)} transactions "
+                         f"(xmin {sorted(map(str, xmins))})")
+    for r in recs:
+        if r.group and r.id not in applied_here and by_wid.get(r.id):
+            res.partial_groups += 1
+            res._example(f"{region}: group {r.id} ({r.expect}, not applied here) left rows "
+                         f"{sorted(by_wid[r.id], key=str)[:3]}")
 
 
 async def acheck(cfg: Config, model: Model, dsns: dict[str, str] | None = None, *,

@@ -15,13 +15,20 @@ The workload (see :class:`Mix`):
   config), ``shed``, or an ``expires_at`` a few seconds ahead, so sync-back,
   shedding and expiry are exercised while a region is out;
 - a few deliberately bad writes: an order with a negative amount (``constraint``)
-  and a write to a table outside the allow-list (``unknown_table``).
+  and a write to a table outside the allow-list (``unknown_table``);
+- atomic write groups (:meth:`WriteProducer.group`): an order with 2 to 5
+  ``order_items`` (``ordering_key`` ``customer/<user id>``), with the same
+  policies as single-row inserts; a few with one item whose ``qty`` breaks its
+  CHECK, so the whole group must be dead-lettered (``constraint``) and leave
+  nothing; and follow-up groups on an order already acknowledged (same
+  ordering key: mark the order paid and add one more item), which only apply
+  cleanly if the events of one ordering key apply in order.
 
 Every region has its own key range, so a failover write applied in a fallback
 region never touches that region's own rows. Every row carries the id of the
 write that produced it (column ``wid``), and :data:`VERIFY_SCHEMA` logs every
-row change in ``rg_effects``, which lets the checker see an apply that
-happened twice even where last-writer-wins would hide it.
+row change in ``rg_effects`` (with the row's key), which lets the checker see
+an apply that happened twice even where last-writer-wins would hide it.
 """
 
 from __future__ import annotations
@@ -42,31 +49,43 @@ from ..core.config import Config
 from ..core.kafka import KafkaDeliveryError
 from ..producer import WriteProducer
 
-__all__ = ["VERIFY_SCHEMA", "VERIFY_TABLES", "Mix", "Model", "WriteRecord", "LoadGen", "user_key_base", "order_id_base"]
+__all__ = ["VERIFY_SCHEMA", "VERIFY_TABLES", "Mix", "Model", "WriteRecord", "LoadGen", "user_key_base", "order_id_base",
+           "item_qty"]
 
 #: Tables of the verification workload. ``wid`` holds the id of the write that
-#: last changed the row; ``rg_effects`` logs every insert/update a write caused.
+#: last changed the row; ``rg_effects`` logs every insert/update a write caused, with the row's key
+#: (``id``, or ``order_id/line`` for ``order_items``): a group changes several rows once each, a
+#: write applied twice changes one row twice.
 VERIFY_SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
     id bigint PRIMARY KEY, name text, email text, version bigint NOT NULL, wid text);
 CREATE TABLE IF NOT EXISTS orders (
     id bigint PRIMARY KEY, user_id bigint, amount numeric CHECK (amount >= 0), status text, wid text);
+CREATE TABLE IF NOT EXISTS order_items (
+    order_id bigint NOT NULL REFERENCES orders(id), line int NOT NULL, sku text, qty int CHECK (qty > 0), wid text,
+    PRIMARY KEY (order_id, line));
 CREATE TABLE IF NOT EXISTS rg_effects (
-    n bigserial PRIMARY KEY, tbl text NOT NULL, op text NOT NULL, wid text, at timestamptz NOT NULL DEFAULT clock_timestamp());
+    n bigserial PRIMARY KEY, tbl text NOT NULL, op text NOT NULL, wid text, k text,
+    at timestamptz NOT NULL DEFAULT clock_timestamp());
 CREATE OR REPLACE FUNCTION rg_effect() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE r jsonb := to_jsonb(NEW);
 BEGIN
-    INSERT INTO rg_effects (tbl, op, wid) VALUES (TG_TABLE_NAME, TG_OP, NEW.wid);
+    INSERT INTO rg_effects (tbl, op, wid, k)
+    VALUES (TG_TABLE_NAME, TG_OP, NEW.wid, coalesce(r->>'id', (r->>'order_id') || '/' || (r->>'line')));
     RETURN NULL;
 END $$;
 DROP TRIGGER IF EXISTS rg_effect_users ON users;
 CREATE TRIGGER rg_effect_users AFTER INSERT OR UPDATE ON users FOR EACH ROW EXECUTE FUNCTION rg_effect();
 DROP TRIGGER IF EXISTS rg_effect_orders ON orders;
 CREATE TRIGGER rg_effect_orders AFTER INSERT OR UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION rg_effect();
+DROP TRIGGER IF EXISTS rg_effect_order_items ON order_items;
+CREATE TRIGGER rg_effect_order_items AFTER INSERT OR UPDATE ON order_items FOR EACH ROW EXECUTE FUNCTION rg_effect();
 """
 
 #: The ``tables`` section of a config for :data:`VERIFY_SCHEMA`.
 VERIFY_TABLES: dict[str, dict[str, Any]] = {"users": {"key": ["id"], "version": "version"},
-                                            "orders": {"key": ["id"]}}
+                                            "orders": {"key": ["id"]},
+                                            "order_items": {"key": ["order_id", "line"]}}
 
 BAD_TABLE = "not_allowed"
 
@@ -79,9 +98,19 @@ def order_id_base(region_index: int) -> int:
     return region_index * 10**12 + 1
 
 
+def item_qty(order_id: int, line: int) -> int:
+    """The ``qty`` a group writes for item ``line`` of ``order_id`` (the checker expects exactly it)."""
+    return 1 + (order_id + line) % 7
+
+
 @dataclass(slots=True)
 class WriteRecord:
-    """One write as the model knows it."""
+    """One write as the model knows it.
+
+    An atomic write group is one record too: ``group`` set, ``table``/``op``/``key``
+    naming its order row (``insert``, or ``update`` for a follow-up group) and
+    ``lines`` the ``order_items`` lines it inserts; :meth:`rows` lists every row it writes.
+    """
 
     id: str
     seq: int                  # production order (per key it is also the apply order)
@@ -96,20 +125,31 @@ class WriteRecord:
     fallbacks: tuple[str, ...] = ()
     status: str = "acked"     # acked | unconfirmed
     t: float = 0.0            # unix time when the batch was confirmed (or failed)
+    group: bool = False       # an atomic write group (its order row and ``lines`` items)
+    lines: tuple[int, ...] = ()   # order_items lines a group inserts
+    ordering_key: str = ""
 
     @property
     def acked(self) -> bool:
         return self.status == "acked"
 
+    def rows(self) -> list[tuple[str, Any]]:
+        """Every row this write changes: ``(table, key)``, ``key`` an int or ``(order_id, line)``."""
+        out: list[tuple[str, Any]] = [(self.table, self.key)]
+        out += [("order_items", (self.key, line)) for line in self.lines]
+        return out
+
     def to_json(self) -> bytes:
         d = asdict(self)
         d["fallbacks"] = list(self.fallbacks)
+        d["lines"] = list(self.lines)
         return orjson.dumps(d)
 
     @classmethod
     def from_json(cls, line: bytes | str) -> "WriteRecord":
         d = orjson.loads(line)
         d["fallbacks"] = tuple(d.get("fallbacks") or ())
+        d["lines"] = tuple(d.get("lines") or ())
         return cls(**d)
 
 
@@ -189,7 +229,10 @@ class Mix:
     delete_order: float = 0.03
     bad_constraint: float = 0.004
     bad_table: float = 0.003
-    failover: float = 0.08      # of upserts/inserts
+    group: float = 0.04         # an order with 2-5 items, one atomic write group
+    bad_group: float = 0.003    # ... with one item breaking its CHECK: the whole group dead-lettered
+    group_more: float = 0.01    # a follow-up group on an acknowledged order: status paid + one more item
+    failover: float = 0.08      # of upserts/inserts (and groups)
     shed: float = 0.01
     expiring: float = 0.02
 
@@ -231,12 +274,15 @@ class LoadGen:
         self._versions: dict[tuple[str, int], int] = {}
         self._next_order = {r: order_id_base(self.index[r]) for r in cfg.regions}
         self._orders: dict[str, list[int]] = {r: [] for r in cfg.regions}
+        # acknowledged groups sure to apply at home: order id -> [ordering key, next free line]
+        self._group_orders: dict[str, dict[int, list[Any]]] = {r: {} for r in cfg.regions}
         self._seq = 0
         self._lock = threading.Lock()
         self._producer: WriteProducer | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        kinds = ["upsert", "insert", "delete_user", "delete_order", "bad_constraint", "bad_table"]
+        kinds = ["upsert", "insert", "delete_user", "delete_order", "bad_constraint", "bad_table", "group",
+                 "bad_group", "group_more"]
         self._kinds = kinds
         self._weights = [getattr(self.mix, k) for k in kinds]
 
@@ -254,9 +300,11 @@ class LoadGen:
         version = None
         expect = "apply"
         expires = False
+        lines: tuple[int, ...] = ()
+        okey = ""
         if policy is None:
             policy = "hold"
-            if kind in ("upsert", "insert"):
+            if kind in ("upsert", "insert", "group"):
                 x = self.rng.random()
                 m = self.mix
                 if x < m.failover:
@@ -293,6 +341,35 @@ class LoadGen:
             k = pool.pop(self.rng.randrange(len(pool)))
             kw.update(table="orders", op="delete", key={"id": k})
             table, op = "orders", "delete"
+        elif kind in ("group", "bad_group"):
+            k = self._next_order[region]
+            self._next_order[region] = k + 1
+            n = self.rng.randint(2, 5)
+            bad = self.rng.randint(1, n) if kind == "bad_group" else None
+            customer = user_key_base(ri) + self.rng.randrange(self.users_per_region)
+            ops = [("orders", "insert", {"id": k}, {"user_id": customer, "amount": round(self.rng.uniform(1, 500), 2),
+                                                    "status": "new", "wid": wid})]
+            ops += [("order_items", "insert", {"order_id": k, "line": line},
+                     {"sku": f"sku{line}", "qty": 0 if line == bad else item_qty(k, line), "wid": wid})
+                    for line in range(1, n + 1)]
+            okey = f"customer/{customer}"
+            kw.update(ops=ops, ordering_key=okey)
+            table, op, lines = "orders", "insert", tuple(range(1, n + 1))
+            if bad is not None:
+                expect = "constraint"
+        elif kind == "group_more":
+            pool = self._group_orders[region]
+            if not pool:
+                self._seq -= 1
+                return self._plan(region, "group", policy)
+            k = self.rng.choice(list(pool))
+            okey, line = pool[k]
+            pool[k][1] = line + 1
+            ops = [("orders", "update", {"id": k}, {"status": "paid", "wid": wid}),
+                   ("order_items", "insert", {"order_id": k, "line": line},
+                    {"sku": f"sku{line}", "qty": item_qty(k, line), "wid": wid})]
+            kw.update(ops=ops, ordering_key=okey)
+            table, op, lines = "orders", "update", (line,)
         elif kind == "bad_table":
             k = self._seq
             kw.update(table=BAD_TABLE, op="upsert", key={"id": k}, data={"x": 1})
@@ -308,7 +385,8 @@ class LoadGen:
         if expires:
             kw["expires_at"] = datetime.now(timezone.utc) + timedelta(seconds=self.expire_s)
         rec = WriteRecord(id=wid, seq=self._seq, region=region, table=table, op=op, key=k, version=version,
-                          policy=policy, expect=expect, expires=expires, fallbacks=fallbacks)
+                          policy=policy, expect=expect, expires=expires, fallbacks=fallbacks,
+                          group="ops" in kw, lines=lines, ordering_key=okey)
         return kw, rec
 
     # ---------------------------------------------------------------- batches
@@ -322,6 +400,12 @@ class LoadGen:
         t_first = time.monotonic()
         for kw, _rec in plans:
             args = dict(kw)
+            if "ops" in args:
+                ops = args.pop("ops")
+                with producer.group(args.pop("region"), **args) as g:
+                    for table, op, key, data in ops:
+                        g.add(table, op, key, data)
+                continue
             producer.write(args.pop("region"), args.pop("table"), args.pop("op"), args.pop("key"),
                            args.pop("data", None), **args)
         self.stats.produced += len(plans)
@@ -340,8 +424,13 @@ class LoadGen:
             recs.append(rec)
             if status == "acked":
                 self.stats.acked += 1
-                self.stats.by_kind[f"{rec.table}.{rec.op}.{rec.policy}"] += 1
-                if rec.table == "orders" and rec.op == "insert" and rec.expect == "apply":
+                self.stats.by_kind[f"{'group' if rec.group else rec.table}.{rec.op}.{rec.policy}"] += 1
+                if rec.group:
+                    # a follow-up needs its order applied at home for sure (not shed, not expired)
+                    if rec.op == "insert" and rec.expect == "apply" and rec.policy in ("hold", "failover") \
+                            and not rec.expires:
+                        self._group_orders[rec.region][rec.key] = [rec.ordering_key, len(rec.lines) + 1]
+                elif rec.table == "orders" and rec.op == "insert" and rec.expect == "apply":
                     self._orders[rec.region].append(rec.key)
             else:
                 self.stats.unconfirmed += 1

@@ -112,3 +112,69 @@ def test_a_dead_letter_naming_an_applied_write_fails() -> None:
     s = rec(1, key=1, policy="shed")
     res = evaluate(model(s), {"eu": snap("eu", [s])}, Dead([dl(s, "shed")]))
     assert res.dead_after_apply == 1 and not res.ok
+
+
+# ---------------------------------------------------------------------------- atomic write groups
+def grec(seq, key, lines, *, op="insert", expect="apply", region="eu", policy="hold", fallbacks=(),
+         status="acked") -> WriteRecord:
+    r = rec(seq, region=region, table="orders", op=op, key=key, policy=policy, expect=expect, fallbacks=fallbacks,
+            status=status)
+    r.group, r.lines, r.ordering_key = True, tuple(lines), f"customer/{key}"
+    return r
+
+
+def gsnap(region: str, applied: list[WriteRecord], *, drop=(), xmin=None, extra=None, source="router"):
+    """A snapshot as a correct apply leaves groups: every row at its last write, one xmin per write."""
+    from regionguard.verify.loadgen import item_qty
+
+    inbox = {r.id: (source if r.region == region else f"failover:{r.region}") for r in applied}
+    rows, xmins, qty = {}, {}, {}
+    for r in sorted(applied, key=lambda r: r.seq):
+        for k in r.rows():
+            rows[k], xmins[k] = (None, r.id), str(r.seq)
+            if k[0] == "order_items":
+                qty[k[1]] = item_qty(*k[1])
+    for k, (wid, x) in (extra or {}).items():
+        rows[k], xmins[k] = (None, wid), x
+        if k[0] == "order_items":
+            qty[k[1]] = item_qty(*k[1])
+    for k in drop:
+        rows.pop(k, None)
+    xmins.update(xmin or {})
+    return RegionSnapshot(region, inbox, rows, {}, xmins=xmins, qty=qty)
+
+
+def test_groups_applied_whole_replayed_failed_over_and_dead_lettered_pass() -> None:
+    g = grec(1, 10, [1, 2, 3])
+    more = grec(2, 10, [4], op="update")                       # follow-up: the order paid, one more item
+    fo = grec(3, 20, [1, 2], policy="failover", fallbacks=("us",))
+    bad = grec(4, 30, [1, 2], expect="constraint")
+    res = evaluate(model(g, more, fo, bad), {"eu": gsnap("eu", [g, more, fo], source="replay"),
+                                             "us": gsnap("us", [fo])}, Dead([dl(bad, "constraint")]))
+    assert res.ok, res.report()
+    assert (res.groups, res.groups_applied, res.groups_replayed, res.groups_failover_applied,
+            res.groups_dead_lettered) == (4, 3, 3, 1, 1)
+    assert res.group_rows_checked == 3 + 2 + 3 + 3   # g lost its order row to the follow-up
+    assert "groups 4 acknowledged" in res.report()
+
+
+def test_half_a_group_or_two_transactions_or_leftovers_of_a_dead_group_fail() -> None:
+    g, h = grec(1, 10, [1, 2, 3]), grec(2, 11, [1, 2])
+    bad = grec(3, 30, [1, 2], expect="constraint")
+    half = gsnap("eu", [g, h], drop=[("order_items", (10, 3))])
+    res = evaluate(model(g, h, bad), {"eu": half}, Dead([dl(bad, "constraint")]))
+    assert res.partial_groups == 1 and res.missing_rows == 1 and not res.ok, res.report()
+    split = gsnap("eu", [g, h], xmin={("order_items", (11, 2)): "999"})
+    res = evaluate(model(g, h, bad), {"eu": split}, Dead([dl(bad, "constraint")]))
+    assert res.split_groups == 1 and res.partial_groups == 0 and not res.ok, res.report()
+    left = gsnap("eu", [g, h], extra={("orders", 30): (bad.id, "7")})   # the bad group's order row stayed
+    res = evaluate(model(g, h, bad), {"eu": left}, Dead([dl(bad, "constraint")]))
+    assert res.partial_groups == 1 and res.extra_rows == 1 and not res.ok, res.report()
+
+
+def test_a_group_item_with_other_values_is_stale() -> None:
+    g = grec(1, 10, [1, 2])
+    s = gsnap("eu", [g])
+    s.qty[(10, 2)] += 1
+    res = evaluate(model(g), {"eu": s}, Dead([]))
+    assert res.stale_rows == 1 and not res.ok
