@@ -16,8 +16,14 @@ generator. Then it runs a scripted drill:
 4. steady traffic again, then the checker compares every region's tables
    with the model of every acknowledged write.
 
+The traffic includes atomic write groups (an order with 2 to 5 items, keyed
+by customer), so the outage holds whole groups and the replay applies them
+whole; the checker holds every group to all or nothing, in one transaction.
+
 It prints a live status line, then a report, and ends with the line
-``RESULT produced=<n> applied=<n> lost=<n> duplicates=<n> dead_lettered=<n>``.
+``RESULT produced=<n> applied=<n> lost=<n> duplicates=<n> dead_lettered=<n> groups=<n> groups_held=<n>
+groups_replayed=<n>`` (one line): groups acknowledged, group records in the held topics, and groups
+the replayer applied whole (the sum of its ``replay_finished`` events).
 ``DIR`` (default ``./demo-out``) gets ``report.md``, ``timeline.png`` and the
 services' logs. Exit code 0 only when nothing was lost or applied twice.
 """
@@ -168,6 +174,7 @@ class Demo:
         self.gen = None
         self.model = None
         self.failover_write: str | None = None
+        self.groups: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ helpers
     def el(self, t: float | None = None) -> float:
@@ -319,8 +326,8 @@ class Demo:
             d: Counter = Counter()
             for e in fin:
                 d.update({k: v for k, v in e.get("detail", {}).items() if isinstance(v, (int, float))})
-            self.note(f"replayed {d['applied']} held writes in {d['seconds']:.2f} s "
-                      f"(duplicates {d['duplicates']}, stale {d['stale']}, "
+            self.note(f"replayed {d['applied']} held writes in {d['seconds']:.2f} s, {d['groups']} of them "
+                      f"groups applied whole (duplicates {d['duplicates']}, stale {d['stale']}, "
                       f"expired {d['expired']}, dead-lettered {d['dead_lettered']})")
         if dt is not None:
             self.note(f"every partition of {region} back in direct mode {time.time() - t_heal:.2f} s after recovery")
@@ -364,12 +371,15 @@ class Demo:
 
         snaps = {r: run_sync(read_region(r, d, with_times=True)) for r, d in st.direct_dsns.items()}
         events = list(self.sampler.events) if self.sampler else []
-        held = count_held(st.cfg)
+        held_groups: dict[str, int] = {}
+        held = count_held(st.cfg, held_groups)
+        self.groups = group_counts(st, res, held_groups)
         features = feature_changes(st.cfg, self.t0)
         counts = {
             "produced": res.produced, "acknowledged": res.acknowledged, "applied": res.applied,
             "held": sum(held.values()), "replayed": res.replayed, "failover_applied": res.failover_applied,
             "dead_lettered": res.dead_lettered, "lost": res.lost, "duplicates": res.duplicates,
+            "groups": res.groups, "groups_held": self.groups["held"], "groups_replayed": self.groups["replayed"],
         }
         png = self.out / "timeline.png"
         png_err = ""
@@ -379,7 +389,21 @@ class Demo:
             png_err = f"no PNG: {exc} (pip install 'regionguard[demo]')"
         self.out.joinpath("report.md").write_text(self.markdown(res, counts, held, features, png_err))
         self.print_report(res, counts, held, png_err)
-        return 0 if res.lost == 0 and res.duplicates == 0 else 1
+        return 0 if res.lost == 0 and res.duplicates == 0 and res.partial_groups == 0 and res.split_groups == 0 else 1
+
+    def result_line(self, res) -> str:
+        """The checker's RESULT line with the group counts appended (the first five fields never change)."""
+        g = self.groups
+        return f"{res.result_line()} groups={res.groups} groups_held={g['held']} groups_replayed={g['replayed']}"
+
+    def groups_text(self, res) -> str:
+        g = self.groups
+        return (f"groups (an order and its 2-5 items, one record each): {res.groups} acknowledged; held {g['held']} "
+                f"({', '.join(f'{r} {n}' for r, n in g['held_by_region'].items())}; router metric "
+                f"{g['held_metric']}), replayed whole {g['replayed']} (the replayer's replay_finished events; "
+                f"metric {g['replayed_metric']}; in the inboxes {res.groups_replayed}), failover-applied whole "
+                f"{res.groups_failover_applied}, dead-lettered whole {res.groups_dead_lettered}; half applied "
+                f"{res.partial_groups}, split over transactions {res.split_groups}")
 
     def phase_rows(self) -> list[tuple[str, str, str, str]]:
         rows = []
@@ -410,13 +434,14 @@ class Demo:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(res.dead_reasons.items())) or "none"
         con.print(f"dead letters by reason: {reasons} (every one explained: "
                   f"{'yes' if res.unexplained_dead_letters == 0 else 'NO'})")
+        con.print(self.groups_text(res))
         con.print(f"lost {res.lost}, applied twice {res.duplicates}: checked by regionguard.verify.checker "
                   f"against every acknowledged write")
         if not res.ok:
             con.print(res.report(), style="red")
         con.print(f"report: {self.out / 'report.md'}, timeline: "
                   f"{self.out / 'timeline.png' if not png_err else png_err}, logs: {self.out / 'logs'}")
-        self.result = res.result_line()  # printed by main() after teardown: it must be the last line
+        self.result = self.result_line(res)  # printed by main() after teardown: it must be the last line
 
     def markdown(self, res, counts: dict[str, int], held: dict[str, int], features: list[str], png_err: str) -> str:
         lines = ["# regionguard demo report", "",
@@ -434,12 +459,13 @@ class Demo:
                   + (" -- all expected from the workload (policy `shed` or `expires_at` while held, deliberately "
                      "bad writes)" if res.unexplained_dead_letters == 0
                      else f" -- **{res.unexplained_dead_letters} unexplained**"),
+                  f"- {self.groups_text(res)}",
                   f"- lost **{res.lost}**, applied twice **{res.duplicates}** (checked against every "
                   "acknowledged write by `regionguard.verify.checker`)"]
         if features:
             lines += ["- feature flags (features service): " + "; ".join(features)]
         lines += ["", "## Timeline", "", "![timeline](timeline.png)" if not png_err else png_err, "",
-                  "## Checker", "", "```", res.report(), "```", "", res.result_line(), ""]
+                  "## Checker", "", "```", res.report(), "```", "", self.result_line(res), ""]
         return "\n".join(lines)
 
 
@@ -447,8 +473,11 @@ def _plain(markup: str) -> str:
     return Text.from_markup(markup).plain
 
 
-def count_held(cfg: Any) -> dict[str, int]:
-    """Write records (fences left out) in each region's held topic, counted by consuming."""
+def count_held(cfg: Any, groups: dict[str, int] | None = None) -> dict[str, int]:
+    """Write records (fences left out) in each region's held topic, counted by consuming.
+
+    ``groups``, if given, gets the number of distinct atomic write groups among them per region.
+    """
     import uuid
 
     from confluent_kafka import Consumer, TopicPartition
@@ -461,19 +490,45 @@ def count_held(cfg: Any) -> dict[str, int]:
             topic = cfg.topic("held", region)
             parts = c.list_topics(topic, timeout=10).topics[topic].partitions
             c.assign([TopicPartition(topic, p, 0) for p in parts])
-            n, last = 0, time.monotonic()
+            n, last, group_ids = 0, time.monotonic(), set()
             while time.monotonic() - last < 0.5:
                 msgs = c.consume(1000, 0.1)
                 for m in msgs:
                     if m.error() is None and m.value() and not any(k == "rg-fence" for k, _ in (m.headers() or [])):
                         n += 1
+                        if groups is not None and b'"ops"' in m.value():
+                            try:
+                                d = json.loads(m.value())
+                            except ValueError:
+                                continue
+                            if isinstance(d, dict) and d.get("ops") is not None:
+                                group_ids.add(d.get("id"))
                 if msgs:
                     last = time.monotonic()
             out[region] = n
+            if groups is not None:
+                groups[region] = len(group_ids)
             c.unassign()
     finally:
         c.close()
     return out
+
+
+def group_counts(st: Any, res: Any, held_groups: dict[str, int]) -> dict[str, Any]:
+    """Groups held and replayed whole: the held topics, the replayer's ``replay_finished`` events (each
+    burst it drains reports ``groups``) and ``regionguard_groups_total`` on the router and the replayer."""
+    from .verify.stack import read_json_topic
+
+    replayed = sum(int(e.get("detail", {}).get("groups") or 0) for e in read_json_topic(st.cfg, "failover-events",
+                                                                                       idle=0.3)
+                   if e.get("kind") == "replay_finished")
+
+    def metric(service: str, outcome: str) -> str:
+        v = st.metric(service, "regionguard_groups_total", outcome=outcome)
+        return "n/a" if v is None else str(int(v))
+
+    return {"held": sum(held_groups.values()), "held_by_region": dict(held_groups), "replayed": replayed,
+            "held_metric": metric("router", "held"), "replayed_metric": metric("replayer", "replayed")}
 
 
 def feature_changes(cfg: Any, t0: float) -> list[str]:
