@@ -28,8 +28,12 @@ import org.apache.kafka.common.utils.Utils;
  * <pre>
  *   vectors  FILE                        key bytes and partitions of schemas/vectors/partitions.json's rows,
  *                                        as this producer builds and kafka-clients partitions them (JSON on stdout)
- *   produce  BOOTSTRAP PREFIX REGION     one write per stdin line {"table", "op", "key", "data"}, in order;
- *                                        prints {"sent": n} once every write is acknowledged
+ *   produce  BOOTSTRAP PREFIX REGION     one write per stdin line {"table", "op", "key", "data"} (optionally
+ *                                        with "ordering_key"), or one atomic group per line {"ordering_key",
+ *                                        "ops": [...]}, in order; prints {"sent": n} once all are acknowledged
+ *   group-vectors FILE COUNT...          for schemas/vectors/write-events.json's accepted cases with an
+ *                                        ordering_key: the event rebuilt with this producer's API, its Kafka
+ *                                        key and its partitions for the given partition counts (JSON)
  * </pre>
  *
  * {@code RG_NO_IDEMPOTENCE=1} turns idempotence off for brokers without InitProducerId (the event id
@@ -42,10 +46,12 @@ public final class Main {
     public static void main(String[] args) throws Exception {
         if (args.length == 2 && args[0].equals("vectors")) {
             vectors(Path.of(args[1]));
+        } else if (args.length >= 2 && args[0].equals("group-vectors")) {
+            groupVectors(Path.of(args[1]), List.of(args).subList(2, args.length));
         } else if (args.length == 4 && args[0].equals("produce")) {
             produce(args[1], args[2], args[3]);
         } else {
-            System.err.println("usage: vectors FILE | produce BOOTSTRAP PREFIX REGION < writes.jsonl");
+            System.err.println("usage: vectors FILE | group-vectors FILE COUNT... | produce BOOTSTRAP PREFIX REGION < writes.jsonl");
             System.exit(2);
         }
     }
@@ -67,6 +73,56 @@ public final class Main {
         System.out.println(JSON.writeValueAsString(out));
     }
 
+    /** The group (or single write with an ordering key) a JSON line or vector describes, built with the API. */
+    static RegionGuardProducer.Group group(RegionGuardProducer producer, String region, JsonNode w) {
+        RegionGuardProducer.Group g = producer.group(region, w.get("ordering_key").asText());
+        for (JsonNode op : w.get("ops")) {
+            Map<String, Object> data = op.hasNonNull("data") ? JSON.convertValue(op.get("data"), MAP) : null;
+            g.op(op.get("table").asText(), op.get("op").asText(), JSON.convertValue(op.get("key"), MAP), data);
+        }
+        if (w.hasNonNull("policy")) {
+            List<String> fallbacks = new ArrayList<>();
+            if (w.has("fallback_regions")) w.get("fallback_regions").forEach(r -> fallbacks.add(r.asText()));
+            g.policy(w.get("policy").asText(), fallbacks);
+        }
+        return g;
+    }
+
+    static void groupVectors(Path file, List<String> counts) throws Exception {
+        JsonNode doc = JSON.readTree(Files.readString(file));
+        String region = doc.get("topic_region").asText();
+        ArrayNode out = JSON.createArrayNode();
+        // building events needs no broker: the producer is never connected (no send)
+        try (RegionGuardProducer producer = new RegionGuardProducer("127.0.0.1:1", "rg.")) {
+            for (JsonNode c : doc.get("cases")) {
+                if (!"accepted".equals(c.path("outcome").asText()) || !c.has("value_utf8")) continue;
+                JsonNode v = JSON.readTree(c.get("value_utf8").asText());
+                if (!v.hasNonNull("ordering_key")) continue;
+                byte[] key;
+                ObjectNode ev;
+                if (v.has("ops")) {
+                    RegionGuardProducer.Group g = group(producer, region, v);
+                    key = g.kafkaKey();
+                    ev = g.event();
+                } else {
+                    String orderingKey = v.get("ordering_key").asText();
+                    key = orderingKey.getBytes(StandardCharsets.UTF_8);
+                    Map<String, Object> data = v.hasNonNull("data") ? JSON.convertValue(v.get("data"), MAP) : null;
+                    ev = RegionGuardProducer.event(java.util.UUID.randomUUID(), region, v.get("table").asText(),
+                            v.get("op").asText(), JSON.convertValue(v.get("key"), MAP), data, orderingKey);
+                }
+                ObjectNode row = out.addObject();
+                row.put("name", c.get("name").asText());
+                row.put("key_hex", HexFormat.of().formatHex(key));
+                row.put("murmur2", Utils.murmur2(key));
+                ObjectNode parts = row.putObject("partition");
+                for (String n : counts) parts.put(n, BuiltInPartitioner.partitionForKey(key, Integer.parseInt(n)));
+                row.set("value", ev);
+            }
+        }
+        System.out.println(JSON.writeValueAsString(out));
+    }
+
     static void produce(String bootstrap, String prefix, String region) throws Exception {
         Properties extra = new Properties();
         if ("1".equals(System.getenv("RG_NO_IDEMPOTENCE"))) extra.put("enable.idempotence", "false");
@@ -76,9 +132,14 @@ public final class Main {
             for (String line; (line = in.readLine()) != null; ) {
                 if (line.isBlank()) continue;
                 JsonNode w = JSON.readTree(line);
+                if (w.has("ops")) {  // an atomic group: one record keyed by its ordering key
+                    sent.add(group(producer, region, w).send());
+                    continue;
+                }
                 Map<String, Object> data = w.hasNonNull("data") ? JSON.convertValue(w.get("data"), MAP) : null;
+                String orderingKey = w.hasNonNull("ordering_key") ? w.get("ordering_key").asText() : null;
                 sent.add(producer.write(region, w.get("table").asText(), w.get("op").asText(),
-                                        JSON.convertValue(w.get("key"), MAP), data));
+                                        JSON.convertValue(w.get("key"), MAP), data, orderingKey));
             }
             producer.flush();
             for (Future<RecordMetadata> f : sent) f.get();  // any failed send fails the run

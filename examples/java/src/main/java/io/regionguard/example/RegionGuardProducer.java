@@ -11,6 +11,7 @@ import java.util.UUID;
 import java.util.concurrent.Future;
 
 import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerConfig;
@@ -28,6 +29,17 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
  * try (var p = new RegionGuardProducer("127.0.0.1:9092", "rg.")) {
  *     p.write("us-east-1", "users", "upsert", Map.of("id", 42), Map.of("name", "Ada", "version", 7));
  * } // close() flushes: the writes are acknowledged once it returns
+ * }</pre>
+ *
+ * <p>An atomic write group (DESIGN.md, "Atomic write groups and ordering keys"): several row
+ * operations in ONE record, keyed by its ordering key; the router applies them in one transaction,
+ * in order, all or nothing:
+ *
+ * <pre>{@code
+ * p.group("us-east-1", "customer/42")
+ *  .insert("orders", Map.of("id", 7), Map.of("user_id", 42, "amount", 30))
+ *  .insert("order_items", Map.of("order_id", 7, "line", 1), Map.of("sku", "A1", "qty", 2))
+ *  .send().get();   // acknowledged as one record
  * }</pre>
  */
 public final class RegionGuardProducer implements AutoCloseable {
@@ -76,6 +88,21 @@ public final class RegionGuardProducer implements AutoCloseable {
         return ev;
     }
 
+    /** A single-row event that also carries an ordering key (then its Kafka key), or none when null. */
+    public static ObjectNode event(UUID id, String region, String table, String op, Map<String, ?> key,
+                                   Map<String, ?> data, String orderingKey) {
+        ObjectNode ev = event(id, region, table, op, key, data);
+        if (orderingKey != null) ev.put("ordering_key", requireOrderingKey(orderingKey));
+        return ev;
+    }
+
+    static String requireOrderingKey(String orderingKey) {
+        if (orderingKey == null || orderingKey.isEmpty()) {
+            throw new IllegalArgumentException("ordering_key must be a non-empty string");
+        }
+        return orderingKey;
+    }
+
     public String topic(String region) {
         return topicPrefix + "writes." + region;
     }
@@ -84,6 +111,22 @@ public final class RegionGuardProducer implements AutoCloseable {
     public Future<RecordMetadata> write(String region, String table, String op, Map<String, ?> key,
                                         Map<String, ?> data) {
         return send(region, kafkaKey(table, key), event(UUID.randomUUID(), region, table, op, key, data));
+    }
+
+    /**
+     * Sends one write with an ordering key: the record's Kafka key is {@code orderingKey} (UTF-8), so it
+     * applies in order with every other event of that key (a null key falls back to the row's key).
+     */
+    public Future<RecordMetadata> write(String region, String table, String op, Map<String, ?> key,
+                                        Map<String, ?> data, String orderingKey) {
+        if (orderingKey == null) return write(region, table, op, key, data);
+        return send(region, orderingKey.getBytes(StandardCharsets.UTF_8),
+                    event(UUID.randomUUID(), region, table, op, key, data, orderingKey));
+    }
+
+    /** An atomic write group of {@code region}, keyed by {@code orderingKey}; {@link Group#send()} publishes it. */
+    public Group group(String region, String orderingKey) {
+        return new Group(this, region, orderingKey);
     }
 
     public Future<RecordMetadata> send(String region, byte[] kafkaKey, ObjectNode event) {
@@ -101,5 +144,94 @@ public final class RegionGuardProducer implements AutoCloseable {
     @Override
     public void close() {
         producer.close();
+    }
+
+    /**
+     * The row operations of one atomic write group, added in the order they apply; {@link #send()}
+     * publishes them as one record (value: the group's WriteEvent, key: its ordering key).
+     */
+    public static final class Group {
+        public static final int MAX_OPS = 1000;
+
+        private final RegionGuardProducer producer;
+        private final String region;
+        private final String orderingKey;
+        private final ArrayNode ops = JSON.createArrayNode();
+        private UUID id = UUID.randomUUID();
+        private String policy = "hold";
+        private List<String> fallbackRegions = List.of();
+        private boolean sent;
+
+        Group(RegionGuardProducer producer, String region, String orderingKey) {
+            this.producer = producer;
+            this.region = region;
+            this.orderingKey = requireOrderingKey(orderingKey);
+        }
+
+        public Group insert(String table, Map<String, ?> key, Map<String, ?> data) {
+            return op(table, "insert", key, data);
+        }
+
+        public Group upsert(String table, Map<String, ?> key, Map<String, ?> data) {
+            return op(table, "upsert", key, data);
+        }
+
+        public Group update(String table, Map<String, ?> key, Map<String, ?> data) {
+            return op(table, "update", key, data);
+        }
+
+        public Group delete(String table, Map<String, ?> key) {
+            return op(table, "delete", key, null);
+        }
+
+        /** One row operation; {@code data} may be null only for a delete. */
+        public Group op(String table, String op, Map<String, ?> key, Map<String, ?> data) {
+            if (ops.size() >= MAX_OPS) throw new IllegalStateException("a write group holds at most " + MAX_OPS + " ops");
+            ObjectNode o = ops.addObject();
+            o.put("table", table);
+            o.put("op", op);
+            o.set("key", JSON.valueToTree(key));
+            if (data != null) o.set("data", JSON.valueToTree(data));
+            return this;
+        }
+
+        /** {@code hold} (the default), {@code failover} (with its fallback regions) or {@code shed}. */
+        public Group policy(String policy, List<String> fallbackRegions) {
+            this.policy = policy;
+            this.fallbackRegions = List.copyOf(fallbackRegions);
+            return this;
+        }
+
+        /** The idempotency key (a fresh UUID unless set). */
+        public Group id(UUID id) {
+            this.id = id;
+            return this;
+        }
+
+        public byte[] kafkaKey() {
+            return orderingKey.getBytes(StandardCharsets.UTF_8);
+        }
+
+        /** The group's WriteEvent JSON. */
+        public ObjectNode event() {
+            if (ops.isEmpty()) throw new IllegalStateException("a write group needs at least one op");
+            ObjectNode ev = JSON.createObjectNode();
+            ev.put("id", id.toString());
+            ev.put("region", region);
+            ev.put("ordering_key", orderingKey);
+            ev.set("ops", ops.deepCopy());
+            ev.put("policy", policy);
+            ev.set("fallback_regions", JSON.valueToTree(fallbackRegions));
+            ev.put("created_at", Instant.now().toString());
+            return ev;
+        }
+
+        /** Publishes the group as one record; the future completes when the broker acknowledged it. */
+        public Future<RecordMetadata> send() {
+            if (sent) throw new IllegalStateException("this write group was already sent");
+            ObjectNode ev = event();
+            sent = true;
+            return producer.send(region, kafkaKey(), ev);
+        }
     }
 }
