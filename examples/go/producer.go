@@ -11,12 +11,21 @@
 //	defer p.Close()
 //	err = p.Write(ctx, "us-east-1", "users", "upsert",
 //		map[string]any{"id": 42}, map[string]any{"name": "Ada", "version": 7})
+//
+// An atomic write group (DESIGN.md, "Atomic write groups and ordering keys") is ONE record whose
+// Kafka key is its ordering key; the router applies its ops in one transaction, in order, all or nothing:
+//
+//	err = p.Group("us-east-1", "customer/42").
+//		Insert("orders", map[string]any{"id": 7}, map[string]any{"user_id": 42, "amount": 30}).
+//		Insert("order_items", map[string]any{"order_id": 7, "line": 1}, map[string]any{"sku": "A1", "qty": 2}).
+//		Send(ctx) // returns once acknowledged
 package regionguard
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -29,17 +38,39 @@ import (
 // (murmur2(key) & 0x7fffffff) % partitions. (A nil hasher is franz-go's Kafka murmur2.)
 func Partitioner() kgo.Partitioner { return kgo.StickyKeyPartitioner(nil) }
 
-// WriteEvent is one write to one row of one region (schemas/write-event.schema.json).
+// WriteEvent is one write to one row of one region, or an atomic group of row operations (Ops,
+// with OrderingKey and no Table/Op/Key/Data) (schemas/write-event.schema.json).
 type WriteEvent struct {
 	ID              string         `json:"id"`
 	Region          string         `json:"region"`
-	Table           string         `json:"table"`
-	Op              string         `json:"op"`
-	Key             map[string]any `json:"key"`
+	Table           string         `json:"table,omitempty"`
+	Op              string         `json:"op,omitempty"`
+	Key             map[string]any `json:"key,omitempty"`
 	Data            map[string]any `json:"data,omitempty"`
+	OrderingKey     string         `json:"ordering_key,omitempty"`
+	Ops             []RowOp        `json:"ops,omitempty"`
 	Policy          string         `json:"policy"`
 	FallbackRegions []string       `json:"fallback_regions"`
 	CreatedAt       string         `json:"created_at"`
+}
+
+// RowOp is one row operation of a write group; Data may be nil only for a delete.
+type RowOp struct {
+	Table string         `json:"table"`
+	Op    string         `json:"op"`
+	Key   map[string]any `json:"key"`
+	Data  map[string]any `json:"data,omitempty"`
+}
+
+// MaxGroupOps is the most row operations one group may hold.
+const MaxGroupOps = 1000
+
+// RecordKey is the event's Kafka key: its ordering key when it has one, else KafkaKey(table, key).
+func (ev WriteEvent) RecordKey() []byte {
+	if ev.OrderingKey != "" {
+		return []byte(ev.OrderingKey)
+	}
+	return KafkaKey(ev.Table, ev.Key)
 }
 
 // KafkaKey is <table>/<key values in sorted column order, joined by "/">.
@@ -57,15 +88,109 @@ func KafkaKey(table string, key map[string]any) []byte {
 	return []byte(strings.Join(parts, "/"))
 }
 
-// NewEvent builds a WriteEvent (policy hold) with a fresh UUID v4 id.
-func NewEvent(region, table, op string, key, data map[string]any) WriteEvent {
+func newID() string {
 	var u [16]byte
 	_, _ = rand.Read(u[:])
 	u[6] = u[6]&0x0f | 0x40
 	u[8] = u[8]&0x3f | 0x80
-	id := fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
-	return WriteEvent{ID: id, Region: region, Table: table, Op: op, Key: key, Data: data, Policy: "hold",
+	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
+}
+
+// NewEvent builds a WriteEvent (policy hold) with a fresh UUID v4 id. Set OrderingKey on it to
+// key the record by that instead of the row (its writes then apply in order with the key's groups).
+func NewEvent(region, table, op string, key, data map[string]any) WriteEvent {
+	return WriteEvent{ID: newID(), Region: region, Table: table, Op: op, Key: key, Data: data, Policy: "hold",
 		FallbackRegions: []string{}, CreatedAt: time.Now().UTC().Format(time.RFC3339Nano)}
+}
+
+// Group collects the row operations of one atomic write group, in the order they apply.
+// Build it with Producer.Group (or NewGroup) and publish it with Send or Produce: one record.
+type Group struct {
+	p   *Producer
+	ev  WriteEvent
+	err error
+}
+
+// NewGroup starts a group of region keyed by orderingKey (policy hold, a fresh UUID id).
+func NewGroup(region, orderingKey string) *Group {
+	g := &Group{ev: WriteEvent{ID: newID(), Region: region, OrderingKey: orderingKey, Policy: "hold",
+		FallbackRegions: []string{}}}
+	if orderingKey == "" {
+		g.err = errors.New("a write group needs a non-empty ordering key")
+	}
+	return g
+}
+
+// Group starts an atomic write group of region on this producer.
+func (p *Producer) Group(region, orderingKey string) *Group {
+	g := NewGroup(region, orderingKey)
+	g.p = p
+	return g
+}
+
+// Add appends one row operation; data may be nil only for a delete.
+func (g *Group) Add(table, op string, key, data map[string]any) *Group {
+	if len(g.ev.Ops) >= MaxGroupOps && g.err == nil {
+		g.err = fmt.Errorf("a write group holds at most %d ops", MaxGroupOps)
+	}
+	g.ev.Ops = append(g.ev.Ops, RowOp{Table: table, Op: op, Key: key, Data: data})
+	return g
+}
+
+func (g *Group) Insert(table string, key, data map[string]any) *Group {
+	return g.Add(table, "insert", key, data)
+}
+func (g *Group) Upsert(table string, key, data map[string]any) *Group {
+	return g.Add(table, "upsert", key, data)
+}
+func (g *Group) Update(table string, key, data map[string]any) *Group {
+	return g.Add(table, "update", key, data)
+}
+func (g *Group) Delete(table string, key map[string]any) *Group {
+	return g.Add(table, "delete", key, nil)
+}
+
+// Policy sets hold (the default), failover (with its fallback regions) or shed.
+func (g *Group) Policy(policy string, fallbackRegions ...string) *Group {
+	g.ev.Policy = policy
+	g.ev.FallbackRegions = append([]string{}, fallbackRegions...)
+	return g
+}
+
+// Event is the group's WriteEvent, or an error if it is empty, too big or has no ordering key.
+func (g *Group) Event() (WriteEvent, error) {
+	if g.err != nil {
+		return WriteEvent{}, g.err
+	}
+	if len(g.ev.Ops) == 0 {
+		return WriteEvent{}, errors.New("a write group needs at least one op")
+	}
+	ev := g.ev
+	ev.Ops = append([]RowOp{}, g.ev.Ops...)
+	ev.CreatedAt = time.Now().UTC().Format(time.RFC3339Nano)
+	return ev, nil
+}
+
+// Send publishes the group as one record and waits for the broker's acknowledgement.
+func (g *Group) Send(ctx context.Context) error {
+	ev, err := g.Event()
+	if err != nil {
+		return err
+	}
+	rec, err := g.p.Record(ev)
+	if err != nil {
+		return err
+	}
+	return g.p.client.ProduceSync(ctx, rec).FirstErr()
+}
+
+// Produce queues the group as one record; promise is called once it is acknowledged or failed.
+func (g *Group) Produce(ctx context.Context, promise func(*kgo.Record, error)) error {
+	ev, err := g.Event()
+	if err != nil {
+		return err
+	}
+	return g.p.Produce(ctx, ev, promise)
 }
 
 // Producer publishes write events; Write returns once the broker acknowledged the write.
@@ -92,13 +217,13 @@ func NewProducer(brokers []string, topicPrefix string, extra ...kgo.Opt) (*Produ
 // Topic is <prefix>writes.<region>.
 func (p *Producer) Topic(region string) string { return p.prefix + "writes." + region }
 
-// Record is the Kafka record of an event, keyed by the contract.
+// Record is the Kafka record of an event, keyed by the contract (its ordering key, else its row).
 func (p *Producer) Record(ev WriteEvent) (*kgo.Record, error) {
 	value, err := json.Marshal(ev)
 	if err != nil {
 		return nil, err
 	}
-	return &kgo.Record{Topic: p.Topic(ev.Region), Key: KafkaKey(ev.Table, ev.Key), Value: value}, nil
+	return &kgo.Record{Topic: p.Topic(ev.Region), Key: ev.RecordKey(), Value: value}, nil
 }
 
 // Write publishes one write and waits for the broker's acknowledgement.

@@ -2,8 +2,13 @@
 //
 //	rg-producer vectors FILE                     key bytes and partitions of schemas/vectors/partitions.json's
 //	                                             rows, as this producer builds and partitions them (JSON)
-//	rg-producer produce BOOTSTRAP PREFIX REGION  one write per stdin line {"table","op","key","data"}, in
-//	                                             order; prints {"sent": n} once every write is acknowledged
+//	rg-producer produce BOOTSTRAP PREFIX REGION  one write per stdin line {"table","op","key","data"}
+//	                                             (optionally with "ordering_key"), or one atomic group per
+//	                                             line {"ordering_key","ops":[...]}, in order; prints
+//	                                             {"sent": n} once every write is acknowledged
+//	rg-producer group-vectors FILE COUNT...      for schemas/vectors/write-events.json's accepted cases with
+//	                                             an ordering_key: the event rebuilt with this package's API,
+//	                                             its Kafka key and partitions for the given counts (JSON)
 //
 // RG_NO_IDEMPOTENCE=1 turns idempotence off for brokers without InitProducerId;
 // RG_KAFKA_MAX_VERSION=v2.8.0 (say) caps request versions for brokers that close on newer ones.
@@ -17,6 +22,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -60,6 +66,89 @@ func vectors(path string) error {
 	return json.NewEncoder(os.Stdout).Encode(out)
 }
 
+// line is one stdin line or vector value: a single-row write or an atomic group.
+type line struct {
+	Table           string              `json:"table"`
+	Op              string              `json:"op"`
+	Key             map[string]any      `json:"key"`
+	Data            map[string]any      `json:"data"`
+	OrderingKey     *string             `json:"ordering_key"`
+	Ops             []regionguard.RowOp `json:"ops"`
+	Policy          string              `json:"policy"`
+	FallbackRegions []string            `json:"fallback_regions"`
+}
+
+// event builds the line's event with the package's API: Group for ops, NewEvent otherwise.
+func (w line) event(region string) (regionguard.WriteEvent, error) {
+	if w.Ops != nil {
+		ok := ""
+		if w.OrderingKey != nil {
+			ok = *w.OrderingKey
+		}
+		g := regionguard.NewGroup(region, ok)
+		for _, op := range w.Ops {
+			g.Add(op.Table, op.Op, op.Key, op.Data)
+		}
+		if w.Policy != "" {
+			g.Policy(w.Policy, w.FallbackRegions...)
+		}
+		return g.Event()
+	}
+	ev := regionguard.NewEvent(region, w.Table, w.Op, w.Key, w.Data)
+	if w.OrderingKey != nil {
+		ev.OrderingKey = *w.OrderingKey
+	}
+	return ev, nil
+}
+
+func groupVectors(path string, counts []string) error {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var doc struct {
+		Region string `json:"topic_region"`
+		Cases  []struct {
+			Name    string `json:"name"`
+			Outcome string `json:"outcome"`
+			Value   string `json:"value_utf8"`
+		} `json:"cases"`
+	}
+	if err := decode(raw, &doc); err != nil {
+		return err
+	}
+	part := regionguard.Partitioner().ForTopic("vectors")
+	out := []map[string]any{}
+	for _, c := range doc.Cases {
+		if c.Outcome != "accepted" || c.Value == "" {
+			continue
+		}
+		var w line
+		if err := decode([]byte(c.Value), &w); err != nil {
+			return fmt.Errorf("%s: %w", c.Name, err)
+		}
+		if w.OrderingKey == nil {
+			continue
+		}
+		ev, err := w.event(doc.Region)
+		if err != nil {
+			return fmt.Errorf("%s: %w", c.Name, err)
+		}
+		key := ev.RecordKey()
+		parts := map[string]int{}
+		for _, n := range counts {
+			k, err := strconv.Atoi(n)
+			if err != nil {
+				return err
+			}
+			parts[n] = part.Partition(&kgo.Record{Key: key}, k)
+		}
+		out = append(out, map[string]any{"name": c.Name, "key_hex": hex.EncodeToString(key), "partition": parts,
+			"value": ev})
+	}
+	return json.NewEncoder(os.Stdout).Encode(out)
+}
+
 func produce(bootstrap, prefix, region string) error {
 	var extra []kgo.Opt
 	if os.Getenv("RG_NO_IDEMPOTENCE") == "1" {
@@ -84,20 +173,18 @@ func produce(bootstrap, prefix, region string) error {
 	in := bufio.NewScanner(os.Stdin)
 	in.Buffer(make([]byte, 1<<20), 1<<24)
 	for in.Scan() {
-		line := bytes.TrimSpace(in.Bytes())
-		if len(line) == 0 {
+		text := bytes.TrimSpace(in.Bytes())
+		if len(text) == 0 {
 			continue
 		}
-		var w struct {
-			Table string         `json:"table"`
-			Op    string         `json:"op"`
-			Key   map[string]any `json:"key"`
-			Data  map[string]any `json:"data"`
-		}
-		if err := decode(line, &w); err != nil {
+		var w line
+		if err := decode(text, &w); err != nil {
 			return err
 		}
-		ev := regionguard.NewEvent(region, w.Table, w.Op, w.Key, w.Data)
+		ev, err := w.event(region)
+		if err != nil {
+			return err
+		}
 		if err := p.Produce(ctx, ev, func(_ *kgo.Record, err error) {
 			mu.Lock()
 			defer mu.Unlock()
@@ -128,10 +215,12 @@ func main() {
 	switch {
 	case len(a) == 2 && a[0] == "vectors":
 		err = vectors(a[1])
+	case len(a) >= 2 && a[0] == "group-vectors":
+		err = groupVectors(a[1], a[2:])
 	case len(a) == 4 && a[0] == "produce":
 		err = produce(a[1], a[2], a[3])
 	default:
-		fmt.Fprintln(os.Stderr, "usage: rg-producer vectors FILE | rg-producer produce BOOTSTRAP PREFIX REGION < writes.jsonl")
+		fmt.Fprintln(os.Stderr, "usage: rg-producer vectors FILE | rg-producer group-vectors FILE COUNT... | rg-producer produce BOOTSTRAP PREFIX REGION < writes.jsonl")
 		os.Exit(2)
 	}
 	if err != nil {
