@@ -2,50 +2,71 @@
 //
 //   node produce-lines.js [produce] <bootstrap> <topic-prefix> <region> < writes.jsonl
 //   each line: {"table": "users", "op": "upsert", "key": {"id": 42}, "data": {"name": "Ada", "version": 7}}
+//     (optionally with "ordering_key": then that is its Kafka key), or an atomic group
+//     {"ordering_key": "customer/42", "ops": [{"table", "op", "key", "data"}, ...]}: one record
+//   node produce-lines.js group-vectors <write-events.json> <count>...
+//     for the vectors' accepted cases with an ordering_key: the event rebuilt with regionguard.js,
+//     its Kafka key and kafkajs' partitions for the given partition counts (JSON)
 //
-// Same contract as produce.js: key `<table>/<key values in sorted column order, joined by "/">`,
-// kafkajs' DefaultPartitioner (Java's murmur2), a WriteEvent with a fresh UUID id, acks=all, and
-// an idempotent producer (RG_NO_IDEMPOTENCE=1 turns it off for brokers without InitProducerId,
-// such as tansu; the event id still makes a duplicate harmless). Prints {"sent": n} once every
-// write is acknowledged.
-const crypto = require("crypto");
+// Same contract as produce.js (regionguard.js): key `<table>/<key values in sorted column order,
+// joined by "/">` or the ordering key, kafkajs' DefaultPartitioner (Java's murmur2), a WriteEvent
+// with a fresh UUID id, acks=all, and an idempotent producer (RG_NO_IDEMPOTENCE=1 turns it off for
+// brokers without InitProducerId, such as tansu; the event id still makes a duplicate harmless).
+// Prints {"sent": n} once every write is acknowledged.
+const fs = require("fs");
 const readline = require("readline");
 const { Kafka, Partitioners, logLevel } = require("kafkajs");
+const { kafkaKey, writeEvent, groupEvent, recordKey, RegionGuardProducer } = require("./regionguard");
 
-// Integers beyond 2^53 lose digits in JSON.parse: send such key values as strings.
-const kafkaKey = (table, key) => [table, ...Object.keys(key).sort().map((k) => String(key[k]))].join("/");
+// A line's event: a group built op by op with groupEvent, else a single-row write.
+const lineEvent = (region, w) => {
+  const options = { orderingKey: w.ordering_key, ...(w.policy == null ? {} : { policy: w.policy }),
+                    ...(w.fallback_regions == null ? {} : { fallbackRegions: w.fallback_regions }) };
+  if (w.ops != null) {
+    return groupEvent(region, options, (g) => { for (const op of w.ops) g.add(op.table, op.op, op.key, op.data); });
+  }
+  return writeEvent(region, w, options);
+};
 
-const writeEvent = (region, { table, op, key, data }) => ({
-  id: crypto.randomUUID(), region, table, op, key, ...(data == null ? {} : { data }),
-  policy: "hold", created_at: new Date().toISOString(),
-});
+function groupVectors(file, counts) {
+  const doc = JSON.parse(fs.readFileSync(file, "utf8"));
+  const out = [];
+  for (const c of doc.cases) {
+    if (c.outcome !== "accepted" || c.value_utf8 == null) continue;
+    const w = JSON.parse(c.value_utf8);
+    if (w.ordering_key == null) continue;
+    const event = lineEvent(doc.topic_region, w);
+    const key = recordKey(event);
+    const partition = {};
+    for (const n of counts) {
+      const partitionMetadata = Array.from({ length: Number(n) }, (_, i) => ({ partitionId: i, leader: 0 }));
+      partition[n] = Partitioners.DefaultPartitioner()({ topic: "t", partitionMetadata, message: { key } });
+    }
+    out.push({ name: c.name, key_hex: Buffer.from(key, "utf8").toString("hex"), partition, value: event });
+  }
+  console.log(JSON.stringify(out));
+}
 
 async function main() {
   const args = process.argv.slice(2);
+  if (args[0] === "group-vectors") return groupVectors(args[1], args.slice(2));
   if (args[0] === "produce") args.shift();  // the same command line as the Java and Go examples
   const [bootstrap, prefix, region] = args;
-  const messages = [];
+  const events = [];
   for await (const line of readline.createInterface({ input: process.stdin })) {
-    if (!line.trim()) continue;
-    const w = JSON.parse(line);
-    messages.push({ key: kafkaKey(w.table, w.key), value: JSON.stringify(writeEvent(region, w)) });
+    if (line.trim()) events.push(lineEvent(region, JSON.parse(line)));
   }
   const kafka = new Kafka({ clientId: "node-example", brokers: bootstrap.split(","), logLevel: logLevel.ERROR });
-  const producer = kafka.producer({
-    idempotent: process.env.RG_NO_IDEMPOTENCE !== "1",
-    maxInFlightRequests: 1,
-    createPartitioner: Partitioners.DefaultPartitioner,
-  });
+  const producer = new RegionGuardProducer(kafka, prefix, { idempotent: process.env.RG_NO_IDEMPOTENCE !== "1" });
   await producer.connect();
-  const topic = `${prefix}writes.${region}`;
-  for (let i = 0; i < messages.length; i += 100) {  // in order: one batch acknowledged before the next
-    await producer.send({ topic, acks: -1, messages: messages.slice(i, i + 100) });
+  for (let i = 0; i < events.length; i += 100) {  // in order: one batch acknowledged before the next
+    await producer.sendEvents(region, events.slice(i, i + 100));
   }
   await producer.disconnect();
-  console.log(JSON.stringify({ sent: messages.length }));
+  console.log(JSON.stringify({ sent: events.length }));
 }
 
-module.exports = { kafkaKey, writeEvent };
+module.exports = { kafkaKey, writeEvent, lineEvent };
 if (require.main === module) {
   main().catch((err) => { console.error(`error: ${err.message}`); process.exit(1); });
 }

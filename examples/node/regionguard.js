@@ -1,0 +1,87 @@
+// regionguard's contract for Node.js producers (kafkajs): keys, events, atomic write groups.
+//
+//   const { RegionGuardProducer } = require("./regionguard");
+//   const p = new RegionGuardProducer(kafka, "rg.");         // acks=all, Java's murmur2 partitioner
+//   await p.connect();
+//   await p.write("us-east-1", "users", "upsert", { id: 42 }, { name: "Ada", version: 7 });
+//   // an atomic write group: ONE record keyed by its ordering key; the router applies the ops in
+//   // one transaction, in order, all or nothing (DESIGN.md, "Atomic write groups and ordering keys")
+//   await p.group("us-east-1", { orderingKey: "customer/42" }, (g) => {
+//     g.insert("orders", { id: 7 }, { user_id: 42, amount: 30 });
+//     g.insert("order_items", { order_id: 7, line: 1 }, { sku: "A1", qty: 2 });
+//   });
+//   await p.disconnect();
+const crypto = require("crypto");
+const { Partitioners } = require("kafkajs");
+
+const MAX_GROUP_OPS = 1000;
+
+// `<table>/<key values in sorted column order, joined by "/">`. Integers beyond 2^53 lose digits in
+// JSON.parse: send such key values as strings.
+const kafkaKey = (table, key) => [table, ...Object.keys(key).sort().map((k) => String(key[k]))].join("/");
+
+const checkOrderingKey = (orderingKey) => {
+  if (typeof orderingKey !== "string" || orderingKey === "") throw new Error("ordering_key must be a non-empty string");
+  return orderingKey;
+};
+
+// A single-row WriteEvent (policy hold, fresh UUID id); `orderingKey` (optional) becomes its Kafka key.
+const writeEvent = (region, { table, op, key, data }, { orderingKey, policy = "hold", fallbackRegions = [] } = {}) => ({
+  id: crypto.randomUUID(), region, table, op, key, ...(data == null ? {} : { data }),
+  ...(orderingKey == null ? {} : { ordering_key: checkOrderingKey(orderingKey) }),
+  policy, fallback_regions: fallbackRegions, created_at: new Date().toISOString(),
+});
+
+// Collects a group's row operations in the order they apply.
+class GroupBuilder {
+  constructor() { this.ops = []; }
+  add(table, op, key, data) {
+    if (this.ops.length >= MAX_GROUP_OPS) throw new Error(`a write group holds at most ${MAX_GROUP_OPS} ops`);
+    this.ops.push({ table, op, key, ...(data == null ? {} : { data }) });
+    return this;
+  }
+  insert(table, key, data) { return this.add(table, "insert", key, data); }
+  upsert(table, key, data) { return this.add(table, "upsert", key, data); }
+  update(table, key, data) { return this.add(table, "update", key, data); }
+  delete(table, key) { return this.add(table, "delete", key); }
+}
+
+// The WriteEvent of an atomic group: `build(g)` adds its ops (g.insert/upsert/update/delete).
+const groupEvent = (region, { orderingKey, policy = "hold", fallbackRegions = [] }, build) => {
+  const g = new GroupBuilder();
+  build(g);
+  if (g.ops.length === 0) throw new Error("a write group needs at least one op");
+  return { id: crypto.randomUUID(), region, ordering_key: checkOrderingKey(orderingKey), ops: g.ops,
+           policy, fallback_regions: fallbackRegions, created_at: new Date().toISOString() };
+};
+
+// The record's Kafka key: the ordering key when the event has one, else the row's.
+const recordKey = (event) => (event.ordering_key != null ? event.ordering_key : kafkaKey(event.table, event.key));
+
+const message = (event) => ({ key: recordKey(event), value: JSON.stringify(event) });
+
+class RegionGuardProducer {
+  // `idempotent: false` for brokers without InitProducerId (tansu); the event id still makes a duplicate harmless.
+  constructor(kafka, topicPrefix, { idempotent = true } = {}) {
+    this.prefix = topicPrefix;
+    // DefaultPartitioner is Java's murmur2 partitioner, the contract's
+    this.producer = kafka.producer({ idempotent, maxInFlightRequests: 1, createPartitioner: Partitioners.DefaultPartitioner });
+  }
+  topic(region) { return `${this.prefix}writes.${region}`; }
+  connect() { return this.producer.connect(); }
+  disconnect() { return this.producer.disconnect(); }
+  // Publishes events in order, acknowledged (acks=all) once it resolves.
+  async sendEvents(region, events) {
+    await this.producer.send({ topic: this.topic(region), acks: -1, messages: events.map(message) });
+    return events.map((e) => ({ id: e.id, region: e.region }));
+  }
+  async write(region, table, op, key, data, options = {}) {
+    return (await this.sendEvents(region, [writeEvent(region, { table, op, key, data }, options)]))[0];
+  }
+  // One record, once `build` has added the ops; resolves to the write token {id, region} once acknowledged.
+  async group(region, options, build) {
+    return (await this.sendEvents(region, [groupEvent(region, options, build)]))[0];
+  }
+}
+
+module.exports = { MAX_GROUP_OPS, kafkaKey, writeEvent, groupEvent, recordKey, message, GroupBuilder, RegionGuardProducer };
