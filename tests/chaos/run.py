@@ -200,7 +200,8 @@ class ChaosReport:
         return (f"{self.writes} writes requested, {c.acknowledged} acknowledged, {len(self.faults)} faults, "
                 f"run {self.seconds:.0f} s (load {self.load_seconds:.0f} s, quiescence {self.quiesce.seconds:.0f} s): "
                 f"lost={c.lost} duplicates={c.duplicates} stale_rows={c.stale_rows} missing_rows={c.missing_rows} "
-                f"extra_rows={c.extra_rows} unexplained_dead_letters={c.unexplained_dead_letters} -> "
+                f"extra_rows={c.extra_rows} unexplained_dead_letters={c.unexplained_dead_letters} "
+                f"groups={c.groups} partial_groups={c.partial_groups} split_groups={c.split_groups} -> "
                 f"{'PASS' if self.ok else 'FAIL'}")
 
     def markdown(self) -> str:

@@ -58,4 +58,5 @@ def test_broker_faults_lose_nothing_and_apply_nothing_twice(kafka3: ApacheKafka,
     assert res.acknowledged >= 3000, res.report()
     assert (res.lost, res.duplicates, res.stale_rows, res.missing_rows, res.extra_rows) == (0, 0, 0, 0, 0), res.report()
     assert res.unexplained_dead_letters == 0 and res.unknown_applied == 0 and res.misrouted == 0, res.report()
+    assert (res.partial_groups, res.split_groups) == (0, 0), res.report()  # every group all or nothing
     assert all(f.outcome.get("result") == "0/0" for f in report.faults), report.markdown()

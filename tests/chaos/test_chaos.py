@@ -4,7 +4,8 @@ Every fault kind once -- blackhole, refuse, connection-reset storm, a real
 PostgreSQL crash, SIGKILL of router, replayer and health leader, a router
 rebalance -- against real processes under continuous load; then the checker
 must find nothing lost, nothing applied twice, every row at its highest
-version and every dead letter explained.
+version, every dead letter explained and every atomic write group applied
+whole (one transaction) or not at all.
 """
 
 from __future__ import annotations
@@ -27,3 +28,8 @@ def test_short_chaos_schedule_loses_nothing_and_applies_nothing_twice(broker, pg
     assert (res.lost, res.duplicates, res.stale_rows, res.missing_rows, res.extra_rows) == (0, 0, 0, 0, 0), res.report()
     assert res.unexplained_dead_letters == 0 and res.unknown_applied == 0 and res.misrouted == 0, res.report()
     assert res.replayed > 0 and res.failover_applied > 0 and res.dead_lettered > 0
+    # atomic write groups (orders with items): each applied whole in one transaction or not at all, the bad
+    # ones dead-lettered whole with nothing left, some held through an outage and replayed whole
+    assert (res.partial_groups, res.split_groups) == (0, 0), res.report()
+    assert res.groups > 0 and res.groups_applied > 0 and res.groups_dead_lettered > 0, res.report()
+    assert res.groups_replayed > 0, res.report()
