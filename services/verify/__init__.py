@@ -2,13 +2,14 @@
 checker that holds every region's database to that record.
 
 - :mod:`.loadgen` -- :class:`LoadGen` produces versioned upserts, unique inserts,
-  deletes, failover/shed/expiring writes and a few deliberately bad writes
+  deletes, atomic write groups (an order with its items, keyed by customer),
+  failover/shed/expiring writes and a few deliberately bad writes and groups
   through :class:`regionguard.producer.WriteProducer`, and records each write
   in a :class:`Model` only after ``flush()`` confirmed it.
 - :mod:`.checker` -- :func:`check` compares every region's tables, inbox
   (``regionguard_applied``), effect log and the dead-letter topic with the
   model: lost, applied twice, rows not at their highest version, unexplained
-  dead letters. :func:`wait_quiescent` waits until every held backlog is
+  dead letters, a group half applied or split over transactions. :func:`wait_quiescent` waits until every held backlog is
   replayed and every partition is direct again.
 - :mod:`.stack` -- :class:`Stack` runs broker, regions, services and faults for
   the chaos suite and ``regionguard demo``.
