@@ -9,6 +9,10 @@ For a region, a read tries its tiers in order (``order=``, default
 * ``redis``     the row cache the router keeps write-through (``redis.url``;
   point reads by full key only, see :mod:`regionguard.client.cache`).
 
+Data residency: a table with ``allowed_regions`` is read only from regions
+among them (a fallback outside is never tried) and from Redis only when
+``redis.region`` is among them.
+
 A tier is skipped without any I/O when its region's breaker is open (from
 :class:`~regionguard.client.views.RegionStates`), or when this reader saw it
 fail at connection level less than ``failure_cooldown_s`` ago. Each target
@@ -196,10 +200,16 @@ class RegionalReader:
         self.rejected: Counter[str] = Counter()            # target -> bulkhead rejections
 
     # -- tiers ------------------------------------------------------------------------
-    def tiers(self, region: str) -> list[tuple[str, _Target | None]]:
-        """The (tier, target) plan for ``region``; target None is Redis."""
+    def tiers(self, region: str, table: str | None = None) -> list[tuple[str, _Target | None]]:
+        """The (tier, target) plan for ``region``; target None is Redis.
+
+        With ``table``, data residency applies: a fallback region outside the table's
+        ``allowed_regions``, and Redis unless ``redis.region`` is inside them, are left out.
+        """
         if region not in self.cfg.regions:
             raise BadRead(f"unknown region {region!r}")
+        if table is not None and not self.cfg.allowed_in(table, region):
+            raise BadRead(f"table {table!r} may not be stored in region {region!r} (allowed_regions)")
         rc = self.cfg.regions[region]
         out: list[tuple[str, _Target | None]] = []
         for t in self.order:
@@ -210,9 +220,11 @@ class RegionalReader:
                     out.append(("replica", _Target(f"{region}/replica{i}", "replica", region, dsn, None)))
             elif t == "fallbacks":
                 for fb in rc.fallbacks:
-                    out.append(("fallback", _Target(fb, "fallback", fb, self.cfg.regions[fb].dsn, fb)))
+                    if table is None or self.cfg.allowed_in(table, fb):
+                        out.append(("fallback", _Target(fb, "fallback", fb, self.cfg.regions[fb].dsn, fb)))
             elif t == "redis" and (self._redis is not None or self.cfg.redis.url):
-                out.append(("redis", None))
+                if table is None or self.cfg.cacheable(table):
+                    out.append(("redis", None))
         return out
 
     def _bulkhead(self, target: _Target) -> _Bulkhead:
@@ -337,7 +349,7 @@ class RegionalReader:
     async def _read(self, region: str, table: str, sql: str, args: list[Any],
                     cache: tuple[dict[str, Any], list[str] | None] | None) -> ReadResult:
         attempts: list[TierAttempt] = []
-        for tier, target in self.tiers(region):
+        for tier, target in self.tiers(region, table):
             if target is None:
                 res = await self._try_redis(region, table, cache, attempts)
             else:
@@ -396,7 +408,10 @@ class RegionalReader:
             finally:
                 if conn is not None:
                     if broken:
-                        conn.terminate()  # a half-dead socket must not go back to the pool
+                        try:
+                            conn.terminate()  # a half-dead socket must not go back to the pool
+                        except asyncpg.InterfaceError:
+                            pass  # the connection was lost and the pool has already taken it back
                     try:
                         await bh.pool.release(conn)  # type: ignore[union-attr]
                     except Exception as exc:  # noqa: BLE001 - the read's answer stands (counted, DEBUG line)

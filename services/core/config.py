@@ -173,6 +173,10 @@ class TableConfig(_Frozen):
     columns: tuple[str, ...] | None = Field(
         None, description="Optional column allow-list; defaults to the table's columns in the database."
     )
+    allowed_regions: tuple[str, ...] | None = Field(None, description=(
+        "Data residency: the only regions whose databases (and caches) may hold this table's rows. A "
+        "failover write is never applied outside them (held for home instead) and reads never fall back "
+        "outside them. Default: every region."))
 
     @field_validator("key", "columns")
     @classmethod
@@ -307,6 +311,9 @@ class MetricsConfig(_Frozen):
 class RedisConfig(_Frozen):
     url: str | None = Field(None, description="When set, the router writes applied rows through to Redis.")
     ttl_s: int = Field(3600, ge=1)
+    region: str | None = Field(None, description=(
+        "The region the Redis server lives in, for data residency: rows of a table with allowed_regions are "
+        "cached (and read from the cache) only when this region is among them. Unset: never cached."))
 
 
 class DeadLettersConfig(_Frozen):
@@ -362,12 +369,26 @@ class Config(_Frozen):
                 raise ValueError(f"inbox.retention_s ({self.inbox.retention_s:.0f}) is below the retention of the "
                                  f"writes/held topics ({floor:.0f} s): a write Kafka still holds could apply twice "
                                  "or bring a deleted row back")
+        if self.redis.region is not None and self.redis.region not in self.regions:
+            raise ValueError(f"redis.region names unknown region {self.redis.region!r}")
         for name, table in self.tables.items():
+            for r in table.allowed_regions or ():
+                if r not in self.regions:
+                    raise ValueError(f"tables.{name}.allowed_regions names unknown region {r!r}")
             if table.columns is not None:
                 missing = [c for c in (*table.key, *([table.version] if table.version else [])) if c not in table.columns]
                 if missing:
                     raise ValueError(f"tables.{name}.columns lacks key/version column {missing[0]!r}")
         return self
+
+    def allowed_in(self, table: str, region: str | None) -> bool:
+        """Data residency: may ``table``'s rows be stored in ``region`` (None: a place in no region)?"""
+        allowed = self.tables[table].allowed_regions
+        return allowed is None or region in allowed
+
+    def cacheable(self, table: str) -> bool:
+        """May ``table``'s rows go to (and be read from) the Redis cache (``redis.region``)?"""
+        return self.allowed_in(table, self.redis.region)
 
     def topic(self, kind: str, region: str | None = None) -> str:
         """Topic name, e.g. ``topic("writes", "eu")`` -> ``rg.writes.eu``."""

@@ -39,6 +39,9 @@ GROUPS = Counter("regionguard_groups_total",
                  "Atomic write groups by outcome: applied, held, failover_applied, replayed, dead_lettered "
                  "(each whole; their rows also count in the writes_* counters)", ["region", "service", "outcome"])
 HELD = Counter("regionguard_writes_held_total", "Writes diverted to the held topic", ["region", "reason"])
+HELD_RESIDENCY = Counter("regionguard_writes_residency_held_total",
+                         "Failover writes held for home because every closed fallback lies outside their tables' "
+                         "allowed_regions", ["region"])
 FAILOVER_APPLIED = Counter("regionguard_writes_failover_applied_total", "Failover-policy writes applied in a fallback region", ["region", "applied_in"])
 DEAD_LETTERS = Counter("regionguard_dead_letters_total", "Records sent to the dead-letter topic", ["region", "reason"])
 APPLY_ERRORS = Counter("regionguard_apply_errors_total", "Retriable apply failures by type", ["region", "kind"])

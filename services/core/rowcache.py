@@ -3,7 +3,9 @@
 Best effort by design: Redis is a cache. A failed cache write is logged and
 counted, never retried into the hot path, and never blocks an offset
 commit. Rows come from the apply statements' RETURNING (the row as stored,
-so stale writes never reach the cache); deletes remove the key.
+so stale writes never reach the cache); deletes remove the key. Rows of a
+table whose ``allowed_regions`` do not include ``redis.region`` are never
+written (data residency).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ class RowCache:
         ttl = self.cfg.redis.ttl_s
         pipe = self.client.pipeline(transaction=False)
         for table, op, row in rows:
+            if not self.cfg.cacheable(table):
+                continue  # data residency: the cache lives outside the table's allowed_regions
             key_cols = self.cfg.tables[table].key
             k = cache_key(region, table, {c: row.get(c) for c in key_cols})
             if op is Op.delete:

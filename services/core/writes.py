@@ -68,19 +68,22 @@ def decode_write(raw: bytes | None, *, region: str, cfg: Config) -> WireWrite | 
                 return BadWrite(DeadReason.schema, f"fallback region {fb!r} is not configured")
     rules = _rules(cfg)
     if w.ops is None:
-        return _check_row(w, rules) or w
+        return _check_row(w, rules, region) or w
     for i, op in enumerate(w.ops):
-        bad = _check_row(op, rules)
+        bad = _check_row(op, rules, region)
         if bad is not None:  # the whole group goes: nothing of it may apply
             return BadWrite(bad.reason, f"ops[{i}]: {bad.detail}")
     return w
 
 
-def _check_row(w, rules: dict[str, "_TableRule"]) -> BadWrite | None:
+def _check_row(w, rules: dict[str, "_TableRule"], region: str) -> BadWrite | None:
     """The allow-list checks of one row operation (a single-row event or one op of a group)."""
     rule = rules.get(w.table)
     if rule is None:
         return BadWrite(DeadReason.unknown_table, f"table {w.table!r} is not in the allow-list")
+    if rule.allowed is not None and region not in rule.allowed:
+        return BadWrite(DeadReason.schema, f"table {w.table!r} may not be stored in region {region!r} "
+                                           f"(tables.{w.table}.allowed_regions)")
     if w.key.keys() != rule.key:  # the common case is one comparison of two small sets
         missing = [k for k in rule.key_order if k not in w.key]
         if missing:
@@ -105,6 +108,7 @@ class _TableRule:
     key_order: tuple[str, ...]
     version: str | None
     columns: frozenset[str] | None
+    allowed: frozenset[str] | None  # data residency: regions that may hold the rows
 
 
 _RULES: tuple = (None, {})  # (config, rules), replaced whole so threads never see a mismatched pair
@@ -116,7 +120,8 @@ def _rules(cfg: Config) -> dict[str, _TableRule]:
     cached_cfg, rules = _RULES
     if cached_cfg is not cfg:
         rules = {name: _TableRule(frozenset(t.key), t.key, t.version,
-                                  frozenset(t.columns) if t.columns is not None else None)
+                                  frozenset(t.columns) if t.columns is not None else None,
+                                  frozenset(t.allowed_regions) if t.allowed_regions is not None else None)
                  for name, t in cfg.tables.items()}
         _RULES = (cfg, rules)
     return rules

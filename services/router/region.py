@@ -27,7 +27,7 @@ from ..core import publish
 from ..core.config import Config
 from ..core.db import RegionDB
 from ..core.errors import RegionGuardError, RegionUnavailable
-from ..core.models import FailoverEvent, Observation
+from ..core.models import FailoverEvent, Observation, row_ops
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,19 @@ class RegionShare:
             self._holding = False
             self._event("direct_resumed")
 
-    def _event(self, kind: str) -> None:
+    def _event(self, kind: str, **detail) -> None:
         publish.failover_event(self.cfg, self.producer, FailoverEvent(
-            kind=kind, region=self.region, service="router", detail={"instance": self.instance}))
+            kind=kind, region=self.region, service="router", detail={"instance": self.instance, **detail}))
+
+    def residency_held(self, refused: dict[str, list]) -> None:
+        """Failover writes held for home because their closed fallbacks may not hold their tables.
+
+        ``refused`` maps each refused fallback region to the writes; one event per batch and region.
+        """
+        for fb, writes in refused.items():
+            tables = sorted({op.table for w in writes for op in row_ops(w)
+                             if not self.cfg.allowed_in(op.table, fb)})
+            self._event("residency_hold", refused_region=fb, tables=tables, writes=len(writes),
+                        write_ids=[str(w.id) for w in writes[:10]],
+                        reason=f"{', '.join(tables)} may not be stored in {fb} (allowed_regions); held for "
+                               f"{self.region}")

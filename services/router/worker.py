@@ -427,8 +427,9 @@ class RegionWorker:
         failover: dict[str, list[tuple[Record, WriteEvent]]] = {}
         plain: list[tuple[Record, WriteEvent, str | None]] = []
         verify: dict[int, Route] = {}  # id(rec) -> the dead letter the replayer gives it unless applied
+        refused: dict[str, list] = {}  # fallback region -> failover writes its residency refused
         for rec, w in held:
-            route, fb = decide.route_held(w, now=now, is_closed=self.is_closed)
+            route, fb = decide.route_held(w, now=now, is_closed=self.is_closed, allowed=self.cfg.allowed_in)
             if route in decide.DEAD_ROUTES and rec.offset < self.uncertain.get(rec.partition, ALL_OFFSETS):
                 verify[id(rec)] = route
                 plain.append((rec, w, None))
@@ -439,8 +440,14 @@ class RegionWorker:
             elif route is Route.failover:
                 failover.setdefault(fb, []).append((rec, w))
                 plain.append((rec, w, fb))
+            elif route is Route.residency:
+                refused.setdefault(fb, []).append(w)
+                plain.append((rec, w, None))
             else:
                 plain.append((rec, w, None))
+        if refused:
+            self.share.residency_held(refused)
+            m.HELD_RESIDENCY.labels(self.region).inc(sum(len(ws) for ws in refused.values()))
         applied_in: dict[int, str] = {}
         for fb, items in failover.items():
             try:
