@@ -20,7 +20,7 @@ unit: setup
 
 # Benchmarks run on Apache Kafka 4 (one local KRaft node) by default, like the tests; BROKER=tansu
 # or BROKER=host:port picks another (README, "Benchmarks on Apache Kafka beside tansu").
-.PHONY: bench-latency bench-takeover
+.PHONY: bench-latency bench-takeover bench-peer
 bench: setup
 	RG_BROKER=$(BROKER) .venv/bin/python bench/router_apply.py --n 200000
 	RG_BROKER=$(BROKER) .venv/bin/python bench/replay.py --n 100000
@@ -33,6 +33,11 @@ bench-groups: setup
 # end-to-end latency, produce -> row committed, p50/p99 at a steady 2,000 writes/s (router + health)
 bench-latency: setup
 	RG_BROKER=$(BROKER) .venv/bin/python bench/latency.py --rate 2000 --duration 30
+
+# side by side with the peer (issue 15): Kafka Connect standalone + the Debezium JDBC sink, same Apache Kafka
+# and PostgreSQL, 200,000 upserts over 50,000 keys: plain, 20% resent, DB blackholed 20 s, DB down 20 s
+bench-peer: setup
+	RG_BROKER=apache .venv/bin/python bench/peer_sink.py
 
 # two routers share a region at 1,000 writes/s: SIGKILL of one, then a SIGTERM handover
 bench-takeover: setup

@@ -8,7 +8,10 @@ Same Apache Kafka broker, same PostgreSQL, same writes, identical tables, one sy
 2. dupes:  the same, with a fraction of the events sent a second time ``--dup-lag``
    records later, as a producer retry would (for regionguard the same event id).
 3. fault:  the same as (1), with the database reached through a TCP fault proxy that
-   blackholes it for ``--fault-s`` seconds once ~30% of the writes are applied.
+   blackholes it for ``--fault-s`` seconds once ~30% of the writes are applied (packets
+   vanish, nothing is closed: stalled connections go on at the heal).
+4. down:   the same, but the database goes away instead: live connections are reset and
+   new ones refused for ``--fault-s`` seconds (a crash or failover of the server).
 
 The tables carry a trigger that counts applications per row (``applied``) and stamps
 the first and the latest application (``first_at``, ``applied_at``). Figures per system:
@@ -74,6 +77,7 @@ PEER_DIR = ROOT / "bench" / "peer"
 DEBEZIUM_VERSION = "3.6.0.Final"  # 3.6.1.Final of debezium-connector-jdbc is not on Maven Central
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 CONNECTOR = "peer-jdbc-sink"
+FAULTS = {"fault": "blackhole", "down": "refused"}  # run name -> what the proxy does to the database
 
 # identical in both databases: the row, and a trigger that counts and stamps every application
 SCHEMA = """
@@ -347,7 +351,7 @@ class Peer:
             "value.converter.schemas.enable": "true",
             "offset.storage.file.filename": str(work / "offsets"),
             "plugin.path": str(self.plugins),
-            "plugin.discovery": "hybrid_warn",
+            "plugin.discovery": "service_load",  # no class scan: the plugin ships ServiceLoader manifests
             "listeners": f"http://127.0.0.1:{self.rest}",
             "consumer.max.poll.records": str(self.s.max_poll),
         }
@@ -466,7 +470,7 @@ async def applications(conn: asyncpg.Connection) -> int:
 
 
 async def fault_window(system, dsn: str, proxy: FaultProxy, n: int, fault_s: float, wait_resume: float,
-                       res: Result) -> None:
+                       res: Result, mode: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         deadline = time.monotonic() + 300
@@ -475,8 +479,12 @@ async def fault_window(system, dsn: str, proxy: FaultProxy, n: int, fault_s: flo
                 raise TimeoutError(f"{system.name}: 30% of the writes not applied in 300 s")
             await asyncio.sleep(0.1)
         before = await applications(conn)
-        proxy.set_mode("blackhole")
-        res.notes.append(f"blackholed at {before:,} applications")
+        if mode == "blackhole":
+            proxy.set_mode("blackhole")
+        else:  # the database goes away: live connections reset, new ones refused
+            proxy.set_mode("refuse")
+            proxy.reset_all()
+        res.notes.append(f"{mode} at {before:,} applications")
         t_end = time.monotonic() + fault_s
         states = []
         while time.monotonic() < t_end:
@@ -508,13 +516,13 @@ def one_run(system, run: str, n: int, keys: int, order: list[int], args) -> Resu
     tag = uuid.uuid4().hex[:8]
     db = asyncio.run(fresh_db(f"rg_peer_{system.name}_{tag}"))
     dsn = f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{db}"
-    proxy = FaultProxy(PG_HOST, PG_PORT, name=f"{system.name}-db") if run == "fault" else None
+    proxy = FaultProxy(PG_HOST, PG_PORT, name=f"{system.name}-db") if run in FAULTS else None
     res = Result(system.name, run)
     try:
         system.prepare(tag, db, proxy.port if proxy else PG_PORT, order, keys)
         system.start()
         if proxy is not None:
-            asyncio.run(fault_window(system, dsn, proxy, n, args.fault_s, args.resume_wait, res))
+            asyncio.run(fault_window(system, dsn, proxy, n, args.fault_s, args.resume_wait, res, FAULTS[run]))
             if res.resume_s is None and isinstance(system, Peer) and system.failed_trace():
                 res.notes.append("task FAILED: " + system.failed_trace()[:300])
                 res.notes.append("operator: POST /connectors/<name>/restart?includeTasks=true&onlyFailed=true")
@@ -536,7 +544,7 @@ def describe(res: Result, n: int, keys: int) -> str:
     t = res.tally
     return (f"  {res.system:<11} {res.wps:>9,.0f} writes/s  span {t.span_s:6.1f} s  applications {t.applications:,}"
             f"  dupes {t.dupes:,}  short {t.short:,}  rows not at last value {keys - t.at_last:,}"
-            + (f"  resume {fmt_resume(res.resume_s)} s" if res.run == "fault" else "")
+            + (f"  resume {fmt_resume(res.resume_s)} s" if res.run in FAULTS else "")
             + "".join(f"\n      {x}" for x in res.notes))
 
 
@@ -549,10 +557,11 @@ def main() -> int:
     ap.add_argument("--dup-fraction", type=float, default=0.2)
     ap.add_argument("--dup-lag", type=int, default=1000, help="records between an event and its resend")
     ap.add_argument("--fault-s", type=float, default=20.0)
-    ap.add_argument("--resume-wait", type=float, default=90.0,
+    ap.add_argument("--resume-wait", type=float, default=60.0,
                     help="how long after the heal a system may take to apply again before it counts as 'never'")
     ap.add_argument("--timeout", type=float, default=300.0, help="bound of one system's run")
-    ap.add_argument("--runs", default="plain,dupes,fault")
+    ap.add_argument("--runs", default="plain,dupes,fault,down",
+                    help="plain, dupes, fault (DB blackholed), down (DB connections reset and refused)")
     ap.add_argument("--system", choices=["both", "regionguard", "peer"], default="both")
     ap.add_argument("--peer-batch-size", type=int, default=PeerSettings.batch_size)
     ap.add_argument("--peer-max-poll", type=int, default=PeerSettings.max_poll)
@@ -578,7 +587,7 @@ def main() -> int:
         for run in runs:
             order = send_order(args.n, args.dup_fraction if run == "dupes" else 0.0, args.dup_lag)
             print(f"run {run}: {len(order):,} records"
-                  + (f", DB blackholed {args.fault_s:.0f} s at ~30%" if run == "fault" else ""), flush=True)
+                  + (f", DB {FAULTS[run]} {args.fault_s:.0f} s at ~30%" if run in FAULTS else ""), flush=True)
             for name in (["regionguard", "peer"] if args.system == "both" else [args.system]):
                 system = (RegionGuard(broker, logs, args.partitions) if name == "regionguard"
                           else Peer(broker, logs, args.partitions, settings))
@@ -597,7 +606,7 @@ def main() -> int:
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for (name, run), r in results.items():
         print(f"| {run} | {name} | {r.wps:,.0f} | {r.tally.applications:,} | {r.tally.dupes:,} | {r.tally.short:,} | "
-              f"{args.keys - r.tally.at_last:,} | {fmt_resume(r.resume_s) if run == 'fault' else ''} |")
+              f"{args.keys - r.tally.at_last:,} | {fmt_resume(r.resume_s) if run in FAULTS else ''} |")
     rg_plain, peer_plain = get("regionguard", "plain"), get("peer", "plain")
     rg_d, peer_d = get("regionguard", "dupes"), get("peer", "dupes")
     rg_f, peer_f = get("regionguard", "fault"), get("peer", "fault")
