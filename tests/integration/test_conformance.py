@@ -12,6 +12,13 @@ concurrently with the others, so the log interleaves their writes. Then:
   each key's records in offset order);
 - nothing is dead-lettered, every write id is in the inbox.
 
+Atomic write groups (DESIGN.md, "Atomic write groups and ordering keys"; issue 16, item 3): each
+language's group API publishes some groups, a single-row write sharing a group's ordering key, and
+a group with a bad op; on the real router and PostgreSQL each good group applied whole (its rows
+carry one ``xmin``), in order with the single write, and the bad one left nothing and one dead
+letter. Each language also rebuilds the accepted vectors of schemas/vectors/write-events.json that
+carry an ordering_key with its API and gets their kafka_key and (murmur2) partitions.
+
 A language whose toolchain (node + kafkajs, java + mvn, go) is missing is skipped loudly: its
 parametrized case is a pytest skip starting "LOUD SKIP", plus a warning in the summary; the
 other languages still run.
@@ -28,11 +35,12 @@ from typing import Any
 
 import pytest
 
-from regionguard.core.models import entity_key
-from regionguard.core.partitions import partition_for
+from regionguard.core.models import WriteEvent, entity_key
+from regionguard.core.partitions import PARTITION_COUNTS, murmur2, partition_for
+from regionguard.core.write_vectors import VECTORS_PATH as WRITE_VECTORS_PATH
 from regionguard.producer import WriteProducer
 from tests.harness import DEFAULT_SCHEMA
-from tests.integration.helpers import read_json, read_topic, wait_until
+from tests.integration.helpers import read_json, read_topic, wait_assigned, wait_until
 from tests.integration.polyglot import Missing, go_producer, java_producer, loud_skip_reason, node_script
 
 LANGS = ("python", "node", "java", "go")  # index = the version offset
@@ -92,8 +100,13 @@ def _env(lang: str, broker_kind: str) -> dict[str, str]:
     return env
 
 
-def _run_all(cmds: dict[str, list[str] | None], cf, cfg, broker_kind: str) -> None:
-    """Start every producer at once; each writes its rows in version order."""
+def _run_all(cmds: dict[str, list[str] | None], cf, cfg, broker_kind: str, lines=None) -> None:
+    """Start every producer at once; each sends its lines (``lines(lang)``, default :func:`_writes`) in order.
+
+    A line is a single-row write (optionally with ``ordering_key``) or a group ``{"ordering_key", "ops"}``,
+    which each language builds with its own group API; Python's is ``WriteProducer.group``.
+    """
+    lines = lines or (lambda lang: _writes(LANGS.index(lang), lang))
     procs: dict[str, subprocess.Popen] = {}
     for lang, cmd in cmds.items():
         if cmd is None:
@@ -103,17 +116,22 @@ def _run_all(cmds: dict[str, list[str] | None], cf, cfg, broker_kind: str) -> No
 
     def python() -> None:
         with WriteProducer(cfg) as p:
-            for w in _writes(0, "python"):
-                p.write("eu", w["table"], w["op"], w["key"], w["data"])
+            for w in lines("python"):
+                if "ops" in w:
+                    with p.group("eu", ordering_key=w["ordering_key"]) as g:
+                        for op in w["ops"]:
+                            g.add(op["table"], op["op"], op["key"], op.get("data"))
+                else:
+                    p.write("eu", w["table"], w["op"], w["key"], w["data"], ordering_key=w.get("ordering_key"))
 
     t = threading.Thread(target=python)
     t.start()
-    outs = {lang: p.communicate("".join(json.dumps(w) + "\n" for w in _writes(LANGS.index(lang), lang)), timeout=300)
+    outs = {lang: p.communicate("".join(json.dumps(w) + "\n" for w in lines(lang)), timeout=300)
             for lang, p in procs.items()}
     t.join(300)
     for lang, p in procs.items():
         assert p.returncode == 0, f"{lang} producer failed: {outs[lang][1][-2000:]}"
-        assert json.loads(outs[lang][0].strip().splitlines()[-1]) == {"sent": len(_writes(0, lang))}, outs[lang]
+        assert json.loads(outs[lang][0].strip().splitlines()[-1]) == {"sent": len(lines(lang))}, outs[lang]
 
 
 def _row_key(table: str, key: dict) -> tuple:
@@ -197,3 +215,134 @@ def test_each_language_toolchain_is_present(producers, lang):
     if lang in skipped:
         pytest.skip(loud_skip_reason(lang, skipped[lang]))
     assert cmds[lang]
+
+
+# ---- atomic write groups from every language ------------------------------------------------
+
+ITEMS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS order_items (
+    order_id bigint NOT NULL REFERENCES orders(id), line int NOT NULL, sku text, qty int CHECK (qty > 0),
+    PRIMARY KEY (order_id, line));
+"""
+GROUP_TABLES = {"users": {"key": ["id"], "version": "version"}, "orders": {"key": ["id"]},
+                "order_items": {"key": ["order_id", "line"]}}
+GROUPS = 6      # good groups per language: an order and its LINES lines
+LINES = 3
+BAD_LINE = 2    # the bad group's line 2 breaks qty > 0: ops[2] fails
+
+
+def _order_id(lang: str, j: int) -> int:
+    return 1000 * (LANGS.index(lang) + 1) + j
+
+
+def _group_lines(lang: str) -> list[dict[str, Any]]:
+    """Per language: GROUPS good groups, a single-row update of the first group's order that shares its
+    ordering key (so it applies after the group), then a group whose ops[BAD_LINE] breaks a CHECK."""
+
+    def order(j: int, bad_line: int | None = None) -> dict[str, Any]:
+        oid = _order_id(lang, j)
+        ops = [{"table": "orders", "op": "insert", "key": {"id": oid}, "data": {"user_id": j, "amount": 10}}]
+        ops += [{"table": "order_items", "op": "insert", "key": {"order_id": oid, "line": i},
+                 "data": {"sku": lang, "qty": -1 if i == bad_line else i}} for i in range(1, LINES + 1)]
+        return {"ordering_key": f"{lang}/customer/{j}", "ops": ops}
+
+    out = [order(j) for j in range(GROUPS)]
+    out.insert(2, {"table": "orders", "op": "update", "key": {"id": _order_id(lang, 0)},
+                   "data": {"status": f"paid by {lang}"}, "ordering_key": f"{lang}/customer/0"})
+    out.append(order(99, bad_line=BAD_LINE))
+    return out
+
+
+def test_each_languages_groups_apply_whole_and_a_bad_group_leaves_nothing(producers, regions, rg_config,
+                                                                          services, broker):
+    cmds, skipped = producers
+    for lang, why in skipped.items():
+        loud_skip_reason(lang, f"left out of the group conformance run: {why}")
+    lr = regions(["eu"], schema=DEFAULT_SCHEMA + ITEMS_SCHEMA)
+    cf = rg_config(lr, partitions=PARTITIONS, tables=GROUP_TABLES)
+    services("router", cf.cli_args("router", "--no-health"))
+    wait_assigned(cf, "router", "eu")  # its inbox table exists once it is assigned
+    _run_all(cmds, cf, cf.load(), broker.kind, lines=_group_lines)
+    langs = [lang for lang in LANGS if lang in cmds]
+    per_lang = len(_group_lines("python"))
+
+    # the log: ONE record per group and per write, keyed by its ordering key, in murmur2's partition
+    msgs = read_topic(cf.bootstrap, cf.topic("writes", "eu"), idle=1.0, timeout=60)
+    assert len(msgs) == len(langs) * per_lang, f"read {len(msgs)} records, want one per group and write"
+    for m in msgs:
+        ev = json.loads(m.value())
+        assert m.key() == ev["ordering_key"].encode(), (m.key(), ev)
+        assert m.partition() == partition_for(m.key(), PARTITIONS), (m.key(), m.partition())
+    sent = {(lang, tuple(sorted(json.dumps(w, sort_keys=True) for w in _group_lines(lang)))) for lang in langs}
+    got = defaultdict(list)
+    for m in msgs:
+        ev = json.loads(m.value())
+        lang = ev["ordering_key"].split("/")[0]
+        fields = {k: ev[k] for k in ("table", "op", "key", "data", "ordering_key", "ops") if ev.get(k) is not None}
+        got[lang].append(json.dumps(fields, sort_keys=True))
+    assert {(lang, tuple(sorted(v))) for lang, v in got.items()} == sent, "a producer's events differ from its lines"
+
+    # PostgreSQL: every good group whole, the bad one nothing, the single write after its group
+    good = len(langs) * GROUPS
+    wait_until(lambda: lr.count("eu", "regionguard_applied") == good + len(langs), timeout=120,
+               what="every good group and single write applied")
+    dls = wait_until(lambda: (lambda d: d if len(d) >= len(langs) else None)(
+        read_json(cf.bootstrap, cf.topic("dead-letter"), idle=0.5)), what="one dead letter per language")
+    assert len(dls) == len(langs), [(d["reason"], d["partition"], d["offset"], d.get("write_id"), d["detail"][:60])
+                                    for d in dls]
+    by_lang = {json.loads(d["original"])["ordering_key"].split("/")[0]: d for d in dls}
+    assert set(by_lang) == set(langs)
+    for lang in langs:
+        d = by_lang[lang]
+        assert d["reason"] == "constraint" and d["detail"].startswith(f"ops[{BAD_LINE}]"), (lang, d)
+        bad = _order_id(lang, 99)
+        assert lr.fetch("eu", "SELECT id FROM orders WHERE id = $1", bad) == [], f"{lang}: bad group's order applied"
+        assert lr.fetch("eu", "SELECT line FROM order_items WHERE order_id = $1", bad) == [], \
+            f"{lang}: bad group's lines applied"
+        for j in range(GROUPS):
+            oid = _order_id(lang, j)
+            assert lr.fetch("eu", "SELECT line FROM order_items WHERE order_id = $1 ORDER BY line", oid) == [
+                {"line": i} for i in range(1, LINES + 1)], f"{lang}: group {j} not whole"
+            rows = lr.fetch("eu", "SELECT xmin::text AS x FROM orders WHERE id = $1 UNION ALL "
+                                  "SELECT xmin::text FROM order_items WHERE order_id = $1", oid)
+            # group 0's order was then updated by the single write: its lines still share one transaction
+            xmins = {r["x"] for r in (rows[1:] if j == 0 else rows)}
+            assert len(rows) == 1 + LINES and len(xmins) == 1, f"{lang}: group {j} written by {len(xmins)} transactions"
+        assert lr.fetch("eu", "SELECT status FROM orders WHERE id = $1", _order_id(lang, 0)) == [
+            {"status": f"paid by {lang}"}], f"{lang}: the single write did not apply after its group"
+    inbox = lr.fetch("eu", "SELECT tbl FROM regionguard_applied")
+    assert sum(r["tbl"].startswith("group:") for r in inbox) == good  # each group recorded once
+    print(f"\ngroups: {', '.join(langs)}; {good} groups applied whole, {len(langs)} bad groups dead-lettered; "
+          f"skipped: {skipped or 'none'}")
+
+
+def _group_vector_cases() -> list[dict[str, Any]]:
+    doc = json.loads(WRITE_VECTORS_PATH.read_text(encoding="utf-8"))
+    return [c for c in doc["cases"] if c["outcome"] == "accepted" and c.get("value_utf8")
+            and json.loads(c["value_utf8"]).get("ordering_key") is not None]
+
+
+@pytest.mark.parametrize("lang", ["node", "java", "go"])
+def test_each_language_builds_the_accepted_group_vectors(producers, lang):
+    """The example rebuilds every accepted vector with an ordering_key (the groups, and a single-row write
+    carrying one) with its own API: same event, the vector's kafka_key, and Java's murmur2 partitions."""
+    cmds, skipped = producers
+    if lang in skipped:
+        pytest.skip(loud_skip_reason(lang, skipped[lang]))
+    cases = _group_vector_cases()
+    assert any("ops" in json.loads(c["value_utf8"]) for c in cases) and len(cases) >= 5
+    proc = subprocess.run([*cmds[lang], "group-vectors", str(WRITE_VECTORS_PATH), *map(str, PARTITION_COUNTS)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = {r["name"]: r for r in json.loads(proc.stdout)}
+    assert sorted(got) == sorted(c["name"] for c in cases)
+    for c in cases:
+        r, key = got[c["name"]], c["kafka_key"].encode()
+        assert bytes.fromhex(r["key_hex"]) == key, c["name"]
+        assert r["partition"] == {str(n): partition_for(key, n) for n in PARTITION_COUNTS}, c["name"]
+        if "murmur2" in r:
+            assert r["murmur2"] == murmur2(key), c["name"]
+        built, want = WriteEvent.model_validate(r["value"]), WriteEvent.model_validate_json(c["value_utf8"])
+        assert built.kafka_key() == key
+        skip = {"id", "created_at"}
+        assert built.model_dump(exclude=skip) == want.model_dump(exclude=skip), c["name"]
