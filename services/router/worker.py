@@ -355,9 +355,11 @@ class RegionWorker:
             try:
                 res = await self._apply_watched(writes, plan)
             except _OpenedMidBatch:
+                self._possibly_applied(direct)  # cancelled mid-flight: its COMMIT may have gone through
                 log.warning("region %s opened while a batch was in flight; holding it", self.region)
                 continue
             except RegionUnavailable as err:
+                self._possibly_applied(direct)  # the connection died, perhaps after COMMIT reached the server
                 self.share.mark_down(err)
                 continue
             except RegionGuardError as err:
@@ -371,10 +373,7 @@ class RegionWorker:
                 continue
             break
         self.backoff = self.cfg.router.retry_initial_s
-        for rec, _ in direct:
-            # applied but not yet committed: read again after an abandoned batch, it is possibly applied
-            if rec.offset >= self.uncertain.get(rec.partition, 0):
-                self.uncertain[rec.partition] = rec.offset + 1
+        self._possibly_applied(direct)  # applied, offsets not committed yet: read again, possibly applied
         if self.cache is not None:
             await self.cache.write(self.region, res.rows)
         m.BATCH_SECONDS.labels(self.region, "router").observe(time.perf_counter() - t0)
@@ -401,6 +400,13 @@ class RegionWorker:
             log.warning("test hook: stalling after DB commit, before offset commit")
             await asyncio.sleep(3600)
         return []
+
+    def _possibly_applied(self, direct) -> None:
+        """These records may be applied in the region: one the router would shed or expire is held
+        for the replayer to check in the inbox instead (``rg-verify``), never dead-lettered blind."""
+        for rec, _ in direct:
+            if rec.offset >= self.uncertain.get(rec.partition, 0):
+                self.uncertain[rec.partition] = rec.offset + 1
 
     async def _apply_watched(self, writes, plan: Plan | None = None):
         """Apply, but give up as soon as the health service opens the region.

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 
-from tests.integration.helpers import ev_bytes, produce_raw, read_json, read_topic, wait_until, write_event
+from tests.integration.helpers import (ev_bytes, produce_raw, read_json, read_topic, wait_assigned, wait_until,
+                                      write_event)
 
 
 def _dead_ids(cfg) -> set[str]:
@@ -55,3 +56,42 @@ def test_applied_then_crash_then_outage_is_not_dead_lettered_as_shed(regions, rg
     assert applied["id"] not in {d.get("write_id") for d in dead}
     assert {d["reason"] for d in dead} == {"shed"}
     assert [r["name"] for r in lr.fetch("eu", "SELECT name FROM users ORDER BY id")] == ["applied"]
+
+
+def test_commit_answer_lost_then_outage_is_not_dead_lettered_as_shed(regions, rg_config, services):
+    """The connection dies while PostgreSQL commits the batch: the write is applied, the router never hears it.
+
+    A deferred trigger holds the COMMIT open; the test resets the router's connection meanwhile. The
+    router must treat the batch as possibly applied (found by the chaos suite's pg_crash fault: a shed
+    write both applied and dead-lettered).
+    """
+    lr = regions(["eu"])
+    lr.execute("eu", """
+        CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN IF NEW.name = 'slow' THEN PERFORM pg_sleep(2); END IF; RETURN NULL; END $$;
+        CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT OR UPDATE ON users
+            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();
+    """)
+    cfg = rg_config(lr, partitions=1)
+    services("router", cfg.cli_args("router", "--no-health"))
+    wait_assigned(cfg, "router", "eu")  # the write comes after the router's look at the partition's end
+    applied = write_event("eu", "users", "upsert", {"id": 1}, {"name": "slow", "version": 1}, policy="shed")
+    produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"), [ev_bytes(applied)])
+    wait_until(lambda: lr.fetch("eu", "SELECT count(*) AS n FROM pg_stat_activity WHERE query ILIKE 'COMMIT%' "
+                                      "AND state = 'active'")[0]["n"] == 1,
+               timeout=60, what="the router's COMMIT running (held open by the deferred trigger)")
+    lr.proxy("eu").set_mode("refuse")
+    lr.proxy("eu").reset_all()  # the answer to COMMIT never reaches the router
+    wait_until(lambda: lr.count("eu", "users") == 1, what="the commit done on the server anyway")
+    held = wait_until(lambda: [m for m in read_topic(cfg.bootstrap, cfg.topic("held", "eu"), idle=0.3)
+                               if m.value() is not None], timeout=60, what="the write held for the replayer")
+    assert [dict(m.headers()).get("rg-verify") for m in held] == [b"shed"]
+    assert applied["id"] not in _dead_ids(cfg)
+
+    unapplied = write_event("eu", "users", "upsert", {"id": 2}, {"name": "never", "version": 1}, policy="shed")
+    produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"), [ev_bytes(unapplied)])
+    lr.proxy("eu").set_mode("pass")
+    services("replayer", cfg.cli_args("replayer", "--no-health"))
+    wait_until(lambda: unapplied["id"] in _dead_ids(cfg), timeout=60, what="the unapplied write dead-lettered")
+    assert applied["id"] not in _dead_ids(cfg)
+    assert [r["name"] for r in lr.fetch("eu", "SELECT name FROM users ORDER BY id")] == ["slow"]
