@@ -27,6 +27,7 @@ def test_short_chaos_schedule_loses_nothing_and_applies_nothing_twice(broker, pg
     assert res.acknowledged >= 8000
     assert (res.lost, res.duplicates, res.stale_rows, res.missing_rows, res.extra_rows) == (0, 0, 0, 0, 0), res.report()
     assert res.unexplained_dead_letters == 0 and res.unknown_applied == 0 and res.misrouted == 0, res.report()
+    assert res.dead_after_apply == 0, res.report()  # a dead letter never names an applied write
     assert res.replayed > 0 and res.failover_applied > 0 and res.dead_lettered > 0
     # atomic write groups (orders with items): each applied whole in one transaction or not at all, the bad
     # ones dead-lettered whole with nothing left, some held through an outage and replayed whole
