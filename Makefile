@@ -30,6 +30,11 @@ bench: setup
 bench-groups: setup
 	RG_BROKER=$(BROKER) .venv/bin/python bench/groups.py --n 200000
 
+# read-your-writes (issue 17): row committed -> wait_applied confirmed, p50/p99 at 1,000 writes/s
+.PHONY: bench-ryw
+bench-ryw: setup
+	RG_BROKER=$(BROKER) .venv/bin/python bench/ryw.py --rate 1000 --duration 20
+
 # end-to-end latency, produce -> row committed, p50/p99 at a steady 2,000 writes/s (router + health)
 bench-latency: setup
 	RG_BROKER=$(BROKER) .venv/bin/python bench/latency.py --rate 2000 --duration 30

@@ -24,6 +24,7 @@ from .core.config import Config, load_config
 from .core.kafka import Confirmer, KafkaDeliveryError, make_producer
 from .core.models import MAX_GROUP_OPS, Op, Policy, RowOp, WriteEvent
 from .core.stateview import rdkafka_log
+from .client.consistency import WriteToken
 
 
 class WriteProducer:
@@ -50,8 +51,11 @@ class WriteProducer:
         policy: Policy | str = Policy.hold, fallback_regions: list[str] | None = None,
         expires_at: datetime | None = None, meta: dict[str, Any] | None = None, id: uuid.UUID | None = None,
         ordering_key: str | None = None,
-    ) -> WriteEvent:
-        """One row; ``ordering_key`` (when given) is the Kafka key, as for the groups it must stay ordered with."""
+    ) -> WriteToken:
+        """Queue one row write; returns its read-your-writes token (``token.event`` is the event).
+
+        ``ordering_key`` (when given) is the Kafka key, as for the groups it must stay ordered with.
+        """
         if region not in self.cfg.regions:
             raise ValueError(f"unknown region {region!r}")
         ev = WriteEvent(
@@ -60,7 +64,7 @@ class WriteProducer:
             ordering_key=ordering_key,
         )
         self.send(ev)
-        return ev
+        return WriteToken.of(ev)
 
     def group(
         self, region: str, *, ordering_key: str, policy: Policy | str = Policy.hold,
@@ -110,6 +114,13 @@ class WriteGroup:
         self._producer, self._fields = producer, fields
         self.ops: list[RowOp] = []
         self.event: WriteEvent | None = None  # the published event, once the block has ended
+
+    @property
+    def token(self) -> WriteToken:
+        """The group's read-your-writes token (once sent)."""
+        if self.event is None:
+            raise RuntimeError("the write group has not been sent yet")
+        return WriteToken.of(self.event)
 
     def add(self, table: str, op: Op | str, key: dict[str, Any], data: dict[str, Any] | None = None) -> "WriteGroup":
         if len(self.ops) >= MAX_GROUP_OPS:
@@ -186,8 +197,9 @@ def main(args: argparse.Namespace) -> int:
     timeout_s = 15
     producer = WriteProducer(cfg, **{"message.timeout.ms": timeout_s * 1000})
     try:
-        ev = producer.write(args.region, args.table, args.op, key, data, policy=args.policy,
-                            fallback_regions=args.fallbacks, id=wid)
+        token = producer.write(args.region, args.table, args.op, key, data, policy=args.policy,
+                               fallback_regions=args.fallbacks, id=wid)
+        ev = token.event
         producer.flush(timeout_s + 5)
     except ValidationError as exc:
         err = exc.errors()[0]
@@ -197,7 +209,8 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    print(json.dumps({"id": str(ev.id), "topic": cfg.topic("writes", ev.region), "key": ev.kafka_key().decode()}))
+    print(json.dumps({"id": str(ev.id), "topic": cfg.topic("writes", ev.region), "key": ev.kafka_key().decode(),
+                      "token": str(token)}))
     return 0
 
 

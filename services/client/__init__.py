@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from .follower import CompactedFollower, StaleViewError
 from .views import FeatureFlagsView, FeatureStatus, RegionStates
-from .reader import BadRead, BoundReader, BulkheadFull, ReadResult, ReadUnavailable, RegionalReader, TierAttempt
+from .consistency import BadToken, ConsistencyWatcher, Visibility, WriteToken
+from .reader import (BadRead, BoundReader, BulkheadFull, NotVisible, ReadResult, ReadUnavailable, RegionalReader,
+                     TierAttempt)
 
 FeatureFlags = FeatureFlagsView
 
@@ -38,6 +40,11 @@ __all__ = [
     "ReadResult",
     "TierAttempt",
     "ReadUnavailable",
+    "NotVisible",
+    "WriteToken",
+    "Visibility",
+    "ConsistencyWatcher",
+    "BadToken",
     "BadRead",
     "BulkheadFull",
     "RegionGuardMiddleware",

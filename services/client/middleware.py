@@ -36,7 +36,13 @@ For every HTTP request it:
    fallback region a read was served from), ``X-Degraded`` (``true`` when the
    region is not closed, the views are stale, a feature is off for it, or a
    read came from anything but the home database), ``X-Degraded-Reason`` when
-   degraded, and ``X-Served-Tier`` when the handler read through the reader.
+   degraded, and ``X-Served-Tier`` when the handler read through the reader;
+5. read-your-writes: a request carrying a write's token in ``after_header``
+   (``X-RegionGuard-After: <token>``, see :mod:`regionguard.client.consistency`)
+   gets a reader whose reads serve only from a tier showing that write (waiting
+   up to the reader's ``after_wait_s``), and ``X-Consistency: read-your-writes``,
+   or ``stale`` when the deadline passed first; reads without a token give
+   ``eventual``. A malformed token gets 400 (JSON).
 
 Feature checks follow :meth:`FeatureFlagsView.is_enabled`: the feature
 manager's records while it is live, else the same rules evaluated locally
@@ -58,6 +64,7 @@ from typing import Any
 from ..core.config import Config, load_config
 from ..core.models import RegionState
 from ..core.supervise import swallowed
+from .consistency import BadToken, WriteToken
 from .reader import BoundReader, RegionalReader
 from .views import FeatureFlagsView, RegionStates
 
@@ -156,6 +163,7 @@ class RegionGuardMiddleware:
         reader: RegionalReader | None = None,
         reader_options: Mapping[str, Any] | None = None,
         region_header: str = "x-region",
+        after_header: str = "x-regionguard-after",
         region_param: str = "region",
         region_resolver: Callable[[Scope], str | None] | None = None,
         default_region: str | None = None,
@@ -179,6 +187,7 @@ class RegionGuardMiddleware:
         self._own_reader = reader is None
         self._reader_options = dict(reader_options or {})
         self.region_header = region_header.lower().encode("latin-1")
+        self.after_header = after_header.lower().encode("latin-1")
         self.region_param = region_param
         self.region_resolver = region_resolver
         self.default_region = default_region
@@ -244,6 +253,11 @@ class RegionGuardMiddleware:
                                     "regions": sorted(self.cfg.regions)})
             return
 
+        try:
+            after = self._after(scope)
+        except BadToken as exc:
+            await _json(send, 400, {"error": "bad_token", "detail": str(exc)})
+            return
         state = self.states.state(region)
         ctx = RegionContext(
             region=region,
@@ -251,7 +265,7 @@ class RegionGuardMiddleware:
             stale=self.states.is_stale(),
             states=self.states,
             flags=self.flags,
-            reader=self.reader().for_region(region),
+            reader=self.reader().for_region(region, after),
             disabled=self.flags.disabled(region),
         )
         st = scope.setdefault("state", {})
@@ -283,6 +297,13 @@ class RegionGuardMiddleware:
             return msg
 
         await self.app(scope, watch_receive, send)
+
+    def _after(self, scope: Scope) -> WriteToken | None:
+        """The request's read-your-writes token (``after_header``), if it carries one."""
+        for k, v in scope.get("headers", []):
+            if k == self.after_header and v.strip():
+                return WriteToken.parse(v.decode("latin-1"), self.cfg)
+        return None
 
     # -- region and features ----------------------------------------------------------
     def _region(self, scope: Scope, match: tuple[Any, dict[str, Any]]) -> str | None:
@@ -374,6 +395,9 @@ def _region_headers(ctx: RegionContext) -> list[tuple[bytes, bytes]]:
         headers.append((b"x-served-tier", ctx.served_tier.encode("latin-1")))
     if reasons:
         headers.append((b"x-degraded-reason", "; ".join(reasons).encode("latin-1", "replace")))
+    consistency = ctx.reader.consistency if ctx.reader is not None else None
+    if consistency is not None:
+        headers.append((b"x-consistency", consistency.replace("_", "-").encode("latin-1")))
     return headers
 
 

@@ -47,7 +47,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import asyncpg
@@ -57,10 +57,15 @@ from ..core.errors import BadWrite, RegionGuardError, RegionUnavailable, classif
 from ..core.sql import quote_ident
 from ..core.supervise import swallowed
 from .cache import cache_age_s, cache_key, row_from_cache
+from .consistency import VISIBLE_SQL, BadToken, WriteToken
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RegionalReader", "ReadResult", "TierAttempt", "ReadUnavailable", "BadRead", "BulkheadFull", "BoundReader"]
+__all__ = ["RegionalReader", "ReadResult", "TierAttempt", "ReadUnavailable", "NotVisible", "BadRead", "BulkheadFull",
+           "BoundReader"]
+
+#: how often a read with ``after=`` asks the tiers again while the write is not visible yet
+AFTER_RETRY_S = 0.01
 
 TIER_NAMES = ("home", "replicas", "fallbacks", "redis")
 
@@ -89,6 +94,10 @@ class ReadUnavailable(RegionGuardError):
         self.region, self.attempts = region, tuple(attempts)
 
 
+class NotVisible(ReadUnavailable):
+    """``after=token`` with ``strict=True``: no tier showed the write before the deadline."""
+
+
 @dataclass(frozen=True)
 class TierAttempt:
     tier: str          # home | replica | fallback | redis
@@ -107,6 +116,9 @@ class ReadResult:
     stale_by_s: float | None    # 0.0 fresh; None unknown
     degraded: bool
     attempts: tuple[TierAttempt, ...] = ()
+    # read-your-writes (``after=token``): ``read_your_writes`` when the answering tier shows the write,
+    # ``stale`` when the deadline passed and it answered without it; ``eventual`` without a token
+    consistency: str = "eventual"
 
     @property
     def row(self) -> dict[str, Any] | None:
@@ -181,8 +193,10 @@ class RegionalReader:
         pool_size: int = 4,
         failure_cooldown_s: float = 1.0,
         redis: Any = None,
+        after_wait_s: float = 2.0,
     ) -> None:
         self.cfg = cfg
+        self.after_wait_s = after_wait_s
         self.states = states
         self.order = tuple(order)
         bad = [t for t in self.order if t not in TIER_NAMES]
@@ -267,8 +281,15 @@ class RegionalReader:
 
     # -- public reads -----------------------------------------------------------------
     async def get(self, table: str, key: Mapping[str, Any], *, region: str,
-                  columns: Iterable[str] | None = None) -> ReadResult:
-        """The row of ``table`` with primary key ``key`` (``rows`` empty when there is none)."""
+                  columns: Iterable[str] | None = None, after: WriteToken | str | None = None,
+                  wait_s: float | None = None, strict: bool = False) -> ReadResult:
+        """The row of ``table`` with primary key ``key`` (``rows`` empty when there is none).
+
+        ``after`` (a write's token): serve only from a tier where that write is visible, trying the
+        tiers again until ``wait_s`` (default ``after_wait_s``) has passed; then answer from the first
+        tier that could, marked ``consistency="stale"`` -- or raise :class:`NotVisible` if ``strict``.
+        The Redis tier cannot tell, so it is not used for such reads.
+        """
         tc = self.cfg.tables.get(table)
         if tc is None:
             raise BadRead(f"table {table!r} is not allow-listed")
@@ -276,12 +297,14 @@ class RegionalReader:
             raise BadRead(f"key of {table!r} must be exactly {list(tc.key)}, got {sorted(key)}")
         cols = self._columns(table, columns)
         sql, args = self._select_sql(table, cols, dict(key), order_by=None, limit=1)
-        return await self._read(region, table, sql, args, cache=(dict(key), cols))
+        return await self._read(region, table, sql, args, cache=(dict(key), cols),
+                                after=self._token(after), wait_s=wait_s, strict=strict)
 
     async def select(self, table: str, *, region: str, where: Mapping[str, Any] | None = None,
                      columns: Iterable[str] | None = None, order_by: Sequence[str] | None = None,
-                     limit: int = 100) -> ReadResult:
-        """Rows of ``table`` matching ``where`` (column = value, all ANDed). No Redis tier."""
+                     limit: int = 100, after: WriteToken | str | None = None, wait_s: float | None = None,
+                     strict: bool = False) -> ReadResult:
+        """Rows of ``table`` matching ``where`` (column = value, all ANDed). No Redis tier; ``after`` as in get()."""
         cols = self._columns(table, columns)
         where = dict(where or {})
         self._columns(table, where)
@@ -291,10 +314,19 @@ class RegionalReader:
         if not 1 <= limit <= 10_000:
             raise BadRead("limit must be between 1 and 10000")
         sql, args = self._select_sql(table, cols, where, order_by=order_by, limit=limit)
-        return await self._read(region, table, sql, args, cache=None)
+        return await self._read(region, table, sql, args, cache=None, after=self._token(after), wait_s=wait_s,
+                                strict=strict)
 
-    def for_region(self, region: str) -> "BoundReader":
-        return BoundReader(self, region)
+    def _token(self, after: WriteToken | str | None) -> WriteToken | None:
+        if after is None:
+            return None
+        try:
+            return WriteToken.coerce(after, self.cfg)
+        except BadToken as exc:
+            raise BadRead(str(exc)) from None
+
+    def for_region(self, region: str, after: WriteToken | None = None) -> "BoundReader":
+        return BoundReader(self, region, after)
 
     async def close(self) -> None:
         for bh in self._bulkheads.values():
@@ -347,7 +379,10 @@ class RegionalReader:
         return st is not None and st.state.value == "open"
 
     async def _read(self, region: str, table: str, sql: str, args: list[Any],
-                    cache: tuple[dict[str, Any], list[str] | None] | None) -> ReadResult:
+                    cache: tuple[dict[str, Any], list[str] | None] | None, *, after: WriteToken | None = None,
+                    wait_s: float | None = None, strict: bool = False) -> ReadResult:
+        if after is not None:
+            return await self._read_after(region, table, sql, args, after, wait_s, strict)
         attempts: list[TierAttempt] = []
         for tier, target in self.tiers(region, table):
             if target is None:
@@ -359,8 +394,35 @@ class RegionalReader:
                 return res
         raise ReadUnavailable(region, attempts)
 
+    async def _read_after(self, region: str, table: str, sql: str, args: list[Any], after: WriteToken,
+                          wait_s: float | None, strict: bool) -> ReadResult:
+        """Tiers in order, each asked whether the write is visible; again until the deadline."""
+        deadline = time.monotonic() + (self.after_wait_s if wait_s is None else wait_s)
+        while True:
+            attempts: list[TierAttempt] = []
+            without: ReadResult | None = None  # the first answer that lacked the write
+            for tier, target in self.tiers(region, table):
+                if target is None:
+                    attempts.append(TierAttempt("redis", "redis", "unsupported", 0.0,
+                                                "cannot tell whether a write is visible"))
+                    continue
+                res = await self._try_db(region, tier, target, sql, args, attempts, after=after.id)
+                if res is None:
+                    continue
+                if res.consistency == "read_your_writes":
+                    self.served[(region, tier)] += 1
+                    return res
+                without = without or res
+            left = deadline - time.monotonic()
+            if left <= 0:
+                if strict or without is None:
+                    raise (NotVisible if without is not None else ReadUnavailable)(region, attempts)
+                self.served[(region, without.tier)] += 1
+                return replace(without, consistency="stale", degraded=True, attempts=tuple(attempts))
+            await asyncio.sleep(min(AFTER_RETRY_S, left))
+
     async def _try_db(self, region: str, tier: str, target: _Target, sql: str, args: list[Any],
-                      attempts: list[TierAttempt]) -> ReadResult | None:
+                      attempts: list[TierAttempt], after: str | None = None) -> ReadResult | None:
         now = time.monotonic()
         if self._breaker_open(target.breaker_region):
             attempts.append(TierAttempt(tier, target.name, "breaker_open"))
@@ -384,6 +446,8 @@ class RegionalReader:
                     conn = await pool.acquire()
                     if tier == "replica":
                         lag = await conn.fetchval(_REPLICA_LAG)
+                    # the inbox row commits with the write's rows: seen here, the read below sees them too
+                    visible = after is None or await _visible(conn, after)
                     rows = await conn.fetch(sql, *args)
             except (TimeoutError, asyncio.TimeoutError):
                 broken = True
@@ -417,14 +481,16 @@ class RegionalReader:
                     except Exception as exc:  # noqa: BLE001 - the read's answer stands (counted, DEBUG line)
                         swallowed("reader", exc, what="releasing a connection", logger=log, level=logging.DEBUG)
         elapsed = time.monotonic() - t0
-        attempts.append(TierAttempt(tier, target.name, "ok", elapsed))
+        attempts.append(TierAttempt(tier, target.name, "ok" if visible else "not_visible", elapsed))
         if tier == "replica":
             stale = float(lag) if lag is not None else None
         elif tier == "home":
             stale = 0.0
         else:
             stale = None
-        return ReadResult([dict(r) for r in rows], tier, region, target.name, stale, tier != "home", tuple(attempts))
+        consistency = "eventual" if after is None else "read_your_writes" if visible else "stale"
+        return ReadResult([dict(r) for r in rows], tier, region, target.name, stale, tier != "home", tuple(attempts),
+                          consistency)
 
     def _cool_down(self, bh: _Bulkhead) -> None:
         if self.failure_cooldown_s > 0:
@@ -470,6 +536,14 @@ class RegionalReader:
         return ReadResult([row], "redis", region, "redis", age, True, tuple(attempts))
 
 
+async def _visible(conn: asyncpg.Connection, write_id: str) -> bool:
+    """Whether this database shows the write (a database that never applied any write has no inbox)."""
+    try:  # outside a transaction, so the error leaves the connection usable
+        return bool(await conn.fetchval(VISIBLE_SQL, write_id))
+    except asyncpg.exceptions.UndefinedTableError:
+        return False
+
+
 class BoundReader:
     """A :class:`RegionalReader` fixed to one region; remembers its results.
 
@@ -477,19 +551,32 @@ class BoundReader:
     reads :attr:`results` back to set ``X-Region-Served`` / ``X-Degraded``.
     """
 
-    def __init__(self, reader: RegionalReader, region: str) -> None:
+    def __init__(self, reader: RegionalReader, region: str, after: WriteToken | None = None) -> None:
         self.reader, self.region = reader, region
+        self.after = after  # the request's token (middleware): every read is read-your-writes by default
         self.results: list[ReadResult] = []
 
-    async def get(self, table: str, key: Mapping[str, Any], *, columns: Iterable[str] | None = None) -> ReadResult:
-        res = await self.reader.get(table, key, region=self.region, columns=columns)
+    async def get(self, table: str, key: Mapping[str, Any], *, columns: Iterable[str] | None = None,
+                  **kw: Any) -> ReadResult:
+        kw.setdefault("after", self.after)
+        res = await self.reader.get(table, key, region=self.region, columns=columns, **kw)
         self.results.append(res)
         return res
 
     async def select(self, table: str, **kw: Any) -> ReadResult:
+        kw.setdefault("after", self.after)
         res = await self.reader.select(table, region=self.region, **kw)
         self.results.append(res)
         return res
+
+    @property
+    def consistency(self) -> str | None:
+        """``stale`` if any read lacked its token's write, else ``read_your_writes`` / ``eventual``; None: no reads."""
+        kinds = {r.consistency for r in self.results}
+        for k in ("stale", "read_your_writes", "eventual"):
+            if k in kinds:
+                return k
+        return None
 
     @property
     def degraded(self) -> bool:

@@ -53,7 +53,7 @@ def test_the_sdk_puts_each_vector_key_in_javas_partition(broker, partitions):
     create_topics(broker.bootstrap, {topic: partitions})
     with WriteProducer(cfg) as producer:
         for v in VECTORS["vectors"]:
-            ev = producer.write("eu", v["table"], "delete", v["key"])
+            ev = producer.write("eu", v["table"], "delete", v["key"]).event
             assert ev.kafka_key().hex() == v["key_hex"]
     landed = _landed(broker.bootstrap, topic)
     wrong = {k.decode(): (p, EXPECTED[k][str(partitions)]) for k, p in landed.items()
