@@ -10,7 +10,9 @@ generator. Then it runs a scripted drill:
 1. steady traffic, every write applied directly;
 2. ``eu`` goes out (its proxy blackholes all traffic): the health service
    opens eu's breaker, the router holds eu's writes in Kafka, a
-   failover-policy write is applied in ``us`` at once;
+   failover-policy write is applied in ``us`` at once, and a failover-policy
+   write of ``consents`` (``allowed_regions: [eu]``, data residency) is held
+   for eu instead, with a ``residency_hold`` failover event saying why;
 3. ``eu`` recovers: the breaker closes, the replayer applies the held writes
    in order, every partition switches back to direct mode;
 4. steady traffic again, then the checker compares every region's tables
@@ -174,6 +176,7 @@ class Demo:
         self.gen = None
         self.model = None
         self.failover_write: str | None = None
+        self.resident_write: str | None = None
         self.groups: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ helpers
@@ -306,6 +309,15 @@ class Demo:
         if dt is not None:
             self.note(f"failover-policy write {self.failover_write[:8]} for {region} applied in "
                       f"{self.fallback} after {time.time() - t_fo:.2f} s (and held for {region})")
+        # data residency: consents may live in this region only, so a failover write of one is held for home
+        t_res = time.time()
+        self.resident_write = self.gen.write(region, "consent", policy="failover")[0].id
+        dt = self.wait(lambda: self.sampler.events_of("residency_hold", region, t_res), 20,
+                       "the router to hold the consent write for its home region")
+        if dt is not None:
+            ev = self.sampler.events_of("residency_hold", region, t_res)[0]["detail"]
+            self.note(f"failover-policy consent write {self.resident_write[:8]} held for {region}, not applied in "
+                      f"{ev.get('refused_region')}: {ev.get('reason')}")
         rest = self.args.outage - (time.time() - ph.start)
         if rest > 0:
             time.sleep(rest)  # the scripted outage length

@@ -180,6 +180,9 @@ async def read_region(region: str, dsn: str, *, with_times: bool = False) -> Reg
         for r in await conn.fetch("SELECT id, wid, xmin::text AS x FROM orders"):
             rows[("orders", r["id"])] = (None, r["wid"])
             xmins[("orders", r["id"])] = r["x"]
+        if await conn.fetchval("SELECT to_regclass('consents') IS NOT NULL"):
+            for r in await conn.fetch("SELECT id, wid FROM consents"):
+                rows[("consents", r["id"])] = (None, r["wid"])
         qty: dict[tuple[int, int], int | None] = {}
         if await conn.fetchval("SELECT to_regclass('order_items') IS NOT NULL"):
             for r in await conn.fetch("SELECT order_id, line, qty, wid, xmin::text AS x FROM order_items"):

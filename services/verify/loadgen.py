@@ -49,7 +49,7 @@ from ..core.config import Config
 from ..core.kafka import KafkaDeliveryError
 from ..producer import WriteProducer
 
-__all__ = ["VERIFY_SCHEMA", "VERIFY_TABLES", "Mix", "Model", "WriteRecord", "LoadGen", "user_key_base", "order_id_base",
+__all__ = ["VERIFY_SCHEMA", "VERIFY_TABLES", "RESIDENT_TABLE", "verify_tables", "Mix", "Model", "WriteRecord", "LoadGen", "user_key_base", "order_id_base",
            "item_qty"]
 
 #: Tables of the verification workload. ``wid`` holds the id of the write that
@@ -80,6 +80,9 @@ DROP TRIGGER IF EXISTS rg_effect_orders ON orders;
 CREATE TRIGGER rg_effect_orders AFTER INSERT OR UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION rg_effect();
 DROP TRIGGER IF EXISTS rg_effect_order_items ON order_items;
 CREATE TRIGGER rg_effect_order_items AFTER INSERT OR UPDATE ON order_items FOR EACH ROW EXECUTE FUNCTION rg_effect();
+CREATE TABLE IF NOT EXISTS consents (id bigint PRIMARY KEY, user_id bigint, purpose text, wid text);
+DROP TRIGGER IF EXISTS rg_effect_consents ON consents;
+CREATE TRIGGER rg_effect_consents AFTER INSERT OR UPDATE ON consents FOR EACH ROW EXECUTE FUNCTION rg_effect();
 """
 
 #: The ``tables`` section of a config for :data:`VERIFY_SCHEMA`.
@@ -88,6 +91,15 @@ VERIFY_TABLES: dict[str, dict[str, Any]] = {"users": {"key": ["id"], "version": 
                                             "order_items": {"key": ["order_id", "line"]}}
 
 BAD_TABLE = "not_allowed"
+
+#: A table under data residency: its rows may live in the first region only (``verify_tables``).
+RESIDENT_TABLE = "consents"
+
+
+def verify_tables(regions: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """:data:`VERIFY_TABLES` plus ``consents``, allowed only in the first of ``regions`` (residency)."""
+    first = next(iter(regions))
+    return {**VERIFY_TABLES, RESIDENT_TABLE: {"key": ["id"], "allowed_regions": [first]}}
 
 
 def user_key_base(region_index: int) -> int:
@@ -370,6 +382,14 @@ class LoadGen:
                     {"sku": f"sku{line}", "qty": item_qty(k, line), "wid": wid})]
             kw.update(ops=ops, ordering_key=okey)
             table, op, lines = "orders", "update", (line,)
+        elif kind == "consent":
+            # a row that must stay in its region (tables.consents.allowed_regions): a failover write is held
+            # for home, never applied in a fallback outside the list (the model allows none of those)
+            k = self._next_order[region]
+            self._next_order[region] = k + 1
+            kw.update(table=RESIDENT_TABLE, op="insert", key={"id": k},
+                      data={"user_id": user_key_base(ri), "purpose": "marketing", "wid": wid})
+            table, op = RESIDENT_TABLE, "insert"
         elif kind == "bad_table":
             k = self._seq
             kw.update(table=BAD_TABLE, op="upsert", key={"id": k}, data={"x": 1})
@@ -382,6 +402,8 @@ class LoadGen:
         if policy == "failover":
             fallbacks = tuple(self._fallbacks(region))
             kw["fallback_regions"] = list(fallbacks)
+            if table in self.cfg.tables:  # where it may be applied (the checker counts any other as misrouted)
+                fallbacks = tuple(f for f in fallbacks if self.cfg.allowed_in(table, f))
         if expires:
             kw["expires_at"] = datetime.now(timezone.utc) + timedelta(seconds=self.expire_s)
         rec = WriteRecord(id=wid, seq=self._seq, region=region, table=table, op=op, key=k, version=version,

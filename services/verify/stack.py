@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ..embedded import Broker, ConfigFile, LocalRegions, PgCluster, ServiceProcess, make_config
 from ..embedded.net import free_port
-from .loadgen import VERIFY_SCHEMA, VERIFY_TABLES
+from .loadgen import VERIFY_SCHEMA, verify_tables
 
 __all__ = ["Stack", "StackError", "REGION_FAULTS", "read_json_topic"]
 
@@ -80,7 +80,7 @@ class Stack:
 
         overrides = deep_merge(overrides, self.overrides)
         self.cf = make_config(self.regions, self.broker.bootstrap, self.workdir / "regionguard.yaml",
-                              partitions=self.partitions, tables=VERIFY_TABLES, topic_prefix=f"{self.prefix}.",
+                              partitions=self.partitions, tables=verify_tables(self.region_names), topic_prefix=f"{self.prefix}.",
                               overrides=overrides)
         self.cfg = self.cf.load()
         return self

@@ -37,6 +37,8 @@ def test_demo_runs_the_drill_and_reports(pg_available, tmp_path) -> None:
     report = (out / "report.md").read_text()
     assert "## Phases" in report and "outage" in report and "replayed" in report and m.group(0) in report
     assert f"replayed whole {groups_replayed}" in report and "partial_groups 0, split_groups 0" in report
+    # data residency: the consent write was held for eu (the checker then finds it applied there, nowhere else)
+    assert "consent write" in report and "may not be stored in us (allowed_regions)" in report
     png = out / "timeline.png"
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
     print(f"demo took {took:.1f} s")
