@@ -56,7 +56,7 @@ from ..core.config import Config
 from ..core.errors import BadWrite, RegionGuardError, RegionUnavailable, classify_db_error
 from ..core.sql import quote_ident
 from ..core.supervise import swallowed
-from .cache import cache_age_s, cache_key, row_from_cache
+from ..core.cache import cache_age_s, cache_key, row_from_cache
 from .consistency import VISIBLE_SQL, BadToken, WriteToken
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,8 @@
 """The Redis write-through format, shared by the router (writer) and RegionalReader (reader).
 
+It lives in ``core`` because both sides use it; :mod:`regionguard.client.cache`
+re-exports it for applications.
+
 One key per row: ``rg:<region>:<table>:<key values joined by "/">``, the key
 values taken in sorted column order (like :func:`regionguard.core.models.entity_key`),
 with ``%`` and ``/`` inside a value percent-encoded so keys stay unambiguous.
@@ -9,7 +12,7 @@ needs no extra field (:func:`cache_age_s`).
 
 The router, after a batch commits::
 
-    from regionguard.client.cache import cache_key, row_to_cache
+    from regionguard.core.cache import cache_key, row_to_cache
     pipe = redis.pipeline(transaction=False)
     for w in applied:
         k = cache_key(w.region, w.table, w.key)

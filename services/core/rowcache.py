@@ -14,7 +14,7 @@ import logging
 
 from prometheus_client import Counter
 
-from ..client.cache import cache_key, row_to_cache
+from .cache import cache_key, row_to_cache
 from .config import Config
 from .models import Op
 from .supervise import swallowed
