@@ -667,7 +667,7 @@ def draw_timeline(path: Path, demo: Demo, snaps: dict[str, Any], events: list[di
 def _check_pg(hostport: str) -> None:
     import asyncpg
 
-    from .cli import UsageError
+    from .core.config import UsageError
     from .embedded.net import run_sync
 
     host, _, port = hostport.rpartition(":")
@@ -686,7 +686,7 @@ def _check_pg(hostport: str) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from .cli import UsageError
+    from .core.config import UsageError
 
     if args.config:
         raise UsageError("demo needs no config: it builds its own (embedded broker, local regions)")

@@ -33,8 +33,7 @@ import threading
 import time
 from typing import Any
 
-from .cli import UsageError
-from .core.config import load_config
+from .core.config import UsageError, load_config
 from .core.models import FailoverEvent, RegionState, State
 from .core.supervise import swallowed
 from .statusdata import StatusCollector, StatusError

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .core.config import Config, load_config
+from .core.config import Config, UsageError, load_config
 from .core.kafka import Confirmer, KafkaDeliveryError, make_producer
 from .core.models import MAX_GROUP_OPS, Op, Policy, RowOp, WriteEvent
 from .core.stateview import rdkafka_log
@@ -183,8 +183,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from .cli import UsageError
-
     cfg = load_config(args.config)
     try:
         key, data = _pairs(args.key, "key"), _pairs(args.data, "data") or None

@@ -24,8 +24,7 @@ import sys
 import time
 from typing import Any
 
-from .cli import UsageError
-from .core.config import load_config
+from .core.config import UsageError, load_config
 from .statusdata import StatusCollector, StatusError
 
 STATE_STYLE = {"closed": "bold green", "half_open": "bold yellow", "open": "bold red", "unknown": "dim"}

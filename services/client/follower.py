@@ -42,15 +42,12 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from pydantic import BaseModel, ValidationError
 
 from ..core.config import Config
+from ..core.stateview import rdkafka_log
 from ..core.supervise import supervised, swallowed
 from ..features.rules import is_stale
 
 log = logging.getLogger(__name__)
 
-try:  # librdkafka's lines, rate-limited, shared with the region-state view
-    from ..core.stateview import rdkafka_log
-except ImportError:  # pragma: no cover - older core
-    rdkafka_log = logging.getLogger("regionguard.rdkafka")
 
 M = TypeVar("M", bound=BaseModel)
 ChangeCallback = Callable[[M | None, M], None]

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 
 from ..core.config import Config
 from ..core.models import FeatureFlags, RegionState
+from ..core.stateview import RegionStateView
 from ..core.supervise import supervised, swallowed
 from ..features import rules
 from .follower import CompactedFollower, StaleViewError
@@ -52,39 +53,8 @@ __all__ = ["RegionStates", "FeatureFlagsView", "FeatureStatus", "StaleViewError"
 
 
 def _state_view(cfg: Config, on_change):
-    """The shared RegionStateView (core); the generic follower stands in when it is absent."""
-    try:
-        from ..core.stateview import RegionStateView
-    except ImportError:
-        return _FollowerStateView(cfg, on_change=on_change)
+    """The shared RegionStateView (core)."""
     return RegionStateView(cfg, on_change=on_change)
-
-
-class _FollowerStateView:
-    """RegionStateView's interface on top of :class:`CompactedFollower`."""
-
-    def __init__(self, cfg: Config, *, on_change=None) -> None:
-        self._f = CompactedFollower(cfg, cfg.topic("region-state"), RegionState, on_change=on_change,
-                                    name="region-state")
-
-    def start(self) -> None:
-        self._f.start()
-
-    def stop(self) -> None:
-        self._f.stop()
-
-    def state(self, region: str) -> RegionState | None:
-        return self._f.get(region)
-
-    def is_closed(self, region: str) -> bool:
-        s = self._f.get(region)
-        return s is None or s.state.value == "closed"
-
-    def last_heartbeat_age(self) -> float | None:
-        return self._f.last_heartbeat_age()
-
-    def wait_ready(self, timeout: float) -> bool:
-        return self._f.wait_ready(timeout)
 
 
 class _StaleWatch:

@@ -47,8 +47,7 @@ from datetime import datetime, timezone
 
 from confluent_kafka import KafkaError, KafkaException
 
-from ..cli import UsageError
-from ..core.config import Config, load_config
+from ..core.config import Config, UsageError, load_config
 from ..core.kafka import Confirmer, KafkaDeliveryError, ensure_topics, make_producer
 from ..core.log import setup_logging
 from ..core.metrics import FEATURE_DISABLED, start_metrics

@@ -11,7 +11,7 @@ import socket
 import time
 
 from ..core import metrics
-from ..core.config import Config, load_config
+from ..core.config import Config, UsageError, load_config
 from ..core.db import RegionDB
 from ..core.gctune import tune_for_throughput
 from ..core.inbox import InboxPruner
@@ -19,6 +19,7 @@ from ..core.kafka import ensure_topics, make_producer
 from ..core.leave import leave_in_turn
 from ..core.log import setup_logging
 from ..core.rowcache import RowCache
+from ..core.stateview import RegionStateView
 from .region import RegionShare
 from .worker import RegionWorker
 
@@ -38,10 +39,6 @@ def _state_view(cfg: Config, enabled: bool):
     With no health service (``--no-health``) every region counts as closed.
     """
     if not enabled:
-        return None
-    try:
-        from ..core.stateview import RegionStateView
-    except ImportError:  # pragma: no cover - the health package is part of the distribution
         return None
     view = RegionStateView(cfg)
     view.start()
@@ -143,8 +140,6 @@ def parse_regions(cfg: Config, arg: str | None) -> list[str]:
     regions = [r.strip() for r in arg.split(",") if r.strip()]
     unknown = [r for r in regions if r not in cfg.regions]
     if unknown or not regions:
-        from ..cli import UsageError
-
         raise UsageError(f"--regions: unknown region {unknown[0] if unknown else arg!r}")
     return regions
 
