@@ -49,6 +49,7 @@ from typing import Any, Callable
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from .core.config import Config
+from .core.held import H_FENCE
 from .core.kafka import replayer_group, router_group, watermarks_exact
 from .core.models import FailoverEvent, FeatureFlags, RegionState
 from .core.stateview import RegionStateView, rdkafka_log
@@ -57,7 +58,7 @@ from .core.supervise import swallowed
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-FENCE_HEADER = "rg-fence"  # regionguard.router.decide.H_FENCE (not imported: keeps status light)
+FENCE_HEADER = H_FENCE
 
 
 class StatusError(Exception):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from ..core.config import Config, UsageError
+from ..core.held import H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_SOURCE_TOPIC
 from ..core.models import DeadLetter, DeadReason
 
 #: header of a redriven record: how many times its write has been redriven (1 the first time); DESIGN.md
@@ -19,10 +20,6 @@ H_COUNT = "rg-redrive-count"
 #: (a contract extension: a redrive restarted after a crash skips what is already there)
 H_OF = "rg-redrive-of"
 
-#: the router's headers on a held record naming the writes-topic record it came from (router/decide.py)
-H_SOURCE_TOPIC = "rg-source-topic"
-H_SOURCE_PARTITION = "rg-source-partition"
-H_SOURCE_OFFSET = "rg-source-offset"
 
 REASONS = tuple(r.value for r in DeadReason)
 

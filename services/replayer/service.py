@@ -14,7 +14,7 @@ from ..core.gctune import tune_for_throughput
 from ..core.kafka import ensure_topics, make_producer
 from ..core.leave import leave_in_turn
 from ..core.log import setup_logging
-from ..router.service import _state_view, install_signal_handlers, parse_regions, view_ready
+from ..core.service import install_signal_handlers, parse_regions, state_view, view_ready
 from .region import RegionReplay
 from .worker import ReplayWorker
 
@@ -39,7 +39,7 @@ def main(args: argparse.Namespace) -> int:
         stop = asyncio.Event()
         install_signal_handlers(stop)
         await asyncio.to_thread(ensure_topics, cfg)
-        view = await asyncio.to_thread(_state_view, cfg, not args.no_health)
+        view = await asyncio.to_thread(state_view, cfg, not args.no_health)
         if not await view_ready(view, stop, "replayer"):
             if view is not None:
                 view.stop()

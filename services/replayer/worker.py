@@ -32,7 +32,7 @@ from ..core.kafka import Confirmer, KafkaDeliveryError, make_consumer, make_prod
 from ..core.models import ControlRecord, DeadReason, Policy
 from ..core.readahead import ReadAhead
 from ..core.writes import Record, decode_write
-from ..router.decide import H_FENCE
+from ..core.held import H_FENCE
 from .region import RegionReplay
 
 log = logging.getLogger(__name__)

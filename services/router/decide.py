@@ -52,18 +52,5 @@ def route_held(w: WriteEvent, *, now: datetime, is_closed: Callable[[str], bool]
     return Route.hold, None
 
 
-# headers on held records (values are UTF-8 bytes)
-H_REASON = "rg-hold-reason"
-H_HELD_AT = "rg-held-at"
-H_SOURCE_TOPIC = "rg-source-topic"
-H_SOURCE_PARTITION = "rg-source-partition"
-H_SOURCE_OFFSET = "rg-source-offset"
-H_APPLIED_IN = "rg-applied-in"
-H_FENCE = "rg-fence"
-# on a held record the router would have dead-lettered (value: ``shed`` or ``expired``) but an
-# earlier owner of its partition may have applied before it crashed: the replayer checks the
-# region's inbox and dead-letters it with this reason only if it was not applied
-H_VERIFY = "rg-verify"
-
 #: routes that end in a dead letter
 DEAD_ROUTES = frozenset({Route.shed, Route.expired})

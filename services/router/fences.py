@@ -17,7 +17,7 @@ import time
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from .decide import H_FENCE
+from ..core.held import H_FENCE
 
 #: A longer run of records than this between the replayer's commit and our fence is a backlog,
 #: not a pile of fences: leave it to the replayer rather than read it.

@@ -6,12 +6,10 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import socket
-import time
 
 from ..core import metrics
-from ..core.config import Config, UsageError, load_config
+from ..core.config import Config, load_config
 from ..core.db import RegionDB
 from ..core.gctune import tune_for_throughput
 from ..core.inbox import InboxPruner
@@ -19,7 +17,7 @@ from ..core.kafka import ensure_topics, make_producer
 from ..core.leave import leave_in_turn
 from ..core.log import setup_logging
 from ..core.rowcache import RowCache
-from ..core.stateview import RegionStateView
+from ..core.service import install_signal_handlers, parse_regions, state_view, view_ready
 from .region import RegionShare
 from .worker import RegionWorker
 
@@ -31,39 +29,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--instance", default=None, help="instance id (default: host-pid)")
     p.add_argument("--metrics-port", type=int, default=None, help="override the metrics port (0: any free port)")
     p.add_argument("--no-health", action="store_true", help="ignore rg.region-state (own connection checks only)")
-
-
-def _state_view(cfg: Config, enabled: bool):
-    """Follow rg.region-state (started, not yet read to its end: see :func:`view_ready`).
-
-    With no health service (``--no-health``) every region counts as closed.
-    """
-    if not enabled:
-        return None
-    view = RegionStateView(cfg)
-    view.start()
-    return view
-
-
-async def view_ready(view, stop: asyncio.Event, service: str, *, log_every_s: float = 10.0) -> bool:
-    """Wait until ``view`` has read rg.region-state to its end; False if ``stop`` came first.
-
-    A partial view could call an open region closed (its newest record not read
-    yet), so nothing is routed or replayed before; there is no time limit, and
-    a line is logged every ``log_every_s`` while it lasts.
-    """
-    if view is None:
-        return not stop.is_set()
-    started = time.monotonic()
-    next_log = started + log_every_s
-    while not stop.is_set():
-        if await asyncio.to_thread(view.wait_ready, 0.5):
-            return True
-        if time.monotonic() >= next_log:
-            next_log += log_every_s
-            log.warning("%s waits: %s not read to its end yet (%d records in %.0fs)", service, view.topic,
-                        view.records, time.monotonic() - started)
-    return False
 
 
 class Router:
@@ -82,7 +47,7 @@ class Router:
 
     async def run(self, stop: asyncio.Event) -> None:
         await asyncio.to_thread(ensure_topics, self.cfg)
-        self.view = await asyncio.to_thread(_state_view, self.cfg, self.follow_health)
+        self.view = await asyncio.to_thread(state_view, self.cfg, self.follow_health)
         if not await view_ready(self.view, stop, "router"):
             if self.view is not None:
                 self.view.stop()  # stopped while reading the region states: nothing was routed
@@ -126,22 +91,6 @@ class Router:
             if self.view is not None:
                 self.view.stop()
             log.info("router %s stopped", self.instance)
-
-
-def install_signal_handlers(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-
-
-def parse_regions(cfg: Config, arg: str | None) -> list[str]:
-    if not arg:
-        return list(cfg.regions)
-    regions = [r.strip() for r in arg.split(",") if r.strip()]
-    unknown = [r for r in regions if r not in cfg.regions]
-    if unknown or not regions:
-        raise UsageError(f"--regions: unknown region {unknown[0] if unknown else arg!r}")
-    return regions
 
 
 def main(args: argparse.Namespace) -> int:

@@ -36,6 +36,8 @@ from ..core.db import Plan, RegionDB, plan_writes
 from ..core.errors import BadWrite, RegionGuardError, RegionUnavailable
 from ..core.kafka import (Confirmer, KafkaDeliveryError, make_consumer, replayer_group, router_group,
                           watermarks_exact)
+from ..core.held import (H_APPLIED_IN, H_FENCE, H_HELD_AT, H_REASON, H_SOURCE_OFFSET, H_SOURCE_PARTITION,
+                         H_SOURCE_TOPIC, H_VERIFY)
 from ..core.rowcache import RowCache
 from ..core.readahead import ReadAhead
 from ..core.supervise import swallowed
@@ -221,7 +223,7 @@ class RegionWorker:
 
         Below it, a record may have been applied by an owner that crashed (or was revoked)
         before committing; one the router would dead-letter as shed or expired is held for
-        the replayer to check instead (decide.H_VERIFY). On a broker whose high watermark is
+        the replayer to check instead (H_VERIFY). On a broker whose high watermark is
         not a record position (tansu) a margin covers the gap: a fresh record taken for
         uncertain only reaches its dead letter later, through the replayer.
         """
@@ -273,7 +275,7 @@ class RegionWorker:
                     log.info("region %s: partition %d back in direct mode", self.region, p)
             elif action is Action.fence:
                 confirm.produce(self.producer, self.held_topic, None, key=b"fence", partition=p,
-                                headers=[(decide.H_FENCE, self.instance.encode())])
+                                headers=[(H_FENCE, self.instance.encode())])
                 fenced.append(p)
         if not fenced:
             return
@@ -476,16 +478,16 @@ class RegionWorker:
         reason = (self.share.down_kind or "region_not_closed").encode()
         for rec, w, fb in plain:
             headers = [
-                (decide.H_REASON, reason),
-                (decide.H_HELD_AT, held_at),
-                (decide.H_SOURCE_TOPIC, rec.topic.encode()),
-                (decide.H_SOURCE_PARTITION, str(rec.partition).encode()),
-                (decide.H_SOURCE_OFFSET, str(rec.offset).encode()),
+                (H_REASON, reason),
+                (H_HELD_AT, held_at),
+                (H_SOURCE_TOPIC, rec.topic.encode()),
+                (H_SOURCE_PARTITION, str(rec.partition).encode()),
+                (H_SOURCE_OFFSET, str(rec.offset).encode()),
             ]
             if id(rec) in applied_in:
-                headers.append((decide.H_APPLIED_IN, applied_in[id(rec)].encode()))
+                headers.append((H_APPLIED_IN, applied_in[id(rec)].encode()))
             if id(rec) in verify:
-                headers.append((decide.H_VERIFY, verify[id(rec)].value.encode()))
+                headers.append((H_VERIFY, verify[id(rec)].value.encode()))
             out.items.append((self.held_topic, rec.key, rec.value, rec.partition, headers))
             m.HELD.labels(self.region, "failover" if fb else "hold").inc()
             if w.ops is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from confluent_kafka import Consumer, Producer
 
-from regionguard.router.decide import H_FENCE
+from regionguard.core.held import H_FENCE
 from regionguard.router.fences import only_fences
 
 

@@ -1,4 +1,4 @@
-"""Services act only on a region-state view read to its end (router.service.view_ready)."""
+"""Services act only on a region-state view read to its end (core.service.view_ready)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 
-from regionguard.router.service import view_ready
+from regionguard.core.service import view_ready
 
 
 class SlowView:
