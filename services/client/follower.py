@@ -42,9 +42,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from pydantic import BaseModel, ValidationError
 
 from ..core.config import Config
+from ..core.flags import is_stale
 from ..core.stateview import rdkafka_log
 from ..core.supervise import supervised, swallowed
-from ..features.rules import is_stale
 
 log = logging.getLogger(__name__)
 

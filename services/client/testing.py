@@ -17,9 +17,9 @@ import threading
 from datetime import datetime, timezone
 
 from ..core.config import Config
+from ..core.flags import next_seq
 from ..core.kafka import Confirmer, make_producer
 from ..core.models import RegionState, State
-from ..features.rules import next_seq
 from .follower import rdkafka_log
 
 __all__ = ["StatePublisher"]

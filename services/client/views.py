@@ -40,11 +40,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..core import flags as rules
 from ..core.config import Config
 from ..core.models import FeatureFlags, RegionState
 from ..core.stateview import RegionStateView
 from ..core.supervise import supervised, swallowed
-from ..features import rules
 from .follower import CompactedFollower, StaleViewError
 
 log = logging.getLogger(__name__)

@@ -53,8 +53,8 @@ from ..core.log import setup_logging
 from ..core.metrics import FEATURE_DISABLED, start_metrics
 from ..core.models import FailoverEvent, FeatureFlags
 from ..core.publish import failover_event
+from ..core.stateview import rdkafka_log
 from ..core.supervise import swallowed
-from ..client.follower import rdkafka_log
 from .rules import Change, FlagBook, conditions, is_stale, reason_for
 
 log = logging.getLogger("regionguard.features")
