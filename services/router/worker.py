@@ -20,9 +20,7 @@ after all of them are durable:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import time
 from datetime import datetime, timezone
 from typing import Callable
@@ -49,10 +47,6 @@ from .modes import Action, Mode, PartitionModes
 from .region import RegionShare
 
 log = logging.getLogger(__name__)
-
-# Test hook: after a direct batch's DB commit, write this file and stall, so a
-# test can SIGKILL the router inside the commit window (exactly-once test).
-STALL_ENV = "REGIONGUARD_TEST_STALL_AFTER_DB_COMMIT"
 
 #: Records past tansu's high watermark that still count as possibly applied by an earlier owner:
 #: its watermark is the last batch's base offset + 1, and a producer batch holds thousands of writes.
@@ -386,7 +380,6 @@ class RegionWorker:
                 m.GROUPS.labels(self.region, "router", "dead_lettered").inc()
         if res.groups:
             m.GROUPS.labels(self.region, "router", "applied").inc(res.groups)
-        n_ok = len(writes) - len(res.failed)
         m.APPLIED.labels(self.region, "router").inc(res.applied)
         m.DUPLICATES.labels(self.region, "router").inc(res.duplicates)
         m.STALE.labels(self.region, "router").inc(res.stale)
@@ -395,12 +388,6 @@ class RegionWorker:
         self.stats["stale"] += res.stale
         if res.duplicates:
             log.info("region %s: skipped %d duplicate write(s) already applied", self.region, res.duplicates)
-        stall = os.environ.get(STALL_ENV)
-        if stall and n_ok:
-            with open(stall, "w") as fh:
-                json.dump({"region": self.region, "writes": len(writes), "duplicates": res.duplicates}, fh)
-            log.warning("test hook: stalling after DB commit, before offset commit")
-            await asyncio.sleep(3600)
         return []
 
     def _possibly_applied(self, direct) -> None:

@@ -26,8 +26,8 @@ def test_sigkill_between_db_commit_and_offset_commit_is_skipped_as_duplicates(re
     lr = regions(["eu"])
     cfg = rg_config(lr, partitions=1)
     stall = tmp_path / "stalled.json"
-    router = services("router", cfg.cli_args("router", "--no-health"),
-                      env={"REGIONGUARD_TEST_STALL_AFTER_DB_COMMIT": str(stall)})
+    router = services("router", ["--stall-file", str(stall), *cfg.cli_args("router", "--no-health")],
+                      module="regionguard.embedded.stall")
     first = wait_assigned(cfg, "router", "eu")  # member id -> partitions
     evs = [write_event("eu", "users", "upsert", {"id": i}, {"name": "x", "version": 1}) for i in range(50)]
     produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"), [ev_bytes(e) for e in evs])

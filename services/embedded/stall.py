@@ -1,0 +1,58 @@
+"""Test kit: a regionguard command whose router stalls inside its commit window.
+
+::
+
+    python -m regionguard.embedded.stall --stall-file PATH router --config rg.yaml ...
+
+runs the ordinary CLI with one change: after a direct batch whose writes were
+committed in the region's database (at least one not failed), the router
+writes ``PATH`` (JSON: region, writes, duplicates) and sleeps, before its
+offsets are committed. A test waits for the file and SIGKILLs the process
+inside that window, then checks that the redelivered batch is skipped by the
+inbox. The product carries no hook for this: the seam is patched here, in the
+test process only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+
+log = logging.getLogger("regionguard.embedded.stall")
+
+__all__ = ["install", "main"]
+
+
+def install(path: str) -> None:
+    """Patch :meth:`RegionWorker._apply_watched` (the batch's one transaction) to stall after it."""
+    from ..router.worker import RegionWorker
+
+    original = RegionWorker._apply_watched
+
+    async def apply_then_stall(self, writes, plan=None):
+        res = await original(self, writes, plan)
+        if len(writes) - len(res.failed) > 0:
+            with open(path, "w") as fh:
+                json.dump({"region": self.region, "writes": len(writes), "duplicates": res.duplicates}, fh)
+            log.warning("test kit: stalling after DB commit, before offset commit")
+            await asyncio.sleep(3600)
+        return res
+
+    RegionWorker._apply_watched = apply_then_stall
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) < 2 or argv[0] != "--stall-file":
+        print("usage: python -m regionguard.embedded.stall --stall-file PATH <regionguard args>", file=sys.stderr)
+        return 2
+    install(argv[1])
+    from ..cli import main as cli_main
+
+    return cli_main(argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
