@@ -286,11 +286,13 @@ class PeerSettings:
     max_poll: int = 2000
     tasks: int = 2
     unnest: bool = True  # the fastest of the settings tried (README)
+    reduction: bool = True  # needed with unnest: a key twice in one batch fails the whole unnest upsert
     heap: str = "1g"
 
     def describe(self) -> str:
         return (f"tasks.max={self.tasks} batch.size={self.batch_size} consumer.max.poll.records={self.max_poll} "
-                f"dialect.postgres.unnest.insert.enabled={str(self.unnest).lower()}")
+                f"dialect.postgres.unnest.insert.enabled={str(self.unnest).lower()} "
+                f"use.reduction.buffer={str(self.reduction).lower()}")
 
 
 class RegionGuard:
@@ -369,6 +371,7 @@ class Peer:
             "schema.evolution": "none",
             "batch.size": str(self.s.batch_size),
             "dialect.postgres.unnest.insert.enabled": str(self.s.unnest).lower(),
+            "use.reduction.buffer": str(self.s.reduction).lower(),
         }
         self.worker_path, self.conn_path = work / "worker.properties", work / "connector.properties"
         self.worker_path.write_text("".join(f"{k}={v}\n" for k, v in worker.items()))
@@ -568,10 +571,13 @@ def main() -> int:
     ap.add_argument("--peer-tasks", type=int, default=PeerSettings.tasks)
     ap.add_argument("--peer-unnest", action=argparse.BooleanOptionalAction, default=PeerSettings.unnest,
                     help="dialect.postgres.unnest.insert.enabled")
+    ap.add_argument("--peer-reduction", action=argparse.BooleanOptionalAction, default=PeerSettings.reduction,
+                    help="use.reduction.buffer (one record per key and batch)")
     args = ap.parse_args()
     runs = [r.strip() for r in args.runs.split(",") if r.strip()]
 
-    settings = PeerSettings(args.peer_batch_size, args.peer_max_poll, args.peer_tasks, args.peer_unnest)
+    settings = PeerSettings(args.peer_batch_size, args.peer_max_poll, args.peer_tasks, args.peer_unnest,
+                            args.peer_reduction)
     broker = Broker.from_env(default="apache")
     started = not broker.is_running()
     logs = Path(tempfile.gettempdir()) / "regionguard-bench"
@@ -612,7 +618,8 @@ def main() -> int:
     rg_d, peer_d = get("regionguard", "dupes"), get("peer", "dupes")
     rg_f, peer_f = get("regionguard", "fault"), get("peer", "fault")
     print(peer_line(rg_plain.wps if rg_plain else 0.0, peer_plain.wps if peer_plain else 0.0,
-                    rg_d.tally.dupes if rg_d else None, peer_d.tally.dupes if peer_d else None,
+                    rg_d.tally.dupes if rg_d and rg_d.complete else None,  # na: the run never finished
+                    peer_d.tally.dupes if peer_d and peer_d.complete else None,
                     rg_f.resume_s if rg_f else None, peer_f.resume_s if peer_f else None))
     return 0
 
