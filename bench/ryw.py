@@ -46,9 +46,15 @@ GOAL_P99_MS = 50.0
 
 
 async def load(cfg, rate: float, duration: float, warmup: float) -> tuple[dict[int, float], float, int]:
-    """Produce at ``rate`` for ``warmup + duration`` s; returns ({id: confirmed at}, measuring from, timeouts)."""
+    """Produce at ``rate`` for ``warmup + duration`` s; returns ({id: confirmed at}, measuring from, timeouts).
+
+    The producer runs in its own thread (as an application's request handlers would), handing each
+    token to the watcher's event loop.
+    """
     confirmed: dict[int, float] = {}
     timeouts = 0
+    loop = asyncio.get_running_loop()
+    tasks: list[asyncio.Future] = []
 
     async def confirm(i: int, token) -> None:
         nonlocal timeouts
@@ -58,10 +64,8 @@ async def load(cfg, rate: float, duration: float, warmup: float) -> tuple[dict[i
         else:
             timeouts += 1
 
-    producer = WriteProducer(cfg, **{"linger.ms": 2})
-    tasks = []
-    async with ConsistencyWatcher(cfg) as watcher:
-        t0 = time.time()
+    def produce(t0: float) -> None:
+        producer = WriteProducer(cfg, **{"linger.ms": 2})
         i = 0
         while time.time() - t0 < warmup + duration:
             due = int((time.time() - t0) * rate)
@@ -69,11 +73,16 @@ async def load(cfg, rate: float, duration: float, warmup: float) -> tuple[dict[i
                 now = datetime.now(timezone.utc)
                 tok = producer.write("eu", "users", "upsert", {"id": i},
                                      {"name": f"u{i}", "version": 1, "sent_at": now.isoformat()})
-                tasks.append(asyncio.ensure_future(confirm(i, tok)))
+                loop.call_soon_threadsafe(lambda i=i, tok=tok: tasks.append(asyncio.ensure_future(confirm(i, tok))))
                 i += 1
             producer._producer.poll(0)
-            await asyncio.sleep(0.002)
-        await asyncio.to_thread(producer.flush, 60)
+            time.sleep(0.002)
+        producer.flush(60)
+
+    async with ConsistencyWatcher(cfg) as watcher:
+        t0 = time.time()
+        await asyncio.to_thread(produce, t0)
+        await asyncio.sleep(0.1)  # the last hand-overs
         await asyncio.gather(*tasks)
     return confirmed, t0 + warmup, timeouts
 
