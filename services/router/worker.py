@@ -302,9 +302,17 @@ class RegionWorker:
         held: list[tuple[Record, WriteEvent]] = []
         dead: list[tuple[Record, BadWrite, str | None]] = []
         region_closed = self.is_closed(self.region)
+        deferred: set[int] = set()  # draining partitions: their records are read again once direct
         for rec, w in zip(batch, decoded):
             if rec.partition not in self.modes.parts:
                 continue  # revoked while we held it; the new owner gets it
+            mode = self.modes.mode(rec.partition)
+            if mode is Mode.new or (region_closed and mode is Mode.draining):
+                # fetched before its pause took effect (just assigned, or the region just closed), or
+                # revoked and assigned back while the batch was read: held now, it would become a backlog
+                # only a replayer can clear
+                deferred.add(rec.partition)
+                continue
             if isinstance(w, BadWrite):
                 dead.append((rec, w, None))
             elif region_closed and self.modes.mode(rec.partition) is Mode.direct:
@@ -314,10 +322,12 @@ class RegionWorker:
                 held.append((rec, w))
 
         if direct:
-            if plan is not None and len(direct) != len(decoded):
+            if plan is not None and (len(direct) != len(decoded) or deferred):
                 plan = None  # planned for every record going direct; this batch is split
             moved = await self._apply_direct(direct, dead, stop, epoch, plan)
             held = self._merge_in_order(moved, held)
+        if self.reader.gen != epoch:
+            raise Revoked()  # a rebalance during the apply: the new owner (maybe us) reads the rest again
         out = Outbox()
         if held:
             await self._divert(held, dead, out, now)
@@ -329,7 +339,22 @@ class RegionWorker:
         for (topic, p), off in offsets.items():
             if topic == self.held_topic:
                 self.modes.held_confirmed(p, off)
-        self._commit(batch, epoch)
+        self._commit(batch, epoch, skip=deferred)
+        if deferred:
+            await self._read_again(deferred)
+
+    async def _read_again(self, deferred: set[int]) -> None:
+        """Leave the deferred partitions' records unread: settle the other commits, then read from them."""
+        settled = [TopicPartition(self.topic, p, o) for p, o in self.done.items() if p not in deferred]
+        if settled:
+            try:  # synchronously: the re-read starts from the commits, which must include this batch
+                await asyncio.to_thread(self.consumer.commit, offsets=settled, asynchronous=False)
+            except KafkaException as exc:
+                log.warning("region %s: commit before a re-read failed (%s); records may be read twice",
+                            self.region, exc)
+        log.info("region %s: p%s fetched while draining; read again once direct", self.region,
+                 ",".join(map(str, sorted(deferred))))
+        self.reader.invalidate()
 
     @staticmethod
     def _merge_in_order(moved, held):
@@ -501,12 +526,12 @@ class RegionWorker:
                 if stop.is_set() or self.reader.gen != epoch:
                     raise Revoked() from exc
 
-    def _commit(self, batch: list[Record], epoch: int) -> None:
+    def _commit(self, batch: list[Record], epoch: int, skip: set[int] = frozenset()) -> None:
         if self.reader.gen != epoch:
             raise Revoked()
         last: dict[int, int] = {}
         for rec in batch:
-            if rec.partition in self.modes.parts:
+            if rec.partition in self.modes.parts and rec.partition not in skip:
                 last[rec.partition] = max(last.get(rec.partition, -1), rec.offset)
         if not last:
             return
