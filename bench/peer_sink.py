@@ -59,16 +59,15 @@ from pathlib import Path
 
 import asyncpg
 import yaml
-from confluent_kafka import Producer
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from router_apply import ADMIN_DSN, drop_db, exit_on_sigterm  # noqa: E402
+from router_apply import ADMIN_DSN, drop_db, exit_on_sigterm, produce_records  # noqa: E402
 
 from regionguard.core.config import parse_config  # noqa: E402
-from regionguard.core.kafka import ensure_topics, producer_conf  # noqa: E402
+from regionguard.core.kafka import ensure_topics  # noqa: E402
 from regionguard.core.sql import INBOX_DDL  # noqa: E402
 from regionguard.embedded import Broker, FaultProxy, ServiceProcess, create_topics, free_port  # noqa: E402
 from regionguard.embedded.kafka import KAFKA_VERSION, cache_dir  # noqa: E402
@@ -252,17 +251,7 @@ async def tally(conn: asyncpg.Connection, n: int, keys: int) -> Tally:
 # --- producing --------------------------------------------------------------------------------------
 
 def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    p = Producer(producer_conf(bootstrap, **{"linger.ms": 20}))
-    for key, value in records:
-        while True:
-            try:
-                p.produce(topic, key=key, value=value)
-                break
-            except BufferError:
-                p.poll(0.05)
-        p.poll(0)
-    if p.flush(120):
-        raise RuntimeError(f"could not deliver every record to {topic}")
+    produce_records(bootstrap, topic, records)
 
 
 def rg_records(order: list[int], keys: int) -> list[tuple[bytes, bytes]]:

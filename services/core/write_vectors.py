@@ -47,16 +47,21 @@ _ID = "7f0c3f1e-5a0e-4c83-9d1a-0b8f3f1c2d4e"
 _AT = "2026-11-26T10:00:00Z"
 
 
+def _replace(doc: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` with ``fields`` replacing its fields (``_DROP``-valued: removing them)."""
+    for k, v in fields.items():
+        if v is _DROP:
+            doc.pop(k, None)
+        else:
+            doc[k] = v
+    return doc
+
+
 def _ev(**fields: Any) -> dict[str, Any]:
     """A minimal valid upsert of users/42, with ``fields`` replacing (None-valued: removing) fields."""
     ev = {"id": _ID, "region": "us-east-1", "table": "users", "op": "upsert", "key": {"id": 42},
           "data": {"name": "Ada", "version": 7}, "created_at": _AT}
-    for k, v in fields.items():
-        if v is _DROP:
-            ev.pop(k, None)
-        else:
-            ev[k] = v
-    return ev
+    return _replace(ev, fields)
 
 
 _DROP = object()
@@ -139,22 +144,13 @@ def _group(**fields: Any) -> dict[str, Any]:
                   {"table": "order_lines", "op": "insert", "key": {"order_id": 9, "line": 1}, "data": {"qty": 2}},
                   {"table": "order_lines", "op": "insert", "key": {"order_id": 9, "line": 2}, "data": {"qty": 1}}],
           "created_at": _AT}
-    for k, v in fields.items():
-        if v is _DROP:
-            ev.pop(k, None)
-        else:
-            ev[k] = v
-    return ev
+    return _replace(ev, fields)
 
 
 def _with_op(i: int, **fields: Any) -> list[dict[str, Any]]:
     """The group's ops with op ``i`` changed (None-valued fields: removed)."""
     ops = [dict(o) for o in _group()["ops"]]
-    for k, v in fields.items():
-        if v is _DROP:
-            ops[i].pop(k, None)
-        else:
-            ops[i][k] = v
+    _replace(ops[i], fields)
     return ops
 
 
