@@ -20,14 +20,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "router": ("regionguard.router.service", "apply writes to healthy regions, hold the rest"),
     "replayer": ("regionguard.replayer.service", "replay held writes into recovered regions"),
     "features": ("regionguard.features.service", "publish feature flags from region states"),
-    "status": ("regionguard.status", "live view of regions, backlogs and events"),
+    "status": ("regionguard.ops.status", "live view of regions, backlogs and events"),
     "write": ("regionguard.producer", "publish one write event"),
     "breaker": ("regionguard.health.admin", "force-open, disable or release a region's breaker"),
-    "schemas": ("regionguard.schemas", "write JSON Schemas of the events to schemas/"),
-    "inbox": ("regionguard.inboxadmin", "prune old inbox rows and delete tombstones (inbox prune [--dry-run])"),
-    "demo": ("regionguard.demo", "run the embedded failover drill (no config needed)"),
-    "drill": ("regionguard.drill", "inject a fault into a running local setup"),
-    "dead-letters": ("regionguard.deadletters", "list dead letters, redrive them once fixed (list | redrive --reason R)"),
+    "schemas": ("regionguard.ops.schemas", "write JSON Schemas of the events to schemas/"),
+    "inbox": ("regionguard.ops.inboxadmin", "prune old inbox rows and delete tombstones (inbox prune [--dry-run])"),
+    "demo": ("regionguard.ops.demo", "run the embedded failover drill (no config needed)"),
+    "drill": ("regionguard.ops.drill", "inject a fault into a running local setup"),
+    "dead-letters": ("regionguard.ops.deadletters", "list dead letters, redrive them once fixed (list | redrive --reason R)"),
 }
 
 

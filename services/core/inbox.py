@@ -12,7 +12,7 @@ in batches of ``inbox.prune_batch`` rows, each its own short transaction on a
 connection of its own (never one of the apply pool's), with a pause between
 batches: pruning never holds a lock for long and never takes a lane's
 connection. The router runs :class:`InboxPruner` per region;
-``regionguard inbox prune`` (services/inboxadmin.py) runs :func:`prune` once.
+``regionguard inbox prune`` (services/ops/inboxadmin.py) runs :func:`prune` once.
 """
 
 from __future__ import annotations

@@ -172,7 +172,7 @@ def test_lags_come_from_watermarks_where_the_broker_is_exact(broker, tmp_path):
 
     On tansu the watermark can't be trusted, so past the limit the count is an estimate, marked inexact.
     """
-    from regionguard.statusdata import StatusCollector
+    from regionguard.ops.statusdata import StatusCollector
 
     cf = make_config(FAKE_DSNS, broker.bootstrap, tmp_path / "rg.yaml", partitions=1)
     cfg = load_config(cf.path)

@@ -220,7 +220,7 @@ def test_feature_follower_is_ready_at_the_end_too(broker, tmp_path):
 
 # ---- the age of the oldest held write, for the retention alert -----------------------------
 def test_status_exporter_sees_the_oldest_held_write(broker, tmp_path):
-    from regionguard.statusdata import FENCE_HEADER, StatusCollector
+    from regionguard.ops.statusdata import FENCE_HEADER, StatusCollector
 
     cf = make_config(DSNS, broker.bootstrap, tmp_path / "c.yaml", partitions=2, create_topics=False)
     cfg = parse_config(cf.data)

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from regionguard.configref import END, START, render
+from regionguard.ops.configref import END, START, render
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -11,7 +11,7 @@ def test_readme_config_reference_is_fresh():
     text = README.read_text()
     assert START in text and END in text, "README lacks the config reference markers"
     block = START + text.split(START, 1)[1].split(END, 1)[0] + END
-    assert block == render(), "stale: run `python -m regionguard.configref --write README.md`"
+    assert block == render(), "stale: run `python -m regionguard.ops.configref --write README.md`"
 
 
 def test_every_section_is_documented():

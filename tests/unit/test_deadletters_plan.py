@@ -8,7 +8,7 @@ import pytest
 
 from regionguard.core.config import UsageError, parse_config
 from regionguard.core.models import DeadLetter
-from regionguard.deadletters.plan import (
+from regionguard.ops.deadletters.plan import (
     Action, Item, decide, group_name, held_source, parse_count, parse_reason, parse_since, redrive_id, target_of,
     write_id,
 )

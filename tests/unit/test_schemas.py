@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from regionguard.schemas import render
+from regionguard.ops.schemas import render
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 

@@ -6,9 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from .core.models import SCHEMA_MODELS
+from ..core.models import SCHEMA_MODELS
 
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "schemas"
+DEFAULT_DIR = Path(__file__).resolve().parents[2] / "schemas"  # services/ops/ -> the repo root
 
 
 def render() -> dict[str, str]:

@@ -13,7 +13,7 @@ Shows, refreshed every ``--interval`` seconds (rich Live + tables):
 ``--once`` prints one snapshot and exits; ``--json`` prints the same data as
 JSON (with ``--once``: one indented document; without: one line per
 interval, for piping). Everything is read from Kafka by
-:mod:`regionguard.statusdata`; no service needs to be reachable.
+:mod:`regionguard.ops.statusdata`; no service needs to be reachable.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import sys
 import time
 from typing import Any
 
-from .core.config import UsageError, load_config
+from ..core.config import UsageError, load_config
 from .statusdata import StatusCollector, StatusError
 
 STATE_STYLE = {"closed": "bold green", "half_open": "bold yellow", "open": "bold red", "unknown": "dim"}
@@ -194,8 +194,8 @@ def _export(cfg, collector: StatusCollector, port: int, interval: float) -> int:
     import logging
     import signal
 
-    from .core import metrics as m
-    from .core.log import setup_logging
+    from ..core import metrics as m
+    from ..core.log import setup_logging
 
     log = setup_logging("status")
     logging.getLogger("regionguard.rdkafka").setLevel(logging.CRITICAL + 1)

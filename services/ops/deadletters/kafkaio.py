@@ -17,8 +17,8 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from ..core.config import Config, UsageError
-from ..core.kafka import watermarks_exact
+from ...core.config import Config, UsageError
+from ...core.kafka import watermarks_exact
 
 QUIET_S = 0.5      # inexact watermarks: the partition counts as read after this long without news
 TIMEOUT_S = 60.0   # one read of a partition range gives up after this long (a one-line error)

@@ -31,9 +31,9 @@ from typing import Any, TextIO
 from confluent_kafka import KafkaException, TopicPartition
 from pydantic import ValidationError
 
-from ..core.config import Config, UsageError
-from ..core.kafka import make_producer
-from ..core.models import DeadLetter
+from ...core.config import Config, UsageError
+from ...core.kafka import make_producer
+from ...core.models import DeadLetter
 from . import kafkaio
 from .plan import (H_COUNT, H_OF, Action, Item, decide, group_name, header, held_source, matches, parse_count,
                    redrive_id, write_id)

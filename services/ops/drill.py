@@ -33,9 +33,9 @@ import threading
 import time
 from typing import Any
 
-from .core.config import UsageError, load_config
-from .core.models import FailoverEvent, RegionState, State
-from .core.supervise import swallowed
+from ..core.config import UsageError, load_config
+from ..core.models import FailoverEvent, RegionState, State
+from ..core.supervise import swallowed
 from .statusdata import StatusCollector, StatusError
 
 FAULTS = ("blackhole", "refuse", "latency")
@@ -127,7 +127,7 @@ def _install_sigterm() -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from .embedded.drillctl import DrillClient, DrillControlError
+    from ..embedded.drillctl import DrillClient, DrillControlError
 
     cfg = load_config(args.config)
     region = args.region
@@ -170,7 +170,7 @@ def _fmt(seconds: float | None) -> str:
 
 def _run(args, cfg, client, proxy: dict[str, Any], collector: StatusCollector, trans: _Transitions,
          out: _Out) -> int:
-    from .embedded.drillctl import DrillControlError
+    from ..embedded.drillctl import DrillControlError
 
     region, fault = args.region, args.fault
     view = collector.view
@@ -313,6 +313,6 @@ def _run(args, cfg, client, proxy: dict[str, Any], collector: StatusCollector, t
 
 
 if __name__ == "__main__":  # pragma: no cover
-    from .cli import main as cli_main
+    from ..cli import main as cli_main
 
     sys.exit(cli_main(["drill", *sys.argv[1:]]))

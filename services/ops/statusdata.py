@@ -48,12 +48,12 @@ from typing import Any, Callable
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from .core.config import Config
-from .core.held import H_FENCE
-from .core.kafka import replayer_group, router_group, watermarks_exact
-from .core.models import FailoverEvent, FeatureFlags, RegionState
-from .core.stateview import RegionStateView, rdkafka_log
-from .core.supervise import swallowed
+from ..core.config import Config
+from ..core.held import H_FENCE
+from ..core.kafka import replayer_group, router_group, watermarks_exact
+from ..core.models import FailoverEvent, FeatureFlags, RegionState
+from ..core.stateview import RegionStateView, rdkafka_log
+from ..core.supervise import swallowed
 
 log = logging.getLogger(__name__)
 
@@ -551,7 +551,7 @@ class StatusCollector:
         return max(0.0, (time.time() if now is None else now) - oldest)
 
     def _expected_topics(self) -> list[str]:
-        from .core.kafka import topic_plan
+        from ..core.kafka import topic_plan
 
         return list(topic_plan(self.cfg))
 

@@ -85,7 +85,7 @@ class Sampler(threading.Thread):
 
     def __init__(self, cfg: Any, dsns: dict[str, str], model: Any) -> None:
         super().__init__(name="demo-sampler", daemon=True)
-        from .verify.checker import DeadLetterReader
+        from ..verify.checker import DeadLetterReader
 
         self.cfg, self.dsns, self.model = cfg, dsns, model
         self.stop_event = threading.Event()
@@ -118,7 +118,7 @@ class Sampler(threading.Thread):
         try:
             asyncio.run(self._loop())
         except Exception as exc:  # noqa: BLE001 - the status line is a nicety; never break the demo (reported)
-            from .core.supervise import swallowed
+            from ..core.supervise import swallowed
 
             self.error = f"{type(exc).__name__}: {exc}"
             swallowed("demo", exc, what="the status line")
@@ -239,9 +239,9 @@ class Demo:
 
     # ------------------------------------------------------------------ the drill
     def run(self) -> int:
-        from .core.stateview import RegionStateView
-        from .verify import LoadGen, Model
-        from .verify.stack import Stack
+        from ..core.stateview import RegionStateView
+        from ..verify import LoadGen, Model
+        from ..verify.stack import Stack
 
         host, _, port = self.args.pg.rpartition(":")
         self.out.mkdir(parents=True, exist_ok=True)
@@ -351,7 +351,7 @@ class Demo:
     def _applied_in(self, region: str, wid: str) -> bool:
         import asyncpg
 
-        from .embedded.net import run_sync
+        from ..embedded.net import run_sync
 
         async def q() -> bool:
             conn = await asyncpg.connect(self.stack.direct_dsns[region], timeout=5)
@@ -363,8 +363,8 @@ class Demo:
 
     # ------------------------------------------------------------------ verify and report
     def _finish(self) -> int:
-        from .verify import check, wait_quiescent
-        from .verify.checker import read_region
+        from ..verify import check, wait_quiescent
+        from ..verify.checker import read_region
 
         st = self.stack
         self.phase("verify")
@@ -379,7 +379,7 @@ class Demo:
                   f"rows not at their last write {res.stale_rows + res.missing_rows + res.extra_rows}, "
                   f"unexplained dead letters {res.unexplained_dead_letters})")
         self.phases[-1].end = time.time()
-        from .embedded.net import run_sync
+        from ..embedded.net import run_sync
 
         snaps = {r: run_sync(read_region(r, d, with_times=True)) for r, d in st.direct_dsns.items()}
         events = list(self.sampler.events) if self.sampler else []
@@ -529,7 +529,7 @@ def count_held(cfg: Any, groups: dict[str, int] | None = None) -> dict[str, int]
 def group_counts(st: Any, res: Any, held_groups: dict[str, int]) -> dict[str, Any]:
     """Groups held and replayed whole: the held topics, the replayer's ``replay_finished`` events (each
     burst it drains reports ``groups``) and ``regionguard_groups_total`` on the router and the replayer."""
-    from .verify.stack import read_json_topic
+    from ..verify.stack import read_json_topic
 
     replayed = sum(int(e.get("detail", {}).get("groups") or 0) for e in read_json_topic(st.cfg, "failover-events",
                                                                                        idle=0.3)
@@ -545,7 +545,7 @@ def group_counts(st: Any, res: Any, held_groups: dict[str, int]) -> dict[str, An
 
 def feature_changes(cfg: Any, t0: float) -> list[str]:
     """What the features service turned off and on, per region, with times since the demo started."""
-    from .verify.stack import read_json_topic
+    from ..verify.stack import read_json_topic
 
     out, seen = [], {}
     for rec in read_json_topic(cfg, "features", idle=0.3):
@@ -667,8 +667,8 @@ def draw_timeline(path: Path, demo: Demo, snaps: dict[str, Any], events: list[di
 def _check_pg(hostport: str) -> None:
     import asyncpg
 
-    from .core.config import UsageError
-    from .embedded.net import run_sync
+    from ..core.config import UsageError
+    from ..embedded.net import run_sync
 
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
@@ -686,11 +686,11 @@ def _check_pg(hostport: str) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from .core.config import UsageError
+    from ..core.config import UsageError
 
     if args.config:
         raise UsageError("demo needs no config: it builds its own (embedded broker, local regions)")
-    from .embedded.broker import EmbeddedMissing, require_tansu
+    from ..embedded.broker import EmbeddedMissing, require_tansu
 
     try:
         require_tansu()
@@ -704,8 +704,8 @@ def main(args: argparse.Namespace) -> int:
         console = Console(highlight=False, width=130)  # logs and CI: no 80-column wrapping
     console.print("[bold]regionguard demo[/bold]: embedded broker, 3 regions, every service, a scripted outage of eu")
     demo = Demo(args, console)
-    from .embedded import BrokerError, PgClusterError, ServiceError
-    from .verify.stack import StackError
+    from ..embedded import BrokerError, PgClusterError, ServiceError
+    from ..verify.stack import StackError
 
     try:
         rc = demo.run()
@@ -723,6 +723,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    from .cli import main as cli_main
+    from ..cli import main as cli_main
 
     sys.exit(cli_main(["demo", *sys.argv[1:]]))

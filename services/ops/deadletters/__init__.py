@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..core.config import UsageError, load_config
+from ...core.config import UsageError, load_config
 from .plan import REASONS, parse_reason, parse_since
 
 __all__ = ["add_arguments", "main"]

@@ -10,9 +10,9 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from ..core.config import Config, UsageError
-from ..core.held import H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_SOURCE_TOPIC
-from ..core.models import DeadLetter, DeadReason
+from ...core.config import Config, UsageError
+from ...core.held import H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_SOURCE_TOPIC
+from ...core.models import DeadLetter, DeadReason
 
 #: header of a redriven record: how many times its write has been redriven (1 the first time); DESIGN.md
 H_COUNT = "rg-redrive-count"

@@ -1,6 +1,6 @@
 """The configuration reference in README, generated from the pydantic models.
 
-``python -m regionguard.configref --write README.md`` refreshes the block
+``python -m regionguard.ops.configref --write README.md`` refreshes the block
 between the markers; ``tests/unit/test_configref.py`` fails when it is stale.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from .core.config import Config, FeatureConfig, RegionConfig, TableConfig
+from ..core.config import Config, FeatureConfig, RegionConfig, TableConfig
 
 START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
 MAPS = {"regions": ("<region>", RegionConfig), "tables": ("<table>", TableConfig),

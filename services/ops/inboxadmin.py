@@ -14,9 +14,9 @@ import sys
 
 import asyncpg
 
-from .core.config import UsageError, load_config
-from .core.dsn import dsn_host
-from .core.inbox import count_old, describe_age, prune, retention_s
+from ..core.config import UsageError, load_config
+from ..core.dsn import dsn_host
+from ..core.inbox import count_old, describe_age, prune, retention_s
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
