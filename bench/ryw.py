@@ -40,7 +40,7 @@ from regionguard.client import ConsistencyWatcher  # noqa: E402
 from regionguard.core.config import parse_config  # noqa: E402
 from regionguard.core.kafka import ensure_topics  # noqa: E402
 from regionguard.embedded import Broker, ServiceProcess  # noqa: E402
-from regionguard.producer import WriteProducer  # noqa: E402
+from regionguard.client import WriteProducer  # noqa: E402
 
 GOAL_P99_MS = 50.0
 

@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "replayer": ("regionguard.replayer.service", "replay held writes into recovered regions"),
     "features": ("regionguard.features.service", "publish feature flags from region states"),
     "status": ("regionguard.ops.status", "live view of regions, backlogs and events"),
-    "write": ("regionguard.producer", "publish one write event"),
+    "write": ("regionguard.client.producer", "publish one write event"),
     "breaker": ("regionguard.health.admin", "force-open, disable or release a region's breaker"),
     "schemas": ("regionguard.ops.schemas", "write JSON Schemas of the events to schemas/"),
     "inbox": ("regionguard.ops.inboxadmin", "prune old inbox rows and delete tombstones (inbox prune [--dry-run])"),

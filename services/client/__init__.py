@@ -1,8 +1,8 @@
-"""regionguard for applications: live region states and feature flags, degrading reads, ASGI middleware.
+"""regionguard for applications: the producer, live region states and feature flags, degrading reads, ASGI middleware.
 
 ::
 
-    from regionguard.client import RegionStates, FeatureFlags, RegionalReader, RegionGuardMiddleware
+    from regionguard.client import WriteProducer, RegionStates, FeatureFlags, RegionalReader, RegionGuardMiddleware
 
 ``FeatureFlags`` here is the live view (:class:`~regionguard.client.views.FeatureFlagsView`);
 the record model of the same name is :class:`regionguard.core.models.FeatureFlags`.
@@ -13,6 +13,7 @@ from __future__ import annotations
 from .follower import CompactedFollower, StaleViewError
 from .views import FeatureFlagsView, FeatureStatus, RegionStates
 from .consistency import BadToken, ConsistencyWatcher, Visibility, WriteToken
+from .producer import WriteGroup, WriteProducer
 from .reader import (BadRead, BoundReader, BulkheadFull, NotVisible, ReadResult, ReadUnavailable, RegionalReader,
                      TierAttempt)
 
@@ -29,6 +30,8 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "WriteProducer",
+    "WriteGroup",
     "RegionStates",
     "FeatureFlags",
     "FeatureFlagsView",

@@ -4,7 +4,7 @@ checker that holds every region's database to that record.
 - :mod:`.loadgen` -- :class:`LoadGen` produces versioned upserts, unique inserts,
   deletes, atomic write groups (an order with its items, keyed by customer),
   failover/shed/expiring writes and a few deliberately bad writes and groups
-  through :class:`regionguard.producer.WriteProducer`, and records each write
+  through :class:`regionguard.client.WriteProducer`, and records each write
   in a :class:`Model` only after ``flush()`` confirmed it.
 - :mod:`.checker` -- :func:`check` compares every region's tables, inbox
   (``regionguard_applied``), effect log and the dead-letter topic with the

@@ -1,7 +1,7 @@
 """A load generator that records exactly what Kafka acknowledged.
 
 :class:`LoadGen` publishes writes to every region through the producer SDK
-(:class:`regionguard.producer.WriteProducer`) in batches. A write enters the
+(:class:`regionguard.client.WriteProducer`) in batches. A write enters the
 :class:`Model` as ``acked`` only after ``flush()`` confirmed its batch; if a
 flush fails, the batch is recorded as ``unconfirmed`` (it may or may not be in
 Kafka), so the checker neither demands nor forbids its effects.
@@ -47,7 +47,7 @@ import orjson
 
 from ..core.config import Config
 from ..core.kafka import KafkaDeliveryError
-from ..producer import WriteProducer
+from ..client.producer import WriteProducer
 
 __all__ = ["VERIFY_SCHEMA", "VERIFY_TABLES", "RESIDENT_TABLE", "verify_tables", "Mix", "Model", "WriteRecord", "LoadGen", "user_key_base", "order_id_base",
            "item_qty"]

@@ -38,7 +38,7 @@ import pytest
 from regionguard.core.models import WriteEvent, entity_key
 from regionguard.core.partitions import PARTITION_COUNTS, murmur2, partition_for
 from regionguard.core.write_vectors import VECTORS_PATH as WRITE_VECTORS_PATH
-from regionguard.producer import WriteProducer
+from regionguard.client import WriteProducer
 from tests.harness import DEFAULT_SCHEMA
 from tests.integration.helpers import read_json, read_topic, wait_assigned, wait_until
 from tests.integration.polyglot import Missing, go_producer, java_producer, loud_skip_reason, node_script

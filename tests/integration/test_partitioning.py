@@ -24,7 +24,7 @@ from confluent_kafka import Producer
 from regionguard.core.config import parse_config
 from regionguard.core.kafka import producer_conf
 from regionguard.core.partitions import PARTITION_COUNTS, VECTORS_PATH
-from regionguard.producer import WriteProducer
+from regionguard.client import WriteProducer
 from tests.harness import create_topics
 from tests.integration.helpers import read_topic
 

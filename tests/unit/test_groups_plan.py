@@ -10,7 +10,7 @@ from regionguard.core.config import parse_config
 from regionguard.core.db import plan_writes
 from regionguard.core.models import WriteEvent
 from regionguard.core.sql import TableSchema
-from regionguard.producer import WriteProducer
+from regionguard.client import WriteProducer
 
 SCHEMAS = {
     "orders": TableSchema("orders", ("id",), None, frozenset({"id", "customer_id", "amount", "status"}),

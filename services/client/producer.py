@@ -20,11 +20,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .core.config import Config, UsageError, load_config
-from .core.kafka import Confirmer, KafkaDeliveryError, make_producer
-from .core.models import MAX_GROUP_OPS, Op, Policy, RowOp, WriteEvent
-from .core.stateview import rdkafka_log
-from .client.consistency import WriteToken
+from ..core.config import Config, UsageError, load_config
+from ..core.kafka import Confirmer, KafkaDeliveryError, make_producer
+from ..core.models import MAX_GROUP_OPS, Op, Policy, RowOp, WriteEvent
+from ..core.stateview import rdkafka_log
+from .consistency import WriteToken
 
 
 class WriteProducer:
@@ -213,6 +213,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    from .cli import main as cli_main
+    from ..cli import main as cli_main
 
     sys.exit(cli_main(["write", *sys.argv[1:]]))
