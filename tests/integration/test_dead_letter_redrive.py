@@ -216,8 +216,10 @@ def test_sigkill_mid_redrive_then_rerun_republishes_every_dead_letter_once(broke
     put_dead_letters(cfg, [(f"k{i}".encode(), json.dumps({"n": i}).encode()) for i in range(n)])
     stall = tmp_path / "stalled.json"
     # batches of 7: the first is committed; the second is produced and acknowledged, then the process hangs
-    first = services("redrive", cfg.cli_args("dead-letters", "redrive", "--reason", "constraint", "--batch-size", "7"),
-                     env={"REGIONGUARD_TEST_REDRIVE_STALL": str(stall), "REGIONGUARD_TEST_REDRIVE_STALL_BATCH": "2"})
+    # (commit 2: commit 0 is the run's start) -- the test kit's seam, patched in that process only
+    first = services("redrive", ["--stall-file", str(stall), "--batch", "2",
+                                 *cfg.cli_args("dead-letters", "redrive", "--reason", "constraint", "--batch-size", "7")],
+                     module="regionguard.embedded.redrive_stall")
     wait_until(stall.exists, timeout=60, what="redrive stalled between produce-ack and commit")
     first.kill()
     second = services("redrive2", cfg.cli_args("dead-letters", "redrive", "--reason", "constraint", "--batch-size", "7"))

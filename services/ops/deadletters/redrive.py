@@ -21,7 +21,6 @@ A redrive of reason R, exactly once (README, "Redriving dead letters"):
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections import Counter
@@ -160,17 +159,6 @@ def _already(cfg: Config, c, dl_topic: str, candidates: list[Item], bound_ms: in
     return found
 
 
-def _stall_for_test(chunk: int) -> None:
-    """Test hook: before committing batch N (``REGIONGUARD_TEST_REDRIVE_STALL_BATCH``), mark a file and hang."""
-    path = os.environ.get("REGIONGUARD_TEST_REDRIVE_STALL")
-    if not path or chunk != int(os.environ.get("REGIONGUARD_TEST_REDRIVE_STALL_BATCH", "1")):
-        return
-    with open(path, "w") as f:
-        f.write(json.dumps({"batch": chunk}))
-    while True:  # killed by the test
-        time.sleep(1)
-
-
 def run_redrive(cfg: Config, *, reason: str, since: datetime | None, dry_run: bool, batch: int = 500,
                 out: TextIO = sys.stdout) -> int:
     topic = cfg.topic("dead-letter")
@@ -256,14 +244,11 @@ def _republish(cfg: Config, producer: Any, gc, topic: str, items: list[Item], en
             left = producer.flush(30)
             if left:
                 raise KafkaException(f"{left} republished record(s) unacknowledged after 30 s")
-        _stall_for_test(commit.n)
-        commit.n += 1
         meta = _commit_meta()
         producer.send_offsets_to_transaction([TopicPartition(topic, p, o, metadata=meta) for p, o in offsets.items()],
                                              gmeta, 30)
         producer.commit_transaction(60)
 
-    commit.n = 0
     try:
         # a commit of where the run starts, stamped with its time: bounds the tail scan of a rerun
         commit({p: start.get(p, 0) for p in ends}, [])
