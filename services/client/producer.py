@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import uuid
 from datetime import datetime
 from typing import Any
@@ -211,8 +210,3 @@ def main(args: argparse.Namespace) -> int:
                       "token": str(token)}))
     return 0
 
-
-if __name__ == "__main__":  # pragma: no cover
-    from ..cli import main as cli_main
-
-    sys.exit(cli_main(["write", *sys.argv[1:]]))
