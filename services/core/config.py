@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .dsn import redact_dsn
+from .kafka_security import kafka_security
 
 IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 REGION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -71,6 +72,8 @@ def _as_int(key: str, value: Any) -> int:
 def check_client_conf(client: dict[str, Any]) -> None:
     """Refuse ``kafka.client`` settings that would break a guarantee (ValueError, one line naming the key).
 
+    Security settings the health service's faust client cannot apply as
+    librdkafka does are refused too (:func:`~.kafka_security.kafka_security`).
     Everything else in ``kafka.client`` wins over regionguard's own defaults.
     """
     for key in client:
@@ -99,6 +102,8 @@ def check_client_conf(client: dict[str, Any]) -> None:
         poll = _as_int("max.poll.interval.ms", client["max.poll.interval.ms"])
         if poll < session:
             raise ValueError(f"'max.poll.interval.ms' ({poll}) must be at least session.timeout.ms ({session})")
+    # the same security for the health service's leader election (faust/aiokafka) as for librdkafka, or none
+    kafka_security(client)
 
 
 class _Frozen(BaseModel):
@@ -147,7 +152,9 @@ class KafkaConfig(_Frozen):
         default_factory=dict,
         description="librdkafka settings of every client (security.protocol, sasl.*, ssl.*, tuning); they win "
                     "over regionguard's defaults. Settings a guarantee rests on (acks, enable.idempotence, "
-                    "partitioner, enable.auto.commit, isolation.level, group.id, ...) are refused.",
+                    "partitioner, enable.auto.commit, isolation.level, group.id, ...) are refused, and so are "
+                    "security settings the health service's faust client cannot apply as librdkafka does "
+                    "(GSSAPI, OAUTHBEARER, ssl.keystore.*, ...).",
     )
 
     @field_validator("client")

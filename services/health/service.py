@@ -27,7 +27,10 @@ the member assigned faust's ``__assignor-__leader`` partition leads
 at 1 s; rebalance 4 s), the first worker leads within about 3-4 s, a SIGTERM'd
 leader hands over in about 2 s and a SIGKILL'd one in about session + 3 s.
 A new leader restores every breaker from the last published states, so a
-handover causes no transition and ``seq`` continues.
+handover causes no transition and ``seq`` continues. faust's client (aiokafka)
+gets the security of ``kafka.client`` through core's one translation
+(:mod:`regionguard.core.kafka_security`, :func:`faust_credentials`); what it
+cannot carry over is refused at config load.
 
 What is *not* done with faust, and why:
 
@@ -57,7 +60,6 @@ import os
 import shutil
 import signal
 import socket
-import ssl
 import tempfile
 import threading
 import time
@@ -69,6 +71,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, 
 from ..core import metrics as m
 from ..core.config import Config, ConfigError, load_config
 from ..core.kafka import ensure_topics, make_producer
+from ..core.kafka_security import kafka_security, ssl_context
 from ..core.log import setup_logging
 from ..core.models import ControlRecord, FailoverEvent, Observation, RegionState
 from ..core.stateview import RegionStateView, rdkafka_log
@@ -92,6 +95,7 @@ def main(args: argparse.Namespace) -> int:
     setup_logging(SERVICE)
     cfg = load_config(args.config)
     observer = args.observer or f"{socket.gethostname()}-{os.getpid()}"
+    credentials = faust_credentials(cfg)  # a CA or key file that does not load: exit 2 now, not at the election
     try:
         port = m.start_metrics(cfg, SERVICE, args.metrics_port)
     except OSError as exc:
@@ -105,7 +109,7 @@ def main(args: argparse.Namespace) -> int:
     if created:
         log.info("created topics %s", ", ".join(created))
     try:
-        asyncio.run(HealthService(cfg, observer).run())
+        asyncio.run(HealthService(cfg, observer, credentials).run())
     except Exception as exc:  # one line, not a traceback; the traceback at DEBUG
         log.error("health service failed: %s", describe(exc))
         log.debug("health service failed:\n%s", redacted_traceback(exc))
@@ -178,36 +182,42 @@ class TopicTail:
                 swallowed(self.name, exc, what="closing the consumer", logger=log)
 
 
-def _faust_credentials(cfg: Config) -> Any:
-    """Translate librdkafka's ``kafka.client`` security settings for faust/aiokafka."""
+def faust_credentials(cfg: Config) -> Any:
+    """faust's ``broker_credentials`` for ``kafka.client``, through core's one translation.
+
+    None for PLAINTEXT. The settings were checked at config load
+    (:func:`~regionguard.core.kafka_security.kafka_security` refuses what aiokafka
+    cannot do as librdkafka does); a CA, certificate or key file that does not
+    load is a :class:`ConfigError` naming the setting, never showing a password.
+    """
     import faust
 
-    c = cfg.kafka.client
-    proto = str(c.get("security.protocol", "PLAINTEXT")).upper()
-    if proto == "PLAINTEXT":
-        return None
-    ctx = None
-    if proto in ("SSL", "SASL_SSL"):
-        ctx = ssl.create_default_context(cafile=c.get("ssl.ca.location") or None)  # type: ignore[arg-type]
-        if c.get("ssl.certificate.location"):
-            ctx.load_cert_chain(str(c["ssl.certificate.location"]), c.get("ssl.key.location") or None,  # type: ignore[arg-type]
-                                c.get("ssl.key.password") or None)  # type: ignore[arg-type]
-    if proto.startswith("SASL"):
-        mech = str(c.get("sasl.mechanism", c.get("sasl.mechanisms", "PLAIN")))
-        return faust.SASLCredentials(username=str(c.get("sasl.username", "")), password=str(c.get("sasl.password", "")),
-                                     ssl_context=ctx, mechanism=mech)
-    return faust.SSLCredentials(ctx)
+    sec = kafka_security(cfg.kafka.client)
+    try:
+        ctx = ssl_context(sec.tls) if sec.tls is not None else None
+    except ValueError as exc:
+        raise ConfigError(f"kafka.client: {exc}") from None
+    if sec.sasl:
+        # with a context faust says SASL_SSL, without one SASL_PLAINTEXT: the protocol carries over
+        return faust.SASLCredentials(username=sec.username, password=sec.password, ssl_context=ctx,
+                                     mechanism=sec.mechanism)
+    if ctx is not None:
+        return faust.SSLCredentials(ctx)
+    return None
 
 
-def make_app(cfg: Config, datadir: str) -> Any:
-    """The faust app used for leader election only (no agents, no tables, no web server)."""
+def make_app(cfg: Config, datadir: str, credentials: Any = None) -> Any:
+    """The faust app used for leader election only (no agents, no tables, no web server).
+
+    ``credentials``: :func:`faust_credentials` of ``cfg`` (None: PLAINTEXT).
+    """
     import faust
 
     session = cfg.health.leader_session_timeout_s
     app = faust.App(
         f"{cfg.kafka.topic_prefix}health",
         broker=[f"kafka://{hp.strip()}" for hp in cfg.kafka.bootstrap.split(",") if hp.strip()],
-        broker_credentials=_faust_credentials(cfg),
+        broker_credentials=credentials,
         web_enabled=False,
         datadir=datadir,
         store="memory://",
@@ -224,9 +234,10 @@ def make_app(cfg: Config, datadir: str) -> Any:
 
 # ---------------------------------------------------------------------------------------------
 class HealthService:
-    def __init__(self, cfg: Config, observer: str) -> None:
+    def __init__(self, cfg: Config, observer: str, credentials: Any = None) -> None:
         self.cfg = cfg
         self.observer = observer
+        self.credentials = credentials  # faust's, for the leader election (faust_credentials)
         self.judge = Judge(cfg, observer)
         self.view = RegionStateView(cfg, on_change=self._on_state_seen)
         self._brokers_down = threading.Event()
@@ -475,7 +486,7 @@ class HealthService:
         app = None
         tasks: list[asyncio.Task] = []
         try:
-            app = make_app(self.cfg, datadir)
+            app = make_app(self.cfg, datadir, self.credentials)
             starting = loop.create_task(app.start())
             stopping = loop.create_task(self.stop_event.wait())
             await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)

@@ -127,7 +127,8 @@ def test_user_client_values_win_over_regionguards_defaults():
     from regionguard.core.kafka import PARTITIONER
 
     cfg = parse_config(_with_client({"linger.ms": 50, "compression.type": "zstd", "session.timeout.ms": 10000,
-                                     "fetch.wait.max.ms": 100, "security.protocol": "SASL_SSL"}))
+                                     "fetch.wait.max.ms": 100, "security.protocol": "SASL_SSL",
+                                     "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "rg", "sasl.password": "pw"}))
     producer = cfg.kafka_client_conf(**{"enable.idempotence": True, "acks": "all", "partitioner": PARTITIONER,
                                         "linger.ms": 2, "compression.type": "none"})
     assert producer["linger.ms"] == 50 and producer["compression.type"] == "zstd"
