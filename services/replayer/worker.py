@@ -25,10 +25,12 @@ from confluent_kafka import KafkaException, TopicPartition
 
 from ..core import metrics as m
 from ..core import publish
+from ..core.batch import count_applied, next_offsets, plan_ahead
 from ..core.config import Config
-from ..core.db import ApplyResult, Plan, plan_writes
+from ..core.db import ApplyResult, Plan
 from ..core.errors import BadWrite, RegionGuardError, RegionUnavailable
-from ..core.kafka import Confirmer, KafkaDeliveryError, make_consumer, make_producer, replayer_group
+from ..core.kafka import make_consumer, make_producer, replayer_group
+from ..core.outbox import GiveUp, Outbox, deliver
 from ..core.models import ControlRecord, DeadReason, Policy
 from ..core.readahead import ReadAhead
 from ..core.writes import Record, decode_write
@@ -85,13 +87,8 @@ class ReplayWorker:
 
     def _plan(self, batch: list[Record], decoded: list) -> Plan | None:
         """Statements planned ahead when every record is a valid, unexpired write (the common case)."""
-        if not self.db.ready or any(w is None or isinstance(w, BadWrite) or w.expires_at is not None
-                                    for w in decoded):
-            return None
-        try:
-            return plan_writes(self.db.schemas, decoded, want_rows=self.cache is not None)
-        except RegionGuardError:
-            return None
+        return plan_ahead(self.db, decoded, want_rows=self.cache is not None,
+                          plannable=lambda w: w is not None and not isinstance(w, BadWrite) and w.expires_at is None)
 
     def _decode(self, rec: Record):
         if rec.value is None and rec.header(H_FENCE) is not None:
@@ -208,8 +205,7 @@ class ReplayWorker:
             dead.append((recs[i], err, str(writes[i].id)))
             if writes[i].ops is not None:
                 m.GROUPS.labels(self.region, "replayer", "dead_lettered").inc()
-        if res.groups:
-            m.GROUPS.labels(self.region, "replayer", "replayed").inc(res.groups)
+        count_applied(self.region, "replayer", res, groups_outcome="replayed")
         await self._dead_letters(dead, gen, stop)
         await self._commit(batch, gen)
         self.shared.lane_batch(res, dead=len(dead), expired=expired)
@@ -218,9 +214,6 @@ class ReplayWorker:
         for k, v in outcome.items():
             if v:
                 m.REPLAYED.labels(self.region, k).inc(v)
-        m.APPLIED.labels(self.region, "replayer").inc(res.applied)
-        m.DUPLICATES.labels(self.region, "replayer").inc(res.duplicates)
-        m.STALE.labels(self.region, "replayer").inc(res.stale)
         for rec in batch:
             self.touched[rec.partition] = max(self.touched.get(rec.partition, -1), rec.offset)
         self.last_record = time.monotonic()
@@ -276,21 +269,14 @@ class ReplayWorker:
                 self.backoff = min(self.backoff * 2, self.cfg.router.retry_max_s)
 
     async def _dead_letters(self, dead, gen: int, stop: asyncio.Event) -> None:
-        while dead:
-            c = Confirmer()
-            for rec, err, wid in dead:
-                value = publish.dead_letter_value(rec, err, region=self.region, write_id=wid)
-                c.produce(self.producer, self.cfg.topic("dead-letter"), value, key=rec.key)
-            try:
-                await asyncio.to_thread(c.wait, self.producer, 30.0)
-                for _, err, _ in dead:
-                    m.DEAD_LETTERS.labels(self.region, err.reason.value).inc()
-                return
-            except KafkaDeliveryError as exc:
-                log.warning("region %s: dead letters not confirmed (%s); retrying", self.region, exc)
-                if stop.is_set() or gen != self.reader.gen:
-                    raise Abandon() from exc
-                await _sleep(1.0, stop)
+        out = Outbox(self.cfg.topic("dead-letter"), self.region)
+        for rec, err, wid in dead:
+            out.dead_letter(rec, err, write_id=wid)
+        try:
+            await deliver(self.producer, out, retry_s=1.0, retry_max_s=1.0, pause=lambda s: _sleep(s, stop),
+                          still_ours=lambda: not stop.is_set() and gen == self.reader.gen)
+        except GiveUp:
+            raise Abandon() from None
 
     async def _commit(self, batch: list[Record], gen: int) -> None:
         """Commit the batch; the router's switch back to direct reads these offsets.
@@ -302,10 +288,7 @@ class ReplayWorker:
         """
         if gen != self.reader.gen:
             raise Abandon()
-        last: dict[int, int] = {}
-        for rec in batch:
-            last[rec.partition] = max(last.get(rec.partition, -1), rec.offset)
-        offsets = [TopicPartition(self.topic, p, o + 1) for p, o in last.items()]
+        offsets = [TopicPartition(self.topic, p, o) for p, o in next_offsets(batch).items()]
         await self._committed()
         self._committing = asyncio.ensure_future(
             asyncio.to_thread(self.consumer.commit, offsets=offsets, asynchronous=False))

@@ -138,7 +138,7 @@ async def test_a_slow_fence_produce_does_not_block_the_event_loop():
     import time
     from types import SimpleNamespace
 
-    from regionguard.router.worker import RegionWorker
+    from regionguard.router.switch import Switch
 
     class SlowBroker:  # answers the produce after 0.6 s, like a broker under a slow fsync
         def __init__(self) -> None:
@@ -158,9 +158,9 @@ async def test_a_slow_fence_produce_does_not_block_the_event_loop():
     modes = PartitionModes()
     modes.assigned([3])
     modes.looked_up(3, 7)
-    worker = SimpleNamespace(topic="w", held_topic="h", region="eu", instance="r1", producer=SlowBroker(),
+    switch = SimpleNamespace(topic="w", held_topic="h", region="eu", instance="r1", producer=SlowBroker(),
                              consumer=SimpleNamespace(pause=lambda tps: None, resume=lambda tps: None),
-                             paused=set(), modes=modes)
+                             paused=set(), modes=modes, lane_tag=lambda: "")
     gaps: list[float] = []
 
     async def ticker(stop: asyncio.Event) -> None:
@@ -174,7 +174,7 @@ async def test_a_slow_fence_produce_does_not_block_the_event_loop():
     stop = asyncio.Event()
     tick = asyncio.create_task(ticker(stop))
     t0 = time.monotonic()
-    await RegionWorker._do(worker, modes.region_changed(closed=True))  # type: ignore[arg-type]
+    await Switch.perform(switch, modes.region_changed(closed=True))  # type: ignore[arg-type]
     took = time.monotonic() - t0
     stop.set()
     await tick

@@ -1,0 +1,54 @@
+"""Stages of one consumed batch that router and replayer share: plan ahead, count, offsets to commit.
+
+Both services read a batch (:mod:`.readahead`), decode it (:mod:`.writes`),
+apply it with the inbox (:mod:`.db`), deliver what must be produced
+(:mod:`.outbox`) and commit. What differs between them (the router's
+partition modes and diversions, the replayer's pacing and dead ends) stays in
+their own packages; the pieces here are the same for both.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from . import metrics as m
+from .db import ApplyResult, Plan, RegionDB, plan_writes
+from .errors import BadWrite, RegionGuardError
+from .writes import Record
+
+
+def plan_ahead(db: RegionDB, decoded: list, *, want_rows: bool,
+               plannable: Callable[[object], bool] = lambda w: not isinstance(w, BadWrite)) -> Plan | None:
+    """Group the batch into statements ahead of time, for the common case where every write goes direct.
+
+    Runs in the read-ahead (while the previous batch is applied). None when any
+    decoded item is not ``plannable`` or the region's schema is not known yet;
+    the apply stage then plans for itself.
+    """
+    if not db.ready or not all(plannable(w) for w in decoded):
+        return None
+    try:
+        return plan_writes(db.schemas, decoded, want_rows=want_rows)
+    except RegionGuardError:
+        return None  # e.g. a table missing in the region: the apply path reports it
+
+
+def next_offsets(batch: Iterable[Record], keep: Callable[[int], bool] = lambda p: True) -> dict[int, int]:
+    """Partition -> the offset to commit after ``batch`` (last offset + 1), for partitions ``keep`` accepts."""
+    last: dict[int, int] = {}
+    for rec in batch:
+        if keep(rec.partition) and rec.offset >= last.get(rec.partition, -1):
+            last[rec.partition] = rec.offset
+    return {p: o + 1 for p, o in last.items()}
+
+
+def count_applied(region: str, service: str, res: ApplyResult, *, seconds: float | None = None,
+                  groups_outcome: str = "applied") -> None:
+    """The metrics of one applied batch (``service`` is ``router`` or ``replayer``)."""
+    if seconds is not None:
+        m.BATCH_SECONDS.labels(region, service).observe(seconds)
+    if res.groups:
+        m.GROUPS.labels(region, service, groups_outcome).inc(res.groups)
+    m.APPLIED.labels(region, service).inc(res.applied)
+    m.DUPLICATES.labels(region, service).inc(res.duplicates)
+    m.STALE.labels(region, service).inc(res.stale)
