@@ -26,8 +26,8 @@ import logging
 import time
 from typing import Awaitable, Callable
 
-from ..core.batch import count_applied
 from ..core import metrics as m
+from ..core.batch import count_applied
 from ..core.config import Config
 from ..core.db import ApplyResult, Plan, RegionDB
 from ..core.errors import BadWrite, RegionGuardError, RegionUnavailable
@@ -35,11 +35,9 @@ from ..core.rowcache import RowCache
 from ..core.writes import Record
 from .region import RegionShare
 from .sort import Routed
+from .uncertain import Uncertain
 
 log = logging.getLogger(__name__)
-
-#: An offset above any real one: "every record of the partition may have been applied already".
-ALL_OFFSETS = 1 << 62
 
 
 class Revoked(Exception):
@@ -48,32 +46,6 @@ class Revoked(Exception):
 
 class _OpenedMidBatch(Exception):
     """The region was declared open while its batch was being applied."""
-
-
-class Uncertain:
-    """Per partition, the offset below which a record may already be applied in the region.
-
-    Set at assignment (an earlier owner may have applied records it never
-    committed) and raised by every apply whose COMMIT may have reached the server.
-    """
-
-    def __init__(self) -> None:
-        self.below: dict[int, int] = {}
-
-    def assigned(self, p: int, end: int) -> None:
-        self.below[p] = end
-
-    def revoked(self, p: int) -> None:
-        self.below.pop(p, None)
-
-    def mark(self, direct: list[Routed]) -> None:
-        for rec, _ in direct:
-            if rec.offset >= self.below.get(rec.partition, 0):
-                self.below[rec.partition] = rec.offset + 1
-
-    def covers(self, rec: Record) -> bool:
-        """May ``rec`` have been applied already? (Unknown partitions: assume it may.)"""
-        return rec.offset < self.below.get(rec.partition, ALL_OFFSETS)
 
 
 class DirectApply:

@@ -29,7 +29,7 @@ from ..core.outbox import Outbox
 from ..core.rowcache import RowCache
 from ..core.writes import Record
 from . import decide
-from .apply import Uncertain
+from .uncertain import Uncertain
 from .decide import Route
 from .region import RegionShare
 from .sort import Routed

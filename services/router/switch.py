@@ -29,7 +29,7 @@ from ..core.held import H_FENCE
 from ..core.kafka import Confirmer, KafkaDeliveryError, watermarks_exact
 from ..core.readahead import ReadAhead
 from . import fences
-from .apply import ALL_OFFSETS, Uncertain
+from .uncertain import ALL_OFFSETS, Uncertain
 from .modes import Action, Mode, PartitionModes
 from .region import RegionShare
 

@@ -44,7 +44,8 @@ from ..core.readahead import ReadAhead
 from ..core.rowcache import RowCache
 from ..core.supervise import swallowed
 from ..core.writes import Record, decode_write
-from .apply import DirectApply, Revoked, Uncertain
+from .apply import DirectApply, Revoked
+from .uncertain import Uncertain
 from .divert import Divert
 from .modes import PartitionModes
 from .region import RegionShare

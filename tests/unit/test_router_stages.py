@@ -11,7 +11,7 @@ from regionguard.core.batch import next_offsets
 from regionguard.core.errors import BadWrite
 from regionguard.core.models import DeadReason, WriteEvent
 from regionguard.core.writes import Record
-from regionguard.router.apply import Uncertain
+from regionguard.router.uncertain import Uncertain
 from regionguard.router.modes import Mode, PartitionModes
 from regionguard.router.sort import merge_in_order, sort_batch
 
