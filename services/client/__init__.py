@@ -10,7 +10,7 @@ the record model of the same name is :class:`regionguard.core.models.FeatureFlag
 
 from __future__ import annotations
 
-from .follower import CompactedFollower, StaleViewError
+from ..core.follower import CompactedFollower, StaleViewError  # the one follower, for applications' own topics
 from .views import FeatureFlagsView, FeatureStatus, RegionStates
 from .consistency import BadToken, ConsistencyWatcher, Visibility, WriteToken
 from .producer import WriteGroup, WriteProducer

@@ -20,7 +20,7 @@ from ..core.config import Config
 from ..core.flags import next_seq
 from ..core.kafka import Confirmer, make_producer
 from ..core.models import RegionState, State
-from .follower import rdkafka_log
+from ..core.log import rdkafka_log
 
 __all__ = ["StatePublisher"]
 

@@ -1,8 +1,9 @@
 """Live, read-only views of region states and feature flags for applications.
 
-Both follow their compacted topic in a background thread (see
-:mod:`regionguard.client.follower`), so reads are plain in-memory lookups
-that never block and never touch the network::
+Both are the follower every service uses too (:mod:`regionguard.core.follower`,
+ordering rule in :mod:`regionguard.core.latest`): a background thread follows
+the compacted topic, so reads are plain in-memory lookups that never block and
+never touch the network::
 
     states = RegionStates(cfg).start()
     flags = FeatureFlagsView(cfg, states=states).start()
@@ -19,14 +20,14 @@ Staleness is explicit: ``states.stale`` is True when the health service's
 heartbeats stopped for ``health.stale_after_s``; ``flags.stale`` likewise for
 the feature manager's heartbeats. Answers still come from the last known
 records then, and ``strict=True`` / :meth:`require_fresh` raise
-:class:`~regionguard.client.follower.StaleViewError` for callers that would
+:class:`~regionguard.core.follower.StaleViewError` for callers that would
 rather fail than act on old news.
 
 How ``FeatureFlagsView.is_enabled`` decides, in order:
 
 1. unknown and ``critical`` features are enabled;
 2. the region's FeatureFlags record, when the feature manager is live;
-3. otherwise the shared rules (:mod:`regionguard.features.rules`) evaluated
+3. otherwise the shared rules (:mod:`regionguard.core.flags`) evaluated
    locally from the region state view, which adds ``stale`` when the health
    service is quiet too -- the same answer the manager would publish;
 4. otherwise the last FeatureFlags record, plus the ``stale`` rules.
@@ -34,159 +35,41 @@ How ``FeatureFlagsView.is_enabled`` decides, in order:
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..core import flags as rules
 from ..core.config import Config
+from ..core.follower import CompactedFollower, StaleViewError
 from ..core.models import FeatureFlags, RegionState
 from ..core.stateview import RegionStateView
-from ..core.supervise import supervised, swallowed
-from .follower import CompactedFollower, StaleViewError
-
-log = logging.getLogger(__name__)
 
 __all__ = ["RegionStates", "FeatureFlagsView", "FeatureStatus", "StaleViewError"]
 
 
-def _state_view(cfg: Config, on_change):
-    """The shared RegionStateView (core)."""
-    return RegionStateView(cfg, on_change=on_change)
+class RegionStates(RegionStateView):
+    """The latest RegionState of every region, from ``<prefix>region-state``.
 
-
-class _StaleWatch:
-    """Turns a heartbeat age into stale/fresh callbacks (a tiny daemon thread, started on demand)."""
-
-    def __init__(self, name: str, staleness: Callable[[], bool | None]) -> None:
-        self.name = name
-        self._staleness = staleness
-        self._callbacks: list[Callable[[bool], None]] = []
-        self._last: bool | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def subscribe(self, fn: Callable[[bool], None]) -> Callable[[], None]:
-        self._callbacks.append(fn)
-        if self._thread is None:
-            self._thread = threading.Thread(target=supervised, args=(f"stalewatch:{self.name}", self._run, self._stop),
-                                            kwargs={"logger": log}, name=f"rg-stale-{self.name}", daemon=True)
-            self._thread.start()
-        return lambda: self._callbacks.remove(fn) if fn in self._callbacks else None
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.1):
-            s = self._staleness()
-            if s is None or s == self._last:
-                continue
-            first, self._last = self._last is None, s
-            if first and not s:
-                continue
-            for fn in list(self._callbacks):
-                try:
-                    fn(s)
-                except Exception as exc:  # noqa: BLE001 - reported; the watch goes on
-                    swallowed(f"stalewatch:{self.name}", exc, what="stale callback", logger=log)
-
-    def stop(self) -> None:
-        self._stop.set()
-
-
-class RegionStates:
-    """The latest RegionState of every region, from ``<prefix>region-state``."""
-
-    def __init__(self, cfg: Config, *, on_change: Callable[[RegionState | None, RegionState], None] | None = None):
-        self.cfg = cfg
-        self.stale_after_s = cfg.health.stale_after_s
-        self._callbacks: list[Callable[[RegionState | None, RegionState], None]] = [on_change] if on_change else []
-        self._view = _state_view(cfg, self._dispatch)
-        self._started_at: float | None = None
-        self._watch = _StaleWatch("region-state", self.staleness)
-
-    def _dispatch(self, old: RegionState | None, new: RegionState) -> None:
-        for fn in list(self._callbacks):
-            try:
-                fn(old, new)
-            except Exception as exc:  # noqa: BLE001 - reported; the view goes on
-                swallowed("regionstates", exc, what=f"region state callback for {new.region}", logger=log)
-
-    # lifecycle
-    def start(self) -> "RegionStates":
-        if self._started_at is None:
-            self._started_at = time.monotonic()
-            self._view.start()
-        return self
-
-    def stop(self) -> None:
-        self._watch.stop()
-        if self._started_at is not None:
-            self._view.stop()
-            self._started_at = None
-
-    def __enter__(self) -> "RegionStates":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def wait_ready(self, timeout: float) -> bool:
-        return self._view.wait_ready(timeout)
-
-    # reads
-    def state(self, region: str) -> RegionState | None:
-        return self._view.state(region)
+    The core region-state view with the reads applications ask for; ``start()``
+    returns the view, and stale/fresh callbacks come from the follower's thread.
+    """
 
     def state_name(self, region: str) -> str:
         """``closed``, ``open``, ``half_open`` or ``unknown``."""
-        s = self._view.state(region)
+        s = self.get(region)
         return "unknown" if s is None else s.state.value
 
-    def is_closed(self, region: str) -> bool:
-        """Closed, or unknown (as the router treats a region nobody has judged)."""
-        return self._view.is_closed(region)
-
     def is_open(self, region: str) -> bool:
-        s = self._view.state(region)
+        s = self.get(region)
         return s is not None and s.state.value == "open"
 
     def snapshot(self) -> dict[str, RegionState]:
-        return {r: s for r in self.cfg.regions if (s := self._view.state(r)) is not None}
-
-    # staleness
-    def last_heartbeat_age(self) -> float | None:
-        return self._view.last_heartbeat_age()
-
-    def staleness(self) -> bool | None:
-        up = None if self._started_at is None else time.monotonic() - self._started_at
-        return rules.is_stale(self.last_heartbeat_age(), self.stale_after_s, uptime_s=up or 0.0)
-
-    def is_stale(self) -> bool:
-        """True when the health service's heartbeats stopped for ``health.stale_after_s``."""
-        return bool(self.staleness())
-
-    @property
-    def stale(self) -> bool:
-        return self.is_stale()
-
-    def require_fresh(self) -> None:
-        if self.is_stale():
-            raise StaleViewError("region states", self.last_heartbeat_age(), self.stale_after_s)
+        """The known states of the configured regions."""
+        return {r: s for r in self.cfg.regions if (s := self.get(r)) is not None}
 
     def conditions(self, region: str) -> frozenset[str]:
-        """The ``off_when`` words that apply to ``region`` now (see :mod:`regionguard.features.rules`)."""
+        """The ``off_when`` words that apply to ``region`` now (see :mod:`regionguard.core.flags`)."""
         return rules.conditions(self.state(region), self.is_stale())
-
-    # callbacks
-    def subscribe(self, fn: Callable[[RegionState | None, RegionState], None]) -> Callable[[], None]:
-        """Call ``fn(old, new)`` (on the view's thread) for every new state; returns unsubscribe."""
-        self._callbacks.append(fn)
-        return lambda: self._callbacks.remove(fn) if fn in self._callbacks else None
-
-    def subscribe_stale(self, fn: Callable[[bool], None]) -> Callable[[], None]:
-        """Call ``fn(True)`` when heartbeats stop, ``fn(False)`` when they resume."""
-        return self._watch.subscribe(fn)
 
 
 @dataclass(frozen=True)
@@ -199,12 +82,13 @@ class FeatureStatus:
     reason: str = ""
 
 
-class FeatureFlagsView:
+class FeatureFlagsView(CompactedFollower[FeatureFlags]):
     """The latest FeatureFlags of every region, from ``<prefix>features``.
 
     Exported as ``regionguard.client.FeatureFlags`` (the name the issue uses);
     this class name keeps it apart from the record model
-    :class:`regionguard.core.models.FeatureFlags`.
+    :class:`regionguard.core.models.FeatureFlags`. Staleness (``stale``,
+    :meth:`require_fresh`, ``subscribe_stale``) is the feature manager's.
     """
 
     def __init__(
@@ -214,54 +98,11 @@ class FeatureFlagsView:
         states: RegionStates | None = None,
         on_change: Callable[[FeatureFlags | None, FeatureFlags], None] | None = None,
     ) -> None:
-        self.cfg = cfg
+        super().__init__(cfg, cfg.topic("features"), FeatureFlags, on_change=on_change, name="features")
         self.states = states
-        self._f: CompactedFollower[FeatureFlags] = CompactedFollower(
-            cfg, cfg.topic("features"), FeatureFlags, on_change=on_change, name="features"
-        )
-        self.stale_after_s = self._f.stale_after_s
-
-    def start(self) -> "FeatureFlagsView":
-        self._f.start()
-        return self
-
-    def stop(self) -> None:
-        self._f.stop()
-
-    def __enter__(self) -> "FeatureFlagsView":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def wait_ready(self, timeout: float) -> bool:
-        return self._f.wait_ready(timeout)
 
     def flags(self, region: str) -> FeatureFlags | None:
-        return self._f.get(region)
-
-    def snapshot(self) -> dict[str, FeatureFlags]:
-        return self._f.snapshot()
-
-    def last_heartbeat_age(self) -> float | None:
-        return self._f.last_heartbeat_age()
-
-    def is_stale(self) -> bool:
-        """True when the feature manager's heartbeats stopped for ``health.stale_after_s``."""
-        return self._f.is_stale()
-
-    @property
-    def stale(self) -> bool:
-        return self._f.is_stale()
-
-    def require_fresh(self) -> None:
-        self._f.require_fresh()
-
-    def subscribe(self, fn: Callable[[FeatureFlags | None, FeatureFlags], None]) -> Callable[[], None]:
-        return self._f.subscribe(fn)
-
-    def subscribe_stale(self, fn: Callable[[bool], None]) -> Callable[[], None]:
-        return self._f.subscribe_stale(fn)
+        return self.get(region)
 
     def status(self, feature: str, region: str) -> FeatureStatus:
         """Whether ``feature`` is on in ``region``, with where the answer came from."""
@@ -271,8 +112,8 @@ class FeatureFlagsView:
             return FeatureStatus(feature, region, True, False, "unconfigured")
         if fc.critical:
             return FeatureStatus(feature, region, True, False, "critical")
-        rec = self._f.get(region)
-        if rec is not None and not self._f.is_stale():
+        rec = self.get(region)
+        if rec is not None and not self.is_stale():
             on = feature not in rec.disabled
             return FeatureStatus(feature, region, on, False, "flags", rec.reason)
         if self.states is not None and (rec is None or not self.states.is_stale()):
@@ -282,7 +123,7 @@ class FeatureFlagsView:
             on = rules.feature_enabled(features, feature, conds)
             reason = rules.reason_for(region, st, s_stale, rules.disabled_features(features, conds))
             return FeatureStatus(feature, region, on, s_stale, "rules", reason)
-        stale_now = self._f.staleness()
+        stale_now = self.staleness()
         if rec is not None:
             on = feature not in rec.disabled and rules.feature_enabled(features, feature, {"stale"})
             return FeatureStatus(feature, region, on, True, "last_known", rec.reason)

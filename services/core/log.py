@@ -1,10 +1,11 @@
-"""Logging set-up shared by every service: one line per record, secrets scrubbed."""
+"""Logging set-up shared by every service: one line per record, secrets scrubbed; librdkafka's logger."""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
+import time
 import traceback
 
 from .dsn import redact_dsn
@@ -25,6 +26,28 @@ class RedactingFilter(logging.Filter):
             record.exc_text = None
         record.msg, record.args = clean, ()
         return True
+
+
+class _RateLimit(logging.Filter):
+    """librdkafka repeats connection errors every reconnect; keep one per ``every`` seconds."""
+
+    def __init__(self, every: float = 30.0) -> None:
+        super().__init__()
+        self.every = every
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = str(record.msg)[:40]
+        now = time.monotonic()
+        if now - self._last.get(key, -1e9) < self.every:
+            return False
+        self._last[key] = now
+        return True
+
+
+# The logger every confluent-kafka client of ours hands to librdkafka (``"logger": rdkafka_log``).
+rdkafka_log = logging.getLogger("regionguard.rdkafka")
+rdkafka_log.addFilter(_RateLimit())
 
 
 def setup_logging(service: str, level: str | None = None) -> logging.Logger:

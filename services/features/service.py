@@ -48,12 +48,13 @@ from datetime import datetime, timezone
 from confluent_kafka import KafkaError, KafkaException
 
 from ..core.config import Config, UsageError, load_config
+from ..core.follower import CompactedFollower
 from ..core.kafka import Confirmer, KafkaDeliveryError, ensure_topics, make_producer
-from ..core.log import setup_logging
+from ..core.log import rdkafka_log, setup_logging
 from ..core.metrics import FEATURE_DISABLED, start_metrics
 from ..core.models import FailoverEvent, FeatureFlags
 from ..core.publish import failover_event
-from ..core.stateview import rdkafka_log
+from ..core.stateview import RegionStateView
 from ..core.supervise import swallowed
 from .rules import Change, FlagBook, conditions, is_stale, reason_for
 
@@ -71,15 +72,12 @@ class FeatureManager:
     """The feature manager's loop; :meth:`run` blocks until :meth:`stop`."""
 
     def __init__(self, cfg: Config, *, tick_s: float = 0.1) -> None:
-        from ..client.follower import CompactedFollower
-        from ..client.views import RegionStates
-
         self.cfg = cfg
         self.tick_s = tick_s
         self.book = FlagBook(cfg.features)
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self.states = RegionStates(cfg, on_change=lambda _old, _new: self._wake.set())
+        self.states = RegionStateView(cfg, on_change=lambda _old, _new: self._wake.set())
         self._own = CompactedFollower(cfg, cfg.topic("features"), FeatureFlags, name="features-restore")
         # Not idempotent: records are latest-state with seq, so a duplicate is harmless, and
         # an idempotent producer stalls for good when a broker loses its producer state

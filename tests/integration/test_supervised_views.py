@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 import pytest
 from prometheus_client import REGISTRY
 
-from regionguard.client.follower import CompactedFollower
+from regionguard.core.follower import CompactedFollower
 from regionguard.core.config import parse_config
 from regionguard.core.kafka import Confirmer, ensure_topics, make_producer
 from regionguard.core.models import FeatureFlags, RegionState

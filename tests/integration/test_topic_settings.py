@@ -204,7 +204,7 @@ def test_compacted_state_topic_keeps_a_fresh_view_fast(broker, tmp_path):
 
 
 def test_feature_follower_is_ready_at_the_end_too(broker, tmp_path):
-    from regionguard.client.follower import CompactedFollower
+    from regionguard.core.follower import CompactedFollower
 
     cf = make_config(DSNS, broker.bootstrap, tmp_path / "c.yaml", partitions=1, create_topics=False)
     cfg = parse_config(cf.data)
