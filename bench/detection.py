@@ -62,7 +62,7 @@ from pathlib import Path
 
 from regionguard.core.config import load_config
 from regionguard.core.stateview import RegionStateView
-from regionguard.embedded import Broker, LocalRegions, PgCluster, ServiceProcess, regions_config
+from regionguard_testkit.embedded import Broker, LocalRegions, PgCluster, ServiceProcess, regions_config
 
 TARGET_MEDIAN, TARGET_P99 = 1.0, 1.5
 HEAL_MEDIAN, HEAL_P99 = 2.0, 5.0  # heal -> closed, any outage length (issue 12)

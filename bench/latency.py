@@ -48,7 +48,7 @@ from steady import (SteadyLoad, close_broker, drop_db, fetch_commits, fresh_db, 
 from regionguard.core.config import load_config, parse_config  # noqa: E402
 from regionguard.core.kafka import ensure_topics, group_id, make_consumer  # noqa: E402
 from regionguard.core.sql import INBOX_CLAIM_COUNT  # noqa: E402
-from regionguard.embedded import Broker, ServiceProcess  # noqa: E402
+from regionguard_testkit.embedded import Broker, ServiceProcess  # noqa: E402
 
 GOAL_P50_MS, GOAL_P99_MS = 20.0, 100.0
 

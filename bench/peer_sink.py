@@ -69,8 +69,8 @@ from router_apply import ADMIN_DSN, drop_db, exit_on_sigterm, produce_records  #
 from regionguard.core.config import parse_config  # noqa: E402
 from regionguard.core.kafka import ensure_topics  # noqa: E402
 from regionguard.core.sql import INBOX_DDL  # noqa: E402
-from regionguard.embedded import Broker, FaultProxy, ServiceProcess, create_topics, free_port  # noqa: E402
-from regionguard.embedded.kafka import KAFKA_VERSION, cache_dir  # noqa: E402
+from regionguard_testkit.embedded import Broker, FaultProxy, ServiceProcess, create_topics, free_port  # noqa: E402
+from regionguard_testkit.embedded.kafka import KAFKA_VERSION, cache_dir  # noqa: E402
 
 PEER_DIR = ROOT / "bench" / "peer"
 DEBEZIUM_VERSION = "3.6.0.Final"  # 3.6.1.Final of debezium-connector-jdbc is not on Maven Central

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from confluent_kafka import Consumer, Producer  # noqa: E402
 
-from regionguard.embedded import Broker, create_topics  # noqa: E402
+from regionguard_testkit.embedded import Broker, create_topics  # noqa: E402
 
 PARTITIONS = 12
 SESSION_MS = 6000

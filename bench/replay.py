@@ -51,7 +51,7 @@ from regionguard.core.kafka import ensure_topics, make_producer  # noqa: E402
 from regionguard.core.models import RegionState, State  # noqa: E402
 import asyncpg  # noqa: E402
 
-from regionguard.embedded import Broker, ServiceProcess, free_port  # noqa: E402
+from regionguard_testkit.embedded import Broker, ServiceProcess, free_port  # noqa: E402
 from tests.integration.helpers import read_json  # noqa: E402
 
 

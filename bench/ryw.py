@@ -39,7 +39,7 @@ from steady import close_broker, drop_db, fetch_commits, fresh_db, summarise  # 
 from regionguard.client import ConsistencyWatcher  # noqa: E402
 from regionguard.core.config import parse_config  # noqa: E402
 from regionguard.core.kafka import ensure_topics  # noqa: E402
-from regionguard.embedded import Broker, ServiceProcess  # noqa: E402
+from regionguard_testkit.embedded import Broker, ServiceProcess  # noqa: E402
 from regionguard.client import WriteProducer  # noqa: E402
 
 GOAL_P99_MS = 50.0

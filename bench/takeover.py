@@ -46,7 +46,7 @@ from steady import (SteadyLoad, close_broker, drop_db, fetch_commits, fresh_db, 
 
 from regionguard.core.config import MIN_SESSION_TIMEOUT_MS, parse_config  # noqa: E402
 from regionguard.core.kafka import ensure_topics  # noqa: E402
-from regionguard.embedded import Broker, ServiceProcess  # noqa: E402
+from regionguard_testkit.embedded import Broker, ServiceProcess  # noqa: E402
 
 TERM_GOAL_S = 1.0
 

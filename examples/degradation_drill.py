@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
 
-from regionguard.client.testing import StatePublisher  # noqa: E402
+from regionguard_testkit.testing import StatePublisher  # noqa: E402
 from tests.harness import Broker, LocalRegions, ServiceProcess, free_port, make_config, wait_port  # noqa: E402
 
 SHOWN_HEADERS = ("retry-after", "x-region-served", "x-served-tier", "x-degraded", "x-degraded-reason")

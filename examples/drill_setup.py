@@ -31,8 +31,8 @@ from pathlib import Path
 from confluent_kafka import Producer
 
 from regionguard.core.kafka import producer_conf
-from regionguard.embedded import Broker, LocalRegions, ServiceProcess, make_config
-from regionguard.embedded.drillctl import ControlServer
+from regionguard_testkit.embedded import Broker, LocalRegions, ServiceProcess, make_config
+from regionguard_testkit.embedded.drillctl import ControlServer
 
 
 def traffic(bootstrap: str, prefix: str, regions: list[str], rate: float, stop: threading.Event) -> None:

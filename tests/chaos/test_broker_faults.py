@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from regionguard.embedded.kafka import ApacheKafka
+from regionguard_testkit.embedded.kafka import ApacheKafka
 from tests.chaos.run import BROKER_KINDS, ChaosRun
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow, pytest.mark.timeout(900)]

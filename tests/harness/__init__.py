@@ -1,6 +1,6 @@
 """Reusable, mock-free test harness: real broker, real PostgreSQL, real faults.
 
-The reusable parts live in the installed package :mod:`regionguard.embedded`
+The reusable parts live in the installed package :mod:`regionguard_testkit.embedded`
 (so ``regionguard demo`` works without a checkout); the modules here re-export
 them under their old names. Used by integration and chaos tests and benchmarks
 (``bench/``); nothing here imports pytest (fixtures live in ``tests/conftest.py``).

@@ -1,4 +1,4 @@
-"""Moved to :mod:`regionguard.embedded.procs`; re-exported for tests.
+"""Moved to :mod:`regionguard_testkit.embedded.procs`; re-exported for tests.
 
 Tests keep the old behaviour: processes run in the repository root with it on
 ``PYTHONPATH``, so ``module=`` may name a module of the checkout (``tests.…``).
@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from regionguard.embedded.procs import ServiceError
-from regionguard.embedded.procs import ServiceProcess as _ServiceProcess
+from regionguard_testkit.embedded.procs import ServiceError
+from regionguard_testkit.embedded.procs import ServiceProcess as _ServiceProcess
 
 __all__ = ["ServiceProcess", "ServiceError"]
 

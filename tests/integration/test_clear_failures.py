@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from regionguard.embedded import free_port, write_config
+from regionguard_testkit.embedded import free_port, write_config
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 import pytest
 
 from regionguard.client import FeatureFlags, RegionStates, StaleViewError
-from regionguard.client.testing import StatePublisher
+from regionguard_testkit.testing import StatePublisher
 from regionguard.core.kafka import Confirmer, ensure_topics, make_producer
 from regionguard.core.models import FeatureFlags as FeatureFlagsRecord
 from tests.harness import Broker, make_config

@@ -25,7 +25,7 @@ def test_applied_then_crash_then_outage_is_not_dead_lettered_as_shed(regions, rg
     cfg = rg_config(lr, partitions=1)
     stall = tmp_path / "stalled.json"
     router = services("router", ["--stall-file", str(stall), *cfg.cli_args("router", "--no-health")],
-                      module="regionguard.embedded.stall")
+                      module="regionguard_testkit.embedded.stall")
     applied = write_event("eu", "users", "upsert", {"id": 1}, {"name": "applied", "version": 1}, policy="shed")
     produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"), [ev_bytes(applied)])
     wait_until(stall.exists, timeout=60, what="router inside the commit window")

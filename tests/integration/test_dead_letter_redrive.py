@@ -219,7 +219,7 @@ def test_sigkill_mid_redrive_then_rerun_republishes_every_dead_letter_once(broke
     # (commit 2: commit 0 is the run's start) -- the test kit's seam, patched in that process only
     first = services("redrive", ["--stall-file", str(stall), "--batch", "2",
                                  *cfg.cli_args("dead-letters", "redrive", "--reason", "constraint", "--batch-size", "7")],
-                     module="regionguard.embedded.redrive_stall")
+                     module="regionguard_testkit.embedded.redrive_stall")
     wait_until(stall.exists, timeout=60, what="redrive stalled between produce-ack and commit")
     first.kill()
     second = services("redrive2", cfg.cli_args("dead-letters", "redrive", "--reason", "constraint", "--batch-size", "7"))

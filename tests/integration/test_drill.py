@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from regionguard.embedded.drillctl import ControlServer, DrillClient, DrillControlError, state_file_path
+from regionguard_testkit.embedded.drillctl import ControlServer, DrillClient, DrillControlError, state_file_path
 from tests.harness import free_port
 from tests.integration.helpers import ev_bytes, produce_raw, wait_assigned, wait_metric, wait_until, write_event
 

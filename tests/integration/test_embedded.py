@@ -1,4 +1,4 @@
-"""regionguard.embedded pieces the chaos suite relies on, beyond tests/integration/test_harness.py."""
+"""regionguard_testkit.embedded pieces the chaos suite relies on, beyond tests/integration/test_harness.py."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from regionguard.embedded import LocalRegions, PgCluster
+from regionguard_testkit.embedded import LocalRegions, PgCluster
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -17,7 +17,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from regionguard.client import FeatureFlags
-from regionguard.client.testing import StatePublisher
+from regionguard_testkit.testing import StatePublisher
 from regionguard.core.models import FeatureFlags as FeatureFlagsRecord
 from tests.harness import ServiceProcess, free_port, make_config
 from tests.integration.helpers import metric_value, read_json_to_end, read_to_end

@@ -15,7 +15,7 @@ from regionguard.core import metrics as m
 from regionguard.core.config import parse_config
 from regionguard.core.inbox import InboxPruner
 from regionguard.core.sql import INBOX_DDL
-from regionguard.embedded.config import regions_config, write_config
+from regionguard_testkit.embedded.config import regions_config, write_config
 from tests.harness import free_port
 from tests.integration.helpers import ev_bytes, produce_raw, wait_until, write_event
 

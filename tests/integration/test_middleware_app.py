@@ -12,7 +12,7 @@ import httpx
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from regionguard.client.testing import StatePublisher
+from regionguard_testkit.testing import StatePublisher
 from tests.harness import ServiceProcess, free_port, wait_port
 
 pytestmark = pytest.mark.timeout(90)

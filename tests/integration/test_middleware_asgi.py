@@ -17,7 +17,7 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 from regionguard.client import FeatureFlags, RegionGuardMiddleware, RegionStates, requires_feature
-from regionguard.client.testing import StatePublisher
+from regionguard_testkit.testing import StatePublisher
 from tests.harness import make_config
 
 pytestmark = [pytest.mark.timeout(60),

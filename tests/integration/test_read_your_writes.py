@@ -19,7 +19,7 @@ with warnings.catch_warnings():
 
 from regionguard.client import (BadToken, ConsistencyWatcher, NotVisible, RegionalReader, RegionGuardMiddleware,
                                 RegionStates, WriteToken)
-from regionguard.client.testing import StatePublisher
+from regionguard_testkit.testing import StatePublisher
 from regionguard.client import WriteProducer
 from tests.harness import free_port
 from tests.integration.helpers import wait_assigned, wait_metric, wait_until

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from regionguard.client import BadRead, ReadUnavailable, RegionalReader, RegionStates
 from regionguard.client.cache import cache_key, row_to_cache
-from regionguard.client.testing import StatePublisher
+from regionguard_testkit.testing import StatePublisher
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from regionguard.client.testing import StatePublisher
+from regionguard_testkit.testing import StatePublisher
 from tests.integration.helpers import ev_bytes, produce_raw, wait_assigned, wait_until, write_event
 
 pytestmark = pytest.mark.timeout(120)

@@ -27,7 +27,7 @@ def test_sigkill_between_db_commit_and_offset_commit_is_skipped_as_duplicates(re
     cfg = rg_config(lr, partitions=1)
     stall = tmp_path / "stalled.json"
     router = services("router", ["--stall-file", str(stall), *cfg.cli_args("router", "--no-health")],
-                      module="regionguard.embedded.stall")
+                      module="regionguard_testkit.embedded.stall")
     first = wait_assigned(cfg, "router", "eu")  # member id -> partitions
     evs = [write_event("eu", "users", "upsert", {"id": i}, {"name": "x", "version": 1}) for i in range(50)]
     produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"), [ev_bytes(e) for e in evs])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from regionguard.client.testing import StatePublisher
+from regionguard_testkit.testing import StatePublisher
 from tests.harness import free_port
 from tests.integration.helpers import (
     ev_bytes, produce_raw, read_json, read_topic, wait_assigned, wait_metric, wait_until, write_event,

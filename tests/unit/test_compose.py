@@ -139,7 +139,7 @@ def test_grafana_provisioning_points_at_the_mounted_dashboard(compose):
 
 
 def test_init_sql_creates_every_allow_listed_table():
-    from regionguard.embedded.regions import DEFAULT_SCHEMA
+    from regionguard_testkit.embedded.regions import DEFAULT_SCHEMA
 
     data = yaml.safe_load((REPO / "deploy" / "config" / "compose.yaml").read_text())
     sql = "\n".join(p.read_text() for p in sorted((REPO / "deploy" / "sql").glob("*.sql")))

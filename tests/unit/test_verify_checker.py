@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from regionguard.verify.checker import DeadLetterInfo, RegionSnapshot, evaluate
-from regionguard.verify.loadgen import Model, WriteRecord
+from regionguard_testkit.verify.checker import DeadLetterInfo, RegionSnapshot, evaluate
+from regionguard_testkit.verify.loadgen import Model, WriteRecord
 
 
 class Dead:
@@ -125,7 +125,7 @@ def grec(seq, key, lines, *, op="insert", expect="apply", region="eu", policy="h
 
 def gsnap(region: str, applied: list[WriteRecord], *, drop=(), xmin=None, extra=None, source="router"):
     """A snapshot as a correct apply leaves groups: every row at its last write, one xmin per write."""
-    from regionguard.verify.loadgen import item_qty
+    from regionguard_testkit.verify.loadgen import item_qty
 
     inbox = {r.id: (source if r.region == region else f"failover:{r.region}") for r in applied}
     rows, xmins, qty = {}, {}, {}

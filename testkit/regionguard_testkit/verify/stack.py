@@ -2,8 +2,8 @@
 
 :class:`Stack` starts (or reuses) a broker, creates one database per region on
 the local PostgreSQL server -- optionally one region on a private
-:class:`~regionguard.embedded.pgcluster.PgCluster` so it can really crash --
-each behind a :class:`~regionguard.embedded.proxy.FaultProxy`, writes a config
+:class:`~regionguard_testkit.embedded.pgcluster.PgCluster` so it can really crash --
+each behind a :class:`~regionguard_testkit.embedded.proxy.FaultProxy`, writes a config
 with a unique topic prefix, and runs services as real processes. Faults are
 methods: :meth:`Stack.fault` for regions, :meth:`Stack.kill` / :meth:`Stack.restart`
 for services.
@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ..core.config import Config
+from regionguard.core.config import Config
 from prometheus_client.parser import text_string_to_metric_families
 
 from ..embedded import Broker, ConfigFile, LocalRegions, PgCluster, ServiceProcess, make_config

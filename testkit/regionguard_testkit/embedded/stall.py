@@ -2,7 +2,7 @@
 
 ::
 
-    python -m regionguard.embedded.stall --stall-file PATH router --config rg.yaml ...
+    python -m regionguard_testkit.embedded.stall --stall-file PATH router --config rg.yaml ...
 
 runs the ordinary CLI with one change: after a direct batch whose writes were
 committed in the region's database (at least one not failed), the router
@@ -20,16 +20,16 @@ import json
 import logging
 import sys
 
-log = logging.getLogger("regionguard.embedded.stall")
+log = logging.getLogger("regionguard_testkit.embedded.stall")
 
 __all__ = ["install", "main"]
 
 
 def install(path: str) -> None:
-    """Patch :meth:`RegionWorker._apply_watched` (the batch's one transaction) to stall after it."""
-    from ..router.worker import RegionWorker
+    """Patch :meth:`DirectApply.apply_watched` (the batch's one transaction) to stall after it."""
+    from regionguard.router.apply import DirectApply
 
-    original = RegionWorker._apply_watched
+    original = DirectApply.apply_watched
 
     async def apply_then_stall(self, writes, plan=None):
         res = await original(self, writes, plan)
@@ -40,16 +40,16 @@ def install(path: str) -> None:
             await asyncio.sleep(3600)
         return res
 
-    RegionWorker._apply_watched = apply_then_stall
+    DirectApply.apply_watched = apply_then_stall
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) < 2 or argv[0] != "--stall-file":
-        print("usage: python -m regionguard.embedded.stall --stall-file PATH <regionguard args>", file=sys.stderr)
+        print("usage: python -m regionguard_testkit.embedded.stall --stall-file PATH <regionguard args>", file=sys.stderr)
         return 2
     install(argv[1])
-    from ..cli import main as cli_main
+    from regionguard.cli import main as cli_main
 
     return cli_main(argv[2:])
 

@@ -16,11 +16,11 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timezone
 
-from ..core.config import Config
-from ..core.flags import next_seq
-from ..core.kafka import Confirmer, make_producer
-from ..core.models import RegionState, State
-from ..core.log import rdkafka_log
+from regionguard.core.config import Config
+from regionguard.core.flags import next_seq
+from regionguard.core.kafka import Confirmer, make_producer
+from regionguard.core.log import rdkafka_log
+from regionguard.core.models import RegionState, State
 
 __all__ = ["StatePublisher"]
 

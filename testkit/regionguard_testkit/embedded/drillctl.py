@@ -1,7 +1,7 @@
 """Drill control: how ``regionguard drill`` reaches the fault proxies of a running local setup.
 
 Whoever runs a local setup (``regionguard demo``, a test, ``examples``) owns
-the :class:`~regionguard.embedded.proxy.FaultProxy` objects, in its own
+the :class:`~regionguard_testkit.embedded.proxy.FaultProxy` objects, in its own
 process. To let another process switch them, it starts a
 :class:`ControlServer` next to them::
 

@@ -1,13 +1,13 @@
 """Regions on the local PostgreSQL server, each behind its own fault proxy.
 
 Every region gets a fresh database (``rg_<prefix>_<region>``) on the shared
-server at 127.0.0.1:5432 plus a :class:`~regionguard.embedded.proxy.FaultProxy`, so
+server at 127.0.0.1:5432 plus a :class:`~regionguard_testkit.embedded.proxy.FaultProxy`, so
 tests can take one region "down" (refuse, blackhole, reset) while the others
 keep working, and still check the truth through :meth:`LocalRegions.direct_dsn`.
-Sync methods work from sync and async code (see :func:`~regionguard.embedded.net.run_sync`);
+Sync methods work from sync and async code (see :func:`~regionguard_testkit.embedded.net.run_sync`);
 the ``a``-prefixed coroutines are there for async callers that must not block.
 
-:func:`regions_config` (from :mod:`regionguard.embedded.config`, re-exported here)
+:func:`regions_config` (from :mod:`regionguard_testkit.embedded.config`, re-exported here)
 builds the matching regionguard config (dict + YAML).
 """
 
@@ -50,7 +50,7 @@ class LocalRegions:
                  host: str = "127.0.0.1", port: int = 5432, user: str = "postgres", admin_db: str = "postgres",
                  servers: Mapping[str, tuple[str, int]] | None = None) -> None:
         """``servers`` maps some regions to another PostgreSQL server ``(host, port)`` than
-        ``host:port`` -- e.g. a :class:`~regionguard.embedded.pgcluster.PgCluster` that a test can crash."""
+        ``host:port`` -- e.g. a :class:`~regionguard_testkit.embedded.pgcluster.PgCluster` that a test can crash."""
         self.names = tuple(names)
         self.servers = {r: tuple((servers or {}).get(r, (host, port))) for r in self.names}
         if not self.names or len(set(self.names)) != len(self.names):

@@ -45,9 +45,9 @@ from typing import Any, Iterable, Iterator
 
 import orjson
 
-from ..core.config import Config
-from ..core.kafka import KafkaDeliveryError
-from ..client.producer import WriteProducer
+from regionguard.core.config import Config
+from regionguard.core.kafka import KafkaDeliveryError
+from regionguard.client.producer import WriteProducer
 
 __all__ = ["VERIFY_SCHEMA", "VERIFY_TABLES", "RESIDENT_TABLE", "verify_tables", "Mix", "Model", "WriteRecord", "LoadGen", "user_key_base", "order_id_base",
            "item_qty"]

@@ -2,7 +2,7 @@
 
 ::
 
-    python -m regionguard.embedded.redrive_stall --stall-file PATH --batch N dead-letters redrive --config rg.yaml ...
+    python -m regionguard_testkit.embedded.redrive_stall --stall-file PATH --batch N dead-letters redrive --config rg.yaml ...
 
 runs the ordinary CLI with one change: the redrive's transactional producer,
 when asked to add the consumer group's offsets to the transaction of commit
@@ -24,7 +24,7 @@ import sys
 import time
 from typing import Any
 
-log = logging.getLogger("regionguard.embedded.redrive_stall")
+log = logging.getLogger("regionguard_testkit.embedded.redrive_stall")
 
 __all__ = ["StallingProducer", "install", "main"]
 
@@ -52,7 +52,7 @@ class StallingProducer:
 
 def install(path: str, batch: int) -> None:
     """Wrap the redrive's transactional producer in a :class:`StallingProducer`."""
-    from ..ops.deadletters import redrive
+    from regionguard.ops.deadletters import redrive
 
     original = redrive.make_producer
 
@@ -66,11 +66,11 @@ def install(path: str, batch: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) < 4 or argv[0] != "--stall-file" or argv[2] != "--batch" or not argv[3].isdigit():
-        print("usage: python -m regionguard.embedded.redrive_stall --stall-file PATH --batch N <regionguard args>",
+        print("usage: python -m regionguard_testkit.embedded.redrive_stall --stall-file PATH --batch N <regionguard args>",
               file=sys.stderr)
         return 2
     install(argv[1], int(argv[3]))
-    from ..cli import main as cli_main
+    from regionguard.cli import main as cli_main
 
     return cli_main(argv[4:])
 

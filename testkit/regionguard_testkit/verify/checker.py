@@ -2,8 +2,8 @@
 
 :func:`check` reads, per region, the inbox (``regionguard_applied``), the rows
 of ``users`` and ``orders`` and the effect log (``rg_effects``, see
-:data:`~regionguard.verify.loadgen.VERIFY_SCHEMA`), plus the dead-letter
-topic, and compares them with the :class:`~regionguard.verify.loadgen.Model`:
+:data:`~regionguard_testkit.verify.loadgen.VERIFY_SCHEMA`), plus the dead-letter
+topic, and compares them with the :class:`~regionguard_testkit.verify.loadgen.Model`:
 
 ``lost``
     an acknowledged write that is neither in its home region's inbox nor
@@ -58,9 +58,9 @@ from typing import Any, Callable, Iterable
 import asyncpg
 from confluent_kafka import Consumer, TopicPartition
 
-from ..core.config import Config
-from ..core.kafka import Confirmer, KafkaDeliveryError, make_producer, replayer_group
-from ..core.models import WriteEvent
+from regionguard.core.config import Config
+from regionguard.core.kafka import Confirmer, KafkaDeliveryError, make_producer, replayer_group
+from regionguard.core.models import WriteEvent
 from ..embedded.net import run_sync
 from .loadgen import Model, WriteRecord, item_qty, order_id_base
 
@@ -701,7 +701,7 @@ def locate(cfg: Config, model: Model, ids: Iterable[str]) -> dict[str, str]:
 
     For diagnosing a write that is neither applied nor dead-lettered.
     """
-    from ..core.kafka import router_group
+    from regionguard.core.kafka import router_group
 
     want = set(ids)
     regions = {model.get(i).region for i in want if model.get(i) is not None}

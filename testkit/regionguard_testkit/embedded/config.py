@@ -47,7 +47,7 @@ def regions_config(regions: HasDsns | Mapping[str, str], bootstrap: str, path: s
                    overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A regionguard config dict (``Config`` shape); also written as YAML to ``path`` if given.
 
-    ``regions`` is a :class:`~regionguard.embedded.regions.LocalRegions` (its proxied
+    ``regions`` is a :class:`~regionguard_testkit.embedded.regions.LocalRegions` (its proxied
     DSNs are used) or ``{region: dsn}``. Each region's fallbacks are all other
     regions in ring order (eu -> [us, ap], us -> [ap, eu], ...). Metrics use
     port 0 (free port). ``overrides`` is deep-merged last.
@@ -106,7 +106,7 @@ class ConfigFile:
         return f"{self.prefix}{kind}.{region}" if region else f"{self.prefix}{kind}"
 
     def cli_args(self, *args: str) -> list[str]:
-        """``[*args, "--config", path]`` for :class:`~regionguard.embedded.procs.ServiceProcess`."""
+        """``[*args, "--config", path]`` for :class:`~regionguard_testkit.embedded.procs.ServiceProcess`."""
         return [*args, "--config", str(self.path)]
 
     def load(self) -> Config:
