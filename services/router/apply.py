@@ -113,7 +113,7 @@ class DirectApply:
         A blackholed database would otherwise hold the batch until the
         statement timeout; the inbox makes a later replay of a batch that did
         commit after all harmless. (The test kit's commit-window crash test
-        patches this method: ``embedded/stall.py``.)
+        patches this method: :mod:`regionguard_testkit.embedded.stall`.)
         """
         task = asyncio.ensure_future(self.db.apply(writes, source="router", want_rows=self.cache is not None,
                                                    plan=plan))
