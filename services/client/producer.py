@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from ..core.config import Config, UsageError, load_config
 from ..core.kafka import Confirmer, KafkaDeliveryError, make_producer
 from ..core.models import MAX_GROUP_OPS, Op, Policy, RowOp, WriteEvent
-from ..core.stateview import rdkafka_log
+from ..core.log import rdkafka_log
 from .consistency import WriteToken
 
 

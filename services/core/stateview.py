@@ -20,10 +20,9 @@ from collections.abc import Callable
 
 from .config import Config
 from .follower import CompactedFollower
-from .log import rdkafka_log
 from .models import RegionState, State
 
-__all__ = ["RegionStateView", "rdkafka_log"]  # rdkafka_log: imported from here by older modules
+__all__ = ["RegionStateView"]
 
 OnChange = Callable[[RegionState | None, RegionState], None]
 

@@ -24,7 +24,8 @@ import time
 from ..core.config import ConfigError, load_config
 from ..core.kafka import Confirmer, KafkaDeliveryError, make_producer
 from ..core.models import ControlRecord
-from ..core.stateview import RegionStateView, rdkafka_log
+from ..core.log import rdkafka_log
+from ..core.stateview import RegionStateView
 
 ACTIONS = {"force-open": "force_open", "disable": "disable", "release": "release"}
 

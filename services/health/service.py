@@ -74,7 +74,8 @@ from ..core.kafka import ensure_topics, make_producer
 from ..core.kafka_security import kafka_security, ssl_context
 from ..core.log import setup_logging
 from ..core.models import ControlRecord, FailoverEvent, Observation, RegionState
-from ..core.stateview import RegionStateView, rdkafka_log
+from ..core.log import rdkafka_log
+from ..core.stateview import RegionStateView
 from ..core.supervise import describe, guard, redacted_traceback, supervised, supervised_async, swallowed
 from .judge import Decision, Judge
 from .probe import LoopLagMonitor, RegionProber, probe_loop

@@ -52,7 +52,8 @@ from ..core.config import Config
 from ..core.held import H_FENCE
 from ..core.kafka import replayer_group, router_group, watermarks_exact
 from ..core.models import FailoverEvent, FeatureFlags, RegionState
-from ..core.stateview import RegionStateView, rdkafka_log
+from ..core.log import rdkafka_log
+from ..core.stateview import RegionStateView
 from ..core.supervise import swallowed
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,8 @@ import pytest
 from regionguard.core.config import parse_config
 from regionguard.core.kafka import Confirmer, ensure_topics, make_producer
 from regionguard.core.models import RegionState
-from regionguard.core.stateview import RegionStateView, rdkafka_log
+from regionguard.core.log import rdkafka_log
+from regionguard.core.stateview import RegionStateView
 from tests.harness import Broker, regions_config
 
 pytestmark = pytest.mark.timeout(60)

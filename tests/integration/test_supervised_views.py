@@ -25,7 +25,8 @@ from regionguard.core.follower import CompactedFollower
 from regionguard.core.config import parse_config
 from regionguard.core.kafka import Confirmer, ensure_topics, make_producer
 from regionguard.core.models import FeatureFlags, RegionState
-from regionguard.core.stateview import RegionStateView, rdkafka_log
+from regionguard.core.log import rdkafka_log
+from regionguard.core.stateview import RegionStateView
 from tests.harness import regions_config
 
 pytestmark = pytest.mark.timeout(90)

@@ -24,7 +24,7 @@ import json
 import sys
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, TextIO
 
 from confluent_kafka import KafkaException, TopicPartition
