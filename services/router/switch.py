@@ -63,6 +63,7 @@ class Switch:
         self._exact: bool | None = None       # the broker's high watermarks are record positions
         # held partition -> (offsets, when) of the last read by _only_fences_left that found a record to replay
         self._scanned: dict[int, tuple[tuple[int, int], float]] = {}
+        self._replayer = fences.ReplayerWatch()
 
     async def step(self) -> None:
         """One round between batches: look up new partitions, fence, check draining ones, report."""
@@ -102,7 +103,10 @@ class Switch:
         for tp in committed:
             off = tp.offset if tp.offset is not None and tp.offset >= 0 else None
             moved = self.modes.replayer_progress(tp.partition, off)
-            switching += moved or await self._only_fences_left(tp.partition, off)
+            busy = self._replayer.busy(tp.partition, off)
+            if moved:
+                self._replayer.forget(tp.partition)  # a later outage starts from a first look again
+            switching += moved or ([] if busy else await self._only_fences_left(tp.partition, off))
         if switching:
             await self.perform(switching)
             # a partition paused since it was assigned would start fetching ~0.5 s late

@@ -11,6 +11,7 @@ from regionguard.core.batch import next_offsets
 from regionguard.core.errors import BadWrite
 from regionguard.core.models import DeadReason, WriteEvent
 from regionguard.core.writes import Record
+from regionguard.router.fences import ReplayerWatch
 from regionguard.router.uncertain import Uncertain
 from regionguard.router.modes import Mode, PartitionModes
 from regionguard.router.sort import merge_in_order, sort_batch
@@ -110,3 +111,48 @@ def test_uncertain_covers_what_an_earlier_owner_or_an_unanswered_commit_may_have
     assert u.covers(_rec(0, 14))
     u.revoked(0)
     assert u.covers(_rec(0, 10**9))
+
+
+# -- ReplayerWatch: read a held range for fences only when the replayer is not moving ----------------
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_a_commit_that_stands_still_for_active_s_allows_the_fence_read():
+    clock = _Clock()
+    watch = ReplayerWatch(active_s=1.0, clock=clock)
+    assert watch.busy(3, 500)              # first look: give the replayer time to show progress
+    assert watch.busy(4, None)             # no commit at all yet: the same
+    clock.t += 0.99
+    assert watch.busy(3, 500)
+    clock.t += 0.02
+    assert not watch.busy(3, 500)          # stood still for a second (a stopped replayer): read the range
+    assert not watch.busy(4, None)
+
+
+def test_a_moving_commit_waits_for_the_replayer_until_it_stops_for_active_s():
+    clock = _Clock()
+    watch = ReplayerWatch(active_s=1.0, clock=clock)
+    watch.busy(3, 500)
+    clock.t += 0.9
+    assert watch.busy(3, 4500)             # moved: the replayer is on it
+    clock.t += 0.9
+    assert watch.busy(3, 4500)             # still within a second of the move
+    clock.t += 0.2
+    assert not watch.busy(3, 4500)         # stuck for more than a second: read the range
+    assert watch.busy(5, 10)               # other partitions have their own history
+
+
+def test_forget_makes_the_next_look_a_first_look():
+    clock = _Clock()
+    watch = ReplayerWatch(active_s=1.0, clock=clock)
+    watch.busy(3, 1)
+    clock.t += 5
+    assert not watch.busy(3, 1)
+    watch.forget(3)
+    assert watch.busy(3, 1)
