@@ -42,7 +42,7 @@ class RegionReplay:
         self.view_closed = view_closed
         self.db = RegionDB(cfg, region)
         self.cache = RowCache.maybe(cfg)  # Redis write-through, when configured
-        self.bucket = TokenBucket(cfg.replay.max_rate, burst=cfg.replay.batch_max)
+        self.bucket = TokenBucket(cfg.replay.max_rate, burst=cfg.replay.batch_size)
         self.ready = False
         self.down_until = 0.0
         self.backoff = cfg.router.retry_initial_s

@@ -56,7 +56,7 @@ class ReplayWorker:
         self.assigned: set[int] = set()
         self.resume_due = False
         self._lane_tag = f" (lane {lane})" if cfg.replay.lanes > 1 else ""
-        self.reader = ReadAhead(self.consumer, topic=self.topic, batch_max=cfg.replay.batch_max, wait_s=0.005,
+        self.reader = ReadAhead(self.consumer, topic=self.topic, batch_max=cfg.replay.batch_size, wait_s=0.005,
                                 owned=lambda: sorted(self.assigned), name=f"replayer {region}{self._lane_tag}",
                                 decode=self._decode, prepare=self._plan)
         self.paused = False

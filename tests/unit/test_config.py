@@ -24,6 +24,18 @@ def test_defaults_fill_everything_but_regions_and_tables():
     assert cfg.topic("writes", "eu") == "rg.writes.eu"
 
 
+@pytest.mark.parametrize("replay, size", [
+    ({}, 4000),                                    # default max_rate 20,000/s: a fifth of a second is 4,000
+    ({"max_rate": 0}, 4000),                       # unlimited: batch_max
+    ({"max_rate": 0, "batch_max": 250}, 250),
+    ({"max_rate": 1000}, 200),                     # a rate-limited replay goes in fifths of a second
+    ({"max_rate": 1000, "batch_max": 50}, 50),
+    ({"max_rate": 2}, 1),                          # never an empty batch
+])
+def test_replay_batches_are_large_but_never_a_lump_of_the_rate(replay, size):
+    assert parse_config({**GOOD, "replay": replay}).replay.batch_size == size
+
+
 @pytest.mark.parametrize("mutate, field", [
     (lambda d: d.update(bogus=1), "bogus: unknown key"),
     (lambda d: d["regions"]["eu"].pop("dsn"), "regions.eu.dsn: required field is missing"),
