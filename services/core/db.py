@@ -174,9 +174,19 @@ def plan_writes(schemas: dict[str, TableSchema], writes: list, *, want_rows: boo
     claimed = None if only is None else {u.int for u in only}
     failed: list[tuple[int, BadWrite]] = []
     todo: list[tuple[int, WriteEvent]] = []
+    valid: set[tuple] = set()  # (table, data columns) of single rows that passed: most of a batch is a few of them
     for i, w in enumerate(writes):
         if every or (first[w.id.int] == i and (claimed is None or w.id.int in claimed)):
-            bad = _precheck(w, schemas)
+            if w.ops is None:
+                cols = (w.table, tuple(w.data) if w.data else ())
+                if cols in valid:
+                    todo.append((i, w))
+                    continue
+                bad = _precheck(w, schemas)
+                if bad is None:
+                    valid.add(cols)
+            else:
+                bad = _precheck(w, schemas)
             if bad is not None:
                 failed.append((i, bad))
             else:

@@ -154,8 +154,9 @@ def column_arrays(table: TableSchema, columns: tuple[str, ...], rows: list[dict]
             out.append([None if v is None else orjson.dumps(v).decode() for v in values])
         elif t.endswith("[]"):
             out.append([pg_text(v, True) for v in values])
-        else:  # strings and NULLs, most values, pass as they are without a call
-            out.append([v if v is None or v.__class__ is str else pg_text(v) for v in values])
+        else:  # strings and NULLs, most values, pass as they are without a call; ints take one
+            out.append([v if v is None or v.__class__ is str else str(v) if v.__class__ is int else pg_text(v)
+                        for v in values])
     return out
 
 
