@@ -38,7 +38,7 @@ def test_quote_ident_refuses_non_identifiers(name):
 def test_statements_quote_every_identifier_and_bind_values():
     for op in Op:
         sql = build_statement(USERS, op, ("id", "name", "version"))
-        assert "$1::text[]" in sql and '"users"' in sql and '"name"' in sql
+        assert "json_array_elements_text($1::json)" in sql and '"users"' in sql and '"name"' in sql
         assert "'" not in sql  # no literal ever reaches the SQL text
 
 

@@ -31,9 +31,9 @@ def test_only_versioned_inserts_upserts_and_deletes_use_tombstones():
 
 def test_the_table_name_is_the_last_bind_parameter():
     rows = [{"id": 1, "name": "a", "version": 2}]
-    assert statement_params(USERS, Op.upsert, FULL, rows) == [["1"], ["a"], ["2"], "users"]
-    assert statement_params(USERS, Op.update, FULL, rows) == [["1"], ["a"], ["2"]]
-    assert statement_params(ORDERS, Op.delete, ("id",), [{"id": 1}]) == [["1"]]
+    assert statement_params(USERS, Op.upsert, FULL, rows) == ['["1"]', '["a"]', '["2"]', "users"]
+    assert statement_params(USERS, Op.update, FULL, rows) == ['["1"]', '["a"]', '["2"]']
+    assert statement_params(ORDERS, Op.delete, ("id",), [{"id": 1}]) == ['["1"]']
     for op, cols in ((Op.upsert, FULL), (Op.insert, FULL), (Op.delete, ("id", "version")), (Op.delete, ("id",))):
         sql = build_statement(USERS, op, cols)
         assert f"${len(cols) + 1}::text" in sql and f"${len(cols) + 2}" not in sql
