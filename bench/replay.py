@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from router_apply import ADMIN_DSN, drop_db, exit_on_sigterm, fresh_db, produce, raw_baseline  # noqa: E402
 
-from regionguard.core.config import parse_config  # noqa: E402
+from regionguard.core.config import ReplayConfig, parse_config  # noqa: E402
 from regionguard.core.kafka import ensure_topics, make_producer  # noqa: E402
 from regionguard.core.models import RegionState, State  # noqa: E402
 import asyncpg  # noqa: E402
@@ -170,8 +170,7 @@ def main() -> int:
     try:
         raw_name = f"rg_bench_raw_{uuid.uuid4().hex[:8]}"
         raw_dsn = asyncio.run(fresh_db(raw_name))
-        batch = parse_config({"regions": {"eu": {"dsn": "postgresql://bench"}}, "tables": {"users": {"key": ["id"]}},
-                              "replay": {"max_rate": 0}}).replay.batch_size
+        batch = ReplayConfig(max_rate=0).batch_size  # what one_run's replayer uses
         raw = asyncio.run(raw_baseline(raw_dsn, max(sizes), batch))
         asyncio.run(drop_db(raw_name))
         print(f"raw asyncpg batched dedup+upsert (batches of {batch}): {raw:,.0f} writes/s", flush=True)

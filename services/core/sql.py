@@ -14,11 +14,13 @@ catalog's own casts. Measured on this machine (best of 4 runs, 30k writes):
 Each column's texts travel as one JSON array of strings and nulls
 (``json_array_elements_text`` in ``ROWS FROM``), not as a ``text[]``:
 asyncpg encodes a ``text[]`` element by element, with two ABC ``isinstance``
-checks each, in the router's own process, which is what limits its rate (a
-py-spy profile put a fifth of its time in asyncpg's execute). One JSON string
+checks each, on the router's own thread, which is busy for a whole bench run
+(a py-spy profile put a fifth of it in asyncpg's execute). One JSON string
 per column took 2.5 µs of client CPU per write against 4.2 µs (a micro-run
 of 100k writes, inbox claim and upsert serially on one connection, at the same
-rate); the texts are the same, so the casts and their errors are too.
+rate); end to end the router's gain was within the noise, the replay's median
+rose from 0.64 to 0.73 of raw (README). The texts are the same, so the casts
+and their errors are too.
 
 Every statement takes ``$1..$n`` = one JSON array per column of ``columns``
 (see :func:`statement_params`); its command status (``INSERT 0 n``,

@@ -170,8 +170,10 @@ class KafkaNode:
     def start(self, java: str, classpath: str, heap: str) -> None:
         if self.proc is not None and self.proc.poll() is None:
             return
-        argv = [java, f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:TieredStopAtLevel=1",
-                "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
+        # C1 only: on a 2-core test machine the C2 compiler of a fresh broker took 19-27% of a core,
+        # which the router, PostgreSQL and the tests under it need more (README, "Latest figures")
+        argv = [java, f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+                "-XX:TieredStopAtLevel=1", "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
                 f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
                 "-cp", classpath, "kafka.Kafka", str(self.home / "server.properties")]
         with open(self.log_path, "ab") as log:
