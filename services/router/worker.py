@@ -20,7 +20,8 @@ wires them together and owns the consumer:
 3. **apply** the direct writes in one transaction (:mod:`.apply`);
 4. **divert** the rest: held copies, failover applies, dead letters (:mod:`.divert`);
 5. **deliver** held copies and dead letters until Kafka has them (:mod:`regionguard.core.outbox`);
-6. **commit** the source offsets (here), only after all of the above is durable.
+6. **commit** the source offsets (here), only after all of the above is durable;
+   sent at most ten times a second (:mod:`.commits`).
 
 Between batches :mod:`.switch` drives the fence-and-switch of the partition modes.
 """
@@ -45,6 +46,7 @@ from ..core.rowcache import RowCache
 from ..core.supervise import swallowed
 from ..core.writes import Record, decode_write
 from .apply import DirectApply, Revoked
+from .commits import CommitPacer
 from .uncertain import Uncertain
 from .divert import Divert
 from .modes import PartitionModes
@@ -74,6 +76,7 @@ class RegionWorker:
         self.paused: set[int] = set()          # paused for draining
         self.done: dict[int, int] = {}         # partition -> next offset to commit (its batch is settled)
         self.assignments = 0                   # on_assign calls so far (core/leave.py waits on them)
+        self.pacer = CommitPacer()             # settled offsets not sent to the coordinator yet
         self.uncertain = Uncertain()
         self.consumer = make_consumer(cfg, router_group(cfg, region), **{"queued.max.messages.kbytes": 4096})
         self.offsets_reader = make_consumer(cfg, replayer_group(cfg, region))
@@ -102,6 +105,7 @@ class RegionWorker:
         self.assignments += 1
         for p in ps:
             self.done.pop(p, None)  # a position settled in an earlier ownership is not ours to commit
+        self.pacer.drop(ps)
         self.modes.assigned(ps)
 
     def _on_revoke(self, consumer, parts) -> None:
@@ -111,6 +115,7 @@ class RegionWorker:
         # new owner read the batch again (harmless for writes, the inbox skips them, but a dead letter
         # or held copy would be published twice). So hand over the settled position synchronously.
         settled = [TopicPartition(self.topic, p, self.done.pop(p)) for p in ps if p in self.done]
+        self.pacer.drop(ps)
         if settled:
             try:
                 consumer.commit(offsets=settled, asynchronous=False)
@@ -134,6 +139,7 @@ class RegionWorker:
                 await self.switch.step()
                 item = await self.reader.get(0.05)
                 if item is None:
+                    self._send_commits()  # idle: what the pacer held back goes now
                     continue
                 gen, batch, decoded, plan = item
                 if self.modes.pending_lookup():
@@ -148,6 +154,10 @@ class RegionWorker:
                     self.reader.invalidate()
                     log.info("region %s: batch abandoned; it will be read again", self.region)
         finally:
+            try:
+                self._send_commits(force=True)
+            except Exception as exc:  # noqa: BLE001 - never hides why the lane stopped (reported)
+                swallowed("router", exc, what=f"the last offset commit of {self.region}", logger=log)
             self.reader.cancel()
             # the group consumer stays open: the service closes the region's lanes in turn (core/leave.py)
 
@@ -206,11 +216,18 @@ class RegionWorker:
         if not offsets:
             return
         self.done.update(offsets)
+        self.pacer.settled(offsets)
+        self._send_commits()
+
+    def _send_commits(self, force: bool = False) -> None:
+        offsets = self.pacer.flush() if force else self.pacer.due()
+        owned = [TopicPartition(self.topic, p, o) for p, o in offsets.items() if p in self.modes.parts]
+        if not owned:
+            return
         try:
             # asynchronous: commits go out in order and a lost one only means a redelivery
-            # that the inbox skips; waiting for it would stall the loop on every batch
-            self.consumer.commit(offsets=[TopicPartition(self.topic, p, o) for p, o in offsets.items()],
-                                 asynchronous=True)
+            # that the inbox skips; waiting for it would stall the loop
+            self.consumer.commit(offsets=owned, asynchronous=True)
         except KafkaException as exc:
             # redelivery is safe: the inbox skips what was applied
             log.warning("region %s: offset commit failed (%s); records will be redelivered", self.region, exc)
@@ -221,6 +238,7 @@ class RegionWorker:
         if settled:
             try:  # synchronously: the re-read starts from the commits, which must include this batch
                 await asyncio.to_thread(self.consumer.commit, offsets=settled, asynchronous=False)
+                self.pacer.drop(tp.partition for tp in settled)
             except KafkaException as exc:
                 log.warning("region %s: commit before a re-read failed (%s); records may be read twice",
                             self.region, exc)
