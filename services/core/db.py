@@ -174,11 +174,13 @@ def plan_writes(schemas: dict[str, TableSchema], writes: list, *, want_rows: boo
     claimed = None if only is None else {u.int for u in only}
     failed: list[tuple[int, BadWrite]] = []
     todo: list[tuple[int, WriteEvent]] = []
-    valid: set[tuple] = set()  # (table, data columns) of single rows that passed: most of a batch is a few of them
+    # (table, op, data columns) of single rows that passed the column check, which depends on all
+    # three (an update needs a non-key column): most of a batch is a few of them
+    valid: set[tuple] = set()
     for i, w in enumerate(writes):
         if every or (first[w.id.int] == i and (claimed is None or w.id.int in claimed)):
             if w.ops is None:
-                cols = (w.table, tuple(w.data) if w.data else ())
+                cols = (w.table, w.op, tuple(w.data) if w.data else ())
                 if cols in valid:
                     todo.append((i, w))
                     continue

@@ -93,6 +93,27 @@ def test_every_bad_input_is_dead_lettered_and_never_blocks(regions, rg_config, s
     assert router.alive
 
 
+def test_an_update_of_key_columns_only_is_dead_lettered_next_to_an_upsert_of_the_same_columns(
+        regions, rg_config, services):
+    """In one batch, an upsert whose data is only its key (fine: it inserts the row) and an update
+    with the same data (it would change nothing: a schema dead letter). The planner checks columns
+    once per (table, op, data columns); keyed without the op, the update skipped its check, the
+    batch could not be planned and the router's reader stopped."""
+    lr = regions(["eu"])
+    cfg = rg_config(lr, partitions=1)
+    router = services("router", cfg.cli_args("router", "--no-health"))
+    wait_assigned(cfg, "router", "eu")
+    evs = [write_event("eu", "orders", "upsert", {"id": 1}, {"id": 1}),
+           write_event("eu", "orders", "update", {"id": 1}, {"id": 1}),
+           write_event("eu", "orders", "insert", {"id": 2}, {"amount": 3, "status": "ok"})]
+    produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"), [ev_bytes(e) for e in evs])
+    wait_until(lambda: lr.count("eu", "orders") == 2, what="the upsert and the insert applied")
+    dls = wait_until(lambda: read_json(cfg.bootstrap, cfg.topic("dead-letter"), idle=0.5), what="a dead letter")
+    assert [(d["reason"], d["offset"]) for d in dls] == [("schema", 1)]
+    assert "non-key column" in dls[0]["detail"]
+    assert router.alive
+
+
 def test_injection_through_names_and_values_changes_nothing_else(regions, rg_config, services):
     lr = regions(["eu"])
     cfg = rg_config(lr, partitions=1)

@@ -95,3 +95,14 @@ def test_the_sdk_sends_a_group_as_one_event_keyed_by_its_ordering_key():
             g2.insert("orders", {"id": 8}, {"customer_id": 42})
             raise RuntimeError("the application failed mid-group")
     assert len(sent) == 1  # a block that raised sends nothing
+
+
+def test_an_update_of_key_columns_only_is_refused_after_an_upsert_with_the_same_columns():
+    """The per-batch column check is shared by writes of one (table, op, columns): an upsert whose
+    data is only the key is fine, an update with the same data changes nothing and must be a dead
+    letter, not a statement that cannot be built (which stalled the batch)."""
+    upsert = WriteEvent(id=uuid.uuid4(), region="eu", table="orders", op="upsert", key={"id": 1}, data={"id": 1})
+    update = WriteEvent(id=uuid.uuid4(), region="eu", table="orders", op="update", key={"id": 2}, data={"id": 2})
+    plan = plan_writes(SCHEMAS, [upsert, update])
+    assert [(i, bad.reason.value) for i, bad in plan.failed] == [(1, "schema")]
+    assert [i for i, _ in plan.todo] == [0]
