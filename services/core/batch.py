@@ -13,7 +13,7 @@ from typing import Callable, Iterable
 
 from . import metrics as m
 from .db import ApplyResult, Plan, RegionDB, plan_writes
-from .errors import BadWrite, RegionGuardError
+from .errors import BadWrite
 from .writes import Record
 
 
@@ -29,8 +29,8 @@ def plan_ahead(db: RegionDB, decoded: list, *, want_rows: bool,
         return None
     try:
         return plan_writes(db.schemas, decoded, want_rows=want_rows)
-    except RegionGuardError:
-        return None  # e.g. a table missing in the region: the apply path reports it
+    except Exception:  # noqa: BLE001 - e.g. a table missing, a value the encoder refuses: the apply
+        return None    # path plans again and isolates the write at fault (core/db.py, _split)
 
 
 def next_offsets(batch: Iterable[Record], keep: Callable[[int], bool] = lambda p: True) -> dict[int, int]:

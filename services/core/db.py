@@ -132,14 +132,54 @@ async def apply_writes(
         except _Isolate as iso:
             log.info("a row failed (%s); isolating rows with savepoints", type(iso.__cause__).__name__)
             return await _apply(conn, schemas, writes, source=source, careful=True, want_rows=want_rows)
-    except RegionGuardError:
-        raise
     except Exception as exc:  # noqa: BLE001 - classified by type below
         err = classify_db_error(region, exc)
-        if isinstance(err, (BadWrite, PoisonWrite)):
-            # a data error outside any statement we isolate: never drop the batch for it
-            raise RegionNotReady(f"region {region}: unexpected {err}") from exc
-        raise err from exc
+        if err.retriable:
+            if err is exc:
+                raise
+            raise err from exc
+    # An error outside the statements the careful path isolates (planning a row raised, the inbox
+    # claim failed, a group's careful path tripped): split the batch until it stands alone.
+    log.warning("region %s: a batch of %d failed (%s); splitting it to find the write(s) at fault",
+                region, len(writes), err)
+    res = ApplyResult()
+    try:
+        async with conn.transaction():
+            await _split(conn, schemas, writes, 0, res, source=source, region=region, want_rows=want_rows)
+    except RegionGuardError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever is left is about the region, not a row
+        raise classify_db_error(region, exc) from exc
+    return res
+
+
+async def _split(conn, schemas, writes: list, offset: int, res: ApplyResult, *, source: str, region: str,
+                 want_rows: bool) -> None:
+    """Apply ``writes`` in a savepoint; on a row-level failure, each half in turn, down to one write.
+
+    Halves go in order, so per-key order holds; a write that fails alone is dead-lettered with the
+    error's reason (``poison`` for one we can't name), and the rest of the batch applies. A
+    retriable error (the region went away) ends the whole transaction: nothing of it is applied.
+    """
+    try:
+        part = await _apply(conn, schemas, writes, source=source, careful=True, want_rows=want_rows)
+    except Exception as exc:  # noqa: BLE001 - classified by type below
+        err = classify_db_error(region, exc)
+        if err.retriable:
+            raise err from exc
+        if len(writes) == 1:
+            if not isinstance(err, BadWrite):
+                err = BadWrite(DeadReason.poison, getattr(err, "detail", None) or str(err))
+            log.warning("region %s: write %s dead-lettered: %s", region, writes[0].id, err)
+            res.failed.append((offset, err))
+            return
+        mid = len(writes) // 2
+        await _split(conn, schemas, writes[:mid], offset, res, source=source, region=region, want_rows=want_rows)
+        await _split(conn, schemas, writes[mid:], offset + mid, res, source=source, region=region,
+                     want_rows=want_rows)
+        return
+    res.add(part, offset)
+    res.rows.extend(part.rows)
 
 
 @dataclass

@@ -54,13 +54,21 @@ class BadWrite(RegionGuardError):
 
 
 class PoisonWrite(RegionGuardError):
-    """The server rejected a row for a reason we can't name (a trigger's RAISE, say).
+    """The server (or the client library) rejected a row for a reason we can't name.
 
-    Isolated row by row like a bad write; a single row failing this way is
-    dead-lettered as ``poison`` so it can never block its partition.
+    A trigger's RAISE, a cardinality violation (SQLSTATE 21000), a key too long
+    for its index (54000), any SQLSTATE outside the known classes, or an error
+    raised while encoding a row. Isolated like a bad write: the batch is split
+    until the failing row stands alone, which is dead-lettered as ``poison``
+    with the SQLSTATE in its detail, so it can never block its partition. Only
+    errors that say the region is unreachable or overloaded are retried.
     """
 
     retriable = False
+
+    def __init__(self, detail: str, sqlstate: str | None = None):
+        super().__init__(detail)
+        self.detail, self.sqlstate = detail, sqlstate
 
 
 class RegionNotReady(RegionGuardError):
@@ -69,19 +77,27 @@ class RegionNotReady(RegionGuardError):
     retriable = True
 
 
-# SQLSTATE classes (https://www.postgresql.org/docs/current/errcodes-appendix.html)
+# SQLSTATE classes (https://www.postgresql.org/docs/current/errcodes-appendix.html).
+# Only the states below are retried; every other state belongs to the rows of the statement that
+# raised it and is isolated row by row (issue 25: an unknown state retried forever stopped a lane).
 _TRANSIENT_STATES = {
     "40001",  # serialization_failure
     "40P01",  # deadlock_detected
+    "40003",  # statement_completion_unknown
     "55P03",  # lock_not_available
+    "55006",  # object_in_use
     "57014",  # query_canceled (statement timeout)
     "42501",  # insufficient_privilege: an operator must fix grants; hold, don't drop
     "42P01",  # undefined_table: an allow-listed table is missing in this region
-    "53000", "53100", "53200", "53300", "53400",  # insufficient resources, too many connections
+    "72000",  # snapshot_too_old
 }
+_TRANSIENT_PREFIX = (
+    "53",  # insufficient resources: disk full, out of memory, too many connections
+    "58",  # system error: I/O error, undefined file (the server's, not the row's)
+)
 _UNAVAILABLE_STATES = {
-    "57P01", "57P02", "57P03",  # admin/crash shutdown, cannot connect now
-    "08000", "08003", "08006", "08001", "08004",  # connection exceptions
+    "57P01", "57P02", "57P03", "57P04", "57P05",  # admin/crash shutdown, cannot connect now, idle timeouts
+    "08000", "08003", "08006", "08001", "08004", "08007", "08P01",  # connection exceptions
     "28000", "28P01",  # auth failures: listener replaced / credentials rotated
     "3D000",  # database does not exist
     "25006",  # read_only_sql_transaction: a demoted primary is not our region's writer
@@ -90,9 +106,21 @@ _SCHEMA_STATES_PREFIX = ("22",)  # data exceptions: bad text representation, out
 _CONSTRAINT_PREFIX = ("23",)  # integrity constraint violations
 _UNKNOWN_COLUMN = {"42703"}
 
+#: Python errors a row's own values raise while a batch is built or encoded (nesting deeper than
+#: the JSON encoder's limit, a number it can't represent...): the row's fault, a ``schema`` dead letter.
+ROW_VALUE_ERRORS = (TypeError, ValueError, RecursionError, OverflowError, UnicodeError)
+
+
+_ClientDataError = asyncpg.exceptions._base.DataError  # an InterfaceError too: tested before them
+
 
 def classify_db_error(region: str, exc: BaseException) -> RegionGuardError:
-    """Map a driver / socket exception to a typed regionguard error."""
+    """Map a driver / socket exception to a typed regionguard error.
+
+    Retriable: the region is unreachable (:class:`RegionUnavailable`) or asks us to try again
+    (:class:`TransientDBError`: the states above). Anything else is about the rows in hand:
+    :class:`BadWrite` for states with a dead-letter reason of their own, else :class:`PoisonWrite`.
+    """
     if isinstance(exc, RegionGuardError):
         return exc
     if isinstance(exc, asyncpg.PostgresError):
@@ -100,17 +128,17 @@ def classify_db_error(region: str, exc: BaseException) -> RegionGuardError:
         name = type(exc).__name__
         if state in _UNAVAILABLE_STATES:
             return RegionUnavailable(region, name)
-        if state in _TRANSIENT_STATES:
+        if state in _TRANSIENT_STATES or state.startswith(_TRANSIENT_PREFIX):
             return TransientDBError(region, name)
         if state.startswith(_CONSTRAINT_PREFIX):
-            return BadWrite(DeadReason.constraint, f"{name}: {exc.args[0] if exc.args else ''}")
+            return BadWrite(DeadReason.constraint, f"{name} (SQLSTATE {state}): {_message(exc)}")
         if state.startswith(_SCHEMA_STATES_PREFIX):
-            return BadWrite(DeadReason.schema, f"{name}: {exc.args[0] if exc.args else ''}")
+            return BadWrite(DeadReason.schema, f"{name} (SQLSTATE {state}): {_message(exc)}")
         if state in _UNKNOWN_COLUMN:
-            return BadWrite(DeadReason.unknown_column, name)
-        if state.startswith(("P0", "XX", "0A", "42")):
-            return PoisonWrite(f"{name} ({state})")
-        return TransientDBError(region, name)
+            return BadWrite(DeadReason.unknown_column, f"{name} (SQLSTATE {state})")
+        if state.startswith("08") or state.startswith("57P"):
+            return RegionUnavailable(region, name)  # the connection classes, whatever new code they grow
+        return PoisonWrite(f"{name} (SQLSTATE {state or 'none'}): {_message(exc)}", state or None)
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return RegionUnavailable(region, "timeout")
     if isinstance(exc, ConnectionRefusedError):
@@ -119,8 +147,18 @@ def classify_db_error(region: str, exc: BaseException) -> RegionGuardError:
         return RegionUnavailable(region, "reset")
     if isinstance(exc, socket.gaierror):
         return RegionUnavailable(region, "dns")
+    if isinstance(exc, _ClientDataError):
+        # raised by asyncpg while encoding a bind parameter: the row's value, not the connection
+        return BadWrite(DeadReason.schema, f"{type(exc).__name__}: {_message(exc)}")
     if isinstance(exc, (asyncpg.InterfaceError, asyncpg.exceptions.ConnectionDoesNotExistError)):
         return RegionUnavailable(region, "connection_lost")
     if isinstance(exc, OSError):
         return RegionUnavailable(region, "os_error", type(exc).__name__)
-    return TransientDBError(region, type(exc).__name__)
+    if isinstance(exc, ROW_VALUE_ERRORS):
+        return BadWrite(DeadReason.schema, f"cannot be sent to PostgreSQL: {type(exc).__name__}: {_message(exc)}")
+    # an error nobody foresaw: never retried forever, isolated like a row error (issue 25)
+    return PoisonWrite(f"unexpected {type(exc).__name__}: {_message(exc)}")
+
+
+def _message(exc: BaseException) -> str:
+    return (str(exc.args[0]) if exc.args else "")[:300]

@@ -24,6 +24,8 @@ from typing import Any, Callable, Iterable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from .errors import BadWrite
+from .models import DeadReason
 from .writes import Record
 
 log = logging.getLogger(__name__)
@@ -103,14 +105,36 @@ class ReadAhead:
             self._check_contiguous(batch)
             decoded: list[Any] = []
             for s in range(0, len(batch), 100):
-                decoded.extend(self.decode(rec) for rec in batch[s:s + 100])
+                chunk = batch[s:s + 100]
+                try:
+                    decoded.extend([self.decode(rec) for rec in chunk])
+                except Exception:  # noqa: BLE001 - a decoder that raises: that record's dead letter
+                    decoded.extend(self._decode_alone(rec) for rec in chunk)
                 await asyncio.sleep(0)
             extra = None
             if self.prepare is not None:
                 await asyncio.sleep(0)
-                extra = self.prepare(batch, decoded)
+                try:
+                    extra = self.prepare(batch, decoded)
+                except Exception as exc:  # noqa: BLE001 - work done ahead is optional: the batch is planned again
+                    log.warning("%s: planning ahead raised %s; the apply stage plans the batch", self.name,
+                                type(exc).__name__)
             if gen == self.gen:
                 await self.queue.put((gen, batch, decoded, extra))
+
+    def _decode_alone(self, rec: Record) -> Any:
+        """Decode one record; an error is the record's own ``poison`` dead letter, never the reader's end.
+
+        The decoders catch what they know (core/writes.py); this is the backstop for what they
+        don't, because a reader that dies takes its service down and a restart meets the same
+        uncommitted record again.
+        """
+        try:
+            return self.decode(rec)
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            log.error("%s: decoding p%d@%d raised %s; dead-lettered as poison", self.name, rec.partition,
+                      rec.offset, type(exc).__name__)
+            return BadWrite(DeadReason.poison, f"decoding raised {type(exc).__name__}: {str(exc)[:200]}")
 
     async def _poll(self, stop: asyncio.Event, gen: int) -> list[Record]:
         out: list[Record] = []

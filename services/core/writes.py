@@ -50,8 +50,27 @@ def _classify_invalid(raw: bytes, exc: Exception) -> BadWrite:
     return BadWrite(DeadReason.schema, str(exc)[:300])
 
 
+_TOO_DEEP = "nested too deeply to decode"
+
+
 def decode_write(raw: bytes | None, *, region: str, cfg: Config) -> WireWrite | BadWrite:
-    """Parse and check one record value against the contract and allow-list."""
+    """Parse and check one record value against the contract and allow-list; never raises.
+
+    An error nobody foresaw while reading one record is that record's dead letter (``poison``,
+    naming the error), never a stopped service: the record was not committed, so a crash would
+    meet it again at every start (issue 25, "one rule for the unknown").
+    """
+    try:
+        return _decode_checked(raw, region=region, cfg=cfg)
+    except RecursionError:
+        # msgspec and json recurse once per level of nesting: a small record a thousand levels
+        # deep exhausts the stack (seen: 2.5 KB). Bad input, not a reason to stop the service.
+        return BadWrite(DeadReason.schema, _TOO_DEEP)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        return BadWrite(DeadReason.poison, f"decoding raised {type(exc).__name__}: {str(exc)[:200]}")
+
+
+def _decode_checked(raw: bytes | None, *, region: str, cfg: Config) -> WireWrite | BadWrite:
     if raw is None:
         return BadWrite(DeadReason.invalid_json, "empty record value")
     try:

@@ -33,6 +33,7 @@ from ..core.kafka import make_consumer, make_producer, replayer_group
 from ..core.outbox import GiveUp, Outbox, deliver
 from ..core.models import ControlRecord, DeadReason, Policy
 from ..core.readahead import ReadAhead
+from ..core.supervise import describe, swallowed
 from ..core.writes import Record, decode_write
 from ..core.held import H_FENCE
 from .region import RegionReplay
@@ -144,7 +145,7 @@ class ReplayWorker:
                     continue
                 gen, batch, decoded, plan = item
                 try:
-                    await self._process(batch, decoded, gen, stop, plan)
+                    await self._process_isolating(batch, decoded, gen, stop, plan)
                 except Abandon:
                     self.reader.invalidate()
         finally:
@@ -171,6 +172,34 @@ class ReplayWorker:
         self.backoff = min(self.backoff * 2, self.cfg.router.retry_max_s)
 
     # ---------------------------------------------------------------- one batch
+    async def _process_isolating(self, batch: list[Record], decoded: list, gen: int, stop: asyncio.Event,
+                                 plan: Plan | None = None) -> None:
+        """:meth:`_process`, under the rule for the unknown (as the router's lane, router/worker.py).
+
+        An error no stage foresaw splits the batch in halves, in order, until the record at fault
+        stands alone; it is dead-lettered as ``poison`` naming the error and the replay goes on.
+        """
+        try:
+            await self._process(batch, decoded, gen, stop, plan)
+            return
+        except Abandon:
+            raise
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            if stop.is_set():
+                raise Abandon() from exc
+            swallowed("replayer", exc, what=f"a batch of {len(batch)} for {self.region}; isolating the record "
+                      "at fault", logger=log, level=logging.ERROR)
+            err = exc
+        if len(batch) == 1:
+            rec = batch[0]
+            await self._dead_letters([(rec, BadWrite(DeadReason.poison, f"the replayer failed on it: {describe(err)}"),
+                                       None)], gen, stop)
+            await self._commit(batch, gen)
+            return
+        mid = len(batch) // 2
+        await self._process_isolating(batch[:mid], decoded[:mid], gen, stop)
+        await self._process_isolating(batch[mid:], decoded[mid:], gen, stop)
+
     async def _process(self, batch: list[Record], decoded: list, gen: int, stop: asyncio.Event,
                        plan: Plan | None = None) -> None:
         if not self.active:
@@ -262,6 +291,8 @@ class ReplayWorker:
                 log.warning("region %s lost during replay: %s", self.region, err)
                 self.shared.mark_down(err)
             except RegionGuardError as err:
+                if not err.retriable:
+                    raise  # about the writes, not the region: the batch is split (_process_isolating)
                 log.warning("region %s: replay apply failed (%s); retrying", self.region, err)
                 m.APPLY_ERRORS.labels(self.region, getattr(err, "kind", type(err).__name__)).inc()
                 self._serve()

@@ -82,6 +82,8 @@ class DirectApply:
                 self.share.mark_down(err)
                 continue
             except RegionGuardError as err:
+                if not err.retriable:
+                    raise  # about the writes, not the region: the lane isolates the record (worker.py)
                 m.APPLY_ERRORS.labels(self.region, getattr(err, "kind", type(err).__name__)).inc()
                 log.warning("region %s: %s; retrying in %.2fs", self.region, err, self.backoff)
                 await pause(self.backoff)

@@ -43,7 +43,9 @@ from ..core.kafka import make_consumer, replayer_group, router_group
 from ..core.outbox import GiveUp, Outbox, deliver
 from ..core.readahead import ReadAhead
 from ..core.rowcache import RowCache
-from ..core.supervise import swallowed
+from ..core.errors import BadWrite
+from ..core.models import DeadReason
+from ..core.supervise import describe, swallowed
 from ..core.writes import Record, decode_write
 from .apply import DirectApply, Revoked
 from .commits import CommitPacer
@@ -149,7 +151,7 @@ class RegionWorker:
                     # replayer drained it (for good without one; seen in bench/takeover.py on Apache Kafka)
                     await self.switch.step()
                 try:
-                    await self._process(batch, decoded, stop, gen, plan)
+                    await self._process_isolating(batch, decoded, stop, gen, plan)
                 except Revoked:
                     self.reader.invalidate()
                     log.info("region %s: batch abandoned; it will be read again", self.region)
@@ -172,6 +174,49 @@ class RegionWorker:
     def _plan(self, batch: list[Record], decoded: list) -> Plan | None:
         """Statements planned in the read-ahead, for the common case: all valid, all direct."""
         return plan_ahead(self.db, decoded, want_rows=self.cache is not None)
+
+    async def _process_isolating(self, batch: list[Record], decoded: list, stop: asyncio.Event, epoch: int,
+                                 plan: Plan | None = None) -> None:
+        """:meth:`_process`, under the rule for the unknown: no record may stop the lane.
+
+        An error no stage foresaw is taken to belong to some record of the batch: the batch is
+        processed again in halves, in order, until the record stands alone, which is then
+        dead-lettered as ``poison`` naming the error. Records before it are committed, records
+        after it go on; what a failed attempt already did (an apply, a held copy) is made
+        harmless on the second pass by the inbox. Retrying the whole batch instead would stop the
+        partitions for good; letting the error out would stop the process, and every restart would
+        meet the same uncommitted record (issue 25).
+        """
+        try:
+            await self._process(batch, decoded, stop, epoch, plan)
+            return
+        except Revoked:
+            raise
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            if stop.is_set():
+                raise Revoked() from exc
+            swallowed("router", exc, what=f"a batch of {len(batch)} for {self.region}; isolating the record at fault",
+                      logger=log, level=logging.ERROR)
+            err = exc
+        if len(batch) == 1:
+            await self._poison(batch[0], err, stop, epoch)
+            return
+        mid = len(batch) // 2
+        await self._process_isolating(batch[:mid], decoded[:mid], stop, epoch)
+        await self._process_isolating(batch[mid:], decoded[mid:], stop, epoch)
+
+    async def _poison(self, rec: Record, exc: BaseException, stop: asyncio.Event, epoch: int) -> None:
+        """Dead-letter one record that made a stage fail, then commit past it."""
+        out = Outbox(self.cfg.topic("dead-letter"), self.region)
+        out.dead_letter(rec, BadWrite(DeadReason.poison, f"the router failed on it: {describe(exc)}"),
+                        write_id=None)
+        try:
+            await deliver(self.producer, out, retry_s=self.cfg.router.retry_initial_s,
+                          retry_max_s=self.cfg.router.retry_max_s, pause=lambda s: self._wait(s, stop),
+                          still_ours=lambda: self.reader.gen == epoch and not stop.is_set())
+        except GiveUp:
+            raise Revoked() from None
+        self._commit([rec], epoch)
 
     async def _process(self, batch: list[Record], decoded: list, stop: asyncio.Event, epoch: int,
                        plan: Plan | None = None) -> None:
