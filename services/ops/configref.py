@@ -1,6 +1,6 @@
-"""The configuration reference in README, generated from the pydantic models.
+"""The configuration reference in docs/configuration.md, generated from the pydantic models.
 
-``python -m regionguard.ops.configref --write README.md`` refreshes the block
+``python -m regionguard.ops.configref --write docs/configuration.md`` refreshes the block
 between the markers; ``tests/unit/test_configref.py`` fails when it is stale.
 """
 
@@ -70,7 +70,7 @@ def refresh(text: str) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--write", type=Path, help="refresh the block in this file (README.md)")
+    ap.add_argument("--write", type=Path, help="refresh the block in this file (docs/configuration.md)")
     args = ap.parse_args()
     if args.write:
         args.write.write_text(refresh(args.write.read_text()))
