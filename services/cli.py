@@ -14,6 +14,7 @@ import importlib
 import sys
 
 from .core.config import ConfigError, UsageError  # noqa: F401 - UsageError is re-exported
+from .core.startup import KafkaUnreachable
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "health": ("regionguard.health.service", "probe regions, run breakers, publish region state"),
@@ -66,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(mod.main(args) or 0)
     except (ConfigError, UsageError) as exc:
+        print(f"regionguard {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KafkaUnreachable as exc:
         print(f"regionguard {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .dsn import redact_dsn
 from .kafka_security import kafka_security
+from .log import rdkafka_log
 
 IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 REGION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -140,6 +141,10 @@ class KafkaConfig(_Frozen):
         1, ge=1, le=16,
         description="min.insync.replicas of created topics (2 with replication 3); at most replication_factor.")
     topics: TopicsConfig = Field(TopicsConfig(), description="Retention and compaction settings of created topics.")
+    startup_timeout_s: float = Field(
+        30.0, gt=0, le=3600,
+        description="How long a service waits at start for Kafka to answer; it says on one line what it waits "
+                    "for, and exits with code 2 when the time is up.")
 
     @model_validator(mode="after")
     def _min_isr_fits(self):
@@ -423,7 +428,8 @@ class Config(_Frozen):
         :data:`CLIENT_FIXED` keys (group.id, enable.auto.commit, acks, ...) win over
         everything, since a guarantee rests on them (config refuses them from the user).
         """
-        conf: dict[str, Any] = {"bootstrap.servers": self.kafka.bootstrap}
+        # librdkafka's own lines go through our logger, rate-limited (core/log.py), never raw to stderr
+        conf: dict[str, Any] = {"bootstrap.servers": self.kafka.bootstrap, "logger": rdkafka_log}
         conf.update((k, v) for k, v in extra.items() if k not in CLIENT_FIXED)
         conf.update((k, v) for k, v in self.kafka.client.items() if k not in CLIENT_FIXED)
         conf.update((k, v) for k, v in extra.items() if k in CLIENT_FIXED)

@@ -50,6 +50,7 @@ from confluent_kafka import KafkaError, KafkaException
 from ..core.config import Config, UsageError, load_config
 from ..core.follower import CompactedFollower
 from ..core.kafka import Confirmer, KafkaDeliveryError, ensure_topics, make_producer
+from ..core.startup import wait_for_kafka_signalled
 from ..core.log import rdkafka_log, setup_logging
 from ..core.metrics import FEATURE_DISABLED, start_metrics
 from ..core.models import FailoverEvent, FeatureFlags
@@ -262,6 +263,8 @@ class FeatureManager:
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     setup_logging(SERVICE)
+    if not wait_for_kafka_signalled(cfg, SERVICE):
+        return 0
     try:
         ensure_topics(cfg, timeout=15.0)
     except KafkaException as exc:

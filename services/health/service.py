@@ -71,6 +71,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, 
 from ..core import metrics as m
 from ..core.config import Config, ConfigError, load_config
 from ..core.kafka import ensure_topics, make_producer
+from ..core.startup import wait_for_kafka_signalled
 from ..core.kafka_security import kafka_security, ssl_context
 from ..core.log import setup_logging
 from ..core.models import ControlRecord, FailoverEvent, Observation, RegionState
@@ -103,6 +104,8 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"metrics: cannot listen on {cfg.metrics.host}: {exc.strerror or exc}") from None
     if port is not None:
         log.info("metrics port %d", port)
+    if not wait_for_kafka_signalled(cfg, SERVICE):
+        return 0
     try:
         created = ensure_topics(cfg, timeout=15)
     except KafkaException as exc:

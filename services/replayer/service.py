@@ -12,6 +12,7 @@ from ..core import metrics
 from ..core.config import load_config
 from ..core.gctune import tune_for_throughput
 from ..core.kafka import ensure_topics, make_producer
+from ..core.startup import wait_for_kafka
 from ..core.leave import leave_in_turn
 from ..core.log import setup_logging
 from ..core.service import install_signal_handlers, parse_regions, state_view, view_ready
@@ -38,6 +39,8 @@ def main(args: argparse.Namespace) -> int:
     async def _run() -> None:
         stop = asyncio.Event()
         install_signal_handlers(stop)
+        if not await wait_for_kafka(cfg, stop, "replayer"):
+            return
         await asyncio.to_thread(ensure_topics, cfg)
         view = await asyncio.to_thread(state_view, cfg, not args.no_health)
         if not await view_ready(view, stop, "replayer"):

@@ -17,6 +17,7 @@ from ..core.kafka import ensure_topics, make_producer
 from ..core.leave import leave_in_turn
 from ..core.log import setup_logging
 from ..core.rowcache import RowCache
+from ..core.startup import wait_for_kafka
 from ..core.service import install_signal_handlers, parse_regions, state_view, view_ready
 from .region import RegionShare
 from .worker import RegionWorker
@@ -46,6 +47,8 @@ class Router:
         return True if self.view is None else self.view.is_closed(region)
 
     async def run(self, stop: asyncio.Event) -> None:
+        if not await wait_for_kafka(self.cfg, stop, "router"):
+            return
         await asyncio.to_thread(ensure_topics, self.cfg)
         self.view = await asyncio.to_thread(state_view, self.cfg, self.follow_health)
         if not await view_ready(self.view, stop, "router"):
