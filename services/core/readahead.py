@@ -7,8 +7,9 @@ a queue of two decoded batches lets them overlap; the decode yields every
 Ordering is kept by *generations*: every batch carries the generation it was
 read in. A rebalance or an abandoned batch calls :meth:`ReadAhead.invalidate`,
 which bumps the generation and drops queued batches; the reader then seeks
-every owned partition back to its committed offset before reading again. So
-whatever was read but not committed is read again, in order, and never
+every owned partition back to its committed offset -- or to the position its
+owner has settled, when that is further (``settled``) -- before reading again.
+So whatever was read but not settled is read again, in order, and never
 applied out of order; the inbox makes a second apply of it harmless.
 
 Written by hand: this is the part of a consumer loop that is specific to
@@ -20,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -36,11 +37,16 @@ Batch = tuple[int, list[Record], list[Any], Any]
 class ReadAhead:
     def __init__(self, consumer: Consumer, *, topic: str, batch_max: int, wait_s: float,
                  decode: Callable[[Record], Any], owned: Callable[[], Iterable[int]], name: str,
-                 prepare: Callable[[list[Record], list[Any]], Any] | None = None) -> None:
+                 prepare: Callable[[list[Record], list[Any]], Any] | None = None,
+                 settled: Callable[[], Mapping[int, int]] | None = None) -> None:
         self.consumer, self.topic = consumer, topic
         self.batch_max, self.wait_s = batch_max, wait_s
         self.decode, self.owned, self.name = decode, owned, name
         self.prepare = prepare  # more work that can be done ahead (the router's apply plan)
+        # partition -> next offset whose records the owner has handled for good, committed or not yet:
+        # the router paces its commits, and records it handled in one mode must not be handled again
+        # in another (a write dead-lettered while held, applied once the partition is direct)
+        self.settled = settled
         self.gen = 0
         self.queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=2)
         self._task: asyncio.Task | None = None
@@ -207,11 +213,14 @@ class ReadAhead:
             nxt[rec.partition] = rec.offset + 1
 
     async def _reset_to_committed(self) -> bool:
-        """Seek every owned partition to its commit; False if the commits could not be read."""
+        """Seek every owned partition to its commit (or settled position); False if the commits could not be read."""
         return await self._seek_to_commits(list(self.owned()))
 
     async def _seek_to_commits(self, partitions: list[int]) -> bool:
-        """Seek to the commit, or the first offset when there is none; False if the commits could not be read."""
+        """Seek to the commit, or the first offset when there is none; False if the commits could not be read.
+
+        A position the owner has settled beyond the commit wins: the commit may not have been sent yet.
+        """
         parts = [TopicPartition(self.topic, p) for p in partitions]
         if not parts:
             return True
@@ -222,9 +231,13 @@ class ReadAhead:
             return False
         fresh = [tp.partition for tp in committed if tp.offset is None or tp.offset < 0]
         earliest = dict(zip(fresh, await asyncio.gather(*(self._earliest(p) for p in fresh))))
+        settled = self.settled() if self.settled is not None else {}
         sought = []
         for tp in committed:
             target = earliest.get(tp.partition, tp.offset)
+            floor = settled.get(tp.partition)
+            if floor is not None and (target is None or target < 0 or floor > target):
+                target = floor
             try:
                 self.consumer.seek(TopicPartition(self.topic, tp.partition, target))
             except KafkaException as exc:
@@ -234,7 +247,7 @@ class ReadAhead:
             sought.append(f"p{tp.partition}@{target}")
             if target >= 0:
                 self._next[tp.partition] = target
-        log.info("%s: reading from the commits: %s", self.name, " ".join(sought))
+        log.info("%s: reading from the commits (or settled positions): %s", self.name, " ".join(sought))
         return True
 
     async def _earliest(self, partition: int) -> int:

@@ -85,7 +85,7 @@ class RegionWorker:
         self.reader = ReadAhead(self.consumer, topic=self.topic, batch_max=cfg.router.batch_max,
                                 wait_s=cfg.router.batch_wait_ms / 1000, owned=lambda: list(self.modes.parts),
                                 decode=lambda rec: decode_write(rec.value, region=region, cfg=cfg),
-                                prepare=self._plan, name=self._name())
+                                prepare=self._plan, name=self._name(), settled=lambda: self.done)
         self.apply = DirectApply(cfg, region, db=self.db, share=share, view_closed=is_closed,
                                  uncertain=self.uncertain, cache=cache)
         self.divert = Divert(cfg, region, dbs=dbs, share=share, uncertain=self.uncertain, cache=cache)
@@ -281,7 +281,7 @@ class RegionWorker:
         """Leave the deferred partitions' records unread: settle the other commits, then read from them."""
         settled = [TopicPartition(self.topic, p, o) for p, o in self.done.items() if p not in deferred]
         if settled:
-            try:  # synchronously: the re-read starts from the commits, which must include this batch
+            try:  # synchronously: the broker then has this batch too, should the lane stop before its next commit
                 await asyncio.to_thread(self.consumer.commit, offsets=settled, asynchronous=False)
                 self.pacer.drop(tp.partition for tp in settled)
             except KafkaException as exc:

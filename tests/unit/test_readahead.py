@@ -183,3 +183,23 @@ async def test_an_invalidation_wakes_an_idle_reader():
         consumer.n = 10
         ra.invalidate()  # e.g. the replayer resumes after an outage
         assert (await next_batch(ra))[0] == 0
+
+
+@pytest.mark.parametrize("committed", [20, None])
+async def test_a_reset_starts_from_the_owners_settled_position_when_the_commit_lags(committed):
+    """The router paces its commits: records it settled but has not committed yet must not be read again
+    (handled again in another mode, a write dead-lettered while held would be applied once direct)."""
+    consumer = LogConsumer(100, committed=committed)
+    settled: dict[int, int] = {}
+    ra = ReadAhead(consumer, topic=TOPIC, batch_max=10, wait_s=0.0, decode=lambda rec: rec.offset,
+                   owned=lambda: [0], name="test reader", settled=lambda: settled)
+    async with running(ra):
+        first = await next_batch(ra)
+        settled[0] = first[-1] + 1  # this batch handled for good; its commit still in the pacer
+        ra.invalidate()  # e.g. a draining partition's records left to be read again
+        again = await next_batch(ra)
+        assert again[0] == first[-1] + 1, f"read again from {again[0]}: records the owner settled are read twice"
+        settled[0] = 5  # behind the commit (never the case in the router): the commit wins
+        ra.invalidate()
+        if committed is not None:
+            assert (await next_batch(ra))[0] == committed
