@@ -6,6 +6,11 @@ observations, ``observer="router:<id>"``), through a quorum gate:
 
 - an observer is *live* while its latest observation of the region is
   younger than ``health.observation_ttl_s`` (by local receive time);
+- an observation that arrived more than ``observation_ttl_s`` later than
+  its observer's observations usually do (a backlog delivered after a
+  stall) is dropped: it says nothing about now. Its ``at`` is compared only
+  with the same observer's other stamps (:mod:`.transit`), never with this
+  host's clock, so observers whose clocks are off by seconds still count;
 - a successful observation always counts as a success;
 - a failed observation counts as a failure only when at least
   ``q = min(health.quorum, live observers)`` live observers currently see
@@ -37,10 +42,15 @@ from typing import Any, Callable
 from ..core.breaker import BreakerState, CircuitBreaker, Transition, from_published, published
 from ..core.config import Config
 from ..core.models import Observation, RegionState
+from .transit import Transits
 
 log = logging.getLogger(__name__)
 
 ACTIONS = ("force_open", "disable", "release")
+
+#: An observer's shortest transit is remembered over this many observation TTLs (see .transit).
+TRANSIT_WINDOW_TTLS = 10
+
 
 
 @dataclass
@@ -82,6 +92,7 @@ class Judge:
         self.active = False
         self.epoch = 0  # set above every epoch read at activation: fences a deposed leader
         self.control_offset: int | None = None
+        self.transits = Transits(cfg.health.observation_ttl_s * TRANSIT_WINDOW_TTLS)
         self.regions: dict[str, RegionJudge] = {
             r: RegionJudge(r, CircuitBreaker(r, cfg.breaker, clock=clock)) for r in cfg.regions
         }
@@ -130,7 +141,7 @@ class Judge:
         now = self.clock()
         ttl = self.cfg.health.observation_ttl_s
         at = obs.at.timestamp() if obs.at.tzinfo else obs.at.replace(tzinfo=timezone.utc).timestamp()
-        if self.wall() - at > ttl:
+        if self.transits.late_by(obs.observer, at, now) > ttl:
             return []  # a backlog delivered late says nothing about now
         rj.seen[obs.observer] = Seen(now, obs.ok, obs.kind)
         if not self.active:
