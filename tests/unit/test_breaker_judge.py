@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 from regionguard.core.config import parse_config
 from regionguard.core.models import Observation, RegionState
-from regionguard.health.judge import Judge
+from regionguard.health.judge import Judge, quorum
 
 
 class Clocks:
@@ -142,6 +142,25 @@ def test_a_backlog_after_a_stall_is_dropped_whatever_the_observers_clock():
                               at=datetime.fromtimestamp(at, timezone.utc)))
     # 10, 8, 6 and 4 s late: dropped (no failure counted); 2 and 0.5 s late: counted
     assert j.regions["eu"].breaker.stats()["consecutive_failures"] == 2
+
+
+def test_default_quorum_is_a_majority_of_the_live_observers():
+    """Issue 25, finding 9c: quorum used to default to 1, so one observer cut off from a region opened it
+    for everyone. Unset, it is a majority of the live observers."""
+    assert [quorum(None, n) for n in range(6)] == [1, 1, 2, 2, 3, 3]
+    assert [quorum(2, n) for n in range(4)] == [1, 1, 2, 2]  # set: never more than the live observers
+    j, c = judge()
+    j.activate({})
+    assert feed(j, c, [("h1", False), ("h2", True)] * 100) == []  # one of two cut off: not an outage
+    assert j.breaker_state("eu").value == "closed" and j.regions["eu"].ignored_failures > 90
+    ds = feed(j, c, [("h1", False), ("h2", False)] * 3)  # both: an outage
+    assert [d.record.state.value for d in ds] == ["open"]
+    # three observers: two failing are a majority (h1's successes still count: it opens on the rate)
+    j, c = judge()
+    j.activate({})
+    ds = feed(j, c, [("h1", True), ("h2", False), ("h3", False)] * 20)
+    assert [(d.record.state.value, d.record.reason) for d in ds] == [("open", "failure_rate")]
+    assert ds[0].record.stats["quorum"] == 2
 
 
 def test_half_open_then_closed_and_seq_increases():
