@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["WriteToken", "Visibility", "ConsistencyWatcher", "BadToken", "VISIBLE_SQL"]
 
-#: How often a waiter looks at its home region's state (``held`` is said after one such look).
+#: How often a waiter looks at its home region's state (``held`` is said only after the inbox answered).
 HELD_CHECK_S = 0.05
 
 #: Is the write visible on this connection? (the inbox row commits with the write's rows)
@@ -119,6 +119,14 @@ class _RegionPoll:
         self.wake = asyncio.Event()
         self.task: asyncio.Task | None = None
         self.pool: asyncpg.Pool | None = None
+        # lookups started and settled (answered, or failed: the region cannot answer); the loop runs
+        # one at a time, so a waiter added when `started` was n was settled once `settled` > n
+        self.started = 0
+        self.settled = 0
+
+    def settled_since(self, mark: int) -> bool:
+        """Did a lookup that started after ``mark`` (a value of :attr:`started`) settle?"""
+        return self.settled > mark
 
     def add(self, wid: str, fut: asyncio.Future) -> None:
         self.pending.setdefault(wid, []).append(fut)
@@ -139,13 +147,16 @@ class _RegionPoll:
                 self.wake.clear()
                 await self.wake.wait()
                 continue
+            self.started += 1
             try:
                 found = await self._lookup(list(self.pending))
             except Exception as exc:  # noqa: BLE001 - a region that can't answer: ask again later
                 swallowed("consistency", exc, what=f"looking up writes in {self.region}'s inbox", logger=log,
                           level=logging.DEBUG)
-                found = set()
+                self.settled += 1  # unreachable: no lookup can answer, so a waiter may say held
                 await asyncio.sleep(self.watcher.poll_s * 20)
+                continue
+            self.settled += 1
             for wid in found:
                 for fut in self.pending.pop(wid, []):
                     if not fut.done():
@@ -282,17 +293,22 @@ class ConsistencyWatcher:
         applied: asyncio.Future = loop.create_future()
         dead: asyncio.Future = loop.create_future()
         regions = [tok.region, *[f for f in tok.fallbacks if f != tok.region]]
+        home = self._poll(tok.region)
+        mark = home.started  # before add(): a lookup already running may not include this id
         for r in regions:
             self._poll(r).add(tok.id, applied)
         self._dead_waiters.setdefault(tok.id, []).append(dead)
         try:
             while True:
                 left = timeout - (time.monotonic() - t0)
-                # home not closed and no fallback to apply it: held (after one look in the inbox)
-                if self._home_closed(tok.region) is False and not tok.fallbacks and time.monotonic() - t0 > HELD_CHECK_S:
+                # held only once home's inbox said "not applied" (or could not be reached) after the
+                # write was asked about: a lookup that has not answered yet (a slow first connection)
+                # says nothing, and the write may well be applied
+                looked = home.settled_since(mark) and not applied.done()
+                if self._home_closed(tok.region) is False and not tok.fallbacks and looked:
                     return Visibility("held", waited_s=time.monotonic() - t0)
                 if left <= 0:
-                    held = self._home_closed(tok.region) is False
+                    held = self._home_closed(tok.region) is False and looked
                     return Visibility("held" if held else "timeout", waited_s=time.monotonic() - t0)
                 # without a states view nothing but the futures can change the answer: one wait, no wake-ups
                 step = left if self.states is None else min(left, HELD_CHECK_S)

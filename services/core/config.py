@@ -217,7 +217,10 @@ class HealthConfig(_Frozen):
         12.0, gt=0,
         description="Views older than this count as stale; above the leader handover time after a crash "
                     "(leader_session_timeout_s plus a rebalance).")
-    quorum: int = Field(1, ge=1, description="Observers that must see a failure before a region opens.")
+    quorum: int | None = Field(
+        None, ge=1,
+        description="Observers that must see a failure before a region opens (never more than the live ones). "
+                    "Unset: a majority of the observers heard from within observation_ttl_s (1 of 1, 2 of 2 or 3).")
     observation_ttl_s: float = Field(3.0, gt=0, description="An observer that said nothing for this long no longer counts.")
     leader_session_timeout_s: float = Field(
         6.0, ge=MIN_SESSION_TIMEOUT_MS / 1000, le=MAX_SESSION_TIMEOUT_MS / 1000,

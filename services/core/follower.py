@@ -12,7 +12,10 @@ topic on start.
 * **Which record wins** per key: :mod:`regionguard.core.latest` (highest
   ``(epoch, seq)``; a heartbeat refreshes but is no change; a lower order wins
   only after the held record went stale, i.e. the publisher restarted without
-  its history). ``on_change(old, new)`` runs for every change.
+  its history). Stale is judged by this follower's own monotonic clock
+  (``clock``): the time since the held record or its heartbeat was received,
+  never by comparing two publishers' ``at`` stamps (hosts' clocks differ).
+  ``on_change(old, new)`` runs for every change.
 * **Liveness**: every valid record proves the publisher alive;
   :meth:`last_heartbeat_age` is the age of the newest record's ``at`` (wall
   clock, capped at now, so a heartbeat read back from history is as old as it
@@ -91,13 +94,15 @@ class CompactedFollower(Generic[M]):
                  key: Callable[[M], str] = lambda r: r.region,  # type: ignore[attr-defined]
                  on_change: ChangeCallback | None = None, stale_after_s: float | None = None,
                  name: str | None = None, component: str | None = None,
-                 quiet_s: float = 0.2, poll_s: float = 0.05) -> None:
+                 quiet_s: float = 0.2, poll_s: float = 0.05, clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg, self.topic, self.model, self._key = cfg, topic, model, key
+        self._clock = clock  # when a held record was received (its staleness against a lower one)
         self.stale_after_s = stale_after_s if stale_after_s is not None else cfg.health.stale_after_s
         self.name = name or topic
         self.component = component or f"follower:{self.name}"  # a metric label: keep the set small
         self._quiet_s, self._poll_s = quiet_s, poll_s
         self._latest: dict[str, M] = {}
+        self._received: dict[str, float] = {}  # key -> self._clock() when its held record was last kept
         self._lock = threading.Lock()
         self._callbacks: list[ChangeCallback] = [on_change] if on_change else []
         self._stale_callbacks: list[StaleCallback] = []
@@ -281,7 +286,8 @@ class CompactedFollower(Generic[M]):
                     if err is None:
                         quiet_since = time.monotonic()
                         try:
-                            self._handle(msg.value())
+                            # below the end seen at assignment: history read (again), never a restart
+                            self._handle(msg.value(), history=msg.offset() < targets.get(msg.partition(), 0))
                         except Exception as exc:  # noqa: BLE001 - a poison record: reported, skipped
                             swallowed(self.component, exc, logger=log,
                                       what=f"record {self.topic}[{msg.partition()}]@{msg.offset()}")
@@ -306,7 +312,7 @@ class CompactedFollower(Generic[M]):
             except Exception as exc:  # noqa: BLE001 - reported; the consumer is dropped either way
                 swallowed(self.component, exc, what="closing the consumer", logger=log)
 
-    def _handle(self, value: bytes | None) -> None:
+    def _handle(self, value: bytes | None, *, history: bool = False) -> None:
         if not value:
             return  # a tombstone
         try:
@@ -322,12 +328,19 @@ class CompactedFollower(Generic[M]):
             if self._newest_at is None or seen > self._newest_at:
                 self._newest_at = seen
         key = self._key(new)
+        now = self._clock()
         with self._lock:
             old = self._latest.get(key)
-            v = verdict(old, new, self.stale_after_s)
+            received = self._received.get(key)
+            # a record read back from history is no news of a restart, however long ago the held one came
+            # (a view re-reading the topic after a broker outage holds the newest record of a silent leader)
+            age = None if received is None or history else now - received
+            v = verdict(old, new, self.stale_after_s, age)
             if not v.keep:
                 return
             self._latest[key] = new
+            if received is None or not history:  # a replayed copy proves nobody alive
+                self._received[key] = now
         if v is Verdict.RESTART:
             log.info("%s: %s went back from %s to %s after the held record went stale: the publisher restarted",
                      self.name, key, _order_text(old), _order_text(new))

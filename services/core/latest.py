@@ -13,13 +13,20 @@ the record this rule says is the latest:
 * an equal order is a **heartbeat**: it replaces the held record (its ``at``
   is newer, and a reader should see the newest copy) but is not a change;
 * a lower order is **ignored** (a late or deposed publisher's record), unless
-  its ``at`` is more than ``stale_after_s`` after the held record's: then the
-  held record went stale and the publisher started over without its history
-  (a broker that lost its data: a new health leader elected on an empty topic
-  takes epoch 1 again). That is a **restart**: it replaces the held record and
-  is a change. Without it a long-lived view would ignore the live publisher
-  until the process restarted. Only records that both carry an ``at`` can
-  restart; the publisher's own clock stamps both, so no clock is read here.
+  the held record went stale first: nothing refreshed it (no heartbeat, no
+  change) for more than ``stale_after_s`` **by the follower's own monotonic
+  clock** (``held_age_s``, the time since the held record or its latest
+  heartbeat was received). Then the publisher started over without its
+  history (a broker that lost its data: a new health leader elected on an
+  empty topic takes epoch 1 again). That is a **restart**: it replaces the
+  held record and is a change. Without it a long-lived view would ignore the
+  live publisher until the process restarted.
+
+  The records' own ``at`` stamps are not compared: the two records come from
+  different publishers (a deposed leader and the live one) on different hosts,
+  and a deposed leader whose clock ran ahead would win over the live leader
+  for as long as it kept publishing. A live leader heartbeats, so its record
+  never goes stale by the follower's clock, whatever the publishers' clocks say.
 """
 
 from __future__ import annotations
@@ -59,15 +66,18 @@ def at_seconds(record: Any) -> float | None:
     return (at if at.tzinfo else at.replace(tzinfo=timezone.utc)).timestamp()
 
 
-def verdict(held: Any | None, new: Any, stale_after_s: float) -> Verdict:
-    """What to do with ``new`` when ``held`` is the record kept for its key (None: nothing yet)."""
+def verdict(held: Any | None, new: Any, stale_after_s: float, held_age_s: float | None = None) -> Verdict:
+    """What to do with ``new`` when ``held`` is the record kept for its key (None: nothing yet).
+
+    ``held_age_s``: seconds since the follower received ``held`` or its latest heartbeat, by its own
+    monotonic clock; None (unknown) never restarts.
+    """
     if held is None:
         return Verdict.NEWER
     if order(new) > order(held):
         return Verdict.NEWER
     if order(new) == order(held):
         return Verdict.HEARTBEAT
-    new_at, held_at = at_seconds(new), at_seconds(held)
-    if new_at is not None and held_at is not None and new_at - held_at > stale_after_s:
+    if held_age_s is not None and held_age_s > stale_after_s:
         return Verdict.RESTART
     return Verdict.OLDER

@@ -6,8 +6,9 @@ Reading, ordering, readiness, broker restarts and error handling are the
 follower's (:mod:`regionguard.core.follower`, rule in
 :mod:`regionguard.core.latest`): per region the record with the highest
 ``(epoch, seq)`` wins, a heartbeat refreshes it without being a change, and
-a lower one wins only once the held record went stale (``health.stale_after_s``:
-the health service restarted without its history). What this adds:
+a lower one wins only once the held record went stale (not refreshed for
+``health.stale_after_s`` by this view's own clock: the health service restarted
+without its history). What this adds:
 
 - a region with no known state counts as closed (:meth:`is_closed`), as the
   router treats a region nobody has judged;
@@ -16,6 +17,7 @@ the health service restarted without its history). What this adds:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from .config import Config
@@ -30,10 +32,11 @@ OnChange = Callable[[RegionState | None, RegionState], None]
 class RegionStateView(CompactedFollower[RegionState]):
     """The latest RegionState of every region, kept current in the background."""
 
-    def __init__(self, cfg: Config, *, on_change: OnChange | None = None, quiet_s: float = 0.0) -> None:
+    def __init__(self, cfg: Config, *, on_change: OnChange | None = None, quiet_s: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(cfg, cfg.topic("region-state"), RegionState, key=lambda r: r.region, on_change=on_change,
                          stale_after_s=cfg.health.stale_after_s, name="region-state", component="stateview",
-                         quiet_s=quiet_s)
+                         quiet_s=quiet_s, clock=clock)
 
     def state(self, region: str) -> RegionState | None:
         return self.get(region)

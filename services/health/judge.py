@@ -6,13 +6,19 @@ observations, ``observer="router:<id>"``), through a quorum gate:
 
 - an observer is *live* while its latest observation of the region is
   younger than ``health.observation_ttl_s`` (by local receive time);
+- an observation that arrived more than ``observation_ttl_s`` later than
+  its observer's observations usually do (a backlog delivered after a
+  stall) is dropped: it says nothing about now. Its ``at`` is compared only
+  with the same observer's other stamps (:mod:`.transit`), never with this
+  host's clock, so observers whose clocks are off by seconds still count;
 - a successful observation always counts as a success;
 - a failed observation counts as a failure only when at least
-  ``q = min(health.quorum, live observers)`` live observers currently see
-  the region failing (their latest observation failed); otherwise it is
-  ignored as one observer's local problem. So with ``quorum: 2`` one health
-  instance cut off from a region can't open it, while a lone surviving
-  instance still can.
+  ``q`` live observers currently see the region failing (their latest
+  observation failed); otherwise it is ignored as one observer's local
+  problem. ``q`` is ``health.quorum`` when set, else a majority of the live
+  observers (1 of 1, 2 of 2 or 3, 3 of 4 or 5), and never more than the
+  live observers. So one health instance cut off from a region can't open
+  it while another still reaches it, and a lone surviving instance still can.
 
 Every instance runs a judge so liveness is warm; only the leader's is
 :attr:`Judge.active` (feeds breakers and emits records). On becoming leader
@@ -37,10 +43,20 @@ from typing import Any, Callable
 from ..core.breaker import BreakerState, CircuitBreaker, Transition, from_published, published
 from ..core.config import Config
 from ..core.models import Observation, RegionState
+from .transit import Transits
 
 log = logging.getLogger(__name__)
 
 ACTIONS = ("force_open", "disable", "release")
+
+#: An observer's shortest transit is remembered over this many observation TTLs (see .transit).
+TRANSIT_WINDOW_TTLS = 10
+
+
+def quorum(configured: int | None, live: int) -> int:
+    """Failing live observers needed to count a failure: ``health.quorum`` or a majority, at most ``live``."""
+    wanted = configured if configured is not None else live // 2 + 1
+    return max(1, min(wanted, live))
 
 
 @dataclass
@@ -82,6 +98,7 @@ class Judge:
         self.active = False
         self.epoch = 0  # set above every epoch read at activation: fences a deposed leader
         self.control_offset: int | None = None
+        self.transits = Transits(cfg.health.observation_ttl_s * TRANSIT_WINDOW_TTLS)
         self.regions: dict[str, RegionJudge] = {
             r: RegionJudge(r, CircuitBreaker(r, cfg.breaker, clock=clock)) for r in cfg.regions
         }
@@ -130,7 +147,7 @@ class Judge:
         now = self.clock()
         ttl = self.cfg.health.observation_ttl_s
         at = obs.at.timestamp() if obs.at.tzinfo else obs.at.replace(tzinfo=timezone.utc).timestamp()
-        if self.wall() - at > ttl:
+        if self.transits.late_by(obs.observer, at, now) > ttl:
             return []  # a backlog delivered late says nothing about now
         rj.seen[obs.observer] = Seen(now, obs.ok, obs.kind)
         if not self.active:
@@ -139,7 +156,7 @@ class Judge:
             return self._decide(rj, rj.breaker.record(True, obs.latency_s))
         live = rj.live(now, ttl)
         failing = sum(1 for s in live.values() if not s.ok)
-        if failing >= min(self.cfg.health.quorum, len(live)):
+        if failing >= quorum(self.cfg.health.quorum, len(live)):
             return self._decide(rj, rj.breaker.record(False, obs.latency_s))
         rj.ignored_failures += 1
         return self._decide(rj, rj.breaker.tick())
@@ -193,7 +210,7 @@ class Judge:
         stats: dict[str, Any] = dict(transition.stats) if transition else rj.breaker.stats()
         stats["breaker_state"] = rj.breaker.state.value
         stats["openings"] = rj.breaker.openings
-        stats["quorum"] = min(self.cfg.health.quorum, max(1, len(live)))
+        stats["quorum"] = quorum(self.cfg.health.quorum, len(live))
         stats["observers"] = {o: {"ok": s.ok, "kind": s.kind, "age_s": round(now - s.at, 3)}
                               for o, s in sorted(live.items())}
         stats["ignored_failures"] = rj.ignored_failures

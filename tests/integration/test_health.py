@@ -248,6 +248,43 @@ def test_quorum_two_ignores_one_cut_off_observer(broker, regions, rg_config, ser
             states.stop()
 
 
+def test_by_default_one_of_two_observers_cut_off_leaves_the_region_closed(broker, regions, rg_config, services,
+                                                                          tmp_path):
+    """Issue 25, finding 9c: no quorum configured. h1 is cut off from eu (its path blackholed), h2 still
+    reaches it: a majority of the two live observers is two, so eu stays closed; cutting h2 off too opens it."""
+    lr = regions(["eu"], schema=None)
+    cf = rg_config(lr, overrides={"health": {"leader_session_timeout_s": session_s(broker)}})
+    cfg = cf.load()
+    assert cfg.health.quorum is None
+    with FaultProxy(lr.host, lr.port, name="pg-eu-h2-default") as path2:
+        data = dict(cf.data)
+        data["regions"] = {"eu": {**cf.data["regions"]["eu"],
+                                  "dsn": f"postgresql://{lr.user}@{path2.host}:{path2.port}/{lr.databases['eu']}"}}
+        h2_cfg = write_config(data, tmp_path / "h2.yaml")
+        states = Collect(cfg, "region-state", RegionState)
+        try:
+            start_health(services, cf.path, "h1")
+            start_health(services, h2_cfg, "h2")
+            wait_election(cfg, 2)
+            # both observers live in the leader's eyes before the fault
+            assert until(lambda: (st := states.latest("eu")) is not None and st.state.value == "closed"
+                         and set((st.stats or {}).get("observers") or {}) >= {"h1", "h2"}, 20), states.latest("eu")
+            lr.proxy("eu").set_mode("blackhole")  # only h1 is cut off
+            t0 = time.monotonic()
+            # far more of h1's failures than consecutive_failures (8) have been seen, and ignored
+            assert until(lambda: (st := states.latest("eu")) is not None and st.stats["ignored_failures"] >= 40
+                         and st.stats["observers"].get("h1", {}).get("ok") is False, 30), states.latest("eu")
+            assert [r for r in states.since(t0) if r.state.value != "closed"] == []
+            st = states.latest("eu")
+            assert st.stats["quorum"] == 2 and st.stats["observers"]["h2"]["ok"] is True
+            path2.set_mode("blackhole")  # both cut off: a regional outage
+            t1 = time.monotonic()
+            assert until(lambda: state_of(states, "eu") == "open", 5)
+            print(f"default quorum: opened {time.monotonic() - t1:.2f}s after the second observer was cut off")
+        finally:
+            states.stop()
+
+
 def test_heal_after_an_outage_longer_than_the_open_waits_closes_within_a_second_or_two(
         broker, regions, rg_config, services):
     """Issue 12: the open wait has doubled to 8 s when the region heals; successful probes end it early."""

@@ -135,3 +135,34 @@ async def test_readers_after_a_token_see_the_write_or_say_stale(regions, rg_conf
         services("router2", cf.cli_args("router", "--no-health"))
         res = await reader.get("users", {"id": 1}, region="eu", after=late, wait_s=30)
         assert (res.consistency, res.row["name"]) == ("read_your_writes", "v2")
+
+
+async def test_an_applied_write_is_applied_not_held_while_the_first_inbox_lookup_is_slow(regions, rg_config, services):
+    """Issue 25, finding 8: home not closed, its database reachable but slow to connect to. ``held`` used to
+    be said 50 ms in, before the first inbox lookup had answered; the write is applied, and must be said so."""
+    lr = regions(["eu"])
+    cf = rg_config(lr, partitions=1)
+    cfg = cf.load()
+    with StatePublisher(cfg, heartbeat_s=0.3) as publisher:
+        services("router", cf.cli_args("router"))
+        wait_assigned(cf, "router", "eu")
+        with WriteProducer(cfg) as p:
+            tok = p.write("eu", "users", "upsert", {"id": 1}, _user(1))
+        # the row and the inbox entry commit together: the row seen, the write is applied
+        await asyncio.to_thread(wait_until, lambda: lr.fetch("eu", "SELECT name FROM users WHERE id = 1"), 20, 0.05,
+                                "the router applying the write")
+        publisher.set("eu", "open", reason="test")  # not closed: the case where held can be said
+        states = RegionStates(cfg).start()
+        try:
+            await asyncio.to_thread(wait_until, lambda: (st := states.state("eu")) is not None
+                                    and st.state.value == "open", 10, 0.05, "the view seeing eu open")
+            # each chunk both ways 0.05 s late: opening the watcher's pool takes several round trips (well under its
+            # 1.5 s connect timeout, which would make eu unreachable: then held is right)
+            lr.proxy("eu").set_mode("latency", delay_s=0.05, direction="both")
+            async with ConsistencyWatcher(cfg, states=states) as watcher:  # a fresh pool, opened on first use
+                v = await watcher.wait_applied(tok, timeout=15)
+            assert (v.status, v.region) == ("applied", "eu"), v
+            assert v.waited_s > 0.1  # the lookup really was slow: held would have been said after 50 ms
+        finally:
+            lr.proxy("eu").set_mode("pass")
+            states.stop()

@@ -115,10 +115,10 @@ def test_stateview_survives_a_failing_callback_a_poison_record_and_a_consumer_er
             View.consumers += 1
             return FlakyConsumer(super()._consumer(), fail)
 
-        def _handle(self, value):
+        def _handle(self, value, **kw):  # kw: history (whether the record was read back from history)
             if value and b'"poison"' in value:
                 raise RuntimeError("handler bug (injected)")
-            super()._handle(value)
+            super()._handle(value, **kw)
 
     before = {k: errors("stateview", k) for k in ("ValueError", "RuntimeError")}
     restarts_before = restarts("stateview")

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 from regionguard.core.config import parse_config
 from regionguard.core.models import Observation, RegionState
-from regionguard.health.judge import Judge
+from regionguard.health.judge import Judge, quorum
 
 
 class Clocks:
@@ -38,6 +38,15 @@ def judge(**health):
 def obs(c, observer, ok, region="eu", kind=None, age=0.0):
     at = datetime.fromtimestamp(c.wall - age, timezone.utc)
     return Observation(region=region, observer=observer, ok=ok, kind=kind or ("ok" if ok else "timeout"), at=at)
+
+
+def feed_skewed(j, c, observer, oks, behind_s, region="eu", dt=0.05):
+    """Observations of an observer whose wall clock is ``behind_s`` behind the leader's, arriving at once."""
+    out = []
+    for ok in oks:
+        out += j.observe(obs(c, observer, ok, region, age=behind_s))
+        c.advance(dt)
+    return out
 
 
 def feed(j, c, seq, region="eu", dt=0.05):
@@ -96,11 +105,62 @@ def test_quorum_counts_routers_and_shrinks_to_live_observers():
 
 
 def test_late_observations_are_ignored():
+    # late against the same observer's usual transit, not against the leader's clock (issue 25): h2's
+    # first observations arrive at once, then a backlog stamped 10 s earlier comes in
     j, c = judge()
     j.activate({})
+    assert j.observe(obs(c, "h2", True)) == []
+    c.advance(0.05)
     for _ in range(5):
         assert j.observe(obs(c, "h2", False, age=10)) == []
-    assert "h2" not in j.regions["eu"].seen
+    assert j.regions["eu"].seen["h2"].ok is True
+
+
+def test_observations_of_an_observer_whose_clock_is_behind_count():
+    """Issue 25, finding 9b: h2's clock is 5 s behind the leader's (more than observation_ttl_s, 3 s):
+    its observations, arriving at once, used to be dropped as late, and h2 was never a live observer."""
+    j, c = judge()
+    j.activate({})
+    ds = feed_skewed(j, c, "h2", [False] * 3, behind_s=5.0)
+    assert "h2" in j.regions["eu"].seen
+    assert [d.record.state.value for d in ds] == ["open"]
+    # ahead of the leader by an hour: the same
+    j, c = judge()
+    j.activate({})
+    assert [d.record.state.value for d in feed_skewed(j, c, "h3", [False] * 3, behind_s=-3600.0)] == ["open"]
+
+
+def test_a_backlog_after_a_stall_is_dropped_whatever_the_observers_clock():
+    j, c = judge()
+    j.activate({})
+    feed_skewed(j, c, "h2", [True] * 5, behind_s=5.0)
+    # the leader hears nothing from h2 for 10 s, then gets h2's failures of those 10 s at once
+    stamped = [c.wall - 5.0 + t for t in (0.0, 2.0, 4.0, 6.0, 8.0, 9.5)]
+    c.advance(10.0)
+    for at in stamped:
+        j.observe(Observation(region="eu", observer="h2", ok=False, kind="timeout",
+                              at=datetime.fromtimestamp(at, timezone.utc)))
+    # 10, 8, 6 and 4 s late: dropped (no failure counted); 2 and 0.5 s late: counted
+    assert j.regions["eu"].breaker.stats()["consecutive_failures"] == 2
+
+
+def test_default_quorum_is_a_majority_of_the_live_observers():
+    """Issue 25, finding 9c: quorum used to default to 1, so one observer cut off from a region opened it
+    for everyone. Unset, it is a majority of the live observers."""
+    assert [quorum(None, n) for n in range(6)] == [1, 1, 2, 2, 3, 3]
+    assert [quorum(2, n) for n in range(4)] == [1, 1, 2, 2]  # set: never more than the live observers
+    j, c = judge()
+    j.activate({})
+    assert feed(j, c, [("h1", False), ("h2", True)] * 100) == []  # one of two cut off: not an outage
+    assert j.breaker_state("eu").value == "closed" and j.regions["eu"].ignored_failures > 90
+    ds = feed(j, c, [("h1", False), ("h2", False)] * 3)  # both: an outage
+    assert [d.record.state.value for d in ds] == ["open"]
+    # three observers: two failing are a majority (h1's successes still count: it opens on the rate)
+    j, c = judge()
+    j.activate({})
+    ds = feed(j, c, [("h1", True), ("h2", False), ("h3", False)] * 20)
+    assert [(d.record.state.value, d.record.reason) for d in ds] == [("open", "failure_rate")]
+    assert ds[0].record.stats["quorum"] == 2
 
 
 def test_half_open_then_closed_and_seq_increases():

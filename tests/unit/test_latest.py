@@ -53,23 +53,35 @@ def test_the_same_order_is_a_heartbeat_kept_but_no_change():
 
 
 def test_a_lower_order_wins_only_after_the_held_record_went_stale():
+    # stale by the follower's own clock (held_age_s: since the held record or its heartbeat was received);
+    # the records' `at` play no part (issue 25: they come from different hosts' clocks)
     held = rs(5000, epoch=3, at_s=100)
-    assert verdict(held, rs(10, epoch=1, at_s=100 + STALE), STALE) is Verdict.OLDER  # at the limit: not yet
-    restart = verdict(held, rs(10, epoch=1, at_s=100 + STALE + 0.001), STALE)
+    assert verdict(held, rs(10, epoch=1, at_s=100), STALE, held_age_s=STALE) is Verdict.OLDER  # at the limit: not yet
+    restart = verdict(held, rs(10, epoch=1, at_s=50), STALE, held_age_s=STALE + 0.001)
     assert restart is Verdict.RESTART and restart.keep and restart.changed
-    assert verdict(held, rs(10, epoch=1, at_s=50), STALE) is Verdict.OLDER  # history read again: never a restart
+    assert verdict(held, rs(10, epoch=1, at_s=500), STALE) is Verdict.OLDER  # age unknown: never a restart
     # FeatureFlags (no epoch): a manager whose seq went back
-    assert verdict(ff(900, at_s=0), ff(5, at_s=STALE + 1), STALE) is Verdict.RESTART
-    assert verdict(ff(900, at_s=0), ff(5, at_s=STALE - 1), STALE) is Verdict.OLDER
+    assert verdict(ff(900, at_s=0), ff(5, at_s=0), STALE, held_age_s=STALE + 1) is Verdict.RESTART
+    assert verdict(ff(900, at_s=0), ff(5, at_s=STALE + 1), STALE, held_age_s=STALE - 1) is Verdict.OLDER
 
 
-def test_a_record_without_at_never_restarts():
+def test_a_deposed_leader_with_a_fast_clock_never_wins_over_the_live_leader():
+    """Issue 25, finding 9a: the deposed leader's `at` is an hour ahead (its host's clock), the live
+    leader's record was received a second ago: the deposed record is older, whatever its stamp."""
+    live = rs(1001, epoch=2, at_s=0, observer="live")
+    deposed = rs(9000, epoch=1, at_s=3600, observer="deposed-fast-clock")
+    assert verdict(live, deposed, STALE, held_age_s=1.0) is Verdict.OLDER
+    assert verdict(live, deposed, STALE, held_age_s=0.0) is Verdict.OLDER
+
+
+def test_a_record_without_at_restarts_by_the_followers_clock_too():
     class Plain(BaseModel):
         region: str
         seq: int
 
     assert at_seconds(Plain(region="eu", seq=1)) is None
     assert verdict(Plain(region="eu", seq=9), Plain(region="eu", seq=1), 0.0) is Verdict.OLDER
+    assert verdict(Plain(region="eu", seq=9), Plain(region="eu", seq=1), 1.0, held_age_s=2.0) is Verdict.RESTART
 
 
 def test_a_naive_at_is_utc():
@@ -94,17 +106,59 @@ def cfg():
                          "health": {"stale_after_s": STALE}})
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_region_state_view_keeps_the_rules_order_and_calls_back_on_changes_only(cfg):
     changes = []
-    view = RegionStateView(cfg, on_change=lambda old, new: changes.append((old and old.order(), new.order())))
-    for r in (rs(1000, 1, at_s=0, observer="old"), rs(1001, 2, state="open", at_s=1, observer="new"),
-              rs(5000, 1, at_s=2, observer="old"),  # deposed: ignored
-              rs(1001, 2, state="open", at_s=3, observer="new"),  # heartbeat: kept, no change
-              rs(10, 1, state="half_open", at_s=3 + STALE + 1, observer="restarted")):  # new held went stale
+    clock = FakeClock()
+    view = RegionStateView(cfg, on_change=lambda old, new: changes.append((old and old.order(), new.order())),
+                           clock=clock)
+    for step, r in ((0, rs(1000, 1, at_s=0, observer="old")), (1, rs(1001, 2, state="open", at_s=1, observer="new")),
+                    (1, rs(5000, 1, at_s=2, observer="old")),  # deposed: ignored
+                    (1, rs(1001, 2, state="open", at_s=3, observer="new")),  # heartbeat: kept, no change
+                    # nothing from "new" for longer than STALE by the view's clock: the held record went stale
+                    (STALE + 1, rs(10, 1, state="half_open", at_s=4, observer="restarted"))):
+        clock.now += step
         view._handle(r.model_dump_json().encode())
     assert changes == [(None, (1, 1000)), ((1, 1000), (2, 1001)), ((2, 1001), (1, 10))]
     assert view.state("eu").observer == "restarted" and not view.is_closed("eu")
     assert view.records == 5
+
+
+def test_a_live_leaders_heartbeats_keep_a_deposed_leader_with_a_fast_clock_out_of_the_view(cfg):
+    """Issue 25, finding 9a, through the view: the live leader (epoch 2) heartbeats every second; the
+    deposed one (epoch 1) keeps publishing with its clock a minute ahead. The view keeps the live one."""
+    clock = FakeClock()
+    view = RegionStateView(cfg, clock=clock)
+    for i in range(30):
+        clock.now += 1.0
+        view._handle(rs(1001, 2, at_s=i, observer="live").model_dump_json().encode())
+        view._handle(rs(9000 + i, 1, state="open", at_s=60 + i, observer="deposed").model_dump_json().encode())
+    assert view.state("eu").observer == "live" and view.is_closed("eu")
+    # the live leader goes silent: once its record is stale by the view's clock, a lower order wins
+    clock.now += STALE + 0.5
+    view._handle(rs(9100, 1, state="open", at_s=100, observer="deposed").model_dump_json().encode())
+    assert view.state("eu").observer == "deposed"
+
+
+def test_history_read_again_never_restarts_even_when_the_held_record_is_old(cfg):
+    clock = FakeClock()
+    changes = []
+    view = RegionStateView(cfg, clock=clock, on_change=lambda old, new: changes.append(new.observer))
+    view._handle(rs(1001, 2, at_s=0, observer="new").model_dump_json().encode())
+    clock.now += STALE * 3  # the leader went silent (a broker outage), then the topic is read again
+    view._handle(rs(1000, 1, at_s=0, observer="old").model_dump_json().encode(), history=True)
+    view._handle(rs(1001, 2, at_s=0, observer="new").model_dump_json().encode(), history=True)
+    assert view.state("eu").observer == "new" and changes == ["new"]  # never went back to "old", even briefly
+    # a replayed copy did not refresh it: the first live record of a restarted publisher wins at once
+    view._handle(rs(5, 1, at_s=0, observer="restarted").model_dump_json().encode())
+    assert view.state("eu").observer == "restarted"
 
 
 def test_the_newest_heartbeat_is_kept_and_invalid_records_and_failing_callbacks_are_skipped(cfg):
