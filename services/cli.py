@@ -1,4 +1,4 @@
-"""The ``regionguard`` command: one entry point, one subcommand per job.
+"""The regionguard command: one entry point, one subcommand per job.
 
 Each subcommand lives in its own module, which provides
 ``add_arguments(parser)`` and ``main(args) -> int``; they are imported only
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 
 from .core.config import ConfigError, UsageError  # noqa: F401 - UsageError is re-exported
@@ -32,9 +33,28 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+EPILOG = """exit codes:
+  0  done
+  1  a refused operation (a redrive past its loop guard, say)
+  2  bad input (config, arguments) or an unreachable dependency
+  130 interrupted
+
+Every command takes --config FILE (default: $REGIONGUARD_CONFIG); "regionguard COMMAND --help"
+lists its options. Docs: docs/contract.md and docs/operations.md in the repository."""
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("regionguard")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
     """All subcommands; only ``chosen`` gets its module imported for its options."""
-    parser = argparse.ArgumentParser(prog="regionguard", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="regionguard", description=__doc__.splitlines()[0], epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"regionguard {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (module, help_text) in COMMANDS.items():
@@ -59,6 +79,9 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     chosen = next((a for a in argv if not a.startswith("-")), None)
+    if chosen is None and argv and argv[0] in ("--version", "-V"):
+        print(f"regionguard {_version()}")
+        return 0
     args = build_parser(chosen).parse_args(argv)
     if getattr(args, "_missing", False):
         print(f"regionguard: {args.command} is not available in this build", file=sys.stderr)

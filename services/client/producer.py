@@ -171,13 +171,19 @@ def _pairs(items: list[str] | None, what: str) -> dict[str, Any]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--region", required=True)
-    p.add_argument("--table", required=True)
-    p.add_argument("--op", required=True, choices=[o.value for o in Op])
-    p.add_argument("--key", action="append", metavar="COL=VALUE", required=True)
-    p.add_argument("--data", action="append", metavar="COL=VALUE")
-    p.add_argument("--policy", choices=[x.value for x in Policy], default="hold")
-    p.add_argument("--fallback", action="append", metavar="REGION", dest="fallbacks")
+    p.add_argument("--region", required=True, help="the write's home region (its topic is <prefix>writes.<region>)")
+    p.add_argument("--table", required=True, help="an allow-listed table of the config")
+    p.add_argument("--op", required=True, choices=[o.value for o in Op], help="the row operation")
+    p.add_argument("--key", action="append", metavar="COL=VALUE", required=True,
+                   help="a key column's value (repeat for each key column); VALUE is JSON or a plain string")
+    p.add_argument("--data", action="append", metavar="COL=VALUE",
+                   help="a column's value (repeat); required except for delete")
+    p.add_argument("--policy", choices=[x.value for x in Policy], default="hold",
+                   help="while the region is down: hold it (default), fail over, or shed it")
+    p.add_argument("--fallback", action="append", metavar="REGION", dest="fallbacks",
+                   help="a fallback region for --policy failover (repeat, in order)")
+    p.add_argument("--ordering-key", metavar="KEY",
+                   help="Kafka key instead of <table>/<key>: writes sharing it apply in order")
     p.add_argument("--id", help="write id (UUID); default: a new one")
 
 
@@ -195,7 +201,7 @@ def main(args: argparse.Namespace) -> int:
     producer = WriteProducer(cfg, **{"message.timeout.ms": timeout_s * 1000})
     try:
         token = producer.write(args.region, args.table, args.op, key, data, policy=args.policy,
-                               fallback_regions=args.fallbacks, id=wid)
+                               fallback_regions=args.fallbacks, id=wid, ordering_key=args.ordering_key)
         ev = token.event
         producer.flush(timeout_s + 5)
     except ValidationError as exc:

@@ -59,10 +59,11 @@ def install_signal_handlers(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-def parse_regions(cfg: Config, arg: str | None) -> list[str]:
-    if not arg:
+def parse_regions(cfg: Config, arg: str | None, repeated: list[str] | None = None) -> list[str]:
+    """The regions a service serves: ``--regions a,b`` and/or repeated ``--region R``; default all."""
+    if not arg and not repeated:
         return list(cfg.regions)
-    regions = [r.strip() for r in arg.split(",") if r.strip()]
+    regions = [r.strip() for r in ",".join([*(repeated or []), *([arg] if arg else [])]).split(",") if r.strip()]
     unknown = [r for r in regions if r not in cfg.regions]
     if unknown or not regions:
         raise UsageError(f"--regions: unknown region {unknown[0] if unknown else arg!r}")

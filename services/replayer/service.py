@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--regions", help="comma-separated subset of regions (default: all)")
+    p.add_argument("--region", action="append", metavar="R", dest="region_list",
+                   help="a region to serve (repeat; same as --regions R1,R2; default: all)")
     p.add_argument("--instance", default=None, help="instance id (default: host-pid)")
     p.add_argument("--metrics-port", type=int, default=None, help="override the metrics port (0: any free port)")
     p.add_argument("--no-health", action="store_true", help="ignore rg.region-state (own connection checks only)")
@@ -32,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     setup_logging("replayer")
-    regions = parse_regions(cfg, args.regions)
+    regions = parse_regions(cfg, args.regions, args.region_list)
     metrics.start_metrics(cfg, "replayer", args.metrics_port)
     instance = args.instance or f"{socket.gethostname()}-{os.getpid()}"
 

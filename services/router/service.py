@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--regions", help="comma-separated subset of regions to route (default: all)")
+    p.add_argument("--region", action="append", metavar="R", dest="region_list",
+                   help="a region to serve (repeat; same as --regions R1,R2; default: all)")
     p.add_argument("--instance", default=None, help="instance id (default: host-pid)")
     p.add_argument("--metrics-port", type=int, default=None, help="override the metrics port (0: any free port)")
     p.add_argument("--no-health", action="store_true", help="ignore rg.region-state (own connection checks only)")
@@ -99,7 +101,7 @@ class Router:
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     setup_logging("router")
-    regions = parse_regions(cfg, args.regions)
+    regions = parse_regions(cfg, args.regions, args.region_list)
     metrics.start_metrics(cfg, "router", args.metrics_port)
 
     async def _run() -> None:
