@@ -20,5 +20,10 @@ H_FENCE = "rg-fence"
 # region's inbox and dead-letters it with this reason only if it was not applied
 H_VERIFY = "rg-verify"
 
-__all__ = ["H_REASON", "H_HELD_AT", "H_SOURCE_TOPIC", "H_SOURCE_PARTITION", "H_SOURCE_OFFSET",
+#: The headers regionguard sets on held copies; a producer's headers of these names are dropped
+#: when a write is copied (core/writes.py, Record.carried_headers).
+OWN_HEADERS = frozenset({H_REASON, H_HELD_AT, H_SOURCE_TOPIC, H_SOURCE_PARTITION, H_SOURCE_OFFSET, H_APPLIED_IN,
+                         H_FENCE, H_VERIFY})
+
+__all__ = ["OWN_HEADERS", "H_REASON", "H_HELD_AT", "H_SOURCE_TOPIC", "H_SOURCE_PARTITION", "H_SOURCE_OFFSET",
            "H_APPLIED_IN", "H_FENCE", "H_VERIFY"]

@@ -48,7 +48,8 @@ class Outbox:
 
     def dead_letter(self, rec: Record, err: BadWrite, *, write_id: str | None) -> None:
         value = publish.dead_letter_value(rec, err, region=self.region, write_id=write_id)
-        self.items.append((self.dead_letter_topic, rec.key, value, None, None))
+        # the producer's headers (a traceparent among them) stay on the dead letter
+        self.items.append((self.dead_letter_topic, rec.key, value, None, rec.carried_headers() or None))
         self.dead_reasons.append(err.reason.value)
 
     def add(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None,

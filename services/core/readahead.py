@@ -160,7 +160,7 @@ class ReadAhead:
                 # headers only matter on records without a value (the router's fences); building
                 # them for every record measured at an eighth of the replayer's CPU
                 out.append(Record(topic, msg.partition(), msg.offset(), msg.key(), value,
-                                  msg.headers() if value is None else None))
+                                  msg.headers() if value is None else None, msg))
             elapsed = time.monotonic() - start
             if out and (elapsed >= self.wait_s or len(out) >= self.batch_max):
                 break

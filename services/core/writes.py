@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
 from .config import Config
 from .errors import BadWrite
+from .held import OWN_HEADERS
 from . import wire
 from .models import DeadReason, Op
 from .wire import WireWrite
@@ -23,7 +25,9 @@ from .sql import TableSchema
 class Record:
     """A Kafka record as the services see it, detached from the client library.
 
-    ``headers`` is filled for records without a value only (see core/readahead.py).
+    ``headers`` is filled for records without a value only (see core/readahead.py);
+    ``source`` is the client library's message, kept so that the headers of a record that is
+    held or dead-lettered (the rare case) can be read when needed, and only then.
     """
 
     topic: str
@@ -32,12 +36,20 @@ class Record:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]] | None = None
+    source: Any = None
 
     def header(self, name: str) -> bytes | None:
         for k, v in self.headers or ():
             if k == name:
                 return v
         return None
+
+    def carried_headers(self) -> list[tuple[str, bytes]]:
+        """The headers every copy of this write carries on: the producer's, a W3C ``traceparent``
+        among them, less the ones regionguard sets itself (a producer must not forge those:
+        ``rg-applied-in`` or ``rg-verify`` would change what the replayer does)."""
+        hdrs = self.headers if self.headers is not None else (self.source.headers() if self.source is not None else None)
+        return [(k, v) for k, v in hdrs or () if k not in OWN_HEADERS]
 
 
 def _classify_invalid(raw: bytes, exc: Exception) -> BadWrite:

@@ -99,6 +99,7 @@ class Divert:
         reason = (self.share.down_kind or "region_not_closed").encode()
         for rec, w, fb in plain:
             headers = [
+                *rec.carried_headers(),  # the producer's (a traceparent among them): ours go beside them
                 (H_REASON, reason),
                 (H_HELD_AT, held_at),
                 (H_SOURCE_TOPIC, rec.topic.encode()),

@@ -25,7 +25,7 @@ from regionguard.core.kafka import producer_conf, replayer_group, router_group
 
 
 def produce_raw(bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes | None]],
-                partition: int | None = None) -> None:
+                partition: int | None = None, headers: list[tuple[str, bytes]] | None = None) -> None:
     p = Producer(producer_conf(bootstrap, **{"linger.ms": 5}))
     errors: list[str] = []
 
@@ -35,6 +35,8 @@ def produce_raw(bootstrap: str, topic: str, items: list[tuple[bytes | None, byte
 
     for key, value in items:
         kw: dict[str, Any] = {"key": key, "value": value, "on_delivery": cb}
+        if headers:
+            kw["headers"] = headers
         if partition is not None:
             kw["partition"] = partition
         while True:
