@@ -7,7 +7,8 @@ dead-letter reason. Nothing here raises for bad input.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
@@ -23,7 +24,9 @@ from .sql import TableSchema
 class Record:
     """A Kafka record as the services see it, detached from the client library.
 
-    ``headers`` is filled for records without a value only (see core/readahead.py).
+    ``headers`` is filled up front for records without a value only (see core/readahead.py);
+    a record with a value reads them from ``source`` (the client's message) the first time
+    :meth:`header` asks, which only the rare record that needs them pays for.
     """
 
     topic: str
@@ -32,8 +35,11 @@ class Record:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]] | None = None
+    source: Any = field(default=None, repr=False, compare=False)  # has ``headers()``; None: no more to read
 
     def header(self, name: str) -> bytes | None:
+        if self.headers is None and self.source is not None:
+            self.headers = self.source.headers() or []
         for k, v in self.headers or ():
             if k == name:
                 return v
