@@ -28,7 +28,7 @@ def plan_ahead(db: RegionDB, decoded: list, *, want_rows: bool,
     if not db.ready or not all(plannable(w) for w in decoded):
         return None
     try:
-        return plan_writes(db.schemas, decoded, want_rows=want_rows)
+        return plan_writes(db.schemas, decoded, want_rows=want_rows, barred=db.barred)
     except Exception:  # noqa: BLE001 - e.g. a table missing, a value the encoder refuses: the apply
         return None    # path plans again and isolates the write at fault (core/db.py, _split)
 

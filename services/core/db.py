@@ -106,6 +106,7 @@ async def apply_writes(
     region: str,
     want_rows: bool = False,
     plan: Plan | None = None,
+    barred: frozenset[str] = frozenset(),
 ) -> ApplyResult:
     """Apply ``writes`` in one transaction, at most once each, in order per row.
 
@@ -118,6 +119,9 @@ async def apply_writes(
     the batch redone, learning which writes are new; only when a row fails is
     it redone with savepoints, row by row where needed. A redo starts a new
     transaction: the abandoned one is rolled back whole.
+
+    ``barred`` names the tables this region may not hold (data residency): a
+    write of one fails as a ``schema`` dead letter, whether or not the table exists.
     """
     if not writes:
         return ApplyResult()
@@ -125,13 +129,14 @@ async def apply_writes(
         try:
             try:
                 return await _apply(conn, schemas, writes, source=source, careful=False, want_rows=want_rows,
-                                    plan=plan, count_only=True)
+                                    plan=plan, count_only=True, barred=barred)
             except _Duplicates:
                 return await _apply(conn, schemas, writes, source=source, careful=False, want_rows=want_rows,
-                                    plan=plan)
+                                    plan=plan, barred=barred)
         except _Isolate as iso:
             log.info("a row failed (%s); isolating rows with savepoints", type(iso.__cause__).__name__)
-            return await _apply(conn, schemas, writes, source=source, careful=True, want_rows=want_rows)
+            return await _apply(conn, schemas, writes, source=source, careful=True, want_rows=want_rows,
+                                barred=barred)
     except Exception as exc:  # noqa: BLE001 - classified by type below
         err = classify_db_error(region, exc)
         if err.retriable:
@@ -145,7 +150,8 @@ async def apply_writes(
     res = ApplyResult()
     try:
         async with conn.transaction():
-            await _split(conn, schemas, writes, 0, res, source=source, region=region, want_rows=want_rows)
+            await _split(conn, schemas, writes, 0, res, source=source, region=region, want_rows=want_rows,
+                         barred=barred)
     except RegionGuardError:
         raise
     except Exception as exc:  # noqa: BLE001 - whatever is left is about the region, not a row
@@ -154,7 +160,7 @@ async def apply_writes(
 
 
 async def _split(conn, schemas, writes: list, offset: int, res: ApplyResult, *, source: str, region: str,
-                 want_rows: bool) -> None:
+                 want_rows: bool, barred: frozenset[str] = frozenset()) -> None:
     """Apply ``writes`` in a savepoint; on a row-level failure, each half in turn, down to one write.
 
     Halves go in order, so per-key order holds; a write that fails alone is dead-lettered with the
@@ -162,7 +168,8 @@ async def _split(conn, schemas, writes: list, offset: int, res: ApplyResult, *, 
     retriable error (the region went away) ends the whole transaction: nothing of it is applied.
     """
     try:
-        part = await _apply(conn, schemas, writes, source=source, careful=True, want_rows=want_rows)
+        part = await _apply(conn, schemas, writes, source=source, careful=True, want_rows=want_rows,
+                            barred=barred)
     except Exception as exc:  # noqa: BLE001 - classified by type below
         err = classify_db_error(region, exc)
         if err.retriable:
@@ -174,9 +181,10 @@ async def _split(conn, schemas, writes: list, offset: int, res: ApplyResult, *, 
             res.failed.append((offset, err))
             return
         mid = len(writes) // 2
-        await _split(conn, schemas, writes[:mid], offset, res, source=source, region=region, want_rows=want_rows)
+        await _split(conn, schemas, writes[:mid], offset, res, source=source, region=region, want_rows=want_rows,
+                     barred=barred)
         await _split(conn, schemas, writes[mid:], offset + mid, res, source=source, region=region,
-                     want_rows=want_rows)
+                     want_rows=want_rows, barred=barred)
         return
     res.add(part, offset)
     res.rows.extend(part.rows)
@@ -201,8 +209,10 @@ class Plan:
 
 
 def plan_writes(schemas: dict[str, TableSchema], writes: list, *, want_rows: bool = False,
-                only: set | None = None) -> Plan:
+                only: set | None = None, barred: frozenset[str] = frozenset()) -> Plan:
     """Group writes into statements; ``only`` restricts to claimed ids (default: every first occurrence).
+
+    ``barred``: the tables the database's region may not hold (``allowed_regions``); their writes fail.
 
     Ids are compared by ``UUID.int``: ``uuid.UUID`` hashes in Python, which
     measured at a tenth of planning.
@@ -224,11 +234,11 @@ def plan_writes(schemas: dict[str, TableSchema], writes: list, *, want_rows: boo
                 if cols in valid:
                     todo.append((i, w))
                     continue
-                bad = _precheck(w, schemas)
+                bad = _precheck(w, schemas, barred)
                 if bad is None:
                     valid.add(cols)
             else:
-                bad = _precheck(w, schemas)
+                bad = _precheck(w, schemas, barred)
             if bad is not None:
                 failed.append((i, bad))
             else:
@@ -258,10 +268,11 @@ def _inbox_table(w) -> str:
 
 
 async def _apply(conn, schemas, writes: list[WriteEvent], *, source: str, careful: bool,
-                 want_rows: bool, plan: Plan | None = None, count_only: bool = False) -> ApplyResult:
+                 want_rows: bool, plan: Plan | None = None, count_only: bool = False,
+                 barred: frozenset[str] = frozenset()) -> ApplyResult:
     res = ApplyResult()
     if plan is None or plan.writes is not writes or plan.want_rows != want_rows:
-        plan = plan_writes(schemas, writes, want_rows=want_rows)
+        plan = plan_writes(schemas, writes, want_rows=want_rows, barred=barred)
     async with conn.transaction():
         if count_only:
             status = await conn.execute(INBOX_CLAIM_COUNT, plan.ids, plan.tables, source)
@@ -272,7 +283,7 @@ async def _apply(conn, schemas, writes: list[WriteEvent], *, source: str, carefu
             claimed = {r[0] for r in await conn.fetch(INBOX_CLAIM, plan.ids, plan.tables, source)}
             n_claimed = len(claimed)
             if n_claimed != len(plan.ids):  # some were applied before: plan again for the rest
-                plan = plan_writes(schemas, writes, want_rows=want_rows, only=claimed)
+                plan = plan_writes(schemas, writes, want_rows=want_rows, only=claimed, barred=barred)
         res.failed.extend(plan.failed)
         res.duplicates = len(writes) - n_claimed
         if careful and plan.groups:
@@ -381,17 +392,22 @@ def _shape(w: WriteEvent, schemas: dict[str, TableSchema]) -> tuple:
     return (w.table, w.op, tuple(w.key), ())
 
 
-def _precheck(w: WriteEvent, schemas: dict[str, TableSchema]) -> BadWrite | None:
+def _precheck(w: WriteEvent, schemas: dict[str, TableSchema], barred: frozenset[str]) -> BadWrite | None:
     if w.ops is None:
-        return _precheck_row(w, w.region, schemas)
+        return _precheck_row(w, w.region, schemas, barred)
     for at, op in enumerate(w.ops):
-        bad = _precheck_row(op, w.region, schemas)
+        bad = _precheck_row(op, w.region, schemas, barred)
         if bad is not None:
             return BadWrite(bad.reason, f"ops[{at}]: {bad.detail}")
     return None
 
 
-def _precheck_row(op, region: str, schemas: dict[str, TableSchema]) -> BadWrite | None:
+def _precheck_row(op, region: str, schemas: dict[str, TableSchema], barred: frozenset[str]) -> BadWrite | None:
+    if op.table in barred:
+        # data residency: never written here, so never required here either (decoding dead-letters
+        # such a write for its home region; this is the same rule for any other way in)
+        return BadWrite(DeadReason.schema, f"table {op.table!r} may not be stored in this region "
+                                           f"(tables.{op.table}.allowed_regions)")
     schema = schemas.get(op.table)
     if schema is None:
         # allow-listed but absent in this database: the operator must create it; hold, don't drop
@@ -456,6 +472,8 @@ class RegionDB:
         self.pool_size = pool_size or cfg.router.pool_size
         self.pool: asyncpg.Pool | None = None
         self.schemas: dict[str, TableSchema] = {}
+        #: tables this region may not hold (data residency): never required, never written
+        self.barred = frozenset(t for t in cfg.tables if not cfg.allowed_in(t, region))
         self.ready = False
 
     def __repr__(self) -> str:
@@ -498,7 +516,7 @@ class RegionDB:
             raise classify_db_error(self.region, exc) from exc
         try:
             return await apply_writes(conn, self.schemas, writes, source=source, region=self.region,
-                                      want_rows=want_rows, plan=plan)
+                                      want_rows=want_rows, plan=plan, barred=self.barred)
         except (RegionUnavailable, asyncio.CancelledError):
             try:
                 conn.terminate()  # a half-dead or mid-query socket must not go back to the pool
@@ -536,7 +554,11 @@ class RegionDB:
             raise classify_db_error(self.region, exc) from exc
 
     async def check_ready(self) -> None:
-        """Replay readiness: reachable, a writable primary, inbox and tables present."""
+        """Replay readiness: reachable, a writable primary, inbox and the tables it may hold present.
+
+        A table outside the region's ``allowed_regions`` is usually absent there, and no write of it
+        ever applies there: requiring it would keep the region's held backlog from ever replaying.
+        """
         pool = await self._pool()
         try:
             async with pool.acquire() as conn:
@@ -546,7 +568,7 @@ class RegionDB:
                     raise RegionNotReady(f"region {self.region} is read-only")
                 await ensure_inbox(conn)
                 self.schemas = await load_schemas(conn, self.cfg)
-                missing = [t for t in self.cfg.tables if t not in self.schemas]
+                missing = [t for t in self.cfg.tables if t not in self.schemas and t not in self.barred]
                 if missing:
                     raise RegionNotReady(f"region {self.region} lacks allow-listed table {missing[0]!r}")
         except RegionGuardError:

@@ -7,7 +7,7 @@ dead-letter reason. Nothing here raises for bad input.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -25,9 +25,9 @@ from .sql import TableSchema
 class Record:
     """A Kafka record as the services see it, detached from the client library.
 
-    ``headers`` is filled for records without a value only (see core/readahead.py);
-    ``source`` is the client library's message, kept so that the headers of a record that is
-    held or dead-lettered (the rare case) can be read when needed, and only then.
+    ``headers`` is filled up front for records without a value only (see core/readahead.py);
+    a record with a value reads them from ``source`` (the client's message) the first time
+    :meth:`header` asks, which only the rare record that needs them pays for.
     """
 
     topic: str
@@ -36,9 +36,11 @@ class Record:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]] | None = None
-    source: Any = None
+    source: Any = field(default=None, repr=False, compare=False)  # has ``headers()``; None: no more to read
 
     def header(self, name: str) -> bytes | None:
+        if self.headers is None and self.source is not None:
+            self.headers = self.source.headers() or []
         for k, v in self.headers or ():
             if k == name:
                 return v
@@ -48,8 +50,9 @@ class Record:
         """The headers every copy of this write carries on: the producer's, a W3C ``traceparent``
         among them, less the ones regionguard sets itself (a producer must not forge those:
         ``rg-applied-in`` or ``rg-verify`` would change what the replayer does)."""
-        hdrs = self.headers if self.headers is not None else (self.source.headers() if self.source is not None else None)
-        return [(k, v) for k, v in hdrs or () if k not in OWN_HEADERS]
+        if self.headers is None and self.source is not None:
+            self.headers = self.source.headers() or []
+        return [(k, v) for k, v in self.headers or () if k not in OWN_HEADERS]
 
 
 def _classify_invalid(raw: bytes, exc: Exception) -> BadWrite:

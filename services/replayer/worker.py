@@ -35,7 +35,7 @@ from ..core.models import ControlRecord, DeadReason, Policy
 from ..core.readahead import ReadAhead
 from ..core.supervise import describe, swallowed
 from ..core.writes import Record, decode_write
-from ..core.held import H_FENCE
+from ..core.held import H_APPLIED_IN, H_FENCE
 from .region import RegionReplay
 
 log = logging.getLogger(__name__)
@@ -211,7 +211,7 @@ class ReplayWorker:
                 continue  # fence
             if isinstance(w, BadWrite):
                 dead.append((rec, w, None))
-            elif (bad := self._dead_end(w, now)) is not None:
+            elif (bad := self._dead_end(rec, w, now)) is not None:
                 doomed.append((rec, w, bad))
             else:
                 writes.append(w)
@@ -248,17 +248,21 @@ class ReplayWorker:
         self.last_record = time.monotonic()
         self._backlog_gauge()
 
-    def _dead_end(self, w, now: datetime) -> BadWrite | None:
+    def _dead_end(self, rec: Record, w, now: datetime) -> BadWrite | None:
         """The dead letter a held write gets instead of an apply -- if the region has not applied it.
 
         Expired while held; or policy ``shed``, which the router only holds when an earlier owner
         of the partition may have applied it just before a crash (its ``rg-verify`` header says
-        so; the reader skips headers of valued records for speed, and the policy tells the same).
-        Either way the inbox decides (``_process``): a dead letter never names an applied write.
+        so; the policy tells the same without reading headers). Either way the inbox decides
+        (``_process``): a dead letter never names an applied write.
+
+        A failover write already applied in a fallback (``rg-applied-in``) never expires: it is
+        synced back, or home would never converge with the fallback that has it. Only past
+        ``expires_at`` are its headers read, so the common record never pays for them.
         """
         if w.policy is Policy.shed:
             return BadWrite(DeadReason.shed, f"region {self.region} was unavailable; policy shed")
-        if w.expires_at is not None and w.expires_at <= now:
+        if w.expires_at is not None and w.expires_at <= now and rec.header(H_APPLIED_IN) is None:
             return BadWrite(DeadReason.expired, f"expired at {w.expires_at.isoformat()} while held")
         return None
 

@@ -8,7 +8,8 @@ sync-back home, ``shed``
 dead-letters it, and a write whose ``expires_at`` has passed is dead-lettered
 as ``expired`` -- unless an earlier owner of its partition may have applied
 it (then it is held with an ``rg-verify`` header and the replayer decides,
-after looking in the region's inbox).
+after looking in the region's inbox; or, applied in a fallback region, it is
+synced back, which the divert stage finds out).
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ def route_held(w: WriteEvent, *, now: datetime, is_closed: Callable[[str], bool]
         if refused is not None:
             return Route.residency, refused
     return Route.hold, None
+
+
+def permitted_fallbacks(w: WriteEvent, allowed: Callable[[str, str], bool]) -> list[str]:
+    """The fallback regions that may hold every table ``w`` writes (data residency), in its order."""
+    return [fb for fb in w.fallback_regions
+            if fb != w.region and all(allowed(op.table, fb) for op in row_ops(w))]
 
 
 #: routes that end in a dead letter

@@ -3,9 +3,11 @@
 Each write is routed by :func:`.decide.route_held` (pure): held for its home
 region, applied in a permitted fallback region and held too (policy
 ``failover``), refused a fallback by residency and held, or dead-lettered
-(``shed``, ``expired``). This stage does the I/O those routes need -- the
-failover transactions -- and puts the held copies and dead letters in the
-batch's :class:`~regionguard.core.outbox.Outbox`.
+(``shed``, ``expired``; but an expired failover write that an earlier owner
+of its partition applied in a fallback is held for sync-back instead: only a
+write applied nowhere expires). This stage does the I/O those routes need --
+the failover transactions, that lookup -- and puts the held copies and dead
+letters in the batch's :class:`~regionguard.core.outbox.Outbox`.
 
 A held copy keeps the record's exact key and bytes on the same partition of
 ``rg.held.<region>``, with :mod:`regionguard.core.held` headers saying where
@@ -24,7 +26,7 @@ from ..core.config import Config
 from ..core.db import RegionDB
 from ..core.errors import BadWrite, RegionGuardError
 from ..core.held import H_APPLIED_IN, H_HELD_AT, H_REASON, H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_SOURCE_TOPIC, H_VERIFY
-from ..core.models import DeadReason
+from ..core.models import DeadReason, Policy
 from ..core.outbox import Outbox
 from ..core.rowcache import RowCache
 from ..core.writes import Record
@@ -48,13 +50,20 @@ class Divert:
     async def run(self, held: list[Routed], dead: list[tuple[Record, BadWrite, str | None]], out: Outbox,
                   now: datetime) -> None:
         """Route ``held``: held copies go to ``out``, dead ends to ``dead``."""
+        routes = [(rec, w, *decide.route_held(w, now=now, is_closed=self.share.is_closed,
+                                              allowed=self.cfg.allowed_in)) for rec, w in held]
+        # id(rec) -> the fallback that has it: only a write applied nowhere may expire
+        applied_in = await self._applied_elsewhere(
+            [(rec, w) for rec, w, route, _ in routes
+             if route is Route.expired and w.policy is Policy.failover and self.uncertain.covers(rec)])
         failover: dict[str, list[Routed]] = {}
         plain: list[tuple[Record, object, str | None]] = []
         verify: dict[int, Route] = {}  # id(rec) -> the dead letter the replayer gives it unless applied
         refused: dict[str, list] = {}  # fallback region -> failover writes its residency refused
-        for rec, w in held:
-            route, fb = decide.route_held(w, now=now, is_closed=self.share.is_closed, allowed=self.cfg.allowed_in)
-            if route in decide.DEAD_ROUTES and self.uncertain.covers(rec):
+        for rec, w, route, fb in routes:
+            if id(rec) in applied_in:
+                plain.append((rec, w, applied_in[id(rec)]))  # held for sync-back, as when applied just now
+            elif route in decide.DEAD_ROUTES and self.uncertain.covers(rec):
                 verify[id(rec)] = route
                 plain.append((rec, w, None))
             elif route is Route.expired:
@@ -73,10 +82,37 @@ class Divert:
         if refused:
             self.share.residency_held(refused)
             m.HELD_RESIDENCY.labels(self.region).inc(sum(len(ws) for ws in refused.values()))
-        applied_in: dict[int, str] = {}
         for fb, items in failover.items():
             applied_in.update(await self._failover(fb, items))
         self._hold(plain, applied_in, verify, out, now)
+
+    async def _applied_elsewhere(self, items: list[Routed]) -> dict[int, str]:
+        """id(rec) -> the fallback region whose inbox has the write, for expired failover writes.
+
+        An earlier owner of the partition may have applied such a write in a fallback and died
+        before it held the copy for home (or committed its offset): dead-lettered now as
+        ``expired``, home would never converge with that fallback. Only closed fallbacks that
+        residency permits are asked (where the write could have gone); one that cannot answer
+        leaves the write to the usual rule (held with ``rg-verify``, dead-lettered unless home has it).
+        """
+        asks: dict[str, list[Routed]] = {}
+        for rec, w in items:
+            for fb in decide.permitted_fallbacks(w, self.cfg.allowed_in):
+                if self.share.is_closed(fb):
+                    asks.setdefault(fb, []).append((rec, w))
+        found: dict[int, str] = {}
+        for fb, routed in asks.items():
+            routed = [(rec, w) for rec, w in routed if id(rec) not in found]
+            if not routed:
+                continue
+            try:
+                have = await self.dbs[fb].applied([str(w.id) for _, w in routed])
+            except RegionGuardError as err:
+                log.warning("region %s: could not ask %s which expired failover writes it applied (%s)",
+                            self.region, fb, err)
+                continue
+            found.update((id(rec), fb) for rec, w in routed if str(w.id) in have)
+        return found
 
     async def _failover(self, fb: str, items: list[Routed]) -> dict[int, str]:
         """Apply failover writes in fallback ``fb``; id(rec) -> ``fb`` for those applied there."""

@@ -11,6 +11,7 @@ and the replayer looks in the region's inbox before it dead-letters.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 
 from tests.integration.helpers import (ev_bytes, produce_raw, read_json, read_topic, wait_assigned, wait_until,
                                       write_event)
@@ -95,3 +96,56 @@ def test_commit_answer_lost_then_outage_is_not_dead_lettered_as_shed(regions, rg
     wait_until(lambda: unapplied["id"] in _dead_ids(cfg), timeout=60, what="the unapplied write dead-lettered")
     assert applied["id"] not in _dead_ids(cfg)
     assert [r["name"] for r in lr.fetch("eu", "SELECT name FROM users ORDER BY id")] == ["slow"]
+
+
+def test_failover_applied_then_crash_then_expiry_is_synced_back_not_dead_lettered(regions, rg_config, services,
+                                                                                  tmp_path):
+    """The router applied a failover write in its fallback and died before holding it for home.
+
+    The next owner reads it again after its ``expires_at``: it was applied in us, so it is no write
+    "applied nowhere" and must not expire. The router finds it in us's inbox and holds it for sync-back
+    (``rg-applied-in``); home ends equal to us. An expired failover write that no owner applied anywhere
+    is still dead-lettered ``expired``.
+    """
+    lr = regions(["eu", "us"])
+    cfg = rg_config(lr, partitions=1)
+    stall = tmp_path / "stalled.json"
+    router = services("router", ["--stall-file", str(stall), "--after", "failover",
+                                 *cfg.cli_args("router", "--no-health")],
+                      module="regionguard_testkit.embedded.stall")
+    wait_assigned(cfg, "router", "eu")
+    # eu goes down: the write's direct apply fails, so the router fails it over to us (nothing held yet,
+    # or the next owner would find a held backlog to wait for)
+    lr.proxy("eu").set_mode("refuse")
+    lr.proxy("eu").reset_all()
+    expires = datetime.now(timezone.utc) + timedelta(seconds=4)
+    fo = write_event("eu", "users", "upsert", {"id": 1}, {"name": "fo", "version": 3},
+                     policy="failover", fallback_regions=["us"], expires_at=expires.isoformat())
+    produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"), [ev_bytes(fo)])
+    wait_until(stall.exists, timeout=30, what="router stalled after the failover apply")
+    assert json.loads(stall.read_text()) == {"region": "eu", "fallback": "us", "writes": 1}
+    assert lr.fetch("us", "SELECT name FROM users WHERE id = 1") == [{"name": "fo"}]
+    router.kill()  # applied in us, never held for eu, offset never committed
+
+    nowhere = write_event("eu", "users", "upsert", {"id": 2}, {"name": "nowhere", "version": 1},
+                          policy="failover", fallback_regions=["us"], expires_at="2000-01-01T00:00:00Z")
+    produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"), [ev_bytes(nowhere)])
+    wait_until(lambda: datetime.now(timezone.utc) > expires + timedelta(seconds=0.5), timeout=10,
+               what="the failover write past expires_at")
+    services("router2", cfg.cli_args("router", "--no-health"))
+    held = wait_until(lambda: {json.loads(m.value())["id"]: dict(m.headers()) for m in
+                               read_topic(cfg.bootstrap, cfg.topic("held", "eu"), idle=0.3)
+                               if m.value() and json.loads(m.value())["id"] in (fo["id"], nowhere["id"])},
+                      timeout=60, what="both expired failover writes held by the next owner")
+    assert (held[fo["id"]].get("rg-applied-in"), held[fo["id"]].get("rg-verify")) == (b"us", None)
+    assert (held[nowhere["id"]].get("rg-applied-in"), held[nowhere["id"]].get("rg-verify")) == (None, b"expired")
+
+    lr.proxy("eu").set_mode("pass")
+    services("replayer", cfg.cli_args("replayer", "--no-health"))
+    wait_until(lambda: nowhere["id"] in _dead_ids(cfg), timeout=60, what="the write applied nowhere dead-lettered")
+    wait_until(lambda: lr.fetch("eu", "SELECT name FROM users WHERE id = 1"), timeout=30,
+               what="the failover write synced back home")
+    dead = [d for d in read_json(cfg.bootstrap, cfg.topic("dead-letter"), idle=0.5)]
+    assert [(d["write_id"], d["reason"]) for d in dead] == [(nowhere["id"], "expired")]
+    row = "SELECT id, name, version FROM users WHERE id = 1"
+    assert lr.fetch("eu", row) == lr.fetch("us", row) == [{"id": 1, "name": "fo", "version": 3}]

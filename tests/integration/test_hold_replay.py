@@ -6,7 +6,9 @@ region out (passive health), as DESIGN.md allows.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -109,6 +111,56 @@ def test_policies_failover_shed_expired(regions, rg_config, services):
                timeout=40, what="failover write synced back home")
     assert lr.fetch("eu", "SELECT id FROM users WHERE id IN (2, 3)") == []
     replayer.terminate()
+
+
+def test_a_synced_back_failover_write_never_expires(regions, rg_config, services):
+    """A failover write applied in its fallback comes home even when its expires_at passed meanwhile.
+
+    Only a write applied nowhere may expire: the held copy of one the fallback has (``rg-applied-in``)
+    is synced back, or home would never converge with the fallback (and ``wait_applied`` already said
+    ``applied_elsewhere``). A plain held write past ``expires_at`` is still dead-lettered ``expired``.
+    """
+    lr = regions(["eu", "us"])
+    cfg = rg_config(lr, partitions=2)
+    port = free_port()
+    services("router", cfg.cli_args("router", "--no-health", "--metrics-port", str(port)))
+    wait_assigned(cfg, "router", "eu")
+    lr.proxy("eu").set_mode("refuse")
+    lr.proxy("eu").reset_all()
+    produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"),
+                [ev_bytes(write_event("eu", "users", "upsert", {"id": 0}, {"name": "probe", "version": 1}))])
+    wait_metric(port, "regionguard_held_partitions", lambda n: n == 2, region="eu", what="eu held by the router")
+    # unexpired while the router routes them; expired long before eu returns
+    expires = datetime.now(timezone.utc) + timedelta(seconds=4)
+    fo = write_event("eu", "users", "upsert", {"id": 1}, {"name": "fo", "version": 3},
+                     policy="failover", fallback_regions=["us"], expires_at=expires.isoformat())
+    plain = write_event("eu", "users", "upsert", {"id": 2}, {"name": "late", "version": 1},
+                        expires_at=expires.isoformat())
+    produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"), [ev_bytes(fo), ev_bytes(plain)])
+    wait_until(lambda: lr.fetch("us", "SELECT name FROM users WHERE id = 1") == [{"name": "fo"}],
+               what="the failover write applied in us")
+    held = wait_until(lambda: {json.loads(m.value())["id"]: dict(m.headers() or []).get("rg-applied-in")
+                               for m in read_topic(cfg.bootstrap, cfg.topic("held", "eu"), idle=0.3)
+                               if m.value() and json.loads(m.value())["id"] in (fo["id"], plain["id"])},
+                      what="both writes held for eu")
+    assert held == {fo["id"]: b"us", plain["id"]: None}
+    wait_until(lambda: datetime.now(timezone.utc) > expires + timedelta(seconds=0.5), timeout=10,
+               what="both writes past expires_at")
+
+    services("replayer", cfg.cli_args("replayer", "--no-health"))
+    lr.proxy("eu").set_mode("pass")
+
+    def decided() -> list[dict] | None:
+        dead = [d for d in read_json(cfg.bootstrap, cfg.topic("dead-letter"), idle=0.3)
+                if d.get("write_id") in (fo["id"], plain["id"])]
+        home = lr.fetch("eu", "SELECT id FROM users WHERE id = 1")
+        return dead if plain["id"] in {d["write_id"] for d in dead} and (home or len(dead) > 1) else None
+    dead = wait_until(decided, timeout=60, what="both held writes replayed or dead-lettered")
+    assert [(d["write_id"], d["reason"]) for d in dead] == [(plain["id"], "expired")]  # the rule still holds
+    assert _users(lr, "eu")[1] == _users(lr, "us")[1] == {"id": 1, "name": "fo", "version": 3}
+    assert 2 not in _users(lr, "eu")
+    wait_metric(port, "regionguard_held_partitions", lambda n: n == 0, region="eu",
+                what="every partition of eu back in direct mode")
 
 
 def test_replayer_offsets_gate_the_switch_back(regions, rg_config, services):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import pytest
@@ -11,9 +12,13 @@ import redis.asyncio as aioredis
 
 from regionguard.client import ReadUnavailable, RegionalReader
 from regionguard.client.cache import cache_key, row_to_cache
+from regionguard.core import wire
+from regionguard.core.db import RegionDB
+from regionguard.core.models import DeadReason
 from tests.harness import free_port
 from tests.integration.helpers import (
-    ev_bytes, group_event, metric_value, produce_raw, read_json, wait_assigned, wait_metric, wait_until, write_event,
+    ev_bytes, group_event, metric_value, produce_raw, read_json, read_topic, wait_assigned, wait_metric, wait_until,
+    write_event,
 )
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -117,3 +122,63 @@ async def test_reads_never_fall_back_outside_allowed_regions(regions, rg_config)
     finally:
         await r.delete(*keys)
         await r.aclose()
+
+
+def test_a_region_without_a_table_it_may_not_hold_replays_its_backlog(regions, rg_config, services):
+    """us may not hold orders (allowed_regions: eu, ap) and its database has no such table: that is no
+    reason to keep it from replaying. Readiness requires only the tables a region may hold."""
+    lr, cfg = _regions(regions, rg_config)
+    lr.execute("us", "DROP TABLE orders")
+    port = free_port()
+    services("router", cfg.cli_args("router", "--no-health", "--metrics-port", str(port)))
+    services("replayer", cfg.cli_args("replayer", "--no-health"))
+    wait_assigned(cfg, "router", "us")
+    first = write_event("us", "users", "upsert", {"id": 0}, {"name": "direct", "version": 1})
+    produce_raw(cfg.bootstrap, cfg.topic("writes", "us"), [ev_bytes(first)])
+    wait_until(lambda: lr.count("us", "users") == 1, what="a direct users write in us")
+
+    lr.proxy("us").set_mode("refuse")
+    lr.proxy("us").reset_all()
+    held = [write_event("us", "users", "upsert", {"id": i}, {"name": "held", "version": 2}) for i in range(10)]
+    produce_raw(cfg.bootstrap, cfg.topic("writes", "us"), [ev_bytes(e) for e in held])
+    wait_metric(port, "regionguard_held_partitions", lambda n: n == 2, region="us", what="us held by the router")
+    wait_until(lambda: len([m for m in read_topic(cfg.bootstrap, cfg.topic("held", "us"), idle=0.3) if m.value()])
+               >= len(held), what="the writes held for us")
+
+    lr.proxy("us").set_mode("pass")
+    wait_until(lambda: {r["name"] for r in lr.fetch("us", "SELECT name FROM users")} == {"held"}
+               and lr.count("us", "users") == 10, timeout=60, what="the held backlog replayed in us")
+    wait_metric(port, "regionguard_held_partitions", lambda n: n == 0, region="us",
+                what="every partition of us back in direct mode")
+    assert metric_value(port, "regionguard_direct_partitions", region="us") == 2
+    after = write_event("us", "users", "upsert", {"id": 20}, {"name": "direct again", "version": 1})
+    produce_raw(cfg.bootstrap, cfg.topic("writes", "us"), [ev_bytes(after)])
+    wait_until(lambda: lr.fetch("us", "SELECT name FROM users WHERE id = 20") == [{"name": "direct again"}],
+               what="a direct write after the replay")
+
+
+@pytest.mark.timeout(60)
+async def test_a_table_the_region_may_not_hold_is_never_required_nor_written_there(regions, rg_config):
+    """The database layer's own rule, for any way a write might reach it: a write of a table outside the
+    region's allowed_regions fails as a ``schema`` dead letter (its batch goes on), whether the table is
+    absent -- which never makes the region "not ready" -- or present from before the rule."""
+    lr, cf = _regions(regions, rg_config)
+    lr.execute("us", "DROP TABLE orders")
+    cfg = cf.load()
+    db = RegionDB(cfg, "us")
+
+    def batch(order_id: int) -> list:
+        return [wire.decode(json.dumps(e).encode()) for e in (
+            write_event("us", "users", "upsert", {"id": order_id}, {"name": "u", "version": 1}),
+            write_event("us", "orders", "insert", {"id": order_id}, {"amount": 1}))]
+    try:
+        await db.check_ready()  # orders is not required in us
+        res = await db.apply(batch(1), source="test")
+        assert (res.applied, [(i, e.reason) for i, e in res.failed]) == (1, [(1, DeadReason.schema)])
+        lr.execute("us", "CREATE TABLE orders (id bigint PRIMARY KEY, user_id bigint, amount numeric, status text)")
+        db.ready = False  # learn the tables again: now orders exists in us
+        res = await db.apply(batch(2), source="test")
+        assert (res.applied, [(i, e.reason) for i, e in res.failed]) == (1, [(1, DeadReason.schema)])
+        assert lr.count("us", "orders") == 0 and lr.count("us", "users") == 2
+    finally:
+        await db.close()

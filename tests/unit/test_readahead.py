@@ -203,3 +203,35 @@ async def test_a_reset_starts_from_the_owners_settled_position_when_the_commit_l
         ra.invalidate()
         if committed is not None:
             assert (await next_batch(ra))[0] == committed
+
+
+class HeaderedMsg(Msg):
+    """A held record with headers; counts how often they are built."""
+
+    built = 0
+
+    def headers(self):
+        HeaderedMsg.built += 1
+        return [("rg-applied-in", b"us")]
+
+
+class HeaderedConsumer(LogConsumer):
+    def consume(self, num: int, timeout: float) -> list[Msg]:
+        return [HeaderedMsg(m.partition(), m.offset()) for m in super().consume(num, timeout)]
+
+
+async def test_a_valued_records_headers_are_built_only_when_asked():
+    """The replayer asks a held write past expires_at for ``rg-applied-in``; no other record pays for headers."""
+    HeaderedMsg.built = 0
+    ra = reader(HeaderedConsumer(5, committed=0))
+    async with running(ra):
+        for _ in range(100):
+            if (item := await ra.get(0.05)) is not None:
+                break
+        else:
+            raise AssertionError("no batch")
+    batch = item[1]
+    assert batch and HeaderedMsg.built == 0
+    assert batch[0].header("rg-applied-in") == b"us" and batch[0].header("rg-verify") is None
+    assert HeaderedMsg.built == 1  # built once, then kept
+    assert all(rec.header("rg-applied-in") == b"us" for rec in batch) and HeaderedMsg.built == len(batch)

@@ -11,10 +11,12 @@ import pytest
 
 from regionguard.client.reader import BadRead, RegionalReader
 from regionguard.core.config import ConfigError, parse_config
+from regionguard.core.db import plan_writes
 from regionguard.core.errors import BadWrite
-from regionguard.core.models import WriteEvent
+from regionguard.core.models import DeadReason, WriteEvent
+from regionguard.core.sql import TableSchema
 from regionguard.core.writes import decode_write
-from regionguard.router.decide import Route, route_held
+from regionguard.router.decide import Route, permitted_fallbacks, route_held
 
 NOW = datetime(2026, 11, 29, 12, tzinfo=timezone.utc)
 DOC = {
@@ -84,3 +86,21 @@ def test_a_write_to_a_region_outside_the_allowed_ones_is_a_schema_dead_letter():
 def test_config_names_only_configured_regions(patch, message):
     with pytest.raises(ConfigError, match=message):
         parse_config({**DOC, **patch})
+
+
+def test_the_fallbacks_asked_about_an_expired_failover_write_are_the_ones_residency_permits():
+    assert permitted_fallbacks(_failover("users", ["us", "ap"]), CFG.allowed_in) == ["us", "ap"]
+    assert permitted_fallbacks(_failover("orders", ["us", "ap"]), CFG.allowed_in) == ["ap"]
+    assert permitted_fallbacks(_failover("health_records", ["us", "ap"]), CFG.allowed_in) == []
+
+
+def test_a_table_the_region_may_not_hold_is_a_schema_failure_of_the_plan_not_a_missing_table():
+    users = TableSchema("users", ("id",), None, frozenset({"id", "x"}), {"id": "bigint", "x": "bigint"})
+    orders = TableSchema("orders", ("id",), None, frozenset({"id", "x"}), {"id": "bigint", "x": "bigint"})
+    barred = frozenset(t for t in CFG.tables if not CFG.allowed_in(t, "us"))
+    assert barred == {"orders", "health_records"}
+    writes = [_failover("users", []), _failover("orders", [])]
+    for schemas in ({"users": users}, {"users": users, "orders": orders}):  # absent in us, or a stray table
+        plan = plan_writes(schemas, writes, barred=barred)
+        assert [(i, e.reason) for i, e in plan.failed] == [(1, DeadReason.schema)]
+        assert [i for i, _ in plan.todo] == [0]
