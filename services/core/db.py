@@ -234,6 +234,7 @@ async def _apply(conn, schemas, writes: list[WriteEvent], *, source: str, carefu
             if n_claimed != len(plan.ids):  # some were applied before: plan again for the rest
                 plan = plan_writes(schemas, writes, want_rows=want_rows, only=claimed)
         res.failed.extend(plan.failed)
+        planned_failed = len(plan.failed)  # groups among these were never counted in ``plan.groups``
         res.duplicates = len(writes) - n_claimed
         if careful and plan.groups:
             await _apply_in_order(conn, schemas, plan, res, want_rows)
@@ -252,7 +253,7 @@ async def _apply(conn, schemas, writes: list[WriteEvent], *, source: str, carefu
         if res.failed:
             await conn.execute(INBOX_RELEASE, [writes[i].id for i, _ in res.failed])
         if not careful or not plan.groups:
-            res.groups = plan.groups - sum(1 for i, _ in res.failed if writes[i].ops is not None)
+            res.groups = plan.groups - sum(1 for i, _ in res.failed[planned_failed:] if writes[i].ops is not None)
     return res
 
 
