@@ -12,8 +12,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import asyncpg
+import msgspec
 import orjson
 
+from .cast import CastError
 from .config import Config
 from .dsn import dsn_host
 from .errors import BadWrite, PoisonWrite, RegionGuardError, RegionNotReady, RegionUnavailable, classify_db_error
@@ -232,13 +234,24 @@ def plan_writes(schemas: dict[str, TableSchema], writes: list, *, want_rows: boo
             if w.ops is None:
                 cols = (w.table, w.op, tuple(w.data) if w.data else ())
                 if cols in valid:
-                    todo.append((i, w))
-                    continue
-                bad = _precheck(w, schemas, barred)
-                if bad is None:
-                    valid.add(cols)
+                    bad = None
+                else:
+                    bad = _precheck(w, schemas, barred)
+                    if bad is None:
+                        valid.add(cols)
             else:
                 bad = _precheck(w, schemas, barred)
+            if bad is None:
+                # planned (row identity, statement values) as PostgreSQL will read it; the common
+                # case, a single row already in form, is checked here without the calls of _in_form
+                try:
+                    in_form = w.ops is None and schemas[w.table].casts.row(w.key, w.data) is None
+                except CastError:
+                    in_form = False
+                if not in_form:
+                    w = _in_form(w, schemas)
+                    if w.__class__ is BadWrite:
+                        bad = w
             if bad is not None:
                 failed.append((i, bad))
             else:
@@ -285,6 +298,7 @@ async def _apply(conn, schemas, writes: list[WriteEvent], *, source: str, carefu
             if n_claimed != len(plan.ids):  # some were applied before: plan again for the rest
                 plan = plan_writes(schemas, writes, want_rows=want_rows, only=claimed, barred=barred)
         res.failed.extend(plan.failed)
+        planned_failed = len(plan.failed)  # groups among these were never counted in ``plan.groups``
         res.duplicates = len(writes) - n_claimed
         if careful and plan.groups:
             await _apply_in_order(conn, schemas, plan, res, want_rows)
@@ -303,7 +317,7 @@ async def _apply(conn, schemas, writes: list[WriteEvent], *, source: str, carefu
         if res.failed:
             await conn.execute(INBOX_RELEASE, [writes[i].id for i, _ in res.failed])
         if not careful or not plan.groups:
-            res.groups = plan.groups - sum(1 for i, _ in res.failed if writes[i].ops is not None)
+            res.groups = plan.groups - sum(1 for i, _ in res.failed[planned_failed:] if writes[i].ops is not None)
     return res
 
 
@@ -390,6 +404,47 @@ def _shape(w: WriteEvent, schemas: dict[str, TableSchema]) -> tuple:
     if ver and w.data and w.data.get(ver) is not None:
         return (w.table, w.op, tuple(w.key), (ver,))  # a versioned delete only removes rows no newer than itself
     return (w.table, w.op, tuple(w.key), ())
+
+
+def _in_form(w, schemas: dict[str, TableSchema]):
+    """``w`` with key and data values in their columns' form (core/cast.py), or a ``schema`` BadWrite.
+
+    Without it ``{"id": 42}`` and ``{"id": "42"}`` were two rows to the planner and one to
+    PostgreSQL: one statement then lost an update or failed an upsert (SQLSTATE 21000).
+    """
+    if w.ops is None:
+        try:
+            return _row_in_form(w, schemas[w.table])
+        except CastError as exc:
+            return BadWrite(DeadReason.schema, exc.detail)
+    ops = None
+    for at, op in enumerate(w.ops):
+        try:
+            cast = _row_in_form(op, schemas[op.table])
+        except CastError as exc:
+            return BadWrite(DeadReason.schema, f"ops[{at}]: {exc.detail}")
+        if cast is not op:
+            if ops is None:
+                ops = list(w.ops)
+            ops[at] = cast
+    return w if ops is None else _replace(w, ops=ops)
+
+
+def _row_in_form(op, schema: TableSchema):
+    cast = schema.casts.row(op.key, op.data)
+    if cast is None:
+        return op  # the common case: already in form, no copy
+    key, data = cast
+    if key is op.key and data is op.data:
+        return op
+    return _replace(op, key=key, data=data)
+
+
+def _replace(w, **changes):
+    """A copy of a decoded event or op (a msgspec Struct on the hot path, a pydantic model elsewhere)."""
+    if isinstance(w, msgspec.Struct):
+        return msgspec.structs.replace(w, **changes)
+    return w.model_copy(update=changes)
 
 
 def _precheck(w: WriteEvent, schemas: dict[str, TableSchema], barred: frozenset[str]) -> BadWrite | None:

@@ -31,10 +31,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import orjson
 
+from .cast import TableCasts
 from .models import Op
 
 INBOX_TABLE = "regionguard_applied"
@@ -66,6 +68,11 @@ class TableSchema:
     version: str | None
     columns: frozenset[str]
     types: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    # how its columns' values are brought to their types' forms (core/cast.py): built once per schema
+    casts: TableCasts = field(init=False, compare=False, hash=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "casts", TableCasts.of(self.types, self.key))
 
     def check_columns(self, names) -> str | None:
         """Return the first name that is not an allowed column, else None."""
@@ -149,6 +156,8 @@ def pg_text(v: Any, array: bool = False) -> str | None:
         return "true" if v else "false"
     if isinstance(v, (int, float)):
         return repr(v)
+    if isinstance(v, Decimal):  # a numeric value as core/cast.py gives it
+        return str(v)
     if array and isinstance(v, list):
         return "{" + ",".join("NULL" if x is None else '"' + str(pg_text(x)).replace("\\", "\\\\").replace('"', '\\"') + '"'
                               for x in v) + "}"

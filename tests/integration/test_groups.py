@@ -168,3 +168,26 @@ def test_held_groups_replay_whole_and_fail_over_whole(regions, rg_config, servic
     finished = [e["detail"] for e in read_json(cfg.bootstrap, cfg.topic("failover-events"), idle=0.3)
                 if e["kind"] == "replay_finished" and e["region"] == "eu"]
     assert sum(f["groups"] for f in finished) == 32  # every held group replayed whole
+
+
+def test_a_group_the_planner_refuses_is_a_dead_letter_and_the_router_goes_on(regions, rg_config, services):
+    """A group failing the planner's own check (here an op updating key columns only) was subtracted
+    from the batch's applied groups though it was never among them: alone in its batch, the count
+    went negative, the metric raised and the router exited after the commit, before dead-lettering it."""
+    lr = regions(["eu"])
+    cfg = rg_config(lr, partitions=1)
+    evs = [group_event("eu", "orders/1", [
+               {"table": "orders", "op": "upsert", "key": {"id": 1}, "data": {"amount": 1}},
+               {"table": "orders", "op": "update", "key": {"id": 1}, "data": {"id": 1}}]),
+           write_event("eu", "orders", "insert", {"id": 2}, {"amount": 1})]
+    produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"), [ev_bytes(e) for e in evs])  # one batch
+    router = services("router", cfg.cli_args("router", "--no-health"))
+    wait_assigned(cfg, "router", "eu")
+    dls = wait_until(lambda: read_json(cfg.bootstrap, cfg.topic("dead-letter"), idle=0.5), what="a dead letter")
+    assert [(d["offset"], d["reason"], d["detail"]) for d in dls] == [
+        (0, "schema", "ops[1]: update needs at least one non-key column")]
+    produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"),
+                [ev_bytes(write_event("eu", "orders", "insert", {"id": 3}, {"amount": 1}))])
+    wait_until(lambda: lr.count("eu", "orders") == 2, what="the router still applying")
+    assert {r["id"] for r in lr.fetch("eu", "SELECT id FROM orders")} == {2, 3}
+    assert router.alive
