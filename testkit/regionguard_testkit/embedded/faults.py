@@ -36,10 +36,10 @@ def install(marker: bytes) -> None:
     cls = replayer_worker.ReplayWorker
     original_dead_end = cls._dead_end
 
-    def dead_end_or_fail(self, w, now):
+    def dead_end_or_fail(self, rec, w, now):
         if w.meta and w.meta.get("rg_test") == marker.decode():
             raise RuntimeError("test kit: the replayer failed on a marked record")
-        return original_dead_end(self, w, now)
+        return original_dead_end(self, rec, w, now)
 
     cls._dead_end = dead_end_or_fail
 
