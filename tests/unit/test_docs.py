@@ -77,3 +77,14 @@ def test_every_relative_link_resolves_inside_the_repository(doc: Path):
         if anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
             broken.append(f"{target} (no heading #{anchor} in {dest.relative_to(ROOT)})")
     assert not broken, f"{doc.relative_to(ROOT)}: broken links: {broken}"
+
+
+def test_every_alert_has_a_runbook_in_operations_md():
+    import yaml
+
+    rules = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())["groups"][0]["rules"]
+    anchors = _anchors(ROOT / "docs" / "operations.md")
+    for rule in rules:
+        url = rule["annotations"].get("runbook_url", "")
+        path, _, anchor = url.partition("#")
+        assert path == "docs/operations.md" and anchor in anchors, (rule["alert"], url)
