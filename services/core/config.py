@@ -331,6 +331,12 @@ class InboxConfig(_Frozen):
         return self.retention_s if self.retention_s is not None else self.topic_retention_s(kafka) + self.margin_s
 
 
+class LogConfig(_Frozen):
+    format: Literal["text", "json"] = Field(
+        "text", description="`text`: one line per record; `json`: one JSON object per line (time, level, service, "
+                            "logger, message; region, partition and write_id where a record has them).")
+
+
 class MetricsConfig(_Frozen):
     host: str = Field("127.0.0.1", description="Bind address of /metrics (localhost by default).")
     port: int = Field(9400, ge=0, le=65535, description="0 picks a free port; each service adds its offset.")
@@ -362,6 +368,7 @@ class Config(_Frozen):
     replay: ReplayConfig = ReplayConfig()
     inbox: InboxConfig = InboxConfig()
     metrics: MetricsConfig = MetricsConfig()
+    log: LogConfig = LogConfig()
     redis: RedisConfig = RedisConfig()
     dead_letters: DeadLettersConfig = DeadLettersConfig()
 

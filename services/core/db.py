@@ -179,7 +179,8 @@ async def _split(conn, schemas, writes: list, offset: int, res: ApplyResult, *, 
         if len(writes) == 1:
             if not isinstance(err, BadWrite):
                 err = BadWrite(DeadReason.poison, getattr(err, "detail", None) or str(err))
-            log.warning("region %s: write %s dead-lettered: %s", region, writes[0].id, err)
+            log.warning("region %s: write %s dead-lettered: %s", region, writes[0].id, err,
+                        extra={"region": region, "write_id": str(writes[0].id)})
             res.failed.append((offset, err))
             return
         mid = len(writes) // 2

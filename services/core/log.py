@@ -50,10 +50,30 @@ rdkafka_log = logging.getLogger("regionguard.rdkafka")
 rdkafka_log.addFilter(_RateLimit())
 
 
-def setup_logging(service: str, level: str | None = None) -> logging.Logger:
+#: Fields a log call may pass in ``extra=`` that the JSON format puts in their own keys.
+CONTEXT_FIELDS = ("region", "partition", "write_id")
+
+
+def _json_formatter(service: str) -> logging.Formatter:
+    """One JSON object per line, by python-json-logger (a well-kept library, not our own encoder)."""
+    from pythonjsonlogger.json import JsonFormatter
+
+    return JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s",
+                         rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+                         static_fields={"service": service}, timestamp=False)
+
+
+def setup_logging(service: str, level: str | None = None, fmt: str = "text") -> logging.Logger:
+    """Log to stderr: ``fmt`` is ``text`` (one line per record) or ``json`` (config ``log.format``).
+
+    Called again once the config is loaded, to take its format; secrets are scrubbed either way.
+    """
     level = level or os.environ.get("REGIONGUARD_LOG_LEVEL", "INFO")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s"))
+    if fmt == "json":
+        handler.setFormatter(_json_formatter(service))
+    else:
+        handler.setFormatter(logging.Formatter(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

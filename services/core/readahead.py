@@ -139,7 +139,7 @@ class ReadAhead:
             return self.decode(rec)
         except Exception as exc:  # noqa: BLE001 - see the docstring
             log.error("%s: decoding p%d@%d raised %s; dead-lettered as poison", self.name, rec.partition,
-                      rec.offset, type(exc).__name__)
+                      rec.offset, type(exc).__name__, extra={"partition": rec.partition})
             return BadWrite(DeadReason.poison, f"decoding raised {type(exc).__name__}: {str(exc)[:200]}")
 
     async def _poll(self, stop: asyncio.Event, gen: int) -> list[Record]:

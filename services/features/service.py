@@ -262,7 +262,7 @@ class FeatureManager:
 
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    setup_logging(SERVICE)
+    setup_logging(SERVICE, fmt=cfg.log.format)
     if not wait_for_kafka_signalled(cfg, SERVICE):
         return 0
     try:

@@ -96,6 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     setup_logging(SERVICE)
     cfg = load_config(args.config)
+    setup_logging(SERVICE, fmt=cfg.log.format)
     observer = args.observer or f"{socket.gethostname()}-{os.getpid()}"
     credentials = faust_credentials(cfg)  # a CA or key file that does not load: exit 2 now, not at the election
     try:

@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    setup_logging("replayer")
+    setup_logging("replayer", fmt=cfg.log.format)
     regions = parse_regions(cfg, args.regions, args.region_list)
     metrics.start_metrics(cfg, "replayer", args.metrics_port)
     instance = args.instance or f"{socket.gethostname()}-{os.getpid()}"

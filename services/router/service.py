@@ -100,7 +100,7 @@ class Router:
 
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    setup_logging("router")
+    setup_logging("router", fmt=cfg.log.format)
     regions = parse_regions(cfg, args.regions, args.region_list)
     metrics.start_metrics(cfg, "router", args.metrics_port)
 

@@ -18,7 +18,7 @@ from tests.harness import free_port
 SERVICES = ["router", "replayer", "health", "features"]
 
 
-def _config(tmp_path: Path, timeout_s: float) -> Path:
+def _config(tmp_path: Path, timeout_s: float, extra: str = "") -> Path:
     dead = free_port()  # nothing listens there
     path = tmp_path / "unreachable.yaml"
     path.write_text(f"""
@@ -28,7 +28,7 @@ regions:
 tables:
   users: {{key: [id]}}
 metrics: {{port: 0}}
-""")
+{extra}""")
     return path
 
 
@@ -71,3 +71,15 @@ def test_a_signal_ends_the_wait_within_2_s(service, sig, tmp_path):
     rest = proc.stderr.read()
     assert took < 2.0, f"{service} took {took:.2f} s to stop on {sig.name}"
     assert proc.returncode == 0 and "Traceback" not in rest, rest
+
+
+def test_log_format_json_makes_every_log_line_a_json_object(tmp_path):
+    import json
+
+    proc = _start("router", _config(tmp_path, 2, "log: {format: json}"))
+    _out, err = proc.communicate(timeout=30)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert proc.returncode == 2
+    logged = [json.loads(line) for line in lines[:-1]]  # the last line is the command's own one-line error
+    assert logged and all(r["service"] == "router" and "level" in r and "time" in r for r in logged)
+    assert any("waiting for Kafka" in r["message"] for r in logged)
