@@ -13,7 +13,7 @@ from ..core.config import Config, load_config
 from ..core.db import RegionDB
 from ..core.gctune import tune_for_throughput
 from ..core.inbox import InboxPruner
-from ..core.kafka import ensure_topics, make_producer
+from ..core.kafka import ensure_topics, make_producer, read_limits
 from ..core.leave import leave_in_turn
 from ..core.log import setup_logging
 from ..core.rowcache import RowCache
@@ -47,6 +47,7 @@ class Router:
 
     async def run(self, stop: asyncio.Event) -> None:
         await asyncio.to_thread(ensure_topics, self.cfg)
+        limits = await asyncio.to_thread(read_limits, self.cfg)
         self.view = await asyncio.to_thread(state_view, self.cfg, self.follow_health)
         if not await view_ready(self.view, stop, "router"):
             if self.view is not None:
@@ -63,7 +64,7 @@ class Router:
             for lane, producer in enumerate(producers):
                 self.workers.append(RegionWorker(
                     self.cfg, region, dbs=self.dbs, producer=producer, is_closed=self.is_closed,
-                    instance=self.instance, cache=cache, share=share, lane=lane))
+                    instance=self.instance, cache=cache, share=share, lane=lane, limits=limits))
         log.info("router %s routing regions %s (%d lane(s) each)", self.instance, ", ".join(self.regions),
                  self.cfg.router.lanes)
         tune_for_throughput()
