@@ -231,7 +231,9 @@ def read_limits(cfg: Config, *, timeout: float = 30.0) -> Limits:
     writes = {r: sizes.write_max(cfg.writes.max_bytes, writes_max=topic_max(cfg.topic("writes", r)),
                                  held_max=topic_max(cfg.topic("held", r)), producer_max=producer_max)
               for r in cfg.regions}
-    limits = Limits(writes, sizes.dead_letter_max(topic_max(cfg.topic("dead-letter")), producer_max))
+    known = [n for n in map(topic_max, names) if n is not None]
+    limits = Limits(writes, sizes.dead_letter_max(topic_max(cfg.topic("dead-letter")), producer_max),
+                    min(known) if known else None)
     log.info("record limits: writes.max_bytes %s, dead letters %d bytes",
              ", ".join(f"{r}={n}" for r, n in writes.items()), limits.dead_letter_max)
     return limits

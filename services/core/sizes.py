@@ -39,9 +39,19 @@ class Limits:
 
     write_max: dict[str, int]
     dead_letter_max: int
+    #: the smallest ``max.message.bytes`` of the topics the services produce to, when the broker said
+    smallest_topic_max: int | None = None
 
     def write(self, region: str) -> int:
         return self.write_max.get(region, self.dead_letter_max)
+
+    def producer_conf(self) -> dict[str, int]:
+        """``batch.size`` for the services' producers: librdkafka never splits a batch the broker
+        refuses as too large, so on a topic smaller than its 1,000,000-byte batches every record of
+        such a batch would be refused (and taken for too large itself)."""
+        if self.smallest_topic_max is None or self.smallest_topic_max - RECORD_OVERHEAD >= PRODUCER_DEFAULT_MAX:
+            return {}
+        return {"batch.size": max(1, self.smallest_topic_max - RECORD_OVERHEAD)}
 
 
 def default_limits(cfg) -> Limits:

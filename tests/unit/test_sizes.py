@@ -190,3 +190,9 @@ def test_dead_letter_json_keeps_its_fields():
     raw = b"\xff\x01" * 10
     doc = json.loads(dead_letter_value(_rec(raw), BadWrite(DeadReason.schema, "d"), region="eu", limit=None))
     assert base64.b64decode(doc["original"]) == raw and doc["original_truncated"] is False
+
+
+def test_producer_batches_fit_the_smallest_topic():
+    assert sizes.Limits({}, 1, None).producer_conf() == {}
+    assert sizes.Limits({}, 1, 1_048_588).producer_conf() == {}  # the broker's default takes librdkafka's batches
+    assert sizes.Limits({}, 1, 200_000).producer_conf() == {"batch.size": 200_000 - sizes.RECORD_OVERHEAD}
