@@ -168,3 +168,38 @@ def test_redrive_says_plainly_when_a_truncated_original_is_no_longer_retained(re
     assert "redriven=0 refused=1" in run.stdout
     assert not run.stderr.strip() or "Traceback" not in run.stderr
     assert [m.offset() for m in read_topic(cfg.bootstrap, writes, idle=0.5)] == []  # nothing republished
+
+
+def _set_max_message_bytes(bootstrap: str, topic: str, value: int) -> None:
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    res = ConfigResource("topic", topic, incremental_configs=[
+        ConfigEntry("max.message.bytes", str(value), incremental_operation=AlterConfigOpType.SET)])
+    for fut in admin.incremental_alter_configs([res]).values():
+        fut.result(timeout=30)
+
+
+def test_a_held_topic_smaller_than_the_writes_topic(regions, rg_config, services):
+    """rg.held.eu takes 100,000 bytes a record. The broker itself refuses a 150 KB held copy (a delivery
+    report, not produce()): it becomes a too_large dead letter. Held copies of 10 KB each, 200 KB in all,
+    are held, none taken for too large (the producer's batches fit the topic)."""
+    lr = regions(["eu"])
+    cfg = rg_config(lr, partitions=1, overrides={"writes": {"max_bytes": 500_000}})
+    _set_max_message_bytes(cfg.bootstrap, cfg.topic("held", "eu"), 100_000)
+    router = services("router", cfg.cli_args("router", "--no-health"))
+    wait_assigned(cfg, "router", "eu")
+    lr.proxy("eu").set_mode("refuse")
+    lr.proxy("eu").reset_all()
+    big = write_event("eu", "orders", "insert", {"id": 0}, {"amount": 1, "status": "x" * 150_000})
+    smalls = [write_event("eu", "orders", "insert", {"id": i}, {"amount": 1, "status": "y" * 10_000})
+              for i in range(1, 21)]
+    produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"), [ev_bytes(big), *map(ev_bytes, smalls)])
+
+    held = wait_until(lambda: (lambda r: r if len(r) >= 20 else None)(
+        read_topic(cfg.bootstrap, cfg.topic("held", "eu"), idle=0.5)), timeout=40, what="the 20 small writes held")
+    assert [json.loads(m.value())["id"] for m in held] == [e["id"] for e in smalls]
+    [dl] = _dead_letters(cfg)
+    assert dl.reason is DeadReason.too_large and dl.offset == 0 and "MSG_SIZE_TOO_LARGE" in dl.detail
+    assert not dl.original_truncated and dl.original_bytes() == ev_bytes(big)[1]
+    assert router.alive
