@@ -4,7 +4,8 @@ A batch's dead letters (and, in the router, its held copies) must be durable
 before its source offsets are committed: a commit ahead of them would lose
 the records if the process died in between. So the records are collected in
 an :class:`Outbox` first and produced as one round; a round that is not fully
-acknowledged is produced again whole. Some records may then be in Kafka twice;
+acknowledged is produced again whole (unless only records Kafka refused for
+themselves failed: those become dead letters, :func:`deliver`). Some records may then be in Kafka twice;
 that is harmless for held copies (the inbox skips a write applied twice) and
 for dead letters (a redrive is deduplicated by the inbox too).
 
@@ -48,7 +49,8 @@ class Item:
     partition: int | None
     headers: Headers | None = None
     source: Record | None = None
-    dead: tuple[BadWrite, str | None] | None = None  # a dead letter's error and write id
+    write_id: str | None = None
+    dead: BadWrite | None = None  # a dead letter's error
 
 
 @dataclass
@@ -66,11 +68,11 @@ class Outbox:
     def dead_letter(self, rec: Record, err: BadWrite, *, write_id: str | None, limit: int | None = None) -> None:
         limit = self.dead_letter_max if limit is None else limit
         value = publish.dead_letter_value(rec, err, region=self.region, write_id=write_id, limit=limit)
-        self.items.append(Item(self.dead_letter_topic, rec.key, value, None, source=rec, dead=(err, write_id)))
+        self.items.append(Item(self.dead_letter_topic, rec.key, value, None, source=rec, write_id=write_id, dead=err))
 
     def add(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None,
-            headers: Headers | None = None, source: Record | None = None) -> None:
-        self.items.append(Item(topic, key, value, partition, headers, source=source))
+            headers: Headers | None = None, source: Record | None = None, write_id: str | None = None) -> None:
+        self.items.append(Item(topic, key, value, partition, headers, source=source, write_id=write_id))
 
     def refused(self, item: Item, err: KafkaError) -> bool:
         """Replace ``item``, which Kafka refused for itself (too large, invalid), by a dead letter.
@@ -86,10 +88,9 @@ class Outbox:
         if item.dead is None:
             bad = BadWrite(DeadReason.too_large, f"its copy for {item.topic} ({len(item.value or b'')} bytes and "
                                                  f"headers) was refused: {err.name()}")
-            self.dead_letter(rec, bad, write_id=None)
+            self.dead_letter(rec, bad, write_id=item.write_id)
         else:
-            bad, wid = item.dead
-            self.dead_letter(rec, bad, write_id=wid, limit=0)
+            self.dead_letter(rec, item.dead, write_id=item.write_id, limit=0)
             if self.items[-1].value == item.value:
                 self.items.pop()
                 return False
@@ -97,7 +98,7 @@ class Outbox:
         return True
 
     def dead_reasons(self, items: list[Item] | None = None) -> list[str]:
-        return [it.dead[0].reason.value for it in (self.items if items is None else items) if it.dead is not None]
+        return [it.dead.reason.value for it in (self.items if items is None else items) if it.dead is not None]
 
 
 async def deliver(

@@ -125,7 +125,7 @@ class FakeProducer:
 def _outbox_with_big_held_copy() -> tuple[Outbox, Record, Record]:
     out = Outbox("rg.dead-letter", "eu", 100_000)
     big, small = Record("rg.writes.eu", 0, 7, b"k", b"B" * 5000), Record("rg.writes.eu", 0, 8, b"k", b"ok")
-    out.add("rg.held.eu", big.key, big.value, 0, [("rg-hold-reason", b"x")], source=big)
+    out.add("rg.held.eu", big.key, big.value, 0, [("rg-hold-reason", b"x")], source=big, write_id="w-big")
     out.add("rg.held.eu", small.key, small.value, 0, [("rg-hold-reason", b"x")], source=small)
     return out, big, small
 
@@ -144,7 +144,7 @@ async def test_a_held_copy_refused_by_produce_becomes_a_too_large_dead_letter():
     [(topic, value)] = [(t, v) for t, v in p.log if t == "rg.dead-letter"]
     dl = DeadLetter.model_validate_json(value)
     assert dl.reason is DeadReason.too_large and (dl.topic, dl.partition, dl.offset) == ("rg.writes.eu", 0, 7)
-    assert dl.original_bytes() == big.value and "MSG_SIZE_TOO_LARGE" in dl.detail
+    assert dl.original_bytes() == big.value and "MSG_SIZE_TOO_LARGE" in dl.detail and dl.write_id == "w-big"
     assert offsets[("rg.held.eu", 0)] >= 1
     assert _count(m.DEAD_LETTERS, "eu", "too_large") == before + 1
 
