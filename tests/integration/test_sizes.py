@@ -33,6 +33,13 @@ def _dead_letters(cfg, n: int = 1) -> list[DeadLetter]:
     return [DeadLetter.model_validate(d) for d in docs]
 
 
+def _one_dead_letter(cfg) -> DeadLetter:
+    """The one record dead-lettered (a batch read again after a rebalance may publish its dead letter twice)."""
+    dls = _dead_letters(cfg)
+    assert len({(d.topic, d.partition, d.offset) for d in dls}) == 1, dls
+    return dls[0]
+
+
 def _orders(lr) -> set[int]:
     return {r["id"] for r in lr.fetch("eu", "SELECT id FROM orders")}
 
@@ -53,7 +60,7 @@ def test_an_800kb_binary_record_is_dead_lettered_truncated_and_redriven_whole(re
     produce_raw(cfg.bootstrap, writes, [ev_bytes(before), (b"k-big", BINARY), *map(ev_bytes, after)])
 
     wait_until(lambda: _orders(lr) == {1, 2, 3}, timeout=40, what="the writes around the large one applied")
-    [dl] = _dead_letters(cfg)
+    dl = _one_dead_letter(cfg)
     assert dl.reason is DeadReason.invalid_json and (dl.topic, dl.partition, dl.offset) == (writes, 0, 1)
     assert dl.original_truncated and dl.original_size == len(BINARY) and dl.original_encoding == "base64"
     assert BINARY.startswith(dl.original_bytes()) and len(dl.original_bytes()) > 500_000
@@ -61,9 +68,9 @@ def test_an_800kb_binary_record_is_dead_lettered_truncated_and_redriven_whole(re
 
     run = _redrive(cfg, "invalid_json")
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "redriven=1 " in run.stdout, run.stdout
+    assert "redriven=0 " not in run.stdout and "refused=0 " in run.stdout, run.stdout
     republished = [m for m in read_topic(cfg.bootstrap, writes, idle=0.5) if m.offset() > 3]
-    assert [(m.key(), m.value()) for m in republished][:1] == [(b"k-big", BINARY)]  # the exact bytes, whole
+    assert republished and {(m.key(), m.value()) for m in republished} == {(b"k-big", BINARY)}  # exact, whole
     assert router.alive
 
 
@@ -77,7 +84,7 @@ def test_a_write_over_writes_max_bytes_is_dead_lettered_too_large(regions, rg_co
     produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"), [ev_bytes(big), ev_bytes(small)])
 
     wait_until(lambda: _orders(lr) == {2}, timeout=40, what="the write after the large one applied")
-    [dl] = _dead_letters(cfg)
+    dl = _one_dead_letter(cfg)
     assert dl.reason is DeadReason.too_large and "writes.max_bytes (20000)" in dl.detail
     assert not dl.original_truncated and dl.original_bytes() == ev_bytes(big)[1]  # it fits: kept whole
     assert router.alive
@@ -102,7 +109,7 @@ def _near_limit_while_held(regions, rg_config, services, overrides):
     held = wait_until(lambda: read_topic(cfg.bootstrap, cfg.topic("held", "eu"), idle=0.5), timeout=40,
                       what="the small write held")
     assert [json.loads(m.value())["id"] for m in held] == [small["id"]]
-    [dl] = _dead_letters(cfg)
+    dl = _one_dead_letter(cfg)
     assert dl.reason is DeadReason.too_large and (dl.partition, dl.offset) == (0, 0)
     assert dl.original_size == len(value) and value.startswith(dl.original_bytes())
     assert router.alive
@@ -141,7 +148,7 @@ def test_a_replayer_dead_letter_of_a_large_held_write_is_truncated(regions, rg_c
     replayer = services("replayer", cfg.cli_args("replayer", "--no-health"))  # it finds it expired
     lr.proxy("eu").set_mode("pass")
     wait_until(lambda: _orders(lr) == {2}, timeout=60, what="the write after the expired one replayed")
-    [dl] = _dead_letters(cfg)
+    dl = _one_dead_letter(cfg)
     assert dl.reason is DeadReason.expired and dl.topic == cfg.topic("held", "eu")
     assert dl.original_truncated and dl.original_size == len(ev_bytes(big)[1])
     assert router.alive and replayer.alive
@@ -199,7 +206,7 @@ def test_a_held_topic_smaller_than_the_writes_topic(regions, rg_config, services
     held = wait_until(lambda: (lambda r: r if len(r) >= 20 else None)(
         read_topic(cfg.bootstrap, cfg.topic("held", "eu"), idle=0.5)), timeout=40, what="the 20 small writes held")
     assert [json.loads(m.value())["id"] for m in held] == [e["id"] for e in smalls]
-    [dl] = _dead_letters(cfg)
+    dl = _one_dead_letter(cfg)
     assert dl.reason is DeadReason.too_large and dl.offset == 0 and "MSG_SIZE_TOO_LARGE" in dl.detail
     assert not dl.original_truncated and dl.original_bytes() == ev_bytes(big)[1]
     assert router.alive
