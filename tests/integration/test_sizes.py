@@ -212,3 +212,34 @@ def test_a_held_topic_smaller_than_the_writes_topic(regions, rg_config, services
     assert dl.reason is DeadReason.too_large and dl.offset == 0 and "MSG_SIZE_TOO_LARGE" in dl.detail
     assert not dl.original_truncated and dl.original_bytes() == ev_bytes(big)[1]
     assert router.alive
+
+
+def test_a_dead_letter_kafka_keeps_refusing_is_retried_visibly_and_never_dropped(regions, rg_config, services):
+    """rg.dead-letter takes 200 bytes a record: not even a dead letter with an empty original fits. The
+    router retries with backoff, counts every refusal, commits nothing past the record, stays alive;
+    once the topic takes it, the dead letter lands and the offset is committed."""
+    from regionguard.core.kafka import router_group
+    from tests.harness import free_port
+    from tests.integration.helpers import committed, wait_metric
+
+    lr = regions(["eu"])
+    cfg = rg_config(lr, partitions=1)
+    dl_topic, writes = cfg.topic("dead-letter"), cfg.topic("writes", "eu")
+    _set_max_message_bytes(cfg.bootstrap, dl_topic, 200)
+    port = free_port()
+    router = services("router", cfg.cli_args("router", "--no-health", "--metrics-port", str(port)))
+    wait_assigned(cfg, "router", "eu")
+    good = write_event("eu", "orders", "insert", {"id": 1}, {"amount": 1, "status": "ok"})
+    produce_raw(cfg.bootstrap, writes, [(b"k-bad", b"{not json"), ev_bytes(good)])
+
+    wait_metric(port, "regionguard_produce_errors_total", lambda n: n >= 3, timeout=40, topic=dl_topic,
+                code="MSG_SIZE_TOO_LARGE", what="the dead letter refused again and again")
+    group = router_group(cfg.load(), "eu")
+    assert committed(cfg.bootstrap, group, writes, 1)[0] < 1  # nothing committed past the refused record
+    assert router.alive
+
+    _set_max_message_bytes(cfg.bootstrap, dl_topic, 1_048_588)
+    dl = _one_dead_letter(cfg)
+    assert dl.reason is DeadReason.invalid_json and dl.offset == 0 and dl.original_truncated and dl.original == ""
+    wait_until(lambda: committed(cfg.bootstrap, group, writes, 1)[0] == 2, timeout=40, what="the batch committed")
+    assert _orders(lr) == {1} and router.alive
