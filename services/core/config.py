@@ -357,6 +357,14 @@ class DeadLettersConfig(_Frozen):
         "redriven this many times (its `rg-redrive-count` header): a loop guard."))
 
 
+class WritesConfig(_Frozen):
+    max_bytes: int | None = Field(None, ge=1, description=(
+        "The largest write (record key + value, in bytes) the router accepts; a larger one is dead-lettered "
+        "with reason too_large. Default: derived at start from max.message.bytes of the region's writes and "
+        "held topics (and the producer's message.max.bytes), less room for the held copy's headers, so a "
+        "write that is accepted can always be held."))
+
+
 class Config(_Frozen):
     kafka: KafkaConfig = KafkaConfig()
     regions: dict[str, RegionConfig] = Field(min_length=1)
@@ -371,6 +379,7 @@ class Config(_Frozen):
     log: LogConfig = LogConfig()
     redis: RedisConfig = RedisConfig()
     dead_letters: DeadLettersConfig = DeadLettersConfig()
+    writes: WritesConfig = WritesConfig()
 
     @field_validator("regions")
     @classmethod

@@ -16,7 +16,9 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from .config import Config, ConfigError
 from .config import MIN_SESSION_TIMEOUT_MS
+from . import sizes
 from .errors import RegionGuardError
+from .sizes import Limits
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +213,32 @@ def ensure_topics(cfg: Config, *, timeout: float = 30.0, check: bool = True) -> 
     return created
 
 
+def read_limits(cfg: Config, *, timeout: float = 30.0) -> Limits:
+    """The record sizes the topics accept (``max.message.bytes``), read once at start (core/sizes.py).
+
+    A broker that does not answer DescribeConfigs is taken to have Apache Kafka's default (logged once).
+    """
+    names = [cfg.topic(kind, r) for r in cfg.regions for kind in ("writes", "held")] + [cfg.topic("dead-letter")]
+    admin = AdminClient(cfg.kafka_client_conf())
+    confs = _describe(admin, names, timeout) or {}
+
+    def topic_max(name: str) -> int | None:
+        raw = confs.get(name, {}).get("max.message.bytes")
+        return int(raw) if raw is not None and raw.isdigit() else None
+
+    producer_max = cfg.kafka_client_conf().get("message.max.bytes")
+    producer_max = int(producer_max) if producer_max is not None else None
+    writes = {r: sizes.write_max(cfg.writes.max_bytes, writes_max=topic_max(cfg.topic("writes", r)),
+                                 held_max=topic_max(cfg.topic("held", r)), producer_max=producer_max)
+              for r in cfg.regions}
+    known = [n for n in map(topic_max, names) if n is not None]
+    limits = Limits(writes, sizes.dead_letter_max(topic_max(cfg.topic("dead-letter")), producer_max),
+                    min(known) if known else None)
+    log.info("record limits: writes.max_bytes %s, dead letters %d bytes",
+             ", ".join(f"{r}={n}" for r, n in writes.items()), limits.dead_letter_max)
+    return limits
+
+
 #: tansu, the embedded demo broker, answers metadata with this cluster id.
 TANSU_CLUSTER_ID = "tansu_cluster"
 
@@ -305,6 +333,24 @@ def make_consumer(cfg: Config, group: str, **extra: Any) -> Consumer:
     return Consumer(conf)
 
 
+#: produce errors that belong to one record, not to its topic: producing it again fails the same
+#: way, so the record is dead-lettered instead (decided by code, never by message text)
+RECORD_ERRORS = frozenset({
+    KafkaError.MSG_SIZE_TOO_LARGE,    # over message.max.bytes (produce() raises) or max.message.bytes (broker)
+    KafkaError.RECORD_LIST_TOO_LARGE,
+    KafkaError.INVALID_MSG_SIZE,
+    KafkaError.INVALID_RECORD,
+    KafkaError.INVALID_MSG,           # CORRUPT_MESSAGE (CRC)
+    KafkaError._BAD_MSG,
+    KafkaError._INVALID_ARG,
+})
+
+
+def record_level(err: KafkaError) -> bool:
+    """Whether a produce error is the record's own (dead-letter it), not its topic's (retry with backoff)."""
+    return err.code() in RECORD_ERRORS and not err.fatal()
+
+
 class Confirmer:
     """Collects delivery reports for one round of produces.
 
@@ -312,17 +358,27 @@ class Confirmer:
     then ``c.wait(producer)`` raises :class:`KafkaDeliveryError` unless every
     record was acknowledged. ``offsets`` maps (topic, partition) to the highest
     offset confirmed, which the router uses to fence held partitions.
+    ``failed`` maps the index of each record given to :meth:`produce` that
+    failed to its error, whether ``produce()`` raised it or the delivery report
+    carried it.
     """
 
     def __init__(self) -> None:
         self.pending = 0
         self.errors: list[str] = []
+        self.failed: dict[int, KafkaError] = {}
         self.offsets: dict[tuple[str, int], int] = {}
+        self._count = 0
 
     def callback(self, err, msg) -> None:
+        self._report(None, err, msg)
+
+    def _report(self, index: int | None, err, msg) -> None:
         self.pending -= 1
         if err is not None:
             self.errors.append(err.str() if hasattr(err, "str") else str(err))
+            if index is not None and isinstance(err, KafkaError):
+                self.failed[index] = err
             return
         tp = (msg.topic(), msg.partition())
         off = msg.offset()
@@ -330,19 +386,28 @@ class Confirmer:
             self.offsets[tp] = off
 
     def produce(self, producer: Producer, topic: str, value: bytes | None, key: bytes | None = None,
-                partition: int | None = None, headers: Iterable[tuple[str, bytes]] | None = None) -> None:
-        kw: dict[str, Any] = {"key": key, "value": value, "on_delivery": self.callback}
+                partition: int | None = None, headers: Iterable[tuple[str, bytes]] | None = None) -> int:
+        """Produce one record; its index (for :attr:`failed`). A refused produce is a failure, never raised."""
+        index = self._count
+        self._count += 1
+        kw: dict[str, Any] = {"key": key, "value": value,
+                              "on_delivery": lambda err, msg: self._report(index, err, msg)}
         if partition is not None:
             kw["partition"] = partition
         if headers:
             kw["headers"] = list(headers)
+        self.pending += 1
         while True:
             try:
                 producer.produce(topic, **kw)
                 break
             except BufferError:
                 producer.poll(0.05)
-        self.pending += 1
+            except KafkaException as exc:  # refused before sending (too large, unknown partition...)
+                err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                self._report(index, err or KafkaError(KafkaError._FAIL, str(exc)), None)
+                break
+        return index
 
     def wait(self, producer: Producer, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

@@ -44,6 +44,10 @@ HELD_RESIDENCY = Counter("regionguard_writes_residency_held_total",
                          "allowed_regions", ["region"])
 FAILOVER_APPLIED = Counter("regionguard_writes_failover_applied_total", "Failover-policy writes applied in a fallback region", ["region", "applied_in"])
 DEAD_LETTERS = Counter("regionguard_dead_letters_total", "Records sent to the dead-letter topic", ["region", "reason"])
+PRODUCE_ERRORS = Counter("regionguard_produce_errors_total",
+                         "Produces Kafka refused, by topic and error code name: a record's own (MSG_SIZE_TOO_LARGE, "
+                         "INVALID_RECORD) makes it a dead letter; any other is retried with backoff",
+                         ["region", "topic", "code"])
 APPLY_ERRORS = Counter("regionguard_apply_errors_total", "Retriable apply failures by type", ["region", "kind"])
 BATCH_SECONDS = Histogram(
     "regionguard_apply_batch_seconds", "Time to apply one batch", ["region", "service"],

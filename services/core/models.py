@@ -46,6 +46,7 @@ class DeadReason(str, enum.Enum):
     shed = "shed"
     expired = "expired"
     poison = "poison"
+    too_large = "too_large"
 
 
 Scalar = str | int | float | bool | None
@@ -221,6 +222,11 @@ class DeadLetter(BaseModel):
     offset: int
     original: str = Field(description="The exact original bytes: UTF-8 text, or base64 when original_encoding says so.")
     original_encoding: Literal["text", "base64"] = "text"
+    original_truncated: bool = Field(
+        False, description="True when `original` is only the start of the record (the whole would not fit in the "
+                           "dead-letter topic); `regionguard dead-letters redrive` then reads the record from "
+                           "topic/partition/offset while the topic retains it.")
+    original_size: int | None = Field(None, description="The original record value's size in bytes.")
     key: str | None = None
     region: str | None = None
     write_id: str | None = None

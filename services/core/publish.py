@@ -12,6 +12,7 @@ import logging
 
 from confluent_kafka import Producer
 
+from . import sizes
 from .config import Config
 from .errors import BadWrite
 from .models import ControlRecord, DeadLetter, FailoverEvent, Observation
@@ -21,8 +22,10 @@ from .writes import Record
 log = logging.getLogger(__name__)
 
 
-def dead_letter_value(rec: Record, err: BadWrite, *, region: str | None, write_id: str | None = None) -> bytes:
-    """The DeadLetter JSON for a record; ``original`` keeps its exact bytes."""
+def dead_letter_value(rec: Record, err: BadWrite, *, region: str | None, write_id: str | None = None,
+                      limit: int | None = None) -> bytes:
+    """The DeadLetter JSON for a record; ``original`` keeps its exact bytes, or their start when the
+    whole would exceed ``limit`` bytes (:func:`regionguard.core.sizes.fit`)."""
     original, encoding = DeadLetter.encode_original(rec.value)
     dl = DeadLetter(
         reason=err.reason,
@@ -35,8 +38,11 @@ def dead_letter_value(rec: Record, err: BadWrite, *, region: str | None, write_i
         key=rec.key.decode("utf-8", "replace") if rec.key else None,
         region=region,
         write_id=write_id,
+        original_size=len(rec.value or b""),
     )
-    return dl.model_dump_json().encode()
+    if limit is None:
+        return dl.model_dump_json().encode()
+    return sizes.fit(dl, rec.value, limit - len(rec.key or b""))
 
 
 def _send(producer: Producer, topic: str, key: str, value: bytes) -> None:

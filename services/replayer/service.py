@@ -11,7 +11,7 @@ import socket
 from ..core import metrics
 from ..core.config import load_config
 from ..core.gctune import tune_for_throughput
-from ..core.kafka import ensure_topics, make_producer
+from ..core.kafka import ensure_topics, make_producer, read_limits
 from ..core.startup import wait_for_kafka
 from ..core.leave import leave_in_turn
 from ..core.log import setup_logging
@@ -44,6 +44,7 @@ def main(args: argparse.Namespace) -> int:
         if not await wait_for_kafka(cfg, stop, "replayer"):
             return
         await asyncio.to_thread(ensure_topics, cfg)
+        limits = await asyncio.to_thread(read_limits, cfg)
         view = await asyncio.to_thread(state_view, cfg, not args.no_health)
         if not await view_ready(view, stop, "replayer"):
             if view is not None:
@@ -55,7 +56,7 @@ def main(args: argparse.Namespace) -> int:
 
         events = make_producer(cfg)  # the regions' session events and readiness records
         shared = {r: RegionReplay(cfg, r, producer=events, view_closed=is_closed, instance=instance) for r in regions}
-        workers = [ReplayWorker(cfg, r, shared=shared[r], lane=lane)
+        workers = [ReplayWorker(cfg, r, shared=shared[r], lane=lane, limits=limits)
                    for r in regions for lane in range(cfg.replay.lanes)]
         log.info("replayer %s for regions %s (%d lane(s) each)", instance, ", ".join(regions), cfg.replay.lanes)
         tune_for_throughput()

@@ -34,6 +34,7 @@ from ..core.outbox import GiveUp, Outbox, deliver
 from ..core.models import ControlRecord, DeadReason, Policy
 from ..core.readahead import ReadAhead
 from ..core.supervise import describe, swallowed
+from ..core.sizes import Limits, default_limits
 from ..core.writes import Record, decode_write
 from ..core.held import H_APPLIED_IN, H_FENCE
 from .region import RegionReplay
@@ -46,10 +47,12 @@ class Abandon(Exception):
 
 
 class ReplayWorker:
-    def __init__(self, cfg: Config, region: str, *, shared: RegionReplay, lane: int = 0) -> None:
+    def __init__(self, cfg: Config, region: str, *, shared: RegionReplay, lane: int = 0,
+                 limits: Limits | None = None) -> None:
         self.cfg, self.region, self.lane = cfg, region, lane
+        self.limits = limits or default_limits(cfg)
         self.topic = cfg.topic("held", region)
-        self.producer = make_producer(cfg)
+        self.producer = make_producer(cfg, **self.limits.producer_conf())
         self.shared = shared
         self.db = self.shared.db
         self.cache = self.shared.cache
@@ -304,7 +307,7 @@ class ReplayWorker:
                 self.backoff = min(self.backoff * 2, self.cfg.router.retry_max_s)
 
     async def _dead_letters(self, dead, gen: int, stop: asyncio.Event) -> None:
-        out = Outbox(self.cfg.topic("dead-letter"), self.region)
+        out = Outbox(self.cfg.topic("dead-letter"), self.region, self.limits.dead_letter_max)
         for rec, err, wid in dead:
             out.dead_letter(rec, err, write_id=wid)
         try:

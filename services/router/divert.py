@@ -146,7 +146,7 @@ class Divert:
                 headers.append((H_APPLIED_IN, applied_in[id(rec)].encode()))
             if id(rec) in verify:
                 headers.append((H_VERIFY, verify[id(rec)].value.encode()))
-            out.add(self.held_topic, rec.key, rec.value, rec.partition, headers)
+            out.add(self.held_topic, rec.key, rec.value, rec.partition, headers, source=rec, write_id=str(w.id))
             m.HELD.labels(self.region, "failover" if fb else "hold").inc()
             if w.ops is not None:
                 m.GROUPS.labels(self.region, "router", "held").inc()

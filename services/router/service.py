@@ -13,7 +13,7 @@ from ..core.config import Config, load_config
 from ..core.db import RegionDB
 from ..core.gctune import tune_for_throughput
 from ..core.inbox import InboxPruner
-from ..core.kafka import ensure_topics, make_producer
+from ..core.kafka import ensure_topics, make_producer, read_limits
 from ..core.leave import leave_in_turn
 from ..core.log import setup_logging
 from ..core.rowcache import RowCache
@@ -52,6 +52,7 @@ class Router:
         if not await wait_for_kafka(self.cfg, stop, "router"):
             return
         await asyncio.to_thread(ensure_topics, self.cfg)
+        limits = await asyncio.to_thread(read_limits, self.cfg)
         self.view = await asyncio.to_thread(state_view, self.cfg, self.follow_health)
         if not await view_ready(self.view, stop, "router"):
             if self.view is not None:
@@ -62,13 +63,13 @@ class Router:
         cache = RowCache.maybe(self.cfg)
         for region in self.regions:
             # a producer per lane: a lane waits for its own deliveries in a thread (Confirmer)
-            producers = [make_producer(self.cfg) for _ in range(self.cfg.router.lanes)]
+            producers = [make_producer(self.cfg, **limits.producer_conf()) for _ in range(self.cfg.router.lanes)]
             share = RegionShare(self.cfg, region, db=self.dbs[region], producer=producers[0],
                                 view_closed=self.is_closed, instance=self.instance)
             for lane, producer in enumerate(producers):
                 self.workers.append(RegionWorker(
                     self.cfg, region, dbs=self.dbs, producer=producer, is_closed=self.is_closed,
-                    instance=self.instance, cache=cache, share=share, lane=lane))
+                    instance=self.instance, cache=cache, share=share, lane=lane, limits=limits))
         log.info("router %s routing regions %s (%d lane(s) each)", self.instance, ", ".join(self.regions),
                  self.cfg.router.lanes)
         tune_for_throughput()

@@ -45,6 +45,7 @@ from ..core.readahead import ReadAhead
 from ..core.rowcache import RowCache
 from ..core.errors import BadWrite
 from ..core.models import DeadReason
+from ..core.sizes import Limits, default_limits, too_large
 from ..core.supervise import describe, swallowed
 from ..core.writes import Record, decode_write
 from .apply import DirectApply, Revoked
@@ -65,9 +66,10 @@ class RegionWorker:
     def __init__(
         self, cfg: Config, region: str, *, dbs: dict[str, RegionDB], producer: Producer,
         is_closed: Callable[[str], bool], instance: str, share: RegionShare, lane: int = 0,
-        cache: RowCache | None = None,
+        cache: RowCache | None = None, limits: Limits | None = None,
     ) -> None:
         self.cfg, self.region, self.dbs, self.producer = cfg, region, dbs, producer
+        self.limits = limits or default_limits(cfg)
         self.db = dbs[region]
         self.share = share
         self.lane = lane
@@ -84,7 +86,7 @@ class RegionWorker:
         self.offsets_reader = make_consumer(cfg, replayer_group(cfg, region))
         self.reader = ReadAhead(self.consumer, topic=self.topic, batch_max=cfg.router.batch_max,
                                 wait_s=cfg.router.batch_wait_ms / 1000, owned=lambda: list(self.modes.parts),
-                                decode=lambda rec: decode_write(rec.value, region=region, cfg=cfg),
+                                decode=self._decode,
                                 prepare=self._plan, name=self._name(), settled=lambda: self.done)
         self.apply = DirectApply(cfg, region, db=self.db, share=share, view_closed=is_closed,
                                  uncertain=self.uncertain, cache=cache)
@@ -171,6 +173,11 @@ class RegionWorker:
             swallowed("router", exc, what=f"closing the held-offsets reader of {self.region}", logger=log)
 
     # one batch ---------------------------------------------------------------------
+    def _decode(self, rec: Record):
+        """Checked for size first: a write over ``writes.max_bytes`` could not be held (core/sizes.py)."""
+        return (too_large(rec.key, rec.value, self.limits.write(self.region))
+                or decode_write(rec.value, region=self.region, cfg=self.cfg))
+
     def _plan(self, batch: list[Record], decoded: list) -> Plan | None:
         """Statements planned in the read-ahead, for the common case: all valid, all direct."""
         return plan_ahead(self.db, decoded, want_rows=self.cache is not None)
@@ -207,7 +214,7 @@ class RegionWorker:
 
     async def _poison(self, rec: Record, exc: BaseException, stop: asyncio.Event, epoch: int) -> None:
         """Dead-letter one record that made a stage fail, then commit past it."""
-        out = Outbox(self.cfg.topic("dead-letter"), self.region)
+        out = Outbox(self.cfg.topic("dead-letter"), self.region, self.limits.dead_letter_max)
         out.dead_letter(rec, BadWrite(DeadReason.poison, f"the router failed on it: {describe(exc)}"),
                         write_id=None)
         try:
@@ -235,7 +242,7 @@ class RegionWorker:
             held = merge_in_order(moved, held)
         if not still_ours():
             raise Revoked()  # a rebalance during the apply: the new owner (maybe us) reads the rest again
-        out = Outbox(self.cfg.topic("dead-letter"), self.region)
+        out = Outbox(self.cfg.topic("dead-letter"), self.region, self.limits.dead_letter_max)
         if held:
             await self.divert.run(held, dead, out, now)
         for rec, err, wid in dead:

@@ -9,8 +9,8 @@ import pytest
 from regionguard.core.config import UsageError, parse_config
 from regionguard.core.models import DeadLetter
 from regionguard.ops.deadletters.plan import (
-    Action, Item, decide, group_name, held_source, parse_count, parse_reason, parse_since, redrive_id, target_of,
-    write_id,
+    Action, Item, decide, group_name, held_source, parse_count, parse_reason, parse_since, redrive_id, restore,
+    target_of, write_id,
 )
 
 CFG = parse_config({"kafka": {"topic_prefix": "rg.", "partitions": 3},
@@ -107,3 +107,30 @@ def test_write_id_from_the_field_or_the_original_event():
     assert write_id(dl()) == "w1"
     assert write_id(DeadLetter(reason="invalid_json", detail="", topic="t", partition=0, offset=0,
                                original="AAEC", original_encoding="base64")) is None
+
+
+def _truncated(raw: bytes, kept: int) -> Item:
+    import base64
+
+    dl = DeadLetter(reason="invalid_json", detail="d", topic="rg.writes.eu", partition=0, offset=5,
+                    original=base64.b64encode(raw[:kept]).decode(), original_encoding="base64",
+                    original_truncated=True, original_size=len(raw))
+    item = Item(0, 1, b"k", dl)
+    item.action = Action.redrive
+    return item
+
+
+def test_a_truncated_dead_letter_is_redriven_with_the_whole_record_read_back():
+    raw = b"\xff" * 100
+    item = restore(_truncated(raw, 10), raw)
+    assert item.action == Action.redrive and item.value() == raw
+
+
+def test_a_truncated_dead_letter_whose_source_is_gone_is_refused_in_plain_words():
+    raw = b"\xff" * 100
+    item = restore(_truncated(raw, 10), None)
+    assert item.action == Action.refuse
+    assert item.why == ("its original (100 bytes) was truncated in the dead letter and rg.writes.eu[0]@5 is no "
+                        "longer retained: the write cannot be redriven")
+    other = restore(_truncated(raw, 10), b"\x00" * 100)  # another record at that offset
+    assert other.action == Action.refuse and "not the same write" in other.why

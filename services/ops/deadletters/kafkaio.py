@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -113,12 +113,24 @@ def read_range(c: Consumer, topic: str, partition: int, start: int, *, exact: bo
 
 def fetch_headers(c: Consumer, wanted: Iterable[tuple[str, int, int]], *,
                   exact: bool) -> dict[tuple[str, int, int], list[tuple[str, bytes]] | None]:
-    """Headers of the records at these (topic, partition, offset); None for one no longer (or not) there.
+    """Headers of the records at these (topic, partition, offset); None for one no longer (or not) there."""
+    return _fetch(c, wanted, exact=exact, take=lambda msg: list(msg.headers() or []))
+
+
+def fetch_values(c: Consumer, wanted: Iterable[tuple[str, int, int]], *,
+                 exact: bool) -> dict[tuple[str, int, int], bytes | None]:
+    """Values of the records at these (topic, partition, offset); None for one no longer (or not) there."""
+    return _fetch(c, wanted, exact=exact, take=lambda msg: msg.value() or b"")
+
+
+def _fetch(c: Consumer, wanted: Iterable[tuple[str, int, int]], *, exact: bool,
+           take: Callable[[Any], Any]) -> dict[tuple[str, int, int], Any]:
+    """``take(record)`` of the records at these offsets; None for one no longer (or not) there.
 
     Offsets of one partition are read in order; a gap of more than ``GAP`` records is jumped by seeking.
     """
     GAP = 2000
-    out: dict[tuple[str, int, int], list[tuple[str, bytes]] | None] = {}
+    out: dict[tuple[str, int, int], Any] = {}
     by_tp: dict[tuple[str, int], list[int]] = {}
     for topic, part, off in set(wanted):
         by_tp.setdefault((topic, part), []).append(off)
@@ -133,7 +145,7 @@ def fetch_headers(c: Consumer, wanted: Iterable[tuple[str, int, int]], *,
             want = set(offsets[i:j + 1])
             for msg in read_range(c, topic, part, offsets[i], exact=exact, end=offsets[j] + 1):
                 if msg.offset() in want:
-                    out[(topic, part, msg.offset())] = list(msg.headers() or [])
+                    out[(topic, part, msg.offset())] = take(msg)
             for off in want:
                 out.setdefault((topic, part, off), None)
             i = j + 1

@@ -138,6 +138,11 @@ class Item:
     count: int | None = 0            # redrives so far (from the dead-lettered record's header)
     target: tuple[str, int] | None = None
     why: str = ""
+    original: bytes | None = None    # read back from its source topic when the dead letter holds only its start
+
+    def value(self) -> bytes:
+        """The exact bytes to republish."""
+        return self.original if self.original is not None else self.dl.original_bytes()
 
     @property
     def ref(self) -> str:
@@ -177,6 +182,26 @@ def decide(item: Item, cfg: Config, *, reason: str, since: datetime | None, alre
                     f"dead_letters.max_redrives is {limit}")
     else:
         item.action = Action.redrive
+    return item
+
+
+def restore(item: Item, fetched: bytes | None) -> Item:
+    """Give a redrive whose dead letter holds only the start of its original the whole, read from its source.
+
+    Refused, in one plain line, when the source no longer retains the record, or holds another one there.
+    """
+    dl = item.dl
+    where = f"{dl.topic}[{dl.partition}]@{dl.offset}"
+    if fetched is None:
+        item.action = Action.refuse
+        item.why = (f"its original ({dl.original_size} bytes) was truncated in the dead letter and {where} is no "
+                    "longer retained: the write cannot be redriven")
+    elif (dl.original_size is not None and len(fetched) != dl.original_size) or \
+            not fetched.startswith(dl.original_bytes()):
+        item.action = Action.refuse
+        item.why = f"its original was truncated in the dead letter and the record at {where} is not the same write"
+    else:
+        item.original = fetched
     return item
 
 

@@ -35,7 +35,7 @@ from ...core.kafka import make_producer
 from ...core.models import DeadLetter
 from . import kafkaio
 from .plan import (H_COUNT, H_OF, Action, Item, decide, group_name, header, held_source, matches, parse_count,
-                   redrive_id, write_id)
+                   redrive_id, restore, write_id)
 
 #: the tail scan for records an earlier run republished starts this long before its bound (clock skew)
 SCAN_MARGIN_S = 300.0
@@ -138,6 +138,15 @@ def _counts(cfg: Config, c, items: list[Item], exact: bool) -> None:
             todo[idx].count = 0 if hdrs is None else parse_count(header(hdrs, H_COUNT))
 
 
+def _restore(c, truncated: list[Item], exact: bool) -> None:
+    """Read the whole original of each dead letter that holds only its start (core/sizes.py) from its source."""
+    if not truncated:
+        return
+    fetched = kafkaio.fetch_values(c, [(i.dl.topic, i.dl.partition, i.dl.offset) for i in truncated], exact=exact)
+    for i in truncated:
+        restore(i, fetched.get((i.dl.topic, i.dl.partition, i.dl.offset)))
+
+
 def _already(cfg: Config, c, dl_topic: str, candidates: list[Item], bound_ms: int | None, exact: bool) -> set[str]:
     """``rg-redrive-of`` values already in the targets' tails: dead letters republished by an unfinished run."""
     targets = {i.target for i in candidates if i.target is not None}
@@ -186,6 +195,7 @@ def run_redrive(cfg: Config, *, reason: str, since: datetime | None, dry_run: bo
         already = _already(cfg, rc, topic, candidates, bound, exact) if candidates else set()
         for i in items:
             decide(i, cfg, reason=reason, since=since, already=already, dl_topic=topic)
+        _restore(rc, [i for i in items if i.action == Action.redrive and i.dl.original_truncated], exact)
         tally: Counter = Counter(i.action for i in items)
         for i in items:
             if i.action == Action.refuse:
@@ -235,7 +245,7 @@ def _republish(cfg: Config, producer: Any, gc, topic: str, items: list[Item], en
             headers = [(H_COUNT, str(count).encode()), (H_OF, redrive_id(topic, i.partition, i.offset).encode())]
             while True:
                 try:
-                    producer.produce(i.target[0], value=i.dl.original_bytes(), key=i.key, partition=i.target[1],
+                    producer.produce(i.target[0], value=i.value(), key=i.key, partition=i.target[1],
                                      headers=headers)
                     break
                 except BufferError:
