@@ -285,12 +285,18 @@ def producer_conf(bootstrap: str, **extra: Any) -> dict[str, Any]:
     return {"bootstrap.servers": bootstrap, **PRODUCER_ESSENTIALS, **extra, "partitioner": PARTITIONER}
 
 
-def make_producer(cfg: Config, **extra: Any) -> Producer:
+def make_producer(cfg: Config, *, ordered: bool = False, **extra: Any) -> Producer:
     """Idempotent, acks=all: a confirmed delivery is durable and never duplicated.
 
     Keys are partitioned as Java's producer does (:data:`PARTITIONER`), whatever
     the caller passes. ``kafka.client`` wins over the tuning defaults here and in
     ``extra``; the settings a guarantee rests on cannot come from it.
+
+    ``ordered`` (the router's and replayer's producers of held copies and dead letters): a
+    record never times out locally (``message.timeout.ms`` 0, whatever ``kafka.client`` says).
+    An idempotent producer writes a partition's records in order, but a record that times out
+    leaves a gap the later ones are written after (librdkafka INTRODUCTION.md, "Message timeout
+    considerations"): a held partition must never have one.
     """
     conf = cfg.kafka_client_conf(
         **{
@@ -304,6 +310,9 @@ def make_producer(cfg: Config, **extra: Any) -> Producer:
             "partitioner": PARTITIONER,
         }
     )
+    if ordered:
+        conf.pop("delivery.timeout.ms", None)
+        conf["message.timeout.ms"] = 0
     return Producer(conf)
 
 

@@ -105,7 +105,7 @@ class Outbox:
 
 async def deliver(
     producer: Producer, out: Outbox, *, retry_s: float, retry_max_s: float,
-    pause: Callable[[float], Awaitable[None]], still_ours: Callable[[], bool],
+    pause: Callable[[float], Awaitable[None]], still_ours: Callable[[], bool], wait_s: float = 30.0,
 ) -> dict[tuple[str, int], int]:
     """Produce every record of ``out`` until all are acknowledged; the highest offset per partition.
 
@@ -117,6 +117,13 @@ async def deliver(
     growing to ``retry_max_s``. Every failed produce is logged and counted
     (``regionguard_produce_errors_total``); ``still_ours()`` is asked after each paused round, and
     :class:`GiveUp` raised once it says no.
+
+    A round that is only *unconfirmed* (the broker away, nothing refused) is waited on, never
+    produced again: the router's and replayer's producers never time a record out
+    (:func:`~regionguard.core.kafka.make_producer`, ``ordered``), so what is queued is written
+    in order or not at all. A resend while an earlier copy may still be written could put a
+    later write of a key ahead of an earlier one in the held topic (r1, r3, r1', r2', r3': the
+    replayer would apply r3 before r2; issue 25, finding 7).
     """
     delay = retry_s
     offsets: dict[tuple[str, int], int] = {}
@@ -128,8 +135,17 @@ async def deliver(
             confirmer.produce(producer, it.topic, it.value, key=it.key, partition=it.partition, headers=it.headers)
         try:
             # in a thread: a slow broker must not stall the other regions' lanes on this loop
-            await asyncio.to_thread(confirmer.wait, producer, 30.0)
+            await asyncio.to_thread(confirmer.wait, producer, wait_s)
         except KafkaDeliveryError as exc:
+            if confirmer.pending:  # some unconfirmed: wait until every record settled, never resend them
+                delay = await _wait_unconfirmed(producer, confirmer, out.region, wait_s=wait_s, delay=delay,
+                                                retry_max_s=retry_max_s, pause=pause, still_ours=still_ours)
+                exc = None if not confirmer.errors else exc
+            if exc is None:
+                _merge(offsets, confirmer.offsets)
+                for reason in dead_reasons + out.dead_reasons():
+                    m.DEAD_LETTERS.labels(out.region, reason).inc()
+                return offsets
             replaced: list[Item] = []
             retry = confirmer.pending > 0 or len(confirmer.errors) > len(confirmer.failed)
             for i, err in sorted(confirmer.failed.items()):
@@ -158,6 +174,27 @@ async def deliver(
             m.DEAD_LETTERS.labels(out.region, reason).inc()
         return offsets
     return offsets
+
+
+async def _wait_unconfirmed(producer: Producer, confirmer: Confirmer, region: str, *, wait_s: float, delay: float,
+                            retry_max_s: float, pause: Callable[[float], Awaitable[None]],
+                            still_ours: Callable[[], bool]) -> float:
+    """Wait until every record of the round is acknowledged or failed; :class:`GiveUp` once not ours.
+
+    Abandoned, they stay queued in the producer and are written in order later, or never.
+    """
+    while confirmer.pending > 0:
+        log.warning("region %s: %d produce(s) unconfirmed after %.0fs; waiting for them (never resent: a resend "
+                    "could overtake them)", region, confirmer.pending, wait_s)
+        await pause(delay)
+        delay = min(delay * 2, retry_max_s)
+        if not still_ours():
+            raise GiveUp()
+        try:
+            await asyncio.to_thread(confirmer.wait, producer, wait_s)
+        except KafkaDeliveryError:
+            pass  # still unconfirmed, or failed: the loop and the caller tell which
+    return delay
 
 
 def _merge(into: dict[tuple[str, int], int], offsets: dict[tuple[str, int], int]) -> None:

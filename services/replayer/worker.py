@@ -52,7 +52,7 @@ class ReplayWorker:
         self.cfg, self.region, self.lane = cfg, region, lane
         self.limits = limits or default_limits(cfg)
         self.topic = cfg.topic("held", region)
-        self.producer = make_producer(cfg, **self.limits.producer_conf())
+        self.producer = make_producer(cfg, ordered=True, **self.limits.producer_conf())
         self.shared = shared
         self.db = self.shared.db
         self.cache = self.shared.cache

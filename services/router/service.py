@@ -63,7 +63,7 @@ class Router:
         cache = RowCache.maybe(self.cfg)
         for region in self.regions:
             # a producer per lane: a lane waits for its own deliveries in a thread (Confirmer)
-            producers = [make_producer(self.cfg, **limits.producer_conf()) for _ in range(self.cfg.router.lanes)]
+            producers = [make_producer(self.cfg, ordered=True, **limits.producer_conf()) for _ in range(self.cfg.router.lanes)]
             share = RegionShare(self.cfg, region, db=self.dbs[region], producer=producers[0],
                                 view_closed=self.is_closed, instance=self.instance)
             for lane, producer in enumerate(producers):

@@ -1,28 +1,24 @@
-"""A held copy the broker refuses mid-round leaves a gap; the round's resend then puts the key's writes out of order.
+"""A held copy the broker refuses mid-round must not put a key's writes out of order (issue 25, finding 7).
 
 With an idempotent producer, a record that fails does not stop the later
 records of its partition from being written (librdkafka INTRODUCTION.md,
 "Message timeout considerations": 1, 2, 3, 4, 5 produced, 2 and 3 time out,
-1, 4, 5 written; a broker-side permanent error for one batch does the same,
-the later batches are retried after an epoch bump). The router's deliver
-stage (core/outbox.py) resends a failed round whole, so the held topic can
-hold r1, r3, r1', r2', r3': the replayer applies r3, then r2 (the inbox
-skips r3'). On an unversioned table the row ends at r2 (issue 25, finding 7).
+1, 4, 5 written; a broker-side refusal of one batch does the same). The
+deliver stage (core/outbox.py) used to resend such a round whole, so the held
+topic could hold r1, r3, r1', r2', r3': the replayer applied r3, then r2 (the
+inbox skipped r3'), and an unversioned row ended at r2.
 
-Here the gap is made deterministic: the held topic refuses records over 1500
-bytes while the router holds r1, r2 (large), r3 of one key, and every record is
-its own producer batch (``batch.num.messages: 1``; a large round splits into
-batches by itself). Once the gap is in the held topic the limit is lifted, the
-next round goes through, and the region recovers.
-
-KNOWN BUG, not fixed yet: marked xfail(strict) so it turns into a failure the
-day it passes. A fix must keep a held partition's records replayable in order
-after a partly failed round (see the report of branch ``suspects``).
+Now a copy refused for itself becomes its write's ``too_large`` dead letter and
+only that is produced again; nothing acknowledged is resent. (Records only
+unconfirmed are waited on, never resent, and the router's producers never time
+a record out: tests/unit/test_record_sizes.py.) The gap is made deterministic
+here: the held topic refuses records over 1500 bytes while the router holds
+r1, r2 (large), r3 of one key, every record its own producer batch
+(``batch.num.messages: 1``).
 """
 
 from __future__ import annotations
 
-import pytest
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from tests.harness import free_port
@@ -47,8 +43,6 @@ def _max_message_bytes(bootstrap: str, topic: str, value: str | None) -> None:
         fut.result(30)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 25 finding 7: a partly failed held round is resent whole; "
-                                       "the replayer applies r3 before r2")
 def test_a_partly_failed_held_round_is_replayed_in_order(regions, rg_config, services):
     lr = regions(["eu"])
     cfg = rg_config(lr, partitions=1, overrides={
@@ -73,14 +67,19 @@ def test_a_partly_failed_held_round_is_replayed_in_order(regions, rg_config, ser
     ids = wait_until(lambda: (lambda got: got if r3["id"] in got else None)(_held_ids(cfg)), timeout=30,
                      what="r3 held")
     assert r2["id"] not in ids  # the gap: r3 is in the held topic, r2 before it is not
+    dl = wait_until(lambda: next((d for d in read_json(cfg.bootstrap, cfg.topic("dead-letter"), idle=0.3)
+                                  if d.get("write_id") == r2["id"]), None), timeout=30, what="r2's dead letter")
+    assert dl["reason"] == "too_large"
     _max_message_bytes(cfg.bootstrap, held, None)
-    wait_until(lambda: r2["id"] in _held_ids(cfg), timeout=30, what="r2 held once the limit is lifted")
+    # nothing acknowledged was produced again: a resend is what put r3 ahead of r2 before
+    held_ids = _held_ids(cfg)
+    assert held_ids.count(r1["id"]) == 1 and held_ids.count(r3["id"]) == 1 and r2["id"] not in held_ids
 
     lr.proxy("eu").set_mode("pass")
     services("replayer", cfg.cli_args("replayer", "--no-health"))
     wait_metric(port, "regionguard_direct_partitions", lambda n: n == 1, region="eu", timeout=60,
                 what="the partition direct again after the replay")
-    want = {first["id"], r1["id"], r2["id"], r3["id"]}
+    want = {first["id"], r1["id"], r3["id"]}
     wait_until(lambda: want <= {r["id"] for r in lr.fetch("eu", "SELECT write_id::text AS id FROM regionguard_applied")},
                timeout=30, what="every write applied")
     rows = lr.fetch("eu", "SELECT status FROM orders WHERE id = 1")

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import base64
 import json
+import time
+
+import pytest
 
 from confluent_kafka import KafkaError, KafkaException
 
@@ -13,7 +16,7 @@ from regionguard.core import sizes
 from regionguard.core.errors import BadWrite
 from regionguard.core.kafka import record_level
 from regionguard.core.models import DeadLetter, DeadReason
-from regionguard.core.outbox import Outbox, deliver
+from regionguard.core.outbox import GiveUp, Outbox, deliver
 from regionguard.core.publish import dead_letter_value
 from regionguard.core.writes import Record
 
@@ -196,3 +199,63 @@ def test_producer_batches_fit_the_smallest_topic():
     assert sizes.Limits({}, 1, None).producer_conf() == {}
     assert sizes.Limits({}, 1, 1_048_588).producer_conf() == {}  # the broker's default takes librdkafka's batches
     assert sizes.Limits({}, 1, 200_000).producer_conf() == {"batch.size": 200_000 - sizes.RECORD_OVERHEAD}
+
+
+class _SlowProducer(FakeProducer):
+    """Acknowledges nothing for the first ``quiet`` flushes (a broker away), then everything queued."""
+
+    def __init__(self, quiet: int):
+        super().__init__(lambda topic, value: None)
+        self.quiet = quiet
+        self.produced = 0
+
+    def produce(self, *args, **kwargs):
+        self.produced += 1
+        super().produce(*args, **kwargs)
+
+    def flush(self, timeout=None):
+        if self.quiet > 0:
+            self.quiet -= 1
+            time.sleep(timeout or 0)  # as librdkafka's flush waits out its timeout with nothing acknowledged
+            return len(self.queued)
+        return super().flush(timeout)
+
+
+async def test_an_unconfirmed_round_is_waited_on_never_produced_again():
+    """Issue 25, finding 7: a resend while the first copies may still be written could put r3 ahead of
+    r2 in the held topic (r1, r3, r1', r2', r3'). Unconfirmed records are waited on instead."""
+    out, _, _ = _outbox_with_big_held_copy()
+    p = _SlowProducer(quiet=3)
+    pauses: list[float] = []
+
+    async def pause(s):
+        pauses.append(s)
+
+    offsets = await deliver(p, out, retry_s=0.01, retry_max_s=0.01, pause=pause, still_ours=lambda: True,
+                            wait_s=0.01)
+    assert p.produced == 2 and [v for _, v in p.log] == [b"B" * 5000, b"ok"]  # each copy once, in order
+    assert pauses and offsets[("rg.held.eu", 0)] == 2
+
+
+async def test_an_unconfirmed_round_no_longer_ours_is_given_up_not_resent():
+    out, _, _ = _outbox_with_big_held_copy()
+    p = _SlowProducer(quiet=10**6)
+
+    async def pause(_s):
+        return None
+
+    with pytest.raises(GiveUp):
+        await deliver(p, out, retry_s=0.01, retry_max_s=0.01, pause=pause, still_ours=lambda: False, wait_s=0.01)
+    assert p.produced == 2
+
+
+def test_the_router_and_replayer_producers_never_time_a_record_out(monkeypatch):
+    from regionguard.core import kafka
+    from regionguard.core.config import parse_config
+
+    seen = {}
+    monkeypatch.setattr(kafka, "Producer", lambda conf: seen.setdefault("conf", conf))
+    cfg = parse_config({"regions": {"eu": {"dsn": "postgresql://x@h/db"}}, "tables": {"t": {"key": ["id"]}},
+                        "kafka": {"client": {"message.timeout.ms": 5000}}})
+    kafka.make_producer(cfg, ordered=True)
+    assert seen["conf"]["message.timeout.ms"] == 0 and "delivery.timeout.ms" not in seen["conf"]
