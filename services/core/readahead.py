@@ -11,6 +11,11 @@ every owned partition back to its committed offset before reading again. So
 whatever was read but not committed is read again, in order, and never
 applied out of order; the inbox makes a second apply of it harmless.
 
+A lane's crash-loop guard (:mod:`.guardlane`), when given, sees every polled
+batch before it is decoded: it commits its markers, may send the batch back
+to be read one record at a time, and swaps the decode of a record found in
+flight at repeated deaths for a ``poison`` dead letter.
+
 Written by hand: this is the part of a consumer loop that is specific to
 committing only after a DB transaction.
 """
@@ -20,11 +25,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from .writes import Record
+
+if TYPE_CHECKING:
+    from .guardlane import LaneGuard
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +42,13 @@ Batch = tuple[int, list[Record], list[Any], Any]
 class ReadAhead:
     def __init__(self, consumer: Consumer, *, topic: str, batch_max: int, wait_s: float,
                  decode: Callable[[Record], Any], owned: Callable[[], Iterable[int]], name: str,
-                 prepare: Callable[[list[Record], list[Any]], Any] | None = None) -> None:
+                 prepare: Callable[[list[Record], list[Any]], Any] | None = None,
+                 guard: LaneGuard | None = None) -> None:
         self.consumer, self.topic = consumer, topic
         self.batch_max, self.wait_s = batch_max, wait_s
         self.decode, self.owned, self.name = decode, owned, name
         self.prepare = prepare  # more work that can be done ahead (the router's apply plan)
+        self.guard = guard
         self.gen = 0
         self.queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=2)
         self._task: asyncio.Task | None = None
@@ -55,6 +65,8 @@ class ReadAhead:
             self._napping.set_result(None)  # e.g. a replayer resuming: reset and read now, not after a nap
         while not self.queue.empty():
             self.queue.get_nowait()
+        if self.guard is not None:
+            self.guard.batch_done()  # the batch in hand, if any, is abandoned
 
     async def seek_unread(self, partitions: Iterable[int]) -> None:
         """Seek those of ``partitions`` not read from since the last reset to their commits.
@@ -100,10 +112,18 @@ class ReadAhead:
             batch = await self._poll(stop, gen)
             if not batch or gen != self.gen:
                 continue  # anything read across a generation change is read again after the reset
+            guard = self.guard
+            if guard is not None:
+                if not await guard.admit(batch):
+                    self.invalidate()
+                    continue
+                if gen != self.gen:
+                    guard.batch_done()
+                    continue
             self._check_contiguous(batch)
             decoded: list[Any] = []
             for s in range(0, len(batch), 100):
-                decoded.extend(self.decode(rec) for rec in batch[s:s + 100])
+                decoded.extend(self._decode(rec) for rec in batch[s:s + 100])
                 await asyncio.sleep(0)
             extra = None
             if self.prepare is not None:
@@ -111,14 +131,25 @@ class ReadAhead:
                 extra = self.prepare(batch, decoded)
             if gen == self.gen:
                 await self.queue.put((gen, batch, decoded, extra))
+            if guard is not None and guard.one_at_a_time:
+                # nothing more is read until this record is settled: a death blames it alone
+                if gen != self.gen:
+                    guard.batch_done()
+                await guard.wait_idle()
+
+    def _decode(self, rec: Record) -> Any:
+        if self.guard is not None and (poison := self.guard.verdict(rec)) is not None:
+            return poison  # never decoded: it killed the process when it was
+        return self.decode(rec)
 
     async def _poll(self, stop: asyncio.Event, gen: int) -> list[Record]:
         out: list[Record] = []
         start = time.monotonic()
-        while len(out) < self.batch_max and not stop.is_set():
+        batch_max = 1 if self.guard is not None and self.guard.one_at_a_time else self.batch_max
+        while len(out) < batch_max and not stop.is_set():
             if gen != self.gen:
                 return []
-            msgs = self.consumer.consume(self.batch_max - len(out), 0)
+            msgs = self.consumer.consume(batch_max - len(out), 0)
             topic = self.topic
             for msg in msgs:
                 err = msg.error()
@@ -132,7 +163,7 @@ class ReadAhead:
                 out.append(Record(topic, msg.partition(), msg.offset(), msg.key(), value,
                                   msg.headers() if value is None else None))
             elapsed = time.monotonic() - start
-            if out and (elapsed >= self.wait_s or len(out) >= self.batch_max):
+            if out and (elapsed >= self.wait_s or len(out) >= batch_max):
                 break
             if not out and elapsed >= 0.05:
                 break  # let the caller do housekeeping
