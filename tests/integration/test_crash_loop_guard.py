@@ -18,7 +18,7 @@ from typing import Any, Callable
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from regionguard.core import crashguard
-from regionguard.core.kafka import router_group
+from regionguard.core.kafka import replayer_group, router_group
 from regionguard.core.models import DeadLetter
 from regionguard_testkit.embedded.crashloop import EXIT_CODE
 from tests.integration.helpers import (ev_bytes, produce_raw, read_json, read_topic, wait_assigned, wait_until,
@@ -122,51 +122,83 @@ def test_replayer_dead_letters_a_held_record_that_kills_it_and_moves_on(regions,
     assert len(_poison_letters(cfg)) == 1
 
 
-def _router_marker(cfg) -> crashguard.Marker | None:
-    """The crash guard's marker on the router's committed offset of partition 0 (None: no marker)."""
+def _marker(cfg, service: str) -> crashguard.Marker | None:
+    """The crash guard's marker on ``service``'s committed offset of partition 0 (None: no marker)."""
+    group = (router_group if service == "router" else replayer_group)(cfg.load(), "eu")
+    topic = cfg.topic("writes" if service == "router" else "held", "eu")
+
     def lookup() -> tuple[crashguard.Marker | None] | None:
-        c = Consumer({"bootstrap.servers": cfg.bootstrap, "group.id": router_group(cfg.load(), "eu"),
-                      "enable.auto.commit": False})
+        c = Consumer({"bootstrap.servers": cfg.bootstrap, "group.id": group, "enable.auto.commit": False})
         try:
-            [tp] = c.committed([TopicPartition(cfg.topic("writes", "eu"), 0)], timeout=10)
+            [tp] = c.committed([TopicPartition(topic, 0)], timeout=10)
         except KafkaException:
             return None  # e.g. the coordinator moving while the group forms: ask again
         finally:
             c.close()
         return (crashguard.parse(tp.metadata),)
 
-    return wait_until(lookup, timeout=30, what="the router's committed offset")[0]
+    return wait_until(lookup, timeout=30, what=f"the {service}'s committed offset")[0]
 
 
-def test_clean_restarts_with_a_batch_in_flight_never_poison(regions, rg_config, services):
+BUSY = """
+    CREATE TABLE busy (on_ boolean);
+    INSERT INTO busy VALUES (true);
+    CREATE FUNCTION refuse_while_busy() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN IF EXISTS (SELECT 1 FROM busy) THEN RAISE EXCEPTION 'busy' USING ERRCODE = '40001'; END IF;
+    RETURN NEW; END $$;
+    CREATE TRIGGER refuse_while_busy BEFORE INSERT OR UPDATE ON users
+        FOR EACH ROW EXECUTE FUNCTION refuse_while_busy();
+"""
+
+
+def _stop_cleanly_five_times(cfg, services, service: str) -> None:
+    """Start ``service``, wait until its batch is in flight (refused by ``busy``, retried), SIGTERM; x5."""
+    for i in range(5):
+        proc = services(f"{service}{i}", cfg.cli_args(service, "--no-health"))
+        marker = wait_until(lambda: _marker(cfg, service), timeout=60, what="the batch read and in flight")
+        assert marker.kind is crashguard.Kind.start, marker
+        proc.terminate()
+        assert proc.returncode == 0, proc.log_tail()
+        assert _marker(cfg, service) is None, "a clean stop left the crash guard's marker: counted as a death"
+
+
+def test_router_clean_restarts_with_a_batch_in_flight_never_poison(regions, rg_config, services):
     """SIGTERM x5, each time with the partition's batch in flight (its transaction refused, retried).
 
     A clean stop abandons the batch uncommitted; it must hand the partition over without the guard's
     start marker, or five clean restarts would look like five deaths and poison a good write.
     """
     lr = regions(["eu"])
-    lr.execute("eu", """
-        CREATE TABLE busy (on_ boolean);
-        INSERT INTO busy VALUES (true);
-        CREATE FUNCTION refuse_while_busy() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN IF EXISTS (SELECT 1 FROM busy) THEN RAISE EXCEPTION 'busy' USING ERRCODE = '40001'; END IF;
-        RETURN NEW; END $$;
-        CREATE TRIGGER refuse_while_busy BEFORE INSERT OR UPDATE ON users
-            FOR EACH ROW EXECUTE FUNCTION refuse_while_busy();
-    """)
+    lr.execute("eu", BUSY)
     cfg = rg_config(lr, partitions=1)
     goods = _events(1, 3)
     produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"), [ev_bytes(e) for e in goods])
-    for i in range(5):
-        router = services(f"router{i}", cfg.cli_args("router", "--no-health"))
-        marker = wait_until(lambda: _router_marker(cfg), timeout=60, what="the batch read and in flight")
-        assert marker.kind is crashguard.Kind.start, marker
-        router.terminate()
-        assert router.returncode == 0, router.log_tail()
-        assert _router_marker(cfg) is None, "a clean stop left the crash guard's marker: counted as a death"
+    _stop_cleanly_five_times(cfg, services, "router")
     lr.execute("eu", "DELETE FROM busy")
     router = services("router", cfg.cli_args("router", "--no-health"))
     wait_until(lambda: lr.count("eu", "regionguard_applied") >= len(goods), timeout=60, what="every write")
     _assert_applied_once_in_order(lr, goods)
     assert read_json(cfg.bootstrap, cfg.topic("dead-letter"), idle=0.5) == []
     assert router.alive
+
+
+def test_replayer_clean_restarts_with_a_batch_in_flight_never_poison(regions, rg_config, services):
+    lr = regions(["eu"])
+    cfg = rg_config(lr, partitions=1)
+    services("router", cfg.cli_args("router", "--no-health"))
+    wait_assigned(cfg, "router", "eu")
+    lr.proxy("eu").set_mode("refuse")
+    lr.proxy("eu").reset_all()
+    goods = _events(1, 3)
+    produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"), [ev_bytes(e) for e in goods])
+    wait_until(lambda: len([m for m in read_topic(cfg.bootstrap, cfg.topic("held", "eu"), idle=0.3)
+                            if m.value() is not None]) == 3, timeout=60, what="the writes held")
+    lr.execute("eu", BUSY)
+    lr.proxy("eu").set_mode("pass")
+    _stop_cleanly_five_times(cfg, services, "replayer")
+    lr.execute("eu", "DELETE FROM busy")
+    replayer = services("replayer", cfg.cli_args("replayer", "--no-health"))
+    wait_until(lambda: lr.count("eu", "regionguard_applied") >= len(goods), timeout=60, what="every write")
+    _assert_applied_once_in_order(lr, goods)
+    assert read_json(cfg.bootstrap, cfg.topic("dead-letter"), idle=0.5) == []
+    assert replayer.alive
