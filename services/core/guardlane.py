@@ -6,10 +6,10 @@ record; the lane (router or replayer) tells it when partitions are assigned
 or revoked and when a batch is settled, and asks :meth:`LaneGuard.metadata`
 what its commits carry.
 
-While some partition is read one record at a time (serial), the read-ahead
-reads nothing more until the lane has settled and committed the record in
-hand: a death then blames the one record in flight, whichever stage it died
-in.
+While some partition is read one record at a time (serial), a record is
+marked in flight only once the lane has no batch in hand, and nothing more is
+read until the lane has settled and committed it: a death then blames the one
+record in flight, whichever stage it died in.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ class LaneGuard:
         self.serial: dict[int, Serial] = {}     # partitions read one record at a time
         self.poison: dict[int, tuple[int, int]] = {}  # partition -> (offset, deaths) to dead-letter
         self.marked: dict[int, int] = {}        # partition -> offset our last commit put a marker on
+        self._in_hand = 0                       # batches queued for the lane or being processed by it
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -58,7 +59,6 @@ class LaneGuard:
 
     def revoked(self, partitions) -> None:
         self._forget(partitions)
-        self._idle.set()
 
     def _forget(self, partitions) -> None:
         for p in partitions:
@@ -94,9 +94,16 @@ class LaneGuard:
         self.committing({tp.partition: tp.offset for tp in out})
         return out
 
+    def batch_queued(self) -> None:
+        """The read-ahead queued a batch for the lane."""
+        self._in_hand += 1
+        self._idle.clear()
+
     def batch_done(self) -> None:
-        """The batch in hand is settled (committed) or abandoned: the read-ahead may read on."""
-        self._idle.set()
+        """A queued batch is settled (committed), abandoned or dropped unprocessed."""
+        self._in_hand = max(0, self._in_hand - 1)
+        if self._in_hand == 0:
+            self._idle.set()
 
     # ------------------------------------------------------------ the read-ahead asks
     @property
@@ -104,6 +111,7 @@ class LaneGuard:
         return bool(self.serial)
 
     async def wait_idle(self) -> None:
+        """Until the lane has no batch in hand."""
         await self._idle.wait()
 
     async def admit(self, batch: list[Record]) -> bool:
@@ -116,12 +124,12 @@ class LaneGuard:
         if self.serial:
             rec = batch[0]
             s = self.serial.get(rec.partition)
+            await self.wait_idle()  # a batch read before reading turned serial must not die in its name
             if s is not None and self.poison.get(rec.partition, (None,))[0] != rec.offset:
                 mark = rules.inflight(s.deaths, s.end).encode()
                 if not await self._commit([commit_offset(self.topic, rec.partition, rec.offset, mark)]):
                     return False
                 self.marked[rec.partition] = rec.offset
-            self._idle.clear()
         return True
 
     def verdict(self, rec: Record) -> BadWrite | None:

@@ -65,8 +65,8 @@ class ReadAhead:
             self._napping.set_result(None)  # e.g. a replayer resuming: reset and read now, not after a nap
         while not self.queue.empty():
             self.queue.get_nowait()
-        if self.guard is not None:
-            self.guard.batch_done()  # the batch in hand, if any, is abandoned
+            if self.guard is not None:
+                self.guard.batch_done()  # dropped unprocessed
 
     async def seek_unread(self, partitions: Iterable[int]) -> None:
         """Seek those of ``partitions`` not read from since the last reset to their commits.
@@ -95,7 +95,11 @@ class ReadAhead:
             if self._task is not None and self._task.done():
                 self._task.result()  # re-raise a crash of the reader
             return None
-        return item if item[0] == self.gen else None
+        if item[0] != self.gen:
+            if self.guard is not None:
+                self.guard.batch_done()  # dropped unprocessed
+            return None
+        return item
 
     # ------------------------------------------------------------ the reader
     async def _run(self, stop: asyncio.Event) -> None:
@@ -118,7 +122,6 @@ class ReadAhead:
                     self.invalidate()
                     continue
                 if gen != self.gen:
-                    guard.batch_done()
                     continue
             self._check_contiguous(batch)
             decoded: list[Any] = []
@@ -131,11 +134,10 @@ class ReadAhead:
                 extra = self.prepare(batch, decoded)
             if gen == self.gen:
                 await self.queue.put((gen, batch, decoded, extra))
-            if guard is not None and guard.one_at_a_time:
-                # nothing more is read until this record is settled: a death blames it alone
-                if gen != self.gen:
-                    guard.batch_done()
-                await guard.wait_idle()
+                if guard is not None:
+                    guard.batch_queued()
+                    if guard.one_at_a_time:
+                        await guard.wait_idle()  # nothing more is read until this record is settled
 
     def _decode(self, rec: Record) -> Any:
         if self.guard is not None and (poison := self.guard.verdict(rec)) is not None:
