@@ -14,7 +14,9 @@ metadata string of the partition's committed offset.
 * A start that finds **start n** with n >= :data:`DEATHS_BEFORE_SERIAL` knows
   that many lanes died with O's batch in flight. It reads the lane one record
   at a time (the whole lane, so another partition's record can't be blamed)
-  up to the extent the crashed batches could have had (O + batch size),
+  up to the extent the crashed batches could have had (O +
+  :data:`BATCHES_IN_FLIGHT` batches: the read-ahead decodes later batches
+  before the first one's commit is sent),
   committing **inflight** at X before decoding record X and **serial** (nothing
   in flight) after it.
 * A start that finds **inflight** at X: a lane died with X alone in flight.
@@ -36,6 +38,10 @@ PREFIX = "rg-guard/1"
 
 #: deaths with a partition's batch in flight before its records are read one at a time
 DEATHS_BEFORE_SERIAL = 2
+
+#: batches a lane can have read past its last commit: one applied, two queued, one being decoded
+#: (core/readahead.py); a record that kills further on is found after two more deaths
+BATCHES_IN_FLIGHT = 4
 
 
 class Kind(str, enum.Enum):
@@ -87,7 +93,7 @@ def on_start(committed: int, metadata: str | None, *, batch_max: int) -> Start:
         return Start(commit=Marker(Kind.start, 1))
     if marker.kind is Kind.start:
         if marker.count >= DEATHS_BEFORE_SERIAL:
-            return Start(serial_end=committed + batch_max, deaths=marker.count)
+            return Start(serial_end=committed + BATCHES_IN_FLIGHT * batch_max, deaths=marker.count)
         return Start(commit=Marker(Kind.start, marker.count + 1))
     if marker.kind is Kind.inflight:
         return Start(serial_end=marker.end, deaths=marker.count + 1, poison=committed)

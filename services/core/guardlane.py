@@ -79,6 +79,8 @@ class LaneGuard:
         """The lane sends these offsets (with :meth:`metadata`): its own markers are superseded."""
         for p, off in offsets.items():
             self.marked.pop(p, None)
+            if p in self.poison and off > self.poison[p][0]:
+                del self.poison[p]
             s = self.serial.get(p)
             if s is not None and off >= s.end:
                 log.info("%s: p%d read one record at a time up to offset %d; batches again", self.name, p, s.end)
@@ -138,11 +140,11 @@ class LaneGuard:
         if found is None:
             return None
         offset, deaths = found
-        if rec.offset < offset:
-            return None
-        del self.poison[rec.partition]  # past it: it was dead-lettered, or is gone (retention)
         if rec.offset != offset:
+            if rec.offset > offset:
+                del self.poison[rec.partition]  # past it: it was dead-lettered, or is gone (retention)
             return None
+        # kept until the lane commits past it: a record read again (deferred, abandoned) is still poison
         detail = rules.poison_detail(topic=self.topic, partition=rec.partition, offset=offset, deaths=deaths,
                                      service=self.service)
         log.error("%s: %s", self.name, detail)

@@ -12,9 +12,9 @@ never count as deaths.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Callable
 
+import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from regionguard.core import crashguard
@@ -69,11 +69,14 @@ def _assert_poison_letter(letter: DeadLetter, *, topic: str, offset: int, value:
     assert f"offset {offset}" in letter.detail and "times" in letter.detail
 
 
-def test_router_dead_letters_a_record_that_kills_it_and_moves_on(regions, rg_config, services):
+@pytest.mark.parametrize("batch_max, good_before", [(None, 3), (4, 10)], ids=["first-batch", "read-ahead"])
+def test_router_dead_letters_a_record_that_kills_it_and_moves_on(regions, rg_config, services, batch_max,
+                                                                 good_before):
+    """``read-ahead``: the record is batches past the last commit (read ahead while the first batch applies)."""
     lr = regions(["eu"])
-    cfg = rg_config(lr, partitions=1)
-    before, after = _events(1, 3), _events(10, 3)
-    poison = write_event("eu", "users", "upsert", {"id": 5}, {"name": MAGIC, "version": 1})
+    cfg = rg_config(lr, partitions=1, overrides={"router": {"batch_max": batch_max}} if batch_max else None)
+    before, after = _events(100, good_before), _events(200, 3)
+    poison = write_event("eu", "users", "upsert", {"id": 150}, {"name": MAGIC, "version": 1})
     produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"), [ev_bytes(e) for e in [*before, poison, *after]])
     source = read_topic(cfg.bootstrap, cfg.topic("writes", "eu"), idle=0.3)
     bad = next(m for m in source if MAGIC.encode() in m.value())
@@ -84,7 +87,7 @@ def test_router_dead_letters_a_record_that_kills_it_and_moves_on(regions, rg_con
     [letter] = _poison_letters(cfg)
     _assert_poison_letter(letter, topic=cfg.topic("writes", "eu"), offset=bad.offset(), value=bad.value())
 
-    later = _events(20, 2)
+    later = _events(300, 2)
     produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"), [ev_bytes(e) for e in later])
     goods = [*before, *after, *later]
     wait_until(lambda: lr.count("eu", "regionguard_applied") >= len(goods), timeout=60, what="every good write")

@@ -67,10 +67,10 @@ async def test_two_deaths_read_the_lane_one_record_at_a_time_marking_each_in_fli
     assert not ok and c.sent == []  # read again, one record at a time
     assert g.one_at_a_time
     assert await g.admit(recs(10))
-    assert c.sent == [(0, 10, crashguard.inflight(2, 15).encode())]
-    assert g.metadata(0, 11) == Marker(Kind.serial, 2, 15).encode()
-    g.committing({0: 15})
-    assert not g.one_at_a_time and g.metadata(0, 15) is None  # past the extent: batches again
+    assert c.sent == [(0, 10, crashguard.inflight(2, 30).encode())]
+    assert g.metadata(0, 11) == Marker(Kind.serial, 2, 30).encode()
+    g.committing({0: 30})
+    assert not g.one_at_a_time and g.metadata(0, 30) is None  # past the extent: batches again
 
 
 async def test_a_record_is_marked_in_flight_only_once_the_lane_has_no_batch_in_hand():
@@ -86,18 +86,20 @@ async def test_a_record_is_marked_in_flight_only_once_the_lane_has_no_batch_in_h
     assert not done and c.sent == [], "a death in the other batch would have blamed offset 10"
     g.batch_done()
     assert await task
-    assert c.sent == [(0, 10, crashguard.inflight(2, 15).encode())]
+    assert c.sent == [(0, 10, crashguard.inflight(2, 30).encode())]
 
 
 async def test_a_record_in_flight_alone_at_a_death_is_poison_and_nothing_else_is():
-    c = Commits(offset=12, metadata=crashguard.inflight(2, 15).encode())
+    c = Commits(offset=12, metadata=crashguard.inflight(2, 30).encode())
     g, ok = await restart(c, recs(12))
     assert ok and c.sent == []  # its marker stays until the dead letter is delivered and committed
     bad = g.verdict(recs(12)[0])
     assert isinstance(bad, BadWrite) and bad.reason is DeadReason.poison
     assert "offset 12" in bad.detail and "3 times" in bad.detail
+    again = g.verdict(recs(12)[0])  # read again (deferred, abandoned): still poison
+    assert isinstance(again, BadWrite) and again.reason is DeadReason.poison
     assert g.verdict(recs(13)[0]) is None
-    assert g.metadata(0, 13) == Marker(Kind.serial, 3, 15).encode()
+    assert g.metadata(0, 13) == Marker(Kind.serial, 3, 30).encode()
 
 
 @pytest.mark.parametrize("metadata, handed", [
@@ -119,4 +121,4 @@ async def test_a_clean_revoke_in_serial_reading_keeps_serial_but_drops_in_flight
     g, _ = await restart(c, recs(10, 11))
     assert await g.admit(recs(10))
     [tp] = g.handover([0], {})
-    assert (tp.offset, crashguard.parse(tp.metadata)) == (10, Marker(Kind.serial, 2, 15))
+    assert (tp.offset, crashguard.parse(tp.metadata)) == (10, Marker(Kind.serial, 2, 30))
