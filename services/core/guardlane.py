@@ -49,6 +49,7 @@ class LaneGuard:
         self.serial: dict[int, Serial] = {}     # partitions read one record at a time
         self.poison: dict[int, tuple[int, int]] = {}  # partition -> (offset, deaths) to dead-letter
         self.marked: dict[int, int] = {}        # partition -> offset our last commit put a marker on
+        self._crashed = False                   # the lane died of an exception: its markers stay
         self._in_hand = 0                       # batches queued for the lane or being processed by it
         self._idle = asyncio.Event()
         self._idle.set()
@@ -86,10 +87,16 @@ class LaneGuard:
                 log.info("%s: p%d read one record at a time up to offset %d; batches again", self.name, p, s.end)
                 del self.serial[p]
 
+    def crashed(self) -> None:
+        """The lane dies of an exception: that is a death, so the revoke at close leaves the markers."""
+        self._crashed = True
+
     def handover(self, partitions, settled: dict[int, int]) -> list[TopicPartition]:
         """The commits a clean revoke or stop sends: the settled position, or the marked one, without a death."""
         out = []
         for p in partitions:
+            if self._crashed and p in self.marked:
+                continue
             off = settled.get(p, self.marked.get(p))
             if off is not None:
                 out.append(commit_offset(self.topic, p, off, self.metadata(p, off)))

@@ -139,6 +139,7 @@ class ReplayWorker:
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_revoke)
         self.reader.start(stop)
+        clean = False
         try:
             while not stop.is_set():
                 if not self.is_closed():
@@ -162,14 +163,28 @@ class ReplayWorker:
                     self.reader.invalidate()
                 finally:
                     self.guard.batch_done()
+            clean = True
         finally:
             self.reader.cancel()
             try:
                 await self._committed()
             except Abandon:
                 pass  # read again by whoever owns the partitions next
+            if clean:
+                await self._hand_over()
+            else:
+                self.guard.crashed()  # an exception is a death: the crash guard's markers stay
             self.producer.flush(5)
             # the group consumer stays open: the service closes the region's lanes in turn (core/leave.py)
+
+    async def _hand_over(self) -> None:
+        """Stopping cleanly: clear the crash guard's markers (no death), before the consumers close."""
+        offsets = self.guard.handover(sorted(self.assigned), {})
+        if offsets:
+            try:
+                await asyncio.to_thread(self.consumer.commit, offsets=offsets, asynchronous=False)
+            except KafkaException as exc:
+                log.warning("region %s: crash-guard handover commit failed (%s)", self.region, exc)
 
     async def _wait_closed(self, stop: asyncio.Event) -> None:
         self.shared.not_closed()

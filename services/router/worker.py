@@ -140,6 +140,7 @@ class RegionWorker:
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_revoke)
         self.reader.start(stop)
+        clean = False
         try:
             while not stop.is_set():
                 await self.switch.step()
@@ -161,9 +162,14 @@ class RegionWorker:
                     log.info("region %s: batch abandoned; it will be read again", self.region)
                 finally:
                     self.guard.batch_done()
+            clean = True
         finally:
             try:
-                self._send_commits(force=True)
+                if clean:
+                    await self._hand_over()
+                else:
+                    self.guard.crashed()  # an exception is a death: the crash guard's markers stay
+                    self._send_commits(force=True)
             except Exception as exc:  # noqa: BLE001 - never hides why the lane stopped (reported)
                 swallowed("router", exc, what=f"the last offset commit of {self.region}", logger=log)
             self.reader.cancel()
@@ -234,6 +240,22 @@ class RegionWorker:
         out = [commit_offset(self.topic, p, o, self.guard.metadata(p, o)) for p, o in owned.items()]
         self.guard.committing(owned)
         return out
+
+    async def _hand_over(self) -> None:
+        """Stopping cleanly: commit every owned position, clearing the crash guard's markers (no death).
+
+        Synchronously and before the consumers close: once a lane of the group has left, the others'
+        commits at revocation can fail (unknown member), and a marker left would count as a death.
+        """
+        self.pacer.flush()
+        owned = self.guard.handover(list(self.modes.parts),
+                                    {p: o for p, o in self.done.items() if p in self.modes.parts})
+        if owned:
+            try:
+                await asyncio.to_thread(self.consumer.commit, offsets=owned, asynchronous=False)
+            except KafkaException as exc:
+                log.warning("region %s: last offset commit failed (%s); records will be redelivered",
+                            self.region, exc)
 
     async def _send_commits_now(self) -> None:
         """Read one record at a time (crash guard): commit it before reading the next one."""

@@ -122,3 +122,11 @@ async def test_a_clean_revoke_in_serial_reading_keeps_serial_but_drops_in_flight
     assert await g.admit(recs(10))
     [tp] = g.handover([0], {})
     assert (tp.offset, crashguard.parse(tp.metadata)) == (10, Marker(Kind.serial, 2, 30))
+
+
+async def test_a_lane_dying_of_an_exception_leaves_its_markers_for_the_next_start():
+    c = Commits()
+    g, _ = await restart(c, recs(10, 11))
+    g.crashed()
+    assert g.handover([0], {}) == []  # the start marker stays: this was a death
+    assert [(tp.offset, tp.metadata) for tp in g.handover([0], {0: 12})] == []
