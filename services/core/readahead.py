@@ -12,6 +12,11 @@ owner has settled, when that is further (``settled``) -- before reading again.
 So whatever was read but not settled is read again, in order, and never
 applied out of order; the inbox makes a second apply of it harmless.
 
+A lane's crash-loop guard (:mod:`.guardlane`), when given, sees every polled
+batch before it is decoded: it commits its markers, may send the batch back
+to be read one record at a time, and swaps the decode of a record found in
+flight at repeated deaths for a ``poison`` dead letter.
+
 Written by hand: this is the part of a consumer loop that is specific to
 committing only after a DB transaction.
 """
@@ -21,13 +26,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from .errors import BadWrite
 from .models import DeadReason
 from .writes import Record
+
+if TYPE_CHECKING:
+    from .guardlane import LaneGuard
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +46,8 @@ class ReadAhead:
     def __init__(self, consumer: Consumer, *, topic: str, batch_max: int, wait_s: float,
                  decode: Callable[[Record], Any], owned: Callable[[], Iterable[int]], name: str,
                  prepare: Callable[[list[Record], list[Any]], Any] | None = None,
-                 settled: Callable[[], Mapping[int, int]] | None = None) -> None:
+                 settled: Callable[[], Mapping[int, int]] | None = None,
+                 guard: LaneGuard | None = None) -> None:
         self.consumer, self.topic = consumer, topic
         self.batch_max, self.wait_s = batch_max, wait_s
         self.decode, self.owned, self.name = decode, owned, name
@@ -47,6 +56,7 @@ class ReadAhead:
         # the router paces its commits, and records it handled in one mode must not be handled again
         # in another (a write dead-lettered while held, applied once the partition is direct)
         self.settled = settled
+        self.guard = guard
         self.gen = 0
         self.queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=2)
         self._task: asyncio.Task | None = None
@@ -63,6 +73,8 @@ class ReadAhead:
             self._napping.set_result(None)  # e.g. a replayer resuming: reset and read now, not after a nap
         while not self.queue.empty():
             self.queue.get_nowait()
+            if self.guard is not None:
+                self.guard.batch_done()  # dropped unprocessed
 
     async def seek_unread(self, partitions: Iterable[int]) -> None:
         """Seek those of ``partitions`` not read from since the last reset to their commits.
@@ -91,7 +103,11 @@ class ReadAhead:
             if self._task is not None and self._task.done():
                 self._task.result()  # re-raise a crash of the reader
             return None
-        return item if item[0] == self.gen else None
+        if item[0] != self.gen:
+            if self.guard is not None:
+                self.guard.batch_done()  # dropped unprocessed
+            return None
+        return item
 
     # ------------------------------------------------------------ the reader
     async def _run(self, stop: asyncio.Event) -> None:
@@ -108,12 +124,19 @@ class ReadAhead:
             batch = await self._poll(stop, gen)
             if not batch or gen != self.gen:
                 continue  # anything read across a generation change is read again after the reset
+            guard = self.guard
+            if guard is not None:
+                if not await guard.admit(batch):
+                    self.invalidate()
+                    continue
+                if gen != self.gen:
+                    continue
             self._check_contiguous(batch)
             decoded: list[Any] = []
             for s in range(0, len(batch), 100):
                 chunk = batch[s:s + 100]
                 try:
-                    decoded.extend([self.decode(rec) for rec in chunk])
+                    decoded.extend([self._decode(rec) for rec in chunk])
                 except Exception:  # noqa: BLE001 - a decoder that raises: that record's dead letter
                     decoded.extend(self._decode_alone(rec) for rec in chunk)
                 await asyncio.sleep(0)
@@ -127,6 +150,15 @@ class ReadAhead:
                                 type(exc).__name__)
             if gen == self.gen:
                 await self.queue.put((gen, batch, decoded, extra))
+                if guard is not None:
+                    guard.batch_queued()
+                    if guard.one_at_a_time:
+                        await guard.wait_idle()  # nothing more is read until this record is settled
+
+    def _decode(self, rec: Record) -> Any:
+        if self.guard is not None and (poison := self.guard.verdict(rec)) is not None:
+            return poison  # never decoded: it killed the process when it was
+        return self.decode(rec)
 
     def _decode_alone(self, rec: Record) -> Any:
         """Decode one record; an error is the record's own ``poison`` dead letter, never the reader's end.
@@ -136,7 +168,7 @@ class ReadAhead:
         uncommitted record again.
         """
         try:
-            return self.decode(rec)
+            return self._decode(rec)
         except Exception as exc:  # noqa: BLE001 - see the docstring
             log.error("%s: decoding p%d@%d raised %s; dead-lettered as poison", self.name, rec.partition,
                       rec.offset, type(exc).__name__, extra={"partition": rec.partition})
@@ -145,10 +177,11 @@ class ReadAhead:
     async def _poll(self, stop: asyncio.Event, gen: int) -> list[Record]:
         out: list[Record] = []
         start = time.monotonic()
-        while len(out) < self.batch_max and not stop.is_set():
+        batch_max = 1 if self.guard is not None and self.guard.one_at_a_time else self.batch_max
+        while len(out) < batch_max and not stop.is_set():
             if gen != self.gen:
                 return []
-            msgs = self.consumer.consume(self.batch_max - len(out), 0)
+            msgs = self.consumer.consume(batch_max - len(out), 0)
             topic = self.topic
             for msg in msgs:
                 err = msg.error()
@@ -163,7 +196,7 @@ class ReadAhead:
                 out.append(Record(topic, msg.partition(), msg.offset(), msg.key(), value,
                                   msg.headers() if value is None else None, msg))
             elapsed = time.monotonic() - start
-            if out and (elapsed >= self.wait_s or len(out) >= self.batch_max):
+            if out and (elapsed >= self.wait_s or len(out) >= batch_max):
                 break
             if not out and elapsed >= 0.05:
                 break  # let the caller do housekeeping

@@ -29,6 +29,7 @@ from ..core.batch import count_applied, next_offsets, plan_ahead
 from ..core.config import Config
 from ..core.db import ApplyResult, Plan
 from ..core.errors import BadWrite, RegionGuardError, RegionUnavailable
+from ..core.guardlane import LaneGuard, commit_offset
 from ..core.kafka import make_consumer, make_producer, replayer_group
 from ..core.outbox import GiveUp, Outbox, deliver
 from ..core.models import ControlRecord, DeadReason, Policy
@@ -60,9 +61,11 @@ class ReplayWorker:
         self.assigned: set[int] = set()
         self.resume_due = False
         self._lane_tag = f" (lane {lane})" if cfg.replay.lanes > 1 else ""
+        self.guard = LaneGuard(self.consumer, topic=self.topic, batch_max=cfg.replay.batch_size,
+                               service="replayer", name=f"replayer {region}{self._lane_tag}")
         self.reader = ReadAhead(self.consumer, topic=self.topic, batch_max=cfg.replay.batch_size, wait_s=0.005,
                                 owned=lambda: sorted(self.assigned), name=f"replayer {region}{self._lane_tag}",
-                                decode=self._decode, prepare=self._plan)
+                                decode=self._decode, prepare=self._plan, guard=self.guard)
         self.paused = False
         self.backoff = cfg.router.retry_initial_s
         self.active = False
@@ -78,6 +81,7 @@ class ReplayWorker:
     def _on_assign(self, consumer, parts) -> None:
         log.info("region %s: assigned held partitions %s%s", self.region, [tp.partition for tp in parts], self._lane_tag)
         self.assigned |= {tp.partition for tp in parts}
+        self.guard.assigned(tp.partition for tp in parts)
         self.assignments += 1
         self.reader.invalidate()
         self.resume_due = True  # a pause can outlive a revoke/assign: resume explicitly when running
@@ -86,7 +90,16 @@ class ReplayWorker:
 
     def _on_revoke(self, consumer, parts) -> None:
         log.info("region %s: revoked held partitions %s%s", self.region, [tp.partition for tp in parts], self._lane_tag)
-        self.assigned -= {tp.partition for tp in parts}
+        ps = [tp.partition for tp in parts]
+        # leaving is no death: clear the crash guard's start markers of partitions not committed since
+        handover = self.guard.handover(ps, {})
+        if handover:
+            try:
+                consumer.commit(offsets=handover, asynchronous=False)
+            except KafkaException as exc:
+                log.warning("region %s: crash-guard handover commit failed (%s)", self.region, exc)
+        self.guard.revoked(ps)
+        self.assigned -= set(ps)
         self.reader.invalidate()
 
     def _plan(self, batch: list[Record], decoded: list) -> Plan | None:
@@ -130,6 +143,7 @@ class ReplayWorker:
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_revoke)
         self.reader.start(stop)
+        clean = False
         try:
             while not stop.is_set():
                 if not self.is_closed():
@@ -151,14 +165,30 @@ class ReplayWorker:
                     await self._process_isolating(batch, decoded, gen, stop, plan)
                 except Abandon:
                     self.reader.invalidate()
+                finally:
+                    self.guard.batch_done()
+            clean = True
         finally:
             self.reader.cancel()
             try:
                 await self._committed()
             except Abandon:
                 pass  # read again by whoever owns the partitions next
+            if clean:
+                await self._hand_over()
+            else:
+                self.guard.crashed()  # an exception is a death: the crash guard's markers stay
             self.producer.flush(5)
             # the group consumer stays open: the service closes the region's lanes in turn (core/leave.py)
+
+    async def _hand_over(self) -> None:
+        """Stopping cleanly: clear the crash guard's markers (no death), before the consumers close."""
+        offsets = self.guard.handover(sorted(self.assigned), {})
+        if offsets:
+            try:
+                await asyncio.to_thread(self.consumer.commit, offsets=offsets, asynchronous=False)
+            except KafkaException as exc:
+                log.warning("region %s: crash-guard handover commit failed (%s)", self.region, exc)
 
     async def _wait_closed(self, stop: asyncio.Event) -> None:
         self.shared.not_closed()
@@ -326,10 +356,14 @@ class ReplayWorker:
         """
         if gen != self.reader.gen:
             raise Abandon()
-        offsets = [TopicPartition(self.topic, p, o) for p, o in next_offsets(batch).items()]
+        nxt = next_offsets(batch)
+        offsets = [commit_offset(self.topic, p, o, self.guard.metadata(p, o)) for p, o in nxt.items()]
         await self._committed()
+        self.guard.committing(nxt)
         self._committing = asyncio.ensure_future(
             asyncio.to_thread(self.consumer.commit, offsets=offsets, asynchronous=False))
+        if self.guard.one_at_a_time:
+            await self._committed()  # the next record is read once this one is committed
 
     async def _committed(self) -> None:
         """Wait for the commit in flight; raises :class:`Abandon` if the broker refused it."""

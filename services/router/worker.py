@@ -39,6 +39,7 @@ from confluent_kafka import KafkaException, Producer, TopicPartition
 from ..core.batch import next_offsets, plan_ahead
 from ..core.config import Config
 from ..core.db import Plan, RegionDB
+from ..core.guardlane import LaneGuard, commit_offset
 from ..core.kafka import make_consumer, replayer_group, router_group
 from ..core.outbox import GiveUp, Outbox, deliver
 from ..core.readahead import ReadAhead
@@ -84,10 +85,13 @@ class RegionWorker:
         self.uncertain = Uncertain()
         self.consumer = make_consumer(cfg, router_group(cfg, region), **{"queued.max.messages.kbytes": 4096})
         self.offsets_reader = make_consumer(cfg, replayer_group(cfg, region))
+        self.guard = LaneGuard(self.consumer, topic=self.topic, batch_max=cfg.router.batch_max,
+                               service="router", name=self._name())
         self.reader = ReadAhead(self.consumer, topic=self.topic, batch_max=cfg.router.batch_max,
                                 wait_s=cfg.router.batch_wait_ms / 1000, owned=lambda: list(self.modes.parts),
                                 decode=self._decode,
-                                prepare=self._plan, name=self._name(), settled=lambda: self.done)
+                                prepare=self._plan, name=self._name(), settled=lambda: self.done,
+                                guard=self.guard)
         self.apply = DirectApply(cfg, region, db=self.db, share=share, view_closed=is_closed,
                                  uncertain=self.uncertain, cache=cache)
         self.divert = Divert(cfg, region, dbs=dbs, share=share, uncertain=self.uncertain, cache=cache)
@@ -110,6 +114,7 @@ class RegionWorker:
         for p in ps:
             self.done.pop(p, None)  # a position settled in an earlier ownership is not ours to commit
         self.pacer.drop(ps)
+        self.guard.assigned(ps)
         self.modes.assigned(ps)
 
     def _on_revoke(self, consumer, parts) -> None:
@@ -117,9 +122,11 @@ class RegionWorker:
         log.info("region %s: revoked partitions %s%s", self.region, ps, self._lane_tag())
         # Batch commits are asynchronous; one still in flight when a partition moves would make the
         # new owner read the batch again (harmless for writes, the inbox skips them, but a dead letter
-        # or held copy would be published twice). So hand over the settled position synchronously.
-        settled = [TopicPartition(self.topic, p, self.done.pop(p)) for p in ps if p in self.done]
+        # or held copy would be published twice). So hand over the settled position synchronously,
+        # also where only the crash guard's start marker was committed: leaving is no death.
+        settled = self.guard.handover(ps, {p: self.done.pop(p) for p in ps if p in self.done})
         self.pacer.drop(ps)
+        self.guard.revoked(ps)
         if settled:
             try:
                 consumer.commit(offsets=settled, asynchronous=False)
@@ -138,6 +145,7 @@ class RegionWorker:
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_revoke)
         self.reader.start(stop)
+        clean = False
         try:
             while not stop.is_set():
                 await self.switch.step()
@@ -157,9 +165,16 @@ class RegionWorker:
                 except Revoked:
                     self.reader.invalidate()
                     log.info("region %s: batch abandoned; it will be read again", self.region)
+                finally:
+                    self.guard.batch_done()
+            clean = True
         finally:
             try:
-                self._send_commits(force=True)
+                if clean:
+                    await self._hand_over()
+                else:
+                    self.guard.crashed()  # an exception is a death: the crash guard's markers stay
+                    self._send_commits(force=True)
             except Exception as exc:  # noqa: BLE001 - never hides why the lane stopped (reported)
                 swallowed("router", exc, what=f"the last offset commit of {self.region}", logger=log)
             self.reader.cancel()
@@ -257,6 +272,8 @@ class RegionWorker:
             if topic == self.divert.held_topic:
                 self.modes.held_confirmed(p, off)
         self._commit(batch, epoch, skip=routes.deferred)
+        if self.guard.one_at_a_time:
+            await self._send_commits_now()  # the next record is read once this one is committed
         if routes.deferred:
             await self._read_again(routes.deferred)
 
@@ -271,9 +288,39 @@ class RegionWorker:
         self.pacer.settled(offsets)
         self._send_commits()
 
+    def _owned_commits(self, offsets: dict[int, int]) -> list[TopicPartition]:
+        owned = {p: o for p, o in offsets.items() if p in self.modes.parts}
+        out = [commit_offset(self.topic, p, o, self.guard.metadata(p, o)) for p, o in owned.items()]
+        self.guard.committing(owned)
+        return out
+
+    async def _hand_over(self) -> None:
+        """Stopping cleanly: commit every owned position, clearing the crash guard's markers (no death).
+
+        Synchronously and before the consumers close: once a lane of the group has left, the others'
+        commits at revocation can fail (unknown member), and a marker left would count as a death.
+        """
+        self.pacer.flush()
+        owned = self.guard.handover(list(self.modes.parts),
+                                    {p: o for p, o in self.done.items() if p in self.modes.parts})
+        if owned:
+            try:
+                await asyncio.to_thread(self.consumer.commit, offsets=owned, asynchronous=False)
+            except KafkaException as exc:
+                log.warning("region %s: last offset commit failed (%s); records will be redelivered",
+                            self.region, exc)
+
+    async def _send_commits_now(self) -> None:
+        """Read one record at a time (crash guard): commit it before reading the next one."""
+        owned = self._owned_commits(self.pacer.flush())
+        if owned:
+            try:
+                await asyncio.to_thread(self.consumer.commit, offsets=owned, asynchronous=False)
+            except KafkaException as exc:
+                log.warning("region %s: offset commit failed (%s); records will be redelivered", self.region, exc)
+
     def _send_commits(self, force: bool = False) -> None:
-        offsets = self.pacer.flush() if force else self.pacer.due()
-        owned = [TopicPartition(self.topic, p, o) for p, o in offsets.items() if p in self.modes.parts]
+        owned = self._owned_commits(self.pacer.flush() if force else self.pacer.due())
         if not owned:
             return
         try:
@@ -286,7 +333,7 @@ class RegionWorker:
 
     async def _read_again(self, deferred: set[int]) -> None:
         """Leave the deferred partitions' records unread: settle the other commits, then read from them."""
-        settled = [TopicPartition(self.topic, p, o) for p, o in self.done.items() if p not in deferred]
+        settled = self._owned_commits({p: o for p, o in self.done.items() if p not in deferred})
         if settled:
             try:  # synchronously: the broker then has this batch too, should the lane stop before its next commit
                 await asyncio.to_thread(self.consumer.commit, offsets=settled, asynchronous=False)
