@@ -16,7 +16,6 @@ from .run import env_names, env_seed, run_fuzz
 from .schema import FUZZ_SCHEMA, FUZZ_TABLES
 
 RECORDS = int(os.environ.get("RG_FUZZ_RECORDS") or 1000)
-MAX_PAUSE_S = 2.0
 
 
 def test_fuzzed_records_through_router_and_replayer(regions, rg_config, services) -> None:
@@ -25,5 +24,5 @@ def test_fuzzed_records_through_router_and_replayer(regions, rg_config, services
     cfg = rg_config(lr, partitions=3, tables=FUZZ_TABLES)
     v = run_fuzz(lr, cfg, services, seed=seed, n=RECORDS, names=names, keys=40, settle_s=90.0)
     print(v.report())
-    assert v.ok and v.max_pause_s <= MAX_PAUSE_S, f"fuzz seed {seed} (RG_FUZZ_SEED={seed} replays it)\n{v.report()}"
+    assert v.ok, f"fuzz seed {seed} (RG_FUZZ_SEED={seed} replays it)\n{v.report()}"
     assert v.applied and v.dead_lettered, v.report()

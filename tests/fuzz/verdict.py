@@ -19,6 +19,8 @@ from .stream import FuzzRecord
 REASONS = {r.value for r in DeadReason}
 #: failures the summary line counts; any of them non-zero fails the run
 FAILURES = ("lost", "duplicates", "out_of_order", "crashes", "bad_applied", "bad_reason", "stray_dead_letters")
+#: the longest a partition's committed offset may stay behind its end without moving, region healthy
+MAX_PAUSE_S = 2.0
 
 
 @dataclass
@@ -53,7 +55,7 @@ class Verdict:
 
     @property
     def ok(self) -> bool:
-        return not any(getattr(self, k) for k in FAILURES)
+        return not any(getattr(self, k) for k in FAILURES) and self.max_pause_s <= MAX_PAUSE_S
 
     def line(self) -> str:
         return (f"FUZZ records={self.records} good={self.good} bad={self.bad} applied={self.applied} "
@@ -98,7 +100,8 @@ def judge(seed: int, records: list[FuzzRecord], where: dict[int, tuple[int, int]
             if d.reason not in REASONS:
                 v.fail("bad_reason", r, f"reason {d.reason!r}: {d.detail}")
         if len(its_dead) > 1:
-            v.fail("duplicates", r, f"dead-lettered {len(its_dead)} times: {[d.reason for d in its_dead]}")
+            v.fail("duplicates", r, f"dead-lettered {len(its_dead)} times: "
+                                    + ", ".join(f"{d.reason} from {d.topic}[{d.partition}]@{d.offset}" for d in its_dead))
         if m.expect == GOOD:
             v.good += 1
         elif m.expect == BAD:
