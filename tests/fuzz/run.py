@@ -89,6 +89,9 @@ def run_fuzz(lr: Any, cfg: Any, start: Callable[..., ServiceProcess], *, seed: i
 
     try:
         send(int(n * HEALTHY))
+        # the healthy part applied (or dead-lettered) by the router itself before the outage starts
+        _soft_wait(lambda: not router.alive or not _behind(cfg, conf, writes, parts), settle_s,
+                   "the router at the end of the healthy part", log)
         watch.arm(False)  # taking the region down: the router waits on PostgreSQL before it holds
         lr.proxy(REGION).set_mode("refuse")
         lr.proxy(REGION).reset_all()
@@ -127,17 +130,20 @@ def _soft_wait(pred: Callable[[], bool], timeout: float, what: str, log: Callabl
         time.sleep(0.2)
 
 
+def _behind(cfg: Any, conf: Any, topic: str, parts: int, group: str | None = None) -> dict[str, int]:
+    """Records of each partition of ``topic`` past the committed offset of ``group`` (the router's by default)."""
+    end = observe.ends(cfg.bootstrap, topic)
+    done = observe.committed(cfg.bootstrap, group or router_group(conf, REGION), topic, range(parts))
+    return {f"{topic}[{p}]": end[p] - done[p] for p in range(parts) if done[p] < end[p]}
+
+
 def _settle(cfg: Any, conf: Any, writes: str, held: str, parts: int, procs: list[ServiceProcess], timeout: float,
             log: Callable[[str], None]) -> None:
     """Until the router has committed the end of every writes partition and the replayer of every held one;
     gives up at ``timeout`` (or when a service died) and lets the verdict say what is missing."""
     deadline, behind = time.monotonic() + timeout, {}
     while time.monotonic() < deadline and all(p.alive for p in procs):
-        w_end, h_end = observe.ends(cfg.bootstrap, writes), observe.ends(cfg.bootstrap, held)
-        w_done = observe.committed(cfg.bootstrap, router_group(conf, REGION), writes, range(parts))
-        h_done = observe.committed(cfg.bootstrap, replayer_group(conf, REGION), held, range(parts))
-        behind = {f"writes[{p}]": w_end[p] - w_done[p] for p in range(parts) if w_done[p] < w_end[p]}
-        behind.update({f"held[{p}]": h_end[p] - h_done[p] for p in range(parts) if h_done[p] < h_end[p]})
+        behind = _behind(cfg, conf, writes, parts) | _behind(cfg, conf, held, parts, replayer_group(conf, REGION))
         if not behind:
             return
         time.sleep(0.5)
