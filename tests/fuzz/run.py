@@ -122,6 +122,8 @@ def run_fuzz(lr: Any, cfg: Any, start: Callable[..., ServiceProcess], *, seed: i
     v = judge(seed, kept, where, writes, observe.dead_letters(cfg.bootstrap, cfg.topic("dead-letter")),
               observe.held_sources(cfg.bootstrap, held), observe.tables(lr, REGION),
               crashes=crashes, max_pause_s=watch.max_pause_s)
+    v.replay = (f"python -m tests.fuzz.run --seed {seed} --records {n} --keys {keys} --rare-weight {rare_weight} "
+                f"--include {','.join(names)} --exclude ''")
     if watch.worst:
         v.examples["pause"].append(f"longest: {watch.max_pause_s:.1f} s, {watch.worst}")
     return v

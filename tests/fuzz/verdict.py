@@ -43,6 +43,7 @@ class Verdict:
     reasons: Counter = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     failing_strategies: Counter = field(default_factory=Counter)
+    replay: str = ""  # the command line that runs this stream again
 
     def fail(self, kind: str, rec: FuzzRecord | None, why: str) -> None:
         setattr(self, kind, getattr(self, kind) + 1)
@@ -70,7 +71,8 @@ class Verdict:
             out.append(f"failing strategies: {dict(self.failing_strategies)}")
         for kind, lines in self.examples.items():
             out += [f"{kind}:"] + [f"  {x}" for x in lines]
-        out.append(f"replay with: python -m tests.fuzz.run --seed {self.seed} (one record: --show <index>)")
+        out.append(f"replay with: {self.replay or f'python -m tests.fuzz.run --seed {self.seed}'}"
+                   " (one record: add --show <index>)")
         return "\n".join(out)
 
 
