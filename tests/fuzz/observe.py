@@ -192,6 +192,7 @@ class PauseWatch:
                         last[p] = (done[p], now)
                     elif now - seen[1] > self.max_pause_s:
                         self.max_pause_s = now - seen[1]
-                        self.worst = f"partition {p} stuck at {done[p]} (end {end[p]})"
+                        since = time.strftime("%H:%M:%S", time.localtime(time.time() - (now - seen[1])))
+                        self.worst = f"partition {p} stuck at {done[p]} (end {end[p]}) from {since}"
         finally:
             c.close()

@@ -331,8 +331,9 @@ def bad_ops(draw, slot: Slot) -> Made:
         ops.insert(at, {"table": "nope", "op": "upsert", "key": {"id": 1}, "data": {"a": 1}})
     elif case == "column":
         ops.insert(at, {"table": TABLE, "op": "upsert", "key": {"id": slot.entity}, "data": {"nope": 1}})
-    elif case == "check":
-        ops.insert(at, {"table": TABLE, "op": "update", "key": {"id": slot.entity}, "data": {"qty": -5}})
+    elif case == "check":  # an upsert, not an update: an update of a row not there yet changes nothing, checks nothing
+        ops.insert(at, {"table": TABLE, "op": "upsert", "key": {"id": slot.entity},
+                        "data": {"seq": slot.seq, "qty": -5, "wid": slot.wid}})
     elif case == "no_data":
         ops.insert(at, {"table": TABLE, "op": "upsert", "key": {"id": slot.entity}})
     elif case == "op":
