@@ -126,7 +126,7 @@ def _check_row(w, rules: dict[str, "_TableRule"], region: str) -> BadWrite | Non
         return BadWrite(DeadReason.unknown_column, f"{extra!r} is not a key column of {w.table!r}")
     if rule.columns is not None:
         bad = _first_unknown(w, rule.columns)
-        if bad:
+        if bad is not None:  # "" is a column name too, and falsy
             return BadWrite(DeadReason.unknown_column, f"column {bad!r} is not allowed for {w.table!r}")
     if rule.version and w.op is not _DELETE and (w.data or {}).get(rule.version) is None:
         return BadWrite(DeadReason.schema, f"versioned table {w.table!r} needs data.{rule.version}")
@@ -170,7 +170,7 @@ def _first_unknown(w, allowed: frozenset[str]) -> str | None:
 def check_columns(w, schema: TableSchema) -> BadWrite | None:
     """Second check of a row operation, against the columns the region's database really has."""
     bad = _first_unknown(w, schema.columns)
-    if bad:
+    if bad is not None:
         return BadWrite(DeadReason.unknown_column, f"column {bad!r} is not allowed for {w.table!r}")
     if w.op is Op.update and not (w.data or {}).keys() - set(schema.key):
         return BadWrite(DeadReason.schema, "update needs at least one non-key column")

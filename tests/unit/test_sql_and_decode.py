@@ -108,6 +108,16 @@ def test_columns_are_checked_against_the_region_database():
     assert bad is not None and bad.reason is DeadReason.unknown_column and "is_admin" in bad.detail
 
 
+def test_an_empty_column_name_is_dead_lettered_not_planned():
+    """Found by the fuzzer (tests/fuzz, strategy allow_list): ``""`` is falsy, so it passed both column
+    checks, and the planner's quote_ident refused it as a retriable error: the partition stalled."""
+    narrow = decode_write(ev(table="narrow", key={"id": 1}, data={"ok": 1, "": 1}), region="eu", cfg=CFG)
+    assert isinstance(narrow, BadWrite) and narrow.reason is DeadReason.unknown_column
+    w = decode_write(ev(data={"name": "a", "version": 1, "": 1}), region="eu", cfg=CFG)
+    bad = check_columns(w, USERS)
+    assert bad is not None and bad.reason is DeadReason.unknown_column and "''" in bad.detail
+
+
 def test_sdk_model_and_kafka_key():
     w = WriteEvent(id=uuid.uuid4(), region="eu", table="t", op="upsert", key={"b": 2, "a": 1}, data={"x": 1})
     assert w.kafka_key() == b"t/1/2"
