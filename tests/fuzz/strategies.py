@@ -365,10 +365,9 @@ BAD_STRATEGIES: dict[str, Callable[[Slot], st.SearchStrategy[Made]]] = {
 STRATEGIES = {**GOOD_STRATEGIES, **BAD_STRATEGIES}
 #: strategies that find a bug another branch fixes: left out unless ``$RG_FUZZ_EXCLUDE`` (or
 #: ``--exclude``) is set, even to nothing; drop a name here once its fix is merged
-KNOWN_BUGS = {
-    "deep_nesting": "issue 25 finding 1: 1,000 levels of nesting raise RecursionError in decode and the router exits",
-    "oversized": "a dead letter of a record near 1 MB holds it escaped and is bigger than the broker takes",
-    "key_spelling": "42 and \"42\" for one key: the replayer's batch fails with CardinalityViolationError forever",
+KNOWN_BUGS: dict[str, str] = {
+    # empty: deep_nesting (finding 1), oversized (finding 2) and key_spelling (finding 3) are fixed
+    # and run in every profile; a strategy that finds a bug not fixed yet is named here with why
 }
 #: drawn more rarely than the others (see ``stream``'s ``rare_weight``): big records are slow to move
 RARE = {"good_large", "oversized", "deep_nesting"}
