@@ -1,4 +1,4 @@
-"""Read-your-writes: tokens, and waiting until a write is visible (DESIGN.md, "Read-your-writes").
+"""Read-your-writes: tokens, and waiting until a write is visible (docs/contract.md, "Read-your-writes").
 
 ``WriteProducer.write`` returns a :class:`WriteToken` (the write's id and home region; for a
 failover write also its fallback regions). :class:`ConsistencyWatcher.wait_applied` answers what

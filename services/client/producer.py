@@ -1,11 +1,11 @@
 """The producer SDK and ``regionguard write``.
 
 ``WriteProducer`` publishes WriteEvents with an idempotent, ``acks=all``
-producer and the Kafka key DESIGN.md asks for (the event's ``ordering_key``, else
+producer and the Kafka key docs/contract.md asks for (the event's ``ordering_key``, else
 ``<table>/<key values>``), so every write to one row -- or of one ordering key --
 lands in one partition, in order. ``WriteProducer.group`` builds an atomic write
 group: several row operations published as one record. Any language can do
-the same: see README ("Producing from any language").
+the same: see docs/producers.md ("From any language").
 """
 
 from __future__ import annotations

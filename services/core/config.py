@@ -1,7 +1,7 @@
 """The YAML configuration, loaded into frozen, validated pydantic models.
 
 Every key but ``regions`` and ``tables`` has a default, chosen so that the
-targets in DESIGN.md (detection time, throughput) hold without tuning.
+targets in docs/contract.md (detection time, throughput) hold without tuning.
 Bad config never produces a traceback: :func:`load_config` raises
 :class:`ConfigError` whose message is one line naming the field, and the CLI
 turns that into exit code 2.
@@ -295,7 +295,7 @@ class ReplayConfig(_Frozen):
 
         A replay is a bulk catch-up, so its transactions are larger than the router's (100k held
         writes replayed in 1.7-2.4 s in batches of 4,000 against 2.4-2.7 s in batches of 1,000,
-        alternated, README); but the token bucket lets one batch through at once, so with
+        alternated, docs/benchmarks.md); but the token bucket lets one batch through at once, so with
         ``max_rate`` a batch is at most 0.2 s of it.
         """
         if self.max_rate <= 0:

@@ -46,7 +46,7 @@ def topic_plan(cfg: Config) -> dict[str, tuple[int, bool]]:
 
 
 class TopicMismatchError(ConfigError):
-    """An existing topic contradicts the config (DESIGN.md, topic settings); one line naming the topic."""
+    """An existing topic contradicts the config (docs/contract.md, topic settings); one line naming the topic."""
 
 
 def _ms(seconds: float) -> str:
@@ -112,7 +112,7 @@ def check_topics(cfg: Config, admin: AdminClient, *, names: Iterable[str] | None
                  metadata=None) -> None:
     """Raise :class:`TopicMismatchError` when an existing topic contradicts the config.
 
-    Checked (DESIGN.md, "Topic settings"): a region's writes and held topics both
+    Checked (docs/contract.md, "Topic settings"): a region's writes and held topics both
     have ``kafka.partitions`` partitions; every topic has ``kafka.replication_factor``
     replicas; compacted topics are compacted (and only compacted); writes and held
     topics are not; held topics keep records at least ``held_retention_days`` and
@@ -267,7 +267,7 @@ def replayer_group(cfg: Config, region: str) -> str:
 
 
 #: librdkafka's Java-compatible partitioner: ``(murmur2(key) & 0x7fffffff) % partitions``, as
-#: kafka-clients, kafkajs, franz-go and kafka-python compute it (DESIGN.md, "Partitioning (any
+#: kafka-clients, kafkajs, franz-go and kafka-python compute it (docs/contract.md, "Partitioning (any
 #: language)"; vectors in schemas/vectors/partitions.json). librdkafka's default
 #: (consistent_random, CRC32) would put a row's writes in another partition than a Java producer.
 PARTITIONER = "murmur2_random"

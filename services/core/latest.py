@@ -5,9 +5,9 @@ region-state view, the client's views and the feature manager) keeps, per key,
 the record this rule says is the latest:
 
 * records are ordered by ``(epoch, seq)``. ``seq`` increases per key
-  (DESIGN.md, RegionState and FeatureFlags); RegionState also carries the
+  (docs/contract.md, RegionState and FeatureFlags); RegionState also carries the
   health leader's ``epoch``, compared first, so a deposed leader's later
-  records never win over the new leader's (README, contract changes). A model
+  records never win over the new leader's (docs/contract.md, earlier extensions). A model
   without ``epoch`` (FeatureFlags) counts as epoch 0;
 * a higher order replaces the held record and is a **change**;
 * an equal order is a **heartbeat**: it replaces the held record (its ``at``

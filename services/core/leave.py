@@ -10,7 +10,7 @@ reloads the group -- 3 s, 12 s, or 45 s and more. Measured with 2 members, 12
 restarts each: leaving together stalled >= 20 s in 2-6 of 12; leaving in turn,
 each after the survivors' reassignment, 0 of 12 (3.1-4.1 s every time). The
 analysis (tansu's ``Inner<Forming>::leave`` never clears the leader) is in
-README, "Which broker".
+docs/development.md, "Which broker".
 
 Leaving in turn costs one rebalance per lane at shutdown, and the partitions a
 remaining lane is handed meanwhile wait for it to leave too (their records

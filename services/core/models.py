@@ -1,4 +1,4 @@
-"""Event models: the JSON contract of every topic (DESIGN.md).
+"""Event models: the JSON contract of every topic (docs/contract.md).
 
 ``regionguard schemas`` writes their JSON Schemas to ``schemas/``.
 """
@@ -52,7 +52,7 @@ class DeadReason(str, enum.Enum):
 Scalar = str | int | float | bool | None
 
 
-#: The most row operations one atomic write group may carry (DESIGN.md).
+#: The most row operations one atomic write group may carry (docs/contract.md).
 MAX_GROUP_OPS = 1000
 
 

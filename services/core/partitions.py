@@ -1,6 +1,6 @@
 """Which partition a Kafka key lands in, computed the way Java's producer does.
 
-The contract (DESIGN.md, "Partitioning (any language)"): partition =
+The contract (docs/contract.md, "Partitioning (any language)"): partition =
 ``(murmur2(key bytes) & 0x7fffffff) % partitions``, Kafka's default for a keyed
 record in kafka-clients, and what kafkajs' default partitioner, franz-go,
 kafka-python and librdkafka's ``murmur2_random`` compute. Every producer of the

@@ -19,7 +19,7 @@ checks each, on the router's own thread, which is busy for a whole bench run
 per column took 2.5 µs of client CPU per write against 4.2 µs (a micro-run
 of 100k writes, inbox claim and upsert serially on one connection, at the same
 rate); end to end the router's gain was within the noise, the replay's median
-rose from 0.64 to 0.73 of raw (README). The texts are the same, so the casts
+rose from 0.64 to 0.73 of raw (docs/benchmarks.md). The texts are the same, so the casts
 and their errors are too.
 
 Every statement takes ``$1..$n`` = one JSON array per column of ``columns``

@@ -2,7 +2,7 @@
 must do with each (``schemas/vectors/write-events.json``).
 
 The cases and their expected outcomes are written here, by hand, as the contract says them
-(DESIGN.md, "WriteEvent" and "DeadLetter"); the file is rendered from them, and
+(docs/contract.md, "WriteEvent" and "DeadLetter"); the file is rendered from them, and
 ``tests/unit/test_write_vectors.py`` checks every case against the router's decoder
 (:func:`regionguard.core.writes.decode_write`) and the pydantic model, and that the committed
 file is the rendering, so neither can drift from the code. A producer in any language can use
@@ -138,7 +138,7 @@ CASES: tuple[tuple[str, Any, tuple[str, str | None]], ...] = (
 
 
 def _group(**fields: Any) -> dict[str, Any]:
-    """A valid atomic group (an order and two lines, DESIGN.md), with ``fields`` replacing fields."""
+    """A valid atomic group (an order and two lines, docs/contract.md), with ``fields`` replacing fields."""
     ev = {"id": _ID, "region": "us-east-1", "ordering_key": "user/42",
           "ops": [{"table": "orders", "op": "insert", "key": {"id": 9}, "data": {"user_id": 42, "amount": 30}},
                   {"table": "order_lines", "op": "insert", "key": {"order_id": 9, "line": 1}, "data": {"qty": 2}},

@@ -22,14 +22,14 @@ caught up; a region it knows nothing about is left alone until either a
 state arrives or ``stale_after_s`` has passed (then it counts as ``stale``).
 SIGTERM/SIGINT stop it cleanly: the loop ends, pending records are flushed.
 
-Why confluent-kafka and not faust-streaming (DESIGN.md suggests faust for
+Why confluent-kafka and not faust-streaming (docs/contract.md suggests faust for
 low-rate services): the manager needs the *whole* latest state of every
 region on every start -- a full read of a compacted topic, which is exactly
 what the region-state view (shared with the client library, so the manager
 and clients evaluate the same rules on the same data) does with a group-less
 consumer that is caught up in well under a second. A faust agent is a
 consumer-group member: on tansu its group takes ~4 s to form even with the
-tuned timeouts (DESIGN.md), it would commit offsets and then skip the history
+tuned timeouts (docs/contract.md), it would commit offsets and then skip the history
 on restart unless we added a changelog-backed table (another topic), and its
 leader election buys nothing here because the output is a deterministic
 function of the input. Run one instance (a supervisor restart costs < 1 s of

@@ -66,7 +66,7 @@ def group_event(region: str, ordering_key: str, ops: list[dict], **extra: Any) -
 
 
 def ev_bytes(ev: dict) -> tuple[bytes, bytes]:
-    """(Kafka key, value) as DESIGN.md has it: the ordering_key, else <table>/<key values>."""
+    """(Kafka key, value) as docs/contract.md has it: the ordering_key, else <table>/<key values>."""
     if ev.get("ordering_key") is not None:
         return ev["ordering_key"].encode(), json.dumps(ev).encode()
     key = "/".join([ev["table"], *[str(ev["key"][k]) for k in sorted(ev["key"])]]).encode()

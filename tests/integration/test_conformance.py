@@ -12,7 +12,7 @@ concurrently with the others, so the log interleaves their writes. Then:
   each key's records in offset order);
 - nothing is dead-lettered, every write id is in the inbox.
 
-Atomic write groups (DESIGN.md, "Atomic write groups and ordering keys"; issue 16, item 3): each
+Atomic write groups (docs/contract.md, "Atomic write groups and ordering keys"; issue 16, item 3): each
 language's group API publishes some groups, a single-row write sharing a group's ordering key, and
 a group with a bad op; on the real router and PostgreSQL each good group applied whole (its rows
 carry one ``xmin``), in order with the single write, and the bad one left nothing and one dead

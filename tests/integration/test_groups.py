@@ -1,4 +1,4 @@
-"""Atomic write groups (DESIGN.md, "Atomic write groups and ordering keys") on the real broker and PostgreSQL.
+"""Atomic write groups (docs/contract.md, "Atomic write groups and ordering keys") on the real broker and PostgreSQL.
 
 Atomicity is read from PostgreSQL itself: the rows a group wrote carry one ``xmin`` (they were
 written by one transaction), and an ``AFTER`` trigger counts every row write that committed, so

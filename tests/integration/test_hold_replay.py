@@ -1,7 +1,7 @@
 """Hold and replay on the real broker and PostgreSQL, with real router and replayer processes.
 
 No health service here: the router's own connection failures take the
-region out (passive health), as DESIGN.md allows.
+region out (passive health), as docs/contract.md allows.
 """
 
 from __future__ import annotations

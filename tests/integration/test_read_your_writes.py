@@ -1,4 +1,4 @@
-"""Read-your-writes (DESIGN.md, "Read-your-writes") on the real broker, PostgreSQL and router processes:
+"""Read-your-writes (docs/contract.md, "Read-your-writes") on the real broker, PostgreSQL and router processes:
 every answer of ``wait_applied``, readers given ``after=token``, and the middleware's ``X-Consistency``."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Data residency on the real broker, PostgreSQL and Redis: failover writes and reads stay inside a table's
-``allowed_regions`` (DESIGN.md, "Residency")."""
+``allowed_regions`` (docs/contract.md, "Residency")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Topic settings (DESIGN.md, "Topic settings"): applied at creation, checked at start.
+"""Topic settings (docs/contract.md, "Topic settings"): applied at creation, checked at start.
 
 * every topic is created with its settings (retention of held, writes and
   dead-letter topics, compaction settings, min.insync.replicas);

@@ -14,7 +14,7 @@ from ...core.config import Config, UsageError
 from ...core.held import H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_SOURCE_TOPIC
 from ...core.models import DeadLetter, DeadReason
 
-#: header of a redriven record: how many times its write has been redriven (1 the first time); DESIGN.md
+#: header of a redriven record: how many times its write has been redriven (1 the first time); docs/contract.md
 H_COUNT = "rg-redrive-count"
 #: header of a redriven record: the dead letter it republishes, ``<dead-letter topic>/<partition>/<offset>``
 #: (a contract extension: a redrive restarted after a crash skips what is already there)

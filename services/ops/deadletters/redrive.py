@@ -1,6 +1,6 @@
 """``dead-letters list`` and ``dead-letters redrive``: the I/O around :mod:`.plan`.
 
-A redrive of reason R, exactly once (README, "Redriving dead letters"):
+A redrive of reason R, exactly once (docs/operations.md, "Redriving dead letters"):
 
 1. Its consumer group ``<prefix>redrive.R`` holds how far the dead-letter topic has
    been settled for R (redriven, refused, or passed over). The run reads from
@@ -124,7 +124,7 @@ def _counts(cfg: Config, c, items: list[Item], exact: bool) -> None:
     for idx, i in enumerate(todo):
         hdrs = first.get((i.dl.topic, i.dl.partition, i.dl.offset))
         if hdrs is None:
-            i.count = 0  # the record is gone (retention): its count is unknown, taken as 0 (README)
+            i.count = 0  # the record is gone (retention): its count is unknown, taken as 0 (docs/operations.md)
             continue
         i.count = parse_count(header(hdrs, H_COUNT))
         if i.dl.topic in held_topics:

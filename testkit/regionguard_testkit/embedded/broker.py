@@ -6,7 +6,7 @@ named by ``$KAFKA_BOOTSTRAP`` so every Kafka test can also run against Apache
 Kafka. tansu keeps data in memory, so :meth:`Broker.restart` loses all topics
 and records: it simulates a broker outage, not a durable broker bounce.
 
-Measured tansu quirks (0.6.0, see DESIGN.md):
+Measured tansu quirks (0.6.0, see docs/contract.md):
 
 * create topics explicitly before producing (auto-created ones get another
   partition count) -- use :func:`create_topics`;
