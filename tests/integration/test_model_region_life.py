@@ -1,0 +1,205 @@
+"""A model-based test of a region's life on the real services (issue 25, part 2).
+
+The rules of ``tests/unit/test_modes_model.py`` against a real router and
+replayer (subprocesses) on the session's Kafka and PostgreSQL: writes of
+every policy (hold, failover to ``us``, shed, expiring; a table only ``eu``
+may hold), outages and heals of ``eu``'s database (its fault proxy refuses and
+resets connections: the router's passive health holds), router restarts by
+SIGKILL and SIGTERM, replayer restarts. After each write it waits, bounded,
+until every write has a place (applied, held, or dead-lettered); after
+``settle`` (and at the end) until home is back, everything replayed and every
+partition direct, then compares every row of both regions with the model:
+
+* home: each key holds its last write that was not dead-lettered; hold and
+  failover writes are never dead letters, a ``shed`` one only with reason shed,
+  an expiring one only with reason expired; none is both applied and dead;
+* ``us``: only failover writes, never a home-only table, each also applied at
+  home, each key at its last such write.
+
+Short in the suite (one example, a few steps); ``RG_MODEL_LONG=1`` runs more
+and longer examples, shrinking a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from hypothesis import Phase, Verbosity, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule, run_state_machine_as_test
+
+from tests.harness import free_port
+from tests.integration.helpers import (ev_bytes, produce_raw, read_to_end, wait_assigned, wait_metric, wait_until,
+                                      write_event)
+
+LONG = os.environ.get("RG_MODEL_LONG") == "1"
+HOME, FB = "eu", "us"
+KEYS = 3
+TABLES = {"users": {"key": ["id"], "version": "version"},
+          "orders": {"key": ["id"], "allowed_regions": [HOME]}}
+POLICIES = ["hold", "failover", "shed"]
+SETTLE_S = 90.0
+
+
+class RealRegionLife(RuleBasedStateMachine):
+    #: (regions, rg_config, services) fixtures, set by the test
+    fixtures: tuple = ()
+
+    @initialize()
+    def start(self) -> None:
+        regions, rg_config, self.services = self.fixtures
+        self.lr = regions([HOME, FB])
+        self.cfg = rg_config(self.lr, partitions=2, tables=TABLES)
+        self.port = free_port()
+        self.procs: list = []
+        self.router = self._start("router", "--metrics-port", str(self.port))
+        self.replayer = self._start("replayer")
+        wait_assigned(self.cfg, "router", HOME, timeout=60)
+        self.writes: list[dict] = []          # produce order
+        self.killed_after: set[str] = set()   # write ids produced before a router SIGKILL
+        self.down = False
+
+    def _start(self, service: str, *extra: str):
+        proc = self.services(service, self.cfg.cli_args(service, "--no-health", *extra))
+        self.procs.append(proc)
+        return proc
+
+    # observations ---------------------------------------------------------------------------
+    def applied(self, region: str) -> set[str]:
+        """Write ids in ``region``'s inbox, read directly (the test's connection bypasses the fault proxy)."""
+        try:
+            return {r["id"] for r in self.lr.fetch(region, "SELECT write_id::text AS id FROM regionguard_applied")}
+        except Exception:  # noqa: BLE001 - the router creates the inbox when it starts
+            return set()
+
+    def dead(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for m in read_to_end(self.cfg.bootstrap, self.cfg.topic("dead-letter")):
+            d = json.loads(m.value())
+            out.setdefault(d.get("write_id"), []).append(d["reason"])
+        return out
+
+    def held(self) -> set[str]:
+        return {json.loads(m.value())["id"] for m in read_to_end(self.cfg.bootstrap, self.cfg.topic("held", HOME))
+                if m.value() is not None}
+
+    def placed(self) -> bool:
+        ids = {w["id"] for w in self.writes}
+        return ids <= self.applied(HOME) | self.held() | set(self.dead())
+
+    # rules ----------------------------------------------------------------------------------
+    @rule(items=st.lists(st.tuples(st.sampled_from(POLICIES), st.integers(0, KEYS - 1),
+                                   st.sampled_from(sorted(TABLES)), st.none() | st.integers(1, 3)),
+                         min_size=1, max_size=4))
+    def produce(self, items) -> None:
+        evs = []
+        for policy, key, table, ttl in items:
+            seq = len(self.writes) + 1
+            data = {"name": f"w{seq}", "version": seq} if table == "users" else {"user_id": key, "amount": seq}
+            extra: dict = {"policy": policy}
+            if policy == "failover":
+                extra["fallback_regions"] = [FB]
+                ttl = None  # known bug (other branch): failover + expired is dead-lettered after the failover
+            if ttl is not None:
+                extra["expires_at"] = (datetime.now(timezone.utc) + timedelta(seconds=ttl)).isoformat()
+            ev = write_event(HOME, table, "upsert", {"id": key}, data, **extra)
+            ev["seq"] = seq  # the model's produce order (kept out of the event sent)
+            evs.append(ev)
+            self.writes.append(ev)
+        produce_raw(self.cfg.bootstrap, self.cfg.topic("writes", HOME),
+                    [ev_bytes({k: v for k, v in ev.items() if k != "seq"}) for ev in evs])
+        wait_until(self.placed, timeout=SETTLE_S, interval=0.3, what="every write applied, held or dead-lettered")
+
+    @precondition(lambda m: not m.down)
+    @rule()
+    def outage(self) -> None:
+        proxy = self.lr.proxy(HOME)
+        proxy.set_mode("refuse")
+        proxy.reset_all()
+        self.down = True
+
+    @precondition(lambda m: m.down)
+    @rule()
+    def heal(self) -> None:
+        self.lr.proxy(HOME).set_mode("pass")
+        self.down = False
+
+    @rule(kill=st.booleans())
+    def router_restart(self, kill) -> None:
+        if kill:
+            self.router.kill()
+            self.killed_after |= {w["id"] for w in self.writes}
+        else:
+            self.router.terminate()
+            assert self.router.returncode == 0, self.router.log_tail()
+        self.router = self._start("router", "--metrics-port", str(self.port))
+
+    @rule(kill=st.booleans())
+    def replayer_restart(self, kill) -> None:
+        if kill:
+            self.replayer.kill()
+        else:
+            self.replayer.terminate()
+            assert self.replayer.returncode == 0, self.replayer.log_tail()
+        self.replayer = self._start("replayer")
+
+    @rule()
+    def settle(self) -> None:
+        self.settle_and_compare()
+
+    def teardown(self) -> None:
+        try:
+            if hasattr(self, "lr"):
+                self.settle_and_compare()
+        finally:
+            for proc in getattr(self, "procs", []):
+                if proc.alive:
+                    proc.terminate()
+
+    # the reference model --------------------------------------------------------------------
+    def settle_and_compare(self) -> None:
+        if self.down:
+            self.heal()
+        ids = {w["id"] for w in self.writes}
+        wait_until(lambda: ids <= self.applied(HOME) | set(self.dead()), timeout=SETTLE_S, interval=0.3,
+                   what="every write applied at home or dead-lettered")
+        wait_metric(self.port, "regionguard_held_partitions", lambda n: n == 0, region=HOME, timeout=SETTLE_S,
+                    what="every partition of eu direct again")
+        home, fb, dead = self.applied(HOME), self.applied(FB), self.dead()
+        for w in self.writes:
+            wid, reasons = w["id"], dead.get(w["id"], [])
+            where = f"write {w['seq']} ({w['policy']}, {w['table']}/{w['key']['id']}, expires {w.get('expires_at')})"
+            if wid in home and reasons:
+                assert wid in self.killed_after, f"{where}: applied at home and dead-lettered {reasons}"
+                continue  # finding dead_letter_then_applied (tests/unit/test_modes_model.py)
+            assert (wid in home) != bool(reasons), f"{where}: neither applied at home nor dead-lettered"
+            for r in reasons:
+                assert (r == "shed" and w["policy"] == "shed") or (r == "expired" and "expires_at" in w), (
+                    f"{where}: dead letter {r}")
+            if wid in fb:
+                assert w["policy"] == "failover" and w["table"] != "orders", f"{where}: applied in {FB}"
+                assert wid in home, f"{where}: applied in {FB} by failover, never synced home"
+        for region, ids_there in ((HOME, home), (FB, fb)):
+            want: dict[tuple[str, int], int] = {}
+            for w in self.writes:
+                if w["id"] in ids_there:
+                    want[(w["table"], w["key"]["id"])] = w["seq"]
+            got = {("users", r["id"]): r["version"] for r in self.lr.fetch(region, "SELECT id, version FROM users")}
+            got |= {("orders", r["id"]): int(r["amount"])
+                    for r in self.lr.fetch(region, "SELECT id, amount FROM orders")}
+            assert got == want, f"{region}: rows (table, key) -> write seq differ from the model"
+
+
+@pytest.mark.slow
+def test_a_regions_life_against_the_model(regions, rg_config, services):
+    RealRegionLife.fixtures = (regions, rg_config, services)
+    try:
+        run_state_machine_as_test(RealRegionLife, settings=settings(
+            max_examples=5 if LONG else 1, stateful_step_count=25 if LONG else 8, deadline=None,
+            database=None, print_blob=True, verbosity=Verbosity.verbose,  # the steps, in the captured output
+            phases=(Phase.explicit, Phase.generate, Phase.shrink) if LONG else (Phase.explicit, Phase.generate)))
+    finally:
+        RealRegionLife.fixtures = ()
