@@ -76,6 +76,10 @@ class SimWrite:
     def rows(self) -> tuple[RowOp, ...]:
         return self.ops if self.ops is not None else (RowOp(self.table, self.key),)
 
+    @property
+    def partition(self) -> int:
+        return self.rows()[0].key % PARTITIONS
+
 
 @dataclass
 class Held:
@@ -93,15 +97,16 @@ class DB:
 
     rows: dict[tuple[str, int], int | None] = field(default_factory=dict)  # -> seq of its write, None: deleted
     inbox: set[str] = field(default_factory=set)
-    log: list[SimWrite] = field(default_factory=list)
-    applies: int = 0                       # transactions that wrote (inbox dedup applied)
+    #: (write, offset of the source record it was applied from): per-key order is offset order, since
+    #: a key lives in one partition (a redriven write is a new record with a new offset)
+    log: list[tuple[SimWrite, int]] = field(default_factory=list)
 
-    def apply(self, writes) -> None:
-        for w in writes:
+    def apply(self, items) -> None:
+        for w, offset in items:
             if w.id in self.inbox:
                 continue  # the inbox claim fails: a redelivered write is skipped
             self.inbox.add(w.id)
-            self.log.append(w)
+            self.log.append((w, offset))
             for op in w.rows():
                 self.rows[(op.table, op.key)] = None if w.delete else w.seq
 
@@ -134,6 +139,7 @@ class World:
         self.dead: list[tuple[str, DeadReason, datetime]] = []  # (write id, reason, decided at)
         self.bad = 0
         self.produced: list[SimWrite] = []
+        self.redriven: set[int] = set()          # indexes of self.dead republished by a redrive
 
     def record(self, p: int, off: int) -> Record:
         return Record(WRITES, p, off, b"k", b"v")
@@ -241,11 +247,11 @@ class Router:
         db = self.w.dbs[HOME]
         if not self.w.db_up[HOME]:
             if ambiguous:
-                db.apply([wr for _, wr in direct])  # the COMMIT reached the server before the connection died
+                db.apply([(wr, rec.offset) for rec, wr in direct])  # the COMMIT reached the server before the connection died
             self.uncertain.mark(direct)
             self.down = True
             return direct
-        db.apply([wr for _, wr in direct])
+        db.apply([(wr, rec.offset) for rec, wr in direct])
         self.uncertain.mark(direct)
         return []
 
@@ -262,7 +268,7 @@ class Router:
             elif route is Route.shed:
                 dead_letters.append((wr.id, DeadReason.shed))
             elif route is Route.failover:
-                failover.setdefault(fb, []).append(wr)
+                failover.setdefault(fb, []).append((wr, rec.offset))
                 plain.append((rec, wr, fb, None))
             else:
                 plain.append((rec, wr, None, None))
@@ -300,7 +306,7 @@ class Replayer:
                 if h.write.id not in db.inbox:
                     dead.append((h.write.id, bad.reason))
             else:
-                writes.append(h.write)
+                writes.append((h.write, h.source.offset))
         db.apply(writes)
         if crash:
             return
@@ -369,6 +375,17 @@ class RegionLife(RuleBasedStateMachine):
         self.w.writes[p].append(BadWrite(DeadReason.schema, "not a write"))
         self.w.bad += 1
 
+    @precondition(lambda m: any(wid != "bad" and i not in m.w.redriven for i, (wid, _, _) in enumerate(m.w.dead)))
+    @rule(reason=st.sampled_from([DeadReason.shed, DeadReason.expired]))
+    def redrive(self, reason) -> None:
+        """``regionguard dead-letters redrive --reason R``: the original record again, same partition, once."""
+        by_id = {wr.id: wr for wr in self.w.produced}
+        for i, (wid, r, _) in enumerate(self.w.dead):
+            if r is reason and wid != "bad" and i not in self.w.redriven:
+                self.w.redriven.add(i)
+                wr = by_id[wid]
+                self.w.writes[wr.partition].append(wr)
+
     @rule(seconds=st.integers(1, 4))
     def tick(self, seconds) -> None:
         self.w.now += timedelta(seconds=seconds)
@@ -434,14 +451,16 @@ class RegionLife(RuleBasedStateMachine):
         if not hasattr(self, "w"):
             return
         for name, db in self.w.dbs.items():
-            ids = [wr.id for wr in db.log]
+            ids = [wr.id for wr, _ in db.log]
             assert len(ids) == len(set(ids)), f"{name}: a write applied twice"
-            last: dict[tuple[str, int], int] = {}
-            for wr in db.log:
+            last: dict[tuple[str, int], tuple[int, int]] = {}
+            for wr, offset in db.log:
                 for op in wr.rows():
-                    assert last.get((op.table, op.key), -1) < wr.seq, (
-                        f"{name}: {op.table}/{op.key} got write {wr.seq} after {last[(op.table, op.key)]}")
-                    last[(op.table, op.key)] = wr.seq
+                    before = last.get((op.table, op.key), (-1, -1))
+                    assert before[0] < offset, (
+                        f"{name}: {op.table}/{op.key} got write {wr.seq} (offset {offset}) after write {before[1]} "
+                        f"(offset {before[0]})")
+                    last[(op.table, op.key)] = (offset, wr.seq)
 
     @invariant()
     def no_direct_partition_before_its_backlog(self) -> None:
@@ -457,14 +476,15 @@ class RegionLife(RuleBasedStateMachine):
     def residency_and_dead_letters(self) -> None:
         if not hasattr(self, "w"):
             return
-        for wr in self.w.dbs[FB].log:
+        for wr, _ in self.w.dbs[FB].log:
             assert all(allowed(op.table, FB) for op in wr.rows()), f"{wr.id} of a home-only table applied in {FB}"
         by_id = {wr.id: wr for wr in self.w.produced}
-        for wid, reason, at in self.w.dead:
+        for i, (wid, reason, at) in enumerate(self.w.dead):
             if wid == "bad":
                 continue
             wr = by_id[wid]
-            assert wid not in self.w.dbs[HOME].inbox, f"dead letter ({reason.value}) for {wid}, applied at home"
+            assert wid not in self.w.dbs[HOME].inbox or i in self.w.redriven, (
+                f"dead letter ({reason.value}) for {wid}, applied at home (and not redriven)")
             if reason is DeadReason.shed:
                 assert wr.policy is Policy.shed
             else:
@@ -497,7 +517,7 @@ def settle_and_check(m: RegionLife) -> None:
         assert (w.replayer_committed[p] or 0) == len(w.held[p]), f"held p{p} not replayed"
         assert m.router.modes.mode(p) is Mode.direct, f"p{p} still {m.router.modes.mode(p).value}"
     home, fb = w.dbs[HOME], w.dbs[FB]
-    dead = {wid for wid, _, _ in w.dead}
+    dead = {wid for i, (wid, _, _) in enumerate(w.dead) if i not in w.redriven}  # its last word on the write
     for wr in w.produced:
         assert (wr.id in home.inbox) != (wr.id in dead), (
             f"{wr.id} ({wr.policy.value}, expires {wr.expires_at}) "
@@ -506,14 +526,19 @@ def settle_and_check(m: RegionLife) -> None:
             assert wr.id in home.inbox, f"{wr.id} applied in {FB} by failover but never synced home"
     assert sum(1 for wid, _, _ in w.dead if wid == "bad") >= w.bad
     # every row of every region against the reference model
+    # every row of every region against the reference model: home holds, per key, the write of the last
+    # record (a redrive is a later record of an older write) among the writes not dead-lettered for good
     expected_home: dict[tuple[str, int], int | None] = {}
     expected_fb: dict[tuple[str, int], int | None] = {}
-    for wr in w.produced:  # produce order is seq order
+    for p in range(PARTITIONS):
+        last_record = {wr.id: off for off, wr in enumerate(w.writes[p]) if isinstance(wr, SimWrite)}
+        for off, wr in enumerate(w.writes[p]):
+            if isinstance(wr, SimWrite) and last_record[wr.id] == off and wr.id not in dead:
+                for op in wr.rows():
+                    expected_home[(op.table, op.key)] = None if wr.delete else wr.seq
+    for wr, _ in sorted(fb.log, key=lambda item: item[1]):  # the fallback: its failover writes, in order
         for op in wr.rows():
-            if wr.id not in dead:
-                expected_home[(op.table, op.key)] = None if wr.delete else wr.seq
-            if wr.id in fb.inbox:
-                expected_fb[(op.table, op.key)] = None if wr.delete else wr.seq
+            expected_fb[(op.table, op.key)] = None if wr.delete else wr.seq
     assert home.rows == expected_home
     assert fb.rows == expected_fb
 
