@@ -6,14 +6,18 @@ every policy (hold, failover to ``us``, shed, expiring; a table only ``eu``
 may hold), outages and heals of ``eu``'s database (its fault proxy refuses and
 resets connections) with the region state the health service would publish
 (the test kit's StatePublisher: ``open`` on an outage, ``closed`` once healed),
-router restarts by SIGKILL and SIGTERM, replayer restarts. After each write it waits, bounded,
+router restarts by SIGKILL and SIGTERM, replayer restarts, and the redrive of
+dead letters (``regionguard dead-letters redrive``, a real subprocess). After each write it waits, bounded,
 until every write has a place (applied, held, or dead-lettered); after
 ``settle`` (and at the end) until home is back, everything replayed and every
 partition direct, then compares every row of both regions with the model:
 
-* home: each key holds its last write that was not dead-lettered; hold and
-  failover writes are never dead letters, a ``shed`` one only with reason shed,
-  an expiring one only with reason expired; none is both applied and dead;
+* home: ``users`` (versioned) holds per key the highest version applied
+  (last writer wins), ``orders`` (unversioned) the write of the last record
+  applied (a redrive is a later record of an older write); every write not
+  applied has a dead letter: never a hold or failover write, a ``shed`` one
+  only with reason shed, an expiring one only with reason expired; no write is
+  both applied and dead-lettered unless a redrive republished it;
 * ``us``: only failover writes, never a home-only table, each also applied at
   home, each key at its last such write.
 
@@ -25,6 +29,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -32,10 +38,11 @@ from hypothesis import Phase, Verbosity, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule, run_state_machine_as_test
 
+from regionguard.core.kafka import router_group
 from regionguard_testkit.testing import StatePublisher
 from tests.harness import free_port
-from tests.integration.helpers import (ev_bytes, metric_value, produce_raw, read_to_end, wait_assigned, wait_metric,
-                                      wait_until, write_event)
+from tests.integration.helpers import (committed, ev_bytes, metric_value, produce_raw, read_to_end, wait_assigned,
+                                      wait_metric, wait_until, write_event)
 
 LONG = os.environ.get("RG_MODEL_LONG") == "1"
 HOME, FB = "eu", "us"
@@ -165,6 +172,28 @@ class RealRegionLife(RuleBasedStateMachine):
             assert self.replayer.returncode == 0, self.replayer.log_tail()
         self.replayer = self._start("replayer", self.replayer_port)
 
+    @precondition(lambda m: not m.down)
+    @rule(reason=st.sampled_from(["shed", "expired"]))
+    def redrive(self, reason) -> None:
+        """The operator redrives one reason's dead letters once the region is back."""
+        proc = subprocess.run([sys.executable, "-m", "regionguard.cli", "dead-letters", "redrive", "--reason", reason,
+                               "--config", str(self.cfg.path)], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        self.wait_read()
+
+    def wait_read(self) -> None:
+        """Until the router has committed every record of the writes topic (so redriven ones were routed)."""
+        group, topic = router_group(self.cfg.load(), HOME), self.cfg.topic("writes", HOME)
+
+        def caught_up() -> bool:
+            ends = {}
+            for m in read_to_end(self.cfg.bootstrap, topic):
+                ends[m.partition()] = max(ends.get(m.partition(), 0), m.offset() + 1)
+            done = committed(self.cfg.bootstrap, group, topic, 2)
+            return all(done.get(p, -1) >= end for p, end in ends.items())
+
+        wait_until(caught_up, timeout=SETTLE_S, interval=0.3, what="the router's commits at the writes' end")
+
     @rule()
     def settle(self) -> None:
         self.settle_and_compare()
@@ -192,13 +221,22 @@ class RealRegionLife(RuleBasedStateMachine):
                    what="every write applied at home or dead-lettered")
         wait_metric(self.port, "regionguard_held_partitions", lambda n: n == 0, region=HOME, timeout=SETTLE_S,
                     what="every partition of eu direct again")
+        self.wait_read()
         home, fb, dead = self.applied(HOME), self.applied(FB), self.dead()
+        last_record: dict[str, int] = {}      # write id -> offset of its last record (key-partitioned tables)
+        redriven: set[str] = set()
+        for m in read_to_end(self.cfg.bootstrap, self.cfg.topic("writes", HOME)):
+            wid = json.loads(m.value())["id"]
+            last_record[wid] = max(last_record.get(wid, -1), m.offset())
+            if any(k == "rg-redrive-count" for k, _ in m.headers() or []):
+                redriven.add(wid)
         for w in self.writes:
             wid, reasons = w["id"], dead.get(w["id"], [])
             where = f"write {w['seq']} ({w['policy']}, {w['table']}/{w['key']['id']}, expires {w.get('expires_at')})"
             if wid in home and reasons:
-                assert wid in self.killed_after, f"{where}: applied at home and dead-lettered {reasons}"
-                continue  # finding dead_letter_then_applied (tests/unit/test_modes_model.py)
+                assert wid in redriven or wid in self.killed_after, (
+                    f"{where}: applied at home and dead-lettered {reasons}")
+                continue  # redriven, or finding dead_letter_then_applied (tests/unit/test_modes_model.py)
             assert (wid in home) != bool(reasons), f"{where}: neither applied at home nor dead-lettered"
             for r in reasons:
                 assert (r == "shed" and w["policy"] == "shed") or (r == "expired" and "expires_at" in w), (
@@ -208,9 +246,14 @@ class RealRegionLife(RuleBasedStateMachine):
                 assert wid in home, f"{where}: applied in {FB} by failover, never synced home"
         for region, ids_there in ((HOME, home), (FB, fb)):
             want: dict[tuple[str, int], int] = {}
+            newest: dict[tuple[str, int], tuple[int, int]] = {}
             for w in self.writes:
                 if w["id"] in ids_there:
-                    want[(w["table"], w["key"]["id"])] = w["seq"]
+                    rank = w["seq"] if w["table"] == "users" else last_record[w["id"]]  # LWW, or record order
+                    row = (w["table"], w["key"]["id"])
+                    if rank > newest.get(row, (-1, -1))[0]:
+                        newest[row] = (rank, w["seq"])
+                        want[row] = w["seq"]
             got = {("users", r["id"]): r["version"] for r in self.lr.fetch(region, "SELECT id, version FROM users")}
             got |= {("orders", r["id"]): int(r["amount"])
                     for r in self.lr.fetch(region, "SELECT id, amount FROM orders")}
@@ -232,7 +275,7 @@ def test_a_regions_life_against_the_model(regions, rg_config, services):
 @pytest.mark.slow
 def test_a_scripted_life_outage_kill_heal(regions, rg_config, services):
     """The same rules in a fixed order, so the suite always covers the interesting path: writes of every
-    policy held during an outage, the router killed meanwhile, then heal, replay and compare."""
+    policy held during an outage, the router killed meanwhile, then heal, replay, redrive and compare."""
     RealRegionLife.fixtures = (regions, rg_config, services)
     m = RealRegionLife()
     try:
@@ -245,6 +288,7 @@ def test_a_scripted_life_outage_kill_heal(regions, rg_config, services):
         m.produce([("failover", 0, "users", None), ("hold", 1, "orders", None)])
         m.heal()
         m.replayer_restart(kill=False)
+        m.redrive("shed")  # the shed write comes back and applies now
         m.produce([("hold", 0, "users", None)])
         m.settle()
     finally:

@@ -247,7 +247,8 @@ class Router:
         db = self.w.dbs[HOME]
         if not self.w.db_up[HOME]:
             if ambiguous:
-                db.apply([(wr, rec.offset) for rec, wr in direct])  # the COMMIT reached the server before the connection died
+                # the COMMIT reached the server before the connection died
+                db.apply([(wr, rec.offset) for rec, wr in direct])
             self.uncertain.mark(direct)
             self.down = True
             return direct
