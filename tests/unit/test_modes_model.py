@@ -135,6 +135,8 @@ class World:
         self.replayer_committed: dict[int, int | None] = {p: None for p in range(PARTITIONS)}
         self.db_up = {HOME: True, FB: True}
         self.closed = {HOME: True, FB: True}    # what the health service publishes
+        # home's state as each process follows it from the region-state topic (each may lag behind)
+        self.router_view = self.replayer_view = True
         self.dbs = {HOME: DB(), FB: DB()}
         self.dead: list[tuple[str, DeadReason, datetime]] = []  # (write id, reason, decided at)
         self.bad = 0
@@ -158,8 +160,8 @@ class Router:
         self.down = False                       # passive health (router/region.py RegionShare)
 
     def is_closed(self, region: str) -> bool:
-        if region == HOME and self.down:
-            return False
+        if region == HOME:
+            return self.w.router_view and not self.down
         return self.w.closed[region]
 
     # switch.py ------------------------------------------------------------------------
@@ -290,7 +292,7 @@ class Replayer:
 
     def batch(self, p: int, n: int, *, crash: bool = False) -> None:
         w = self.w
-        if not (w.closed[HOME] and w.db_up[HOME]):
+        if not (w.replayer_view and w.db_up[HOME]):
             return  # waits for the region to be closed and ready
         start = w.replayer_committed[p] or 0
         entries = w.held[p][start:start + n]
@@ -392,26 +394,42 @@ class RegionLife(RuleBasedStateMachine):
         self.w.now += timedelta(seconds=seconds)
 
     # regions --------------------------------------------------------------------------
+    SEEN_BY = st.sampled_from(["both", "both", "router", "replayer"])
+
+    def publish(self, closed: bool, seen_by: str = "both") -> None:
+        """The health service publishes home's state; ``seen_by`` the processes that follow it at once."""
+        self.w.closed[HOME] = closed
+        if seen_by in ("both", "router"):
+            self.w.router_view = closed
+        if seen_by in ("both", "replayer"):
+            self.w.replayer_view = closed
+
     @precondition(lambda m: m.w.db_up[HOME])
-    @rule(health_follows=st.booleans())
-    def outage(self, health_follows) -> None:
+    @rule(health_follows=st.booleans(), seen_by=SEEN_BY)
+    def outage(self, health_follows, seen_by="both") -> None:
         """Home's database goes down; the health service's breaker may open now or later."""
         self.w.db_up[HOME] = False
         if health_follows:
-            self.w.closed[HOME] = False
+            self.publish(False, seen_by)
 
     @precondition(lambda m: not m.w.db_up[HOME])
-    @rule(health_follows=st.booleans())
-    def heal(self, health_follows) -> None:
+    @rule(health_follows=st.booleans(), seen_by=SEEN_BY)
+    def heal(self, health_follows, seen_by="both") -> None:
         self.w.db_up[HOME] = True
         if health_follows:
-            self.w.closed[HOME] = True
+            self.publish(True, seen_by)
 
     @precondition(lambda m: m.w.closed[HOME] != m.w.db_up[HOME])
-    @rule()
-    def health_update(self) -> None:
+    @rule(seen_by=SEEN_BY)
+    def health_update(self, seen_by="both") -> None:
         """The health service's breaker catches up with the database (closed iff it is up)."""
-        self.w.closed[HOME] = self.w.db_up[HOME]
+        self.publish(self.w.db_up[HOME], seen_by)
+
+    @precondition(lambda m: m.w.router_view != m.w.closed[HOME] or m.w.replayer_view != m.w.closed[HOME])
+    @rule()
+    def views_follow(self) -> None:
+        """The router and the replayer read the region-state topic up to its end."""
+        self.w.router_view = self.w.replayer_view = self.w.closed[HOME]
 
     @rule(closed=st.booleans())
     def fallback(self, closed) -> None:
@@ -436,11 +454,13 @@ class RegionLife(RuleBasedStateMachine):
         self.router = self.new_router()
         self.router.step()  # assigned at start-up: its partitions are looked up now
 
-    @precondition(lambda m: m.w.closed[HOME] and m.w.db_up[HOME]
+    @precondition(lambda m: m.w.replayer_view and m.w.db_up[HOME]
                   and any(len(m.w.held[p]) > (m.w.replayer_committed[p] or 0) for p in range(PARTITIONS)))
-    @rule(p=st.integers(0, PARTITIONS - 1), n=st.integers(1, 3), crash=st.sampled_from([False, False, False, True]))
-    def replayer_batch(self, p, n, crash) -> None:
-        self.replayer.batch(p, n, crash=crash)
+    @rule(n=st.integers(1, 3), crash=st.sampled_from([False, False, False, True]))
+    def replayer_batch(self, n, crash) -> None:
+        """One batch of up to ``n`` held records of each partition."""
+        for p in range(PARTITIONS):
+            self.replayer.batch(p, n, crash=crash)
 
     @rule()
     def settle(self) -> None:
@@ -501,6 +521,7 @@ def settle_and_check(m: RegionLife) -> None:
     w = m.w
     w.db_up = {HOME: True, FB: True}
     w.closed = {HOME: True, FB: True}
+    w.router_view = w.replayer_view = True
     for _ in range(50):
         before = (dict(w.router_committed), dict(w.replayer_committed), {p: len(h) for p, h in w.held.items()},
                   {p: s.mode for p, s in m.router.modes.parts.items()})
@@ -544,8 +565,8 @@ def settle_and_check(m: RegionLife) -> None:
     assert fb.rows == expected_fb
 
 
-#: RG_MODEL_EXAMPLES=20000 for a long run (about 5 s per 300 examples on a quiet machine)
-EXAMPLES = int(os.environ.get("RG_MODEL_EXAMPLES", "300"))
+#: RG_MODEL_EXAMPLES=20000 for a long run (about 10 s per 500 examples on a quiet machine)
+EXAMPLES = int(os.environ.get("RG_MODEL_EXAMPLES", "500"))
 
 TestRegionLife = RegionLife.TestCase
 TestRegionLife.settings = settings(max_examples=EXAMPLES, stateful_step_count=40, deadline=None,
@@ -591,7 +612,7 @@ def test_finding_dead_letter_then_applied_after_a_later_write():
                (Policy.hold, 0, "t", False, None, False)])
     m.router_batch(n=3, crash="after_deliver", ambiguous=False)  # w0, w2 held; w1 dead-lettered
     m.heal(health_follows=True)
-    m.replayer_batch(p=0, n=3, crash=False)                       # w0, w2 replayed
+    m.replayer_batch(n=3, crash=False)                            # w0, w2 replayed
     m.router_step(fence_ok=True)
     m.router_batch(n=3, crash=None, ambiguous=False)              # w1 applied direct, after w2
     assert m.w.dbs[HOME].rows[("t", 0)] == 1
