@@ -35,6 +35,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from regionguard.core.held import H_APPLIED_IN
 from regionguard.core.errors import BadWrite
 from regionguard.core.models import DeadReason, Policy
 from regionguard.core.writes import Record
@@ -119,9 +120,12 @@ def allowed(table: str, region: str) -> bool:
 _replay_self = SimpleNamespace(region=HOME)
 
 
-def replayer_dead_end(w: SimWrite, now: datetime) -> BadWrite | None:
-    """The replayer's own rule (replayer/worker.py ``_dead_end``), called unbound: it is pure."""
-    return ReplayWorker._dead_end(_replay_self, w, now)  # type: ignore[arg-type]
+def replayer_dead_end(h: "Held", now: datetime) -> BadWrite | None:
+    """The replayer's own rule (replayer/worker.py ``_dead_end``), called unbound: it is pure but for
+    the held copy's ``rg-applied-in`` header, which the simulated record answers."""
+    record = SimpleNamespace(header=lambda name: h.applied_in.encode() if name == H_APPLIED_IN and h.applied_in
+                             else None)
+    return ReplayWorker._dead_end(_replay_self, record, h.write, now)  # type: ignore[arg-type]
 
 
 class World:
@@ -305,7 +309,7 @@ class Replayer:
                 continue
             if isinstance(h.write, BadWrite):
                 dead.append(("bad", h.write.reason))
-            elif (bad := replayer_dead_end(h.write, w.now)) is not None:
+            elif (bad := replayer_dead_end(h, w.now)) is not None:
                 if h.write.id not in db.inbox:
                     dead.append((h.write.id, bad.reason))
             else:
@@ -317,11 +321,9 @@ class Replayer:
         w.replayer_committed[p] = start + len(entries)
 
 
-#: Known bugs other engineers fix now: the main machine's strategies steer clear of them.
-KNOWN_BUGS = {
-    "failover_expired": "a failover write applied in the fallback, then expired while held, is dead-lettered "
-                        "by the replayer instead of synced home",
-}
+#: Known bugs not fixed yet: the main machine's strategies steer clear of them. (``failover_expired``,
+#: a failover write applied in the fallback then expired while held, is fixed: finding 4.)
+KNOWN_BUGS: dict[str, str] = {}
 
 #: What this machine found (shrunk examples in test_finding_*): the main machine steers clear of them
 #: so it keeps looking for other faults; the findings' own tests run into them.
@@ -360,8 +362,6 @@ class RegionLife(RuleBasedStateMachine):
             self.produce_one(policy, key, table, delete, ttl, group)
 
     def produce_one(self, policy, key, table, delete, ttl, group) -> None:
-        if policy is Policy.failover and ttl is not None and "failover_expired" not in self.known_bugs:
-            ttl = None
         p = key % PARTITIONS
         ops = None
         if group:  # an atomic group over every key of the partition (same partition: same order)
@@ -591,15 +591,15 @@ def test_finding_dead_letter_then_applied():
     m.settle()  # home back: the held copy is dead-lettered as shed, the source record applied direct
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=KNOWN_BUGS["failover_expired"])
-def test_known_bug_failover_expired():
-    m = _machine(known_bugs=frozenset({"failover_expired"}))
+def test_a_failover_write_applied_in_the_fallback_is_synced_home_after_it_expires():
+    """Was a known bug (issue 25, finding 4): the replayer dead-lettered it as expired, never synced home."""
+    m = _machine()
     m.outage(health_follows=True)
     m.produce([(Policy.failover, 0, "t", False, 1, False)])
     m.router_batch(n=1, crash=None, ambiguous=False)   # applied in us, held for home
     assert m.w.dbs[FB].inbox == {"w0"}
     m.tick(seconds=2)
-    m.settle()  # the replayer dead-letters it as expired: never synced home
+    m.settle()  # the replayer syncs it home though it expired
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=FINDINGS["dead_letter_then_applied"])
