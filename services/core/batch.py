@@ -9,12 +9,16 @@ their own packages; the pieces here are the same for both.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+import logging
+from typing import Any, Awaitable, Callable, Iterable
 
 from . import metrics as m
 from .db import ApplyResult, Plan, RegionDB, plan_writes
 from .errors import BadWrite
+from .supervise import swallowed
 from .writes import Record
+
+log = logging.getLogger(__name__)
 
 
 def plan_ahead(db: RegionDB, decoded: list, *, want_rows: bool,
@@ -52,3 +56,40 @@ def count_applied(region: str, service: str, res: ApplyResult, *, seconds: float
     m.APPLIED.labels(region, service).inc(res.applied)
     m.DUPLICATES.labels(region, service).inc(res.duplicates)
     m.STALE.labels(region, service).inc(res.stale)
+
+
+async def process_isolating(
+    process: Callable[[list[Record], list], Awaitable[None]],
+    poison: Callable[[Record, BaseException], Awaitable[None]],
+    batch: list[Record], decoded: list, *, passes: tuple[type[BaseException], ...],
+    stopping: Callable[[], bool], stopped: Callable[[BaseException], BaseException], what: str, service: str,
+) -> None:
+    """``process(batch, decoded)`` under the rule for the unknown: no record may stop a lane.
+
+    An error no stage foresaw is taken to belong to some record of the batch: the batch is
+    processed again in halves, in order, until the record stands alone, and ``poison(record,
+    error)`` dead-letters it. Records before it are committed, records after it go on; what a
+    failed attempt already did (an apply, a held copy) is made harmless on the second pass by the
+    inbox. Retrying the whole batch instead would stop the partitions for good; letting the error
+    out would stop the process, and every restart would meet the same uncommitted record (issue
+    25). ``passes`` are the lane's own control-flow exceptions (a rebalance, an abandoned batch),
+    raised on as they are; while ``stopping()``, an error becomes ``stopped(error)``.
+    """
+    try:
+        await process(batch, decoded)
+        return
+    except passes:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        if stopping():
+            raise stopped(exc) from exc
+        swallowed(service, exc, what=f"a batch of {len(batch)} {what}; isolating the record at fault",
+                  logger=log, level=logging.ERROR)
+        err: Any = exc
+    if len(batch) == 1:
+        await poison(batch[0], err)
+        return
+    mid = len(batch) // 2
+    kw = dict(passes=passes, stopping=stopping, stopped=stopped, what=what, service=service)
+    await process_isolating(process, poison, batch[:mid], decoded[:mid], **kw)
+    await process_isolating(process, poison, batch[mid:], decoded[mid:], **kw)

@@ -25,7 +25,7 @@ from confluent_kafka import KafkaException, TopicPartition
 
 from ..core import metrics as m
 from ..core import publish
-from ..core.batch import count_applied, next_offsets, plan_ahead
+from ..core.batch import count_applied, next_offsets, plan_ahead, process_isolating
 from ..core.config import Config
 from ..core.db import ApplyResult, Plan
 from ..core.errors import BadWrite, RegionGuardError, RegionUnavailable
@@ -34,7 +34,7 @@ from ..core.kafka import make_consumer, make_producer, replayer_group
 from ..core.outbox import GiveUp, Outbox, deliver
 from ..core.models import ControlRecord, DeadReason, Policy
 from ..core.readahead import ReadAhead
-from ..core.supervise import describe, swallowed
+from ..core.supervise import describe
 from ..core.sizes import Limits, default_limits
 from ..core.writes import Record, decode_write
 from ..core.held import H_APPLIED_IN, H_FENCE
@@ -207,31 +207,19 @@ class ReplayWorker:
     # ---------------------------------------------------------------- one batch
     async def _process_isolating(self, batch: list[Record], decoded: list, gen: int, stop: asyncio.Event,
                                  plan: Plan | None = None) -> None:
-        """:meth:`_process`, under the rule for the unknown (as the router's lane, router/worker.py).
+        """:meth:`_process` under the rule for the unknown (core/batch.py ``process_isolating``)."""
+        plans = iter([plan])  # planned for the whole batch: only the first pass may use it
 
-        An error no stage foresaw splits the batch in halves, in order, until the record at fault
-        stands alone; it is dead-lettered as ``poison`` naming the error and the replay goes on.
-        """
-        try:
-            await self._process(batch, decoded, gen, stop, plan)
-            return
-        except Abandon:
-            raise
-        except Exception as exc:  # noqa: BLE001 - see the docstring
-            if stop.is_set():
-                raise Abandon() from exc
-            swallowed("replayer", exc, what=f"a batch of {len(batch)} for {self.region}; isolating the record "
-                      "at fault", logger=log, level=logging.ERROR)
-            err = exc
-        if len(batch) == 1:
-            rec = batch[0]
-            await self._dead_letters([(rec, BadWrite(DeadReason.poison, f"the replayer failed on it: {describe(err)}"),
-                                       None)], gen, stop)
-            await self._commit(batch, gen)
-            return
-        mid = len(batch) // 2
-        await self._process_isolating(batch[:mid], decoded[:mid], gen, stop)
-        await self._process_isolating(batch[mid:], decoded[mid:], gen, stop)
+        async def process(part: list[Record], part_decoded: list) -> None:
+            await self._process(part, part_decoded, gen, stop, next(plans, None))
+
+        async def poison(rec: Record, err: BaseException) -> None:
+            bad = BadWrite(DeadReason.poison, f"the replayer failed on it: {describe(err)}")
+            await self._dead_letters([(rec, bad, None)], gen, stop)
+            await self._commit([rec], gen)
+
+        await process_isolating(process, poison, batch, decoded, passes=(Abandon,), stopping=stop.is_set,
+                                stopped=lambda exc: Abandon(), what=f"for {self.region}", service="replayer")
 
     async def _process(self, batch: list[Record], decoded: list, gen: int, stop: asyncio.Event,
                        plan: Plan | None = None) -> None:

@@ -36,7 +36,7 @@ from typing import Callable
 
 from confluent_kafka import KafkaException, Producer, TopicPartition
 
-from ..core.batch import next_offsets, plan_ahead
+from ..core.batch import next_offsets, plan_ahead, process_isolating
 from ..core.config import Config
 from ..core.db import Plan, RegionDB
 from ..core.guardlane import LaneGuard, commit_offset
@@ -199,33 +199,15 @@ class RegionWorker:
 
     async def _process_isolating(self, batch: list[Record], decoded: list, stop: asyncio.Event, epoch: int,
                                  plan: Plan | None = None) -> None:
-        """:meth:`_process`, under the rule for the unknown: no record may stop the lane.
+        """:meth:`_process` under the rule for the unknown (core/batch.py ``process_isolating``)."""
+        plans = iter([plan])  # planned for the whole batch: only the first pass may use it
 
-        An error no stage foresaw is taken to belong to some record of the batch: the batch is
-        processed again in halves, in order, until the record stands alone, which is then
-        dead-lettered as ``poison`` naming the error. Records before it are committed, records
-        after it go on; what a failed attempt already did (an apply, a held copy) is made
-        harmless on the second pass by the inbox. Retrying the whole batch instead would stop the
-        partitions for good; letting the error out would stop the process, and every restart would
-        meet the same uncommitted record (issue 25).
-        """
-        try:
-            await self._process(batch, decoded, stop, epoch, plan)
-            return
-        except Revoked:
-            raise
-        except Exception as exc:  # noqa: BLE001 - see the docstring
-            if stop.is_set():
-                raise Revoked() from exc
-            swallowed("router", exc, what=f"a batch of {len(batch)} for {self.region}; isolating the record at fault",
-                      logger=log, level=logging.ERROR)
-            err = exc
-        if len(batch) == 1:
-            await self._poison(batch[0], err, stop, epoch)
-            return
-        mid = len(batch) // 2
-        await self._process_isolating(batch[:mid], decoded[:mid], stop, epoch)
-        await self._process_isolating(batch[mid:], decoded[mid:], stop, epoch)
+        async def process(part: list[Record], part_decoded: list) -> None:
+            await self._process(part, part_decoded, stop, epoch, next(plans, None))
+
+        await process_isolating(process, lambda rec, err: self._poison(rec, err, stop, epoch), batch, decoded,
+                                passes=(Revoked,), stopping=stop.is_set, stopped=lambda exc: Revoked(),
+                                what=f"for {self.region}", service="router")
 
     async def _poison(self, rec: Record, exc: BaseException, stop: asyncio.Event, epoch: int) -> None:
         """Dead-letter one record that made a stage fail, then commit past it."""
