@@ -112,6 +112,7 @@ ROW_VALUE_ERRORS = (TypeError, ValueError, RecursionError, OverflowError, Unicod
 
 
 _ClientDataError = asyncpg.exceptions._base.DataError  # an InterfaceError too: tested before them
+_ClientInternalError = asyncpg.exceptions._base.InternalClientError  # ProtocolError, OutdatedSchemaCacheError...
 
 
 def classify_db_error(region: str, exc: BaseException) -> RegionGuardError:
@@ -152,6 +153,10 @@ def classify_db_error(region: str, exc: BaseException) -> RegionGuardError:
         return BadWrite(DeadReason.schema, f"{type(exc).__name__}: {_message(exc)}")
     if isinstance(exc, (asyncpg.InterfaceError, asyncpg.exceptions.ConnectionDoesNotExistError)):
         return RegionUnavailable(region, "connection_lost")
+    if isinstance(exc, _ClientInternalError):
+        # the driver's own state, not a row: a protocol error on a broken connection, a statement
+        # cache outdated by a schema change, a server that is not the kind asked for; retried
+        return TransientDBError(region, type(exc).__name__)
     if isinstance(exc, OSError):
         return RegionUnavailable(region, "os_error", type(exc).__name__)
     if isinstance(exc, ROW_VALUE_ERRORS):

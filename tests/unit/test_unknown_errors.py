@@ -109,3 +109,13 @@ def test_msgspec_errors_are_unchanged():
     assert isinstance(out, BadWrite) and out.reason is DeadReason.schema
     with pytest.raises(msgspec.ValidationError):
         wire.decode(b'{"id": 1}')
+
+
+@pytest.mark.parametrize("exc", [asyncpg.exceptions.ProtocolError("unexpected message"),
+                                 asyncpg.exceptions.OutdatedSchemaCacheError("cached plan", schema="s",
+                                                                             data_type="t", position=0)])
+def test_the_drivers_own_state_is_retried_not_dead_lettered(exc):
+    """A protocol error on a broken connection is not a row's fault: dead-lettering the batch for it
+    would empty a healthy stream into rg.dead-letter during a network fault."""
+    err = classify_db_error("eu", exc)
+    assert isinstance(err, TransientDBError) and err.retriable
