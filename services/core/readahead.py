@@ -133,10 +133,12 @@ class ReadAhead:
                     continue
             self._check_contiguous(batch)
             decoded: list[Any] = []
+            # the guard's verdict only matters while it holds a poison record: no call per record else
+            decode = self._decode if guard is not None and guard.poison else self.decode
             for s in range(0, len(batch), 100):
                 chunk = batch[s:s + 100]
                 try:
-                    decoded.extend([self._decode(rec) for rec in chunk])
+                    decoded.extend([decode(rec) for rec in chunk])
                 except Exception:  # noqa: BLE001 - a decoder that raises: that record's dead letter
                     decoded.extend(self._decode_alone(rec) for rec in chunk)
                 await asyncio.sleep(0)
