@@ -63,9 +63,14 @@ class ReplayWorker:
         self._lane_tag = f" (lane {lane})" if cfg.replay.lanes > 1 else ""
         self.guard = LaneGuard(self.consumer, topic=self.topic, batch_max=cfg.replay.batch_size,
                                service="replayer", name=f"replayer {region}{self._lane_tag}")
+        # partition -> next offset whose batch is handled for good (applied, dead letters confirmed) but
+        # whose commit may still be in flight: a reset reads from here, not from the broker's older
+        # commit, so a dead letter is never published twice by one owner
+        self.settled: dict[int, int] = {}
         self.reader = ReadAhead(self.consumer, topic=self.topic, batch_max=cfg.replay.batch_size, wait_s=0.005,
                                 owned=lambda: sorted(self.assigned), name=f"replayer {region}{self._lane_tag}",
-                                decode=self._decode, prepare=self._plan, guard=self.guard)
+                                decode=self._decode, prepare=self._plan, settled=lambda: self.settled,
+                                guard=self.guard)
         self.paused = False
         self.backoff = cfg.router.retry_initial_s
         self.active = False
@@ -81,6 +86,8 @@ class ReplayWorker:
     def _on_assign(self, consumer, parts) -> None:
         log.info("region %s: assigned held partitions %s%s", self.region, [tp.partition for tp in parts], self._lane_tag)
         self.assigned |= {tp.partition for tp in parts}
+        for tp in parts:
+            self.settled.pop(tp.partition, None)  # settled in an earlier ownership: another owner came between
         self.guard.assigned(tp.partition for tp in parts)
         self.assignments += 1
         self.reader.invalidate()
@@ -92,7 +99,7 @@ class ReplayWorker:
         log.info("region %s: revoked held partitions %s%s", self.region, [tp.partition for tp in parts], self._lane_tag)
         ps = [tp.partition for tp in parts]
         # leaving is no death: clear the crash guard's start markers of partitions not committed since
-        handover = self.guard.handover(ps, {})
+        handover = self.guard.handover(ps, {p: self.settled[p] for p in ps if p in self.settled})
         if handover:
             try:
                 consumer.commit(offsets=handover, asynchronous=False)
@@ -100,6 +107,8 @@ class ReplayWorker:
                 log.warning("region %s: crash-guard handover commit failed (%s)", self.region, exc)
         self.guard.revoked(ps)
         self.assigned -= set(ps)
+        for p in ps:
+            self.settled.pop(p, None)
         self.reader.invalidate()
 
     def _plan(self, batch: list[Record], decoded: list) -> Plan | None:
@@ -183,7 +192,7 @@ class ReplayWorker:
 
     async def _hand_over(self) -> None:
         """Stopping cleanly: clear the crash guard's markers (no death), before the consumers close."""
-        offsets = self.guard.handover(sorted(self.assigned), {})
+        offsets = self.guard.handover(sorted(self.assigned), dict(self.settled))
         if offsets:
             try:
                 await asyncio.to_thread(self.consumer.commit, offsets=offsets, asynchronous=False)
@@ -339,12 +348,14 @@ class ReplayWorker:
 
         The broker's answer is awaited in a thread, and only before the next
         commit (commits stay in order): the next batch is applied meanwhile.
-        A failed commit abandons the batch in hand, so both are read again
-        from the last good commit, and the inbox skips what was applied.
+        A failed commit abandons the batch in hand, which is read again from
+        the settled position (the failed commit's batch was handled for good:
+        the next commit covers it).
         """
         if gen != self.reader.gen:
             raise Abandon()
         nxt = next_offsets(batch)
+        self.settled.update(nxt)
         offsets = [commit_offset(self.topic, p, o, self.guard.metadata(p, o)) for p, o in nxt.items()]
         await self._committed()
         self.guard.committing(nxt)
