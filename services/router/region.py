@@ -9,6 +9,14 @@ Two things are about the region as a whole, not about a lane:
   backoff brings it back. The health service sees one observer,
   ``router:<instance>``, however many lanes there are: its quorum counts
   processes, not lanes.
+* **The drain probe**: while a lane waits, paused, for the replayer to drain
+  a held partition, it applies nothing, so nothing it does would tell it the
+  region is down. A router started during an outage that no health service
+  reports (``--no-health``, or a health view that still says closed) would
+  wait there until the heal, and the partition's new writes would be neither
+  held nor failed over. So one ping at most every ``DRAIN_PROBE_S`` runs in
+  the background while partitions drain; a failure is the ordinary passive
+  mark-down, which sends the partitions back to held.
 * **The hold summary**: the ``regionguard_held_partitions`` and ``regionguard_direct_partitions`` gauges and the
   ``hold_started`` / ``direct_resumed`` events sum over the lanes, so a
   dashboard or the demo sees one region, not one lane.
@@ -16,6 +24,7 @@ Two things are about the region as a whole, not about a lane:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Callable
@@ -31,6 +40,9 @@ from ..core.models import FailoverEvent, Observation, row_ops
 
 log = logging.getLogger(__name__)
 
+#: Seconds between two pings of the region while partitions wait for the replayer (see the docstring).
+DRAIN_PROBE_S = 1.0
+
 
 class RegionShare:
     def __init__(self, cfg: Config, region: str, *, db: RegionDB, producer: Producer,
@@ -42,6 +54,8 @@ class RegionShare:
         self.down_kind = ""
         self.backoff = cfg.router.retry_initial_s
         self._probing = False
+        self._drain_probe: asyncio.Task | None = None
+        self._next_drain_probe = 0.0
         self._lanes: dict[int, tuple[int, int]] = {}  # lane -> (held or draining, direct)
         self._holding = False
 
@@ -77,6 +91,29 @@ class RegionShare:
         self.down_kind = ""
         self.backoff = self.cfg.router.retry_initial_s
         self._observe(ok=True, kind="ok")
+
+    def probe_while_draining(self) -> None:
+        """Ping the region in the background, at most once per ``DRAIN_PROBE_S`` (see the docstring).
+
+        Not awaited: a ping into a black hole takes the health timeout, and the lane's other,
+        direct partitions must not wait for it.
+        """
+        now = time.monotonic()
+        if self.down_kind or self._probing or now < self._next_drain_probe:
+            return
+        if self._drain_probe is not None and not self._drain_probe.done():
+            return
+        self._next_drain_probe = now + DRAIN_PROBE_S
+        self._drain_probe = asyncio.ensure_future(self._ping_draining())
+
+    async def _ping_draining(self) -> None:
+        try:
+            await self.db.ping()
+        except RegionUnavailable as err:
+            if not self.down_kind:
+                self.mark_down(err)
+        except RegionGuardError as err:
+            log.warning("region %s: drain probe answered with %s", self.region, err)
 
     def _observe(self, *, ok: bool, kind: str) -> None:
         publish.observation(self.cfg, self.producer, Observation(

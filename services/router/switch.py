@@ -74,6 +74,8 @@ class Switch:
         await self.perform(self.modes.region_changed(closed))
         if closed:
             await self.perform(self.modes.unfenced())
+        if closed and self.modes.draining():
+            self.share.probe_while_draining()
         if closed and self.modes.draining() and time.monotonic() - self._last_drain_check > DRAIN_CHECK_S:
             self._last_drain_check = time.monotonic()
             await self._check_draining()
