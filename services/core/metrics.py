@@ -53,6 +53,13 @@ BATCH_SECONDS = Histogram(
     "regionguard_apply_batch_seconds", "Time to apply one batch", ["region", "service"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+WRITE_LAG = Histogram(
+    "regionguard_write_lag_seconds",
+    "From a write's Kafka record to the commit that applied it, by path (direct, failover, replay); one "
+    "observation per batch and partition: its oldest write (core/lag.py)", ["region", "path"],
+    # direct writes live in the first buckets (a p99 SLO of 0.1-1 s); replayed ones wait out an outage
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800, 3600, 7200),
+)
 HELD_PARTITIONS = Gauge("regionguard_held_partitions", "Partitions of a region currently in held mode", ["region"])
 DIRECT_PARTITIONS = Gauge("regionguard_direct_partitions",
                           "Partitions of a region this router owns and applies directly (direct mode)", ["region"])

@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 
 from confluent_kafka import KafkaException, TopicPartition
 
+from ..core import lag
 from ..core import metrics as m
 from ..core import publish
 from ..core.batch import count_applied, next_offsets, plan_ahead, process_isolating
@@ -265,6 +266,9 @@ class ReplayWorker:
             if writes[i].ops is not None:
                 m.GROUPS.labels(self.region, "replayer", "dead_lettered").inc()
         count_applied(self.region, "replayer", res, groups_outcome="replayed")
+        if recs:
+            failed = {i for i, _ in res.failed}
+            lag.observe(self.region, "replay", (r for i, r in enumerate(recs) if i not in failed), held=True)
         await self._dead_letters(dead, gen, stop)
         await self._commit(batch, gen)
         self.shared.lane_batch(res, dead=len(dead), expired=expired)

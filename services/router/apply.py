@@ -26,6 +26,7 @@ import logging
 import time
 from typing import Awaitable, Callable
 
+from ..core import lag
 from ..core import metrics as m
 from ..core.batch import count_applied
 from ..core.config import Config
@@ -106,6 +107,8 @@ class DirectApply:
             if w.ops is not None:
                 m.GROUPS.labels(self.region, "router", "dead_lettered").inc()
         count_applied(self.region, "router", res, seconds=seconds)
+        failed = {i for i, _ in res.failed}
+        lag.observe(self.region, "direct", (rec for i, (rec, _) in enumerate(direct) if i not in failed))
         if res.duplicates:
             log.info("region %s: skipped %d duplicate write(s) already applied", self.region, res.duplicates)
 

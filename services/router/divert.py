@@ -25,7 +25,11 @@ from ..core import metrics as m
 from ..core.config import Config
 from ..core.db import RegionDB
 from ..core.errors import BadWrite, RegionGuardError
-from ..core.held import H_APPLIED_IN, H_HELD_AT, H_REASON, H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_SOURCE_TOPIC, H_VERIFY
+from ..core import lag
+from ..core.held import (
+    H_APPLIED_IN, H_HELD_AT, H_REASON, H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_SOURCE_TIMESTAMP, H_SOURCE_TOPIC,
+    H_VERIFY,
+)
 from ..core.models import DeadReason, Policy
 from ..core.outbox import Outbox
 from ..core.rowcache import RowCache
@@ -126,6 +130,7 @@ class Divert:
             await self.cache.write(fb, res.rows)
         failed = {i for i, _ in res.failed}
         m.FAILOVER_APPLIED.labels(self.region, fb).inc(len(items) - len(failed))
+        lag.observe(self.region, "failover", (rec for i, (rec, _) in enumerate(items) if i not in failed))
         if res.groups:
             m.GROUPS.labels(self.region, "router", "failover_applied").inc(res.groups)
         return {id(rec): fb for i, (rec, _) in enumerate(items) if i not in failed}
@@ -142,6 +147,8 @@ class Divert:
                 (H_SOURCE_PARTITION, str(rec.partition).encode()),
                 (H_SOURCE_OFFSET, str(rec.offset).encode()),
             ]
+            if (ts := lag.source_timestamp_ms(rec)) is not None:
+                headers.append((H_SOURCE_TIMESTAMP, str(ts).encode()))
             if id(rec) in applied_in:
                 headers.append((H_APPLIED_IN, applied_in[id(rec)].encode()))
             if id(rec) in verify:

@@ -25,7 +25,8 @@ from regionguard.core.kafka import producer_conf, replayer_group, router_group
 
 
 def produce_raw(bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes | None]],
-                partition: int | None = None, headers: list[tuple[str, bytes]] | None = None) -> None:
+                partition: int | None = None, headers: list[tuple[str, bytes]] | None = None,
+                timestamp_ms: int | None = None) -> None:
     p = Producer(producer_conf(bootstrap, **{"linger.ms": 5}))
     errors: list[str] = []
 
@@ -39,6 +40,8 @@ def produce_raw(bootstrap: str, topic: str, items: list[tuple[bytes | None, byte
             kw["headers"] = headers
         if partition is not None:
             kw["partition"] = partition
+        if timestamp_ms is not None:
+            kw["timestamp"] = timestamp_ms  # the record's CreateTime, as a producer may set it
         while True:
             try:
                 p.produce(topic, **kw)
