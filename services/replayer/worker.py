@@ -35,6 +35,7 @@ from ..core.kafka import make_consumer, make_producer, replayer_group
 from ..core.outbox import GiveUp, Outbox, deliver
 from ..core.models import ControlRecord, DeadReason, Policy
 from ..core.readahead import ReadAhead
+from ..core.tracing import batch_span
 from ..core.supervise import describe
 from ..core.sizes import Limits, default_limits
 from ..core.writes import Record, decode_write
@@ -172,7 +173,8 @@ class ReplayWorker:
                     continue
                 gen, batch, decoded, plan = item
                 try:
-                    await self._process_isolating(batch, decoded, gen, stop, plan)
+                    with batch_span("replayer", self.region, batch):
+                        await self._process_isolating(batch, decoded, gen, stop, plan)
                 except Abandon:
                     self.reader.invalidate()
                 finally:

@@ -43,6 +43,7 @@ from ..core.guardlane import LaneGuard, commit_offset
 from ..core.kafka import make_consumer, replayer_group, router_group
 from ..core.outbox import GiveUp, Outbox, deliver
 from ..core.readahead import ReadAhead
+from ..core.tracing import batch_span
 from ..core.rowcache import RowCache
 from ..core.errors import BadWrite
 from ..core.models import DeadReason
@@ -161,7 +162,8 @@ class RegionWorker:
                     # replayer drained it (for good without one; seen in bench/takeover.py on Apache Kafka)
                     await self.switch.step()
                 try:
-                    await self._process_isolating(batch, decoded, stop, gen, plan)
+                    with batch_span("router", self.region, batch):
+                        await self._process_isolating(batch, decoded, stop, gen, plan)
                 except Revoked:
                     self.reader.invalidate()
                     log.info("region %s: batch abandoned; it will be read again", self.region)
