@@ -81,7 +81,7 @@ HELD_RETENTION = Gauge("regionguard_held_retention_seconds",
                        ["region"])
 REPLAYED = Counter("regionguard_writes_replayed_total", "Held writes processed by the replayer", ["region", "outcome"])
 REPLAY_ACTIVE = Gauge("regionguard_replay_active", "1 while a region's held backlog is being drained", ["region"])
-REPLAY_LAST_PROGRESS = Gauge("regionguard_replay_last_progress_timestamp", "Unix time of the last replay progress", ["region"])
+REPLAY_LAST_PROGRESS = Gauge("regionguard_replay_last_progress_timestamp_seconds", "Unix time of the last replay progress", ["region"])
 
 # features
 FEATURE_DISABLED = Gauge("regionguard_feature_disabled", "1 when a feature is disabled in a region", ["region", "feature"])
