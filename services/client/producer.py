@@ -185,6 +185,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ordering-key", metavar="KEY",
                    help="Kafka key instead of <table>/<key>: writes sharing it apply in order")
     p.add_argument("--id", help="write id (UUID); default: a new one")
+    p.add_argument("--json", action="store_true",
+                   help="accepted for every data command's sake: the output is always one JSON object")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import socket
 import sys
 import time
@@ -36,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reason", default="", help="free text recorded with the command")
     parser.add_argument("--wait", type=float, default=10.0, metavar="S",
                         help="wait up to S seconds for the new state (0: don't wait)")
+    parser.add_argument("--json", action="store_true",
+                        help="one JSON object: action, region, topic, applied, and the state when applied")
 
 
 def _done(action: str, st) -> bool:
@@ -75,17 +78,27 @@ def main(args: argparse.Namespace) -> int:
         if view:
             view.stop()
         raise ConfigError(f"cannot publish to {cfg.topic('control')} at {cfg.kafka.bootstrap}: {exc}") from None
-    print(f"published {args.action} for {args.region} on {cfg.topic('control')}")
+    doc = {"action": args.action, "region": args.region, "topic": cfg.topic("control"), "applied": None}
+    if not args.json:
+        print(f"published {args.action} for {args.region} on {cfg.topic('control')}")
     if view is None:
+        if args.json:
+            print(json.dumps(doc))
         return 0
     try:
         deadline = time.monotonic() + args.wait
         while time.monotonic() < deadline:
             st = view.state(args.region)
             if _done(action, st) and (before is None or st.seq > before.seq or _done(action, before)):
-                print(f"{args.region}: {st.state.value} (reason {st.reason}, seq {st.seq}, by {st.observer})")
+                if args.json:
+                    print(json.dumps({**doc, "applied": True, "state": st.state.value, "reason": st.reason,
+                                      "seq": st.seq, "observer": st.observer}))
+                else:
+                    print(f"{args.region}: {st.state.value} (reason {st.reason}, seq {st.seq}, by {st.observer})")
                 return 0
             time.sleep(0.05)
+        if args.json:
+            print(json.dumps({**doc, "applied": False}))
         print(f"{args.region}: no health leader applied the command within {args.wait:g}s "
               "(it will be applied when one runs)", file=sys.stderr)
         return 1

@@ -26,6 +26,7 @@ how to run the same drill against real clusters.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import signal
 import sys
@@ -68,19 +69,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="open (default): the drill fails unless the region's breaker opened; any: only recovery counts")
     p.add_argument("--control", metavar="FILE|URL",
                    help="drill control state file or http://host:port#token (default: found from the config)")
+    p.add_argument("--json", action="store_true", help="progress on stderr, then one JSON object with the "
+                                                       "summary on stdout (the DRILL line's fields and more)")
     p.add_argument("--progress-every", type=duration, default=5.0, metavar="DURATION", help=argparse.SUPPRESS)
 
 
 class _Out:
     """Timestamped lines relative to the fault's start, safe from several threads."""
 
-    def __init__(self) -> None:
+    def __init__(self, stream=None) -> None:
         self.t0 = time.monotonic()
         self._lock = threading.Lock()
+        self.stream = stream  # None: stdout; --json sends the progress to stderr
 
     def __call__(self, text: str) -> None:
         with self._lock:
-            print(f"[{time.monotonic() - self.t0:7.2f}s] {text}", flush=True)
+            print(f"[{time.monotonic() - self.t0:7.2f}s] {text}", file=self.stream or sys.stdout, flush=True)
 
 
 class _Transitions:
@@ -152,7 +156,7 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("regionguard.rdkafka").setLevel(logging.CRITICAL + 1)
 
-    out = _Out()
+    out = _Out(sys.stderr if args.json else None)
     trans = _Transitions(region, out)
     collector = StatusCollector(cfg, read_timeout=10.0, on_change=trans)
     try:
@@ -176,6 +180,7 @@ def _run(args, cfg, client, proxy: dict[str, Any], collector: StatusCollector, t
     from regionguard_testkit.embedded.drillctl import DrillControlError
 
     region, fault = args.region, args.fault
+    human = sys.stderr if args.json else sys.stdout  # --json: stdout holds the one JSON result
     view = collector.view
     st0 = view.state(region)
     if st0 is not None and st0.state is not State.closed:
@@ -193,10 +198,10 @@ def _run(args, cfg, client, proxy: dict[str, Any], collector: StatusCollector, t
     what = {"blackhole": "blackhole (packets vanish, connections hang)",
             "refuse": "refuse (connections refused, live ones reset)",
             "latency": f"latency (+{args.delay:g}s on every response)"}[fault]
-    print(f"drill: region {region}, fault {what}, for {args.duration:g}s")
-    print(f"       database path {proxy['listen']} -> {proxy['target']} (control: {client.source})")
+    print(f"drill: region {region}, fault {what}, for {args.duration:g}s", file=human)
+    print(f"       database path {proxy['listen']} -> {proxy['target']} (control: {client.source})", file=human)
     print(f"       state before: {st0.state.value if st0 else 'unknown (no state published yet)'}"
-          f"{f' (seq {st0.seq})' if st0 else ''}")
+          f"{f' (seq {st0.seq})' if st0 else ''}", file=human)
     trans.armed = True
     healed = False
     t_fault = t_heal = None
@@ -288,8 +293,8 @@ def _run(args, cfg, client, proxy: dict[str, Any], collector: StatusCollector, t
     t_closed = (closed_at - t_heal) if closed_at is not None else None
     recovered = closed_at is not None and backlog == 0
     ok = recovered and (opened is not None or args.expect == "any")
-    print()
-    print(f"drill summary: region {region}, fault {fault} for {args.duration:g}s")
+    print(file=human)
+    print(f"drill summary: region {region}, fault {fault} for {args.duration:g}s", file=human)
     rows = [
         ("time to open", _fmt(t_open) if opened else "never opened"),
         ("time to half_open", _fmt(half[0] - t_fault) if half else "-"),
@@ -306,7 +311,14 @@ def _run(args, cfg, client, proxy: dict[str, Any], collector: StatusCollector, t
     ]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
-        print(f"  {k:<{width}}  {v}")
+        print(f"  {k:<{width}}  {v}", file=human)
+    if args.json:
+        print(json.dumps({"region": region, "fault": fault, "duration_s": args.duration, "opened": bool(opened),
+                          "time_to_open_s": t_open, "time_to_half_open_s": (half[0] - t_fault) if half else None,
+                          "time_to_closed_s": t_closed, "held": held_total, "replayed": replayed,
+                          "replay": replay, "backlog_left": backlog, "backlog_exact": exact,
+                          "result": "pass" if ok else "fail"}), flush=True)
+        return 0 if ok else 1
     print(f"DRILL region={region} fault={fault} opened={'yes' if opened else 'no'} "
           f"time_to_open_s={'%.3f' % t_open if t_open is not None else 'none'} "
           f"time_to_closed_s={'%.3f' % t_closed if t_closed is not None else 'none'} "

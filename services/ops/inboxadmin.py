@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 
 import asyncpg
@@ -31,9 +32,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pr.add_argument("--region", action="append", metavar="R",
                     help="only this region (repeatable; default: every configured region)")
     pr.add_argument("--dry-run", action="store_true", help="count what would be deleted, delete nothing")
+    pr.add_argument("--json", action="store_true", help="one JSON object per region: region, inbox, "
+                                                        "tombstones, older_than_s, dry_run")
 
 
-async def _one(cfg, region: str, *, dry_run: bool) -> str:
+async def _one(cfg, region: str, *, dry_run: bool, as_json: bool = False) -> str:
     dsn = cfg.regions[region].dsn
     age = retention_s(cfg)
     try:
@@ -54,6 +57,9 @@ async def _one(cfg, region: str, *, dry_run: bool) -> str:
             await conn.close(timeout=2)
         except Exception:  # noqa: BLE001 - closing a broken connection; the result is already known
             conn.terminate()
+    if as_json:
+        return json.dumps({"region": region, "inbox": n.inbox, "tombstones": n.tombstones, "older_than_s": age,
+                           "dry_run": dry_run})
     return (f"{region}: {n.inbox} inbox rows and {n.tombstones} tombstones older than "
             f"{describe_age(age)} {verb}")
 
@@ -74,7 +80,7 @@ def main(args: argparse.Namespace) -> int:
         rc = 0
         for region in regions:
             try:
-                print(await _one(cfg, region, dry_run=args.dry_run), flush=True)
+                print(await _one(cfg, region, dry_run=args.dry_run, as_json=args.json), flush=True)
             except UsageError as exc:
                 print(f"regionguard inbox: {exc}", file=sys.stderr, flush=True)
                 rc = 2

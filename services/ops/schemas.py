@@ -25,6 +25,7 @@ def render() -> dict[str, str]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=DEFAULT_DIR, help="directory (default: the repo's schemas/)")
     p.add_argument("--check", action="store_true", help="exit 1 if the files on disk are stale")
+    p.add_argument("--json", action="store_true", help="one JSON object: dir, stale (file names), written, check")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -37,6 +38,10 @@ def main(args: argparse.Namespace) -> int:
             stale.append(fname)
             if not args.check:
                 path.write_text(text)
+    if args.json:
+        print(json.dumps({"dir": str(args.out), "stale": stale, "written": 0 if args.check else len(stale),
+                          "check": args.check}))
+        return 1 if args.check and stale else 0
     if args.check:
         if stale:
             print(f"stale schemas: {', '.join(stale)} (run: regionguard schemas)")

@@ -117,6 +117,11 @@ def test_list_filters_and_redrive_republishes_exact_bytes_once(regions, rg_confi
     dry = cli(cfg, "redrive", "--reason", "schema", "--since", "1d", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.count("would redrive") == 3 and "would redrive=2 " in dry.stdout  # 2 lines + the summary
+    dry_json = cli(cfg, "redrive", "--reason", "schema", "--since", "1d", "--dry-run", "--json")
+    assert dry_json.returncode == 0, dry_json.stderr
+    *would, summary = [json.loads(x) for x in dry_json.stdout.splitlines()]
+    assert [(d["action"], d["redrive"]) for d in would] == [("would_redrive", 1)] * 2
+    assert (summary["would_redrive"], summary["redriven"], summary["before_since"]) == (2, 0, 1), summary
     before = len(committed_records(cfg.bootstrap, writes, 1))
     assert before == 4  # the dry run republished nothing
 

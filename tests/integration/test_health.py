@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import re
 import subprocess
 import sys
@@ -123,10 +125,14 @@ def test_detects_blackhole_and_refuse_recovers_and_obeys_operators(broker, regio
         # operators: force-open, release (the command line waits for the published result)
         for action, want, reason in (("force-open", "open", "forced"), ("release", "closed", "released"),
                                      ("disable", "closed", "disabled")):
-            out = subprocess.run([sys.executable, "-m", "regionguard.cli", "breaker", action, "eu",
+            as_json = ["--json"] if action == "release" else []
+            out = subprocess.run([sys.executable, "-m", "regionguard.cli", "breaker", action, "eu", *as_json,
                                   "--config", str(cf.path), "--wait", "15"],
                                  capture_output=True, text=True, timeout=30, cwd=REPO)
             assert out.returncode == 0, out.stderr
+            if as_json:
+                doc = json.loads(out.stdout)
+                assert (doc["action"], doc["region"], doc["applied"], doc["state"]) == (action, "eu", True, want), doc
             st = states.latest("eu") if until(lambda: states.latest("eu").reason == reason, 5) else None
             assert st is not None and st.state.value == want, (action, states.latest("eu"))
         refused = metric(h1, "regionguard_probe_failures_total", kind="refused", region="eu")

@@ -6,6 +6,8 @@ seeded 20 days old (pruned) and 1 or 14 days old (kept).
 
 from __future__ import annotations
 
+import json
+
 import asyncio
 import subprocess
 import sys
@@ -86,6 +88,10 @@ def test_cli_dry_run_counts_then_prune_deletes_and_bad_input_is_one_line(regions
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout == "eu: 30 inbox rows and 3 tombstones older than 15d would be deleted (dry run)\n"
     assert counts(lr) == (41, 5)  # nothing deleted
+    as_json = _cli("--config", str(cfg), "--region", "eu", "--dry-run", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout) == {"region": "eu", "inbox": 30, "tombstones": 3,
+                                          "older_than_s": 15 * 86400, "dry_run": True}
 
     for args, want in (
         (("--region", "nowhere"), "regionguard inbox: --region: unknown region 'nowhere' (configured: eu, down)"),

@@ -44,6 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     rd.add_argument("--reason", metavar="R", help=f"the reason to redrive (required: {', '.join(REASONS)})")
     rd.add_argument("--dry-run", action="store_true", help="print what would be redriven and refused; "
                                                            "republish and commit nothing")
+    rd.add_argument("--json", action="store_true", help="one JSON object per refused (or, with --dry-run, "
+                                                        "would-be-redriven) dead letter, then a summary object")
     rd.add_argument("--batch-size", type=int, default=500, metavar="N",
                     help="dead letters per transaction (default 500)")
 
@@ -62,4 +64,5 @@ def main(args: argparse.Namespace) -> int:
 
     if args.dl_command == "list":
         return run_list(cfg, reason=reason, since=since, as_json=args.json)
-    return run_redrive(cfg, reason=reason, since=since, dry_run=args.dry_run, batch=args.batch_size)
+    return run_redrive(cfg, reason=reason, since=since, dry_run=args.dry_run, batch=args.batch_size,
+                       as_json=args.json)

@@ -169,7 +169,7 @@ def _already(cfg: Config, c, dl_topic: str, candidates: list[Item], bound_ms: in
 
 
 def run_redrive(cfg: Config, *, reason: str, since: datetime | None, dry_run: bool, batch: int = 500,
-                out: TextIO = sys.stdout) -> int:
+                out: TextIO = sys.stdout, as_json: bool = False) -> int:
     topic = cfg.topic("dead-letter")
     partitions, exact = kafkaio.connect(cfg, topic)
     group = group_name(cfg, reason)
@@ -198,7 +198,14 @@ def run_redrive(cfg: Config, *, reason: str, since: datetime | None, dry_run: bo
         _restore(rc, [i for i in items if i.action == Action.redrive and i.dl.original_truncated], exact)
         tally: Counter = Counter(i.action for i in items)
         for i in items:
-            if i.action == Action.refuse:
+            if as_json and (i.action == Action.refuse or (dry_run and i.action == Action.redrive)):
+                print(json.dumps({"action": "refused" if i.action == Action.refuse else "would_redrive",
+                                  "dead_letter": i.ref, "write_id": write_id(i.dl), "topic": i.dl.topic,
+                                  "partition": i.dl.partition, "offset": i.dl.offset,
+                                  "why": i.why if i.action == Action.refuse else None,
+                                  "target": list(i.target) if i.target else None, "redrive": i.count + 1},
+                                 sort_keys=True), file=out, flush=True)
+            elif i.action == Action.refuse:
                 print(f"refused {i.ref} (write {write_id(i.dl) or '-'}, {i.dl.topic}[{i.dl.partition}]@{i.dl.offset}): "
                       f"{i.why}", file=out, flush=True)
             elif dry_run and i.action == Action.redrive:
@@ -208,6 +215,16 @@ def run_redrive(cfg: Config, *, reason: str, since: datetime | None, dry_run: bo
             _republish(cfg, producer, gc, topic, items, ends, start, group, batch)
         span = ", ".join(f"{p}:{start.get(p, 0)}..{ends[p]}" for p in partitions)
         verb = "would redrive" if dry_run else "redriven"
+        if as_json:
+            print(json.dumps({"summary": True, "reason": reason, "dry_run": dry_run,
+                              "redriven": 0 if dry_run else tally[Action.redrive],
+                              "would_redrive": tally[Action.redrive] if dry_run else 0,
+                              "refused": tally[Action.refuse], "already_redriven": tally[Action.already],
+                              "before_since": tally[Action.older], "other_reasons": tally[Action.other],
+                              "unreadable": tally[Action.unreadable],
+                              "dead_letter_offsets": {str(p): [start.get(p, 0), ends[p]] for p in partitions}},
+                             sort_keys=True), file=out, flush=True)
+            return 1 if tally[Action.refuse] else 0
         print(f"redrive {reason}{' (dry run)' if dry_run else ''}: {verb}={tally[Action.redrive]} "
               f"refused={tally[Action.refuse]} already_redriven={tally[Action.already]} "
               f"before_since={tally[Action.older]} other_reasons={tally[Action.other]} "
