@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .dsn import redact_dsn
 from .kafka_security import kafka_security
-from .log import rdkafka_log
+from .log import add_secrets, rdkafka_log, scrub
+from .refs import RefError, resolve
 
 IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 REGION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -468,12 +469,22 @@ def _first_error(exc: ValidationError) -> str:
 
 
 def parse_config(data: Any, *, source: str = "config") -> Config:
+    """Validate ``data``, its references (``${env:NAME}``, ``${file:/path[:key]}``, core/refs.py) resolved.
+
+    The values references resolve to are scrubbed from every log line from now on, and from the
+    error this raises (a validator may quote the value it refuses).
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
     try:
-        return Config.model_validate(data)
+        resolved = resolve(data)
+    except RefError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    add_secrets(resolved.secrets)
+    try:
+        return Config.model_validate(resolved.data)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {_first_error(exc)}") from None
+        raise ConfigError(scrub(f"{source}: {_first_error(exc)}")) from None
 
 
 def load_config(path: str | os.PathLike | None = None) -> Config:
