@@ -457,7 +457,11 @@ class Config(_Frozen):
 
 
 def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
+    return error_line(exc.errors()[0])
+
+
+def error_line(err: Any) -> str:
+    """One of pydantic's errors as one line naming the field (``regions.eu.dsn: required field is missing``)."""
     loc = ".".join(str(p) for p in err["loc"])
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
@@ -493,6 +497,13 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     ``$KAFKA_BOOTSTRAP`` overrides ``kafka.bootstrap`` so tests and operators
     can point any config at another broker.
     """
+    p, data = read_yaml(path)
+    cfg = parse_config(data, source=str(p))
+    return with_env_overrides(cfg)
+
+
+def read_yaml(path: str | os.PathLike | None = None) -> tuple[Path, Any]:
+    """The config file named by ``path`` or ``$REGIONGUARD_CONFIG``, parsed but not validated."""
     path = path or os.environ.get("REGIONGUARD_CONFIG")
     if not path:
         raise ConfigError("no config: pass --config FILE or set REGIONGUARD_CONFIG")
@@ -502,13 +513,11 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read ({exc.strerror})") from None
     try:
-        data = yaml.safe_load(text)
+        return p, yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{p}: invalid YAML{where}") from None
-    cfg = parse_config(data, source=str(p))
-    return with_env_overrides(cfg)
 
 
 def with_env_overrides(cfg: Config) -> Config:

@@ -100,11 +100,13 @@ def resolve_text(text: str, *, environ: Mapping[str, str] | None = None,
     return _REF.sub(one, text)
 
 
-def resolve(data: Any, *, environ: Mapping[str, str] | None = None) -> Resolved:
+def resolve(data: Any, *, environ: Mapping[str, str] | None = None, errors: list[str] | None = None) -> Resolved:
     """Replace the references in every string value of ``data`` (mappings and lists, walked).
 
     Keys are never resolved: they name config fields, regions and tables. A :class:`RefError`
-    is re-raised with the path of the value it was found in (``regions.eu.dsn: ...``).
+    is re-raised with the path of the value it was found in (``regions.eu.dsn: ...``); with
+    ``errors``, every such line is appended there instead and the value is left as it was
+    (``regionguard config check`` reports them all).
     """
     out = Resolved(None)
     cache: dict = {}
@@ -114,7 +116,11 @@ def resolve(data: Any, *, environ: Mapping[str, str] | None = None) -> Resolved:
             try:
                 return resolve_text(node, environ=environ, secrets=out.secrets, _cache=cache)
             except RefError as exc:
-                raise RefError(f"{path}: {exc}" if path else str(exc)) from None
+                line = f"{path}: {exc}" if path else str(exc)
+                if errors is None:
+                    raise RefError(line) from None
+                errors.append(line)
+                return node
         if isinstance(node, dict):
             return {k: walk(v, f"{path}.{k}" if path else str(k)) for k, v in node.items()}
         if isinstance(node, list):

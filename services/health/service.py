@@ -73,7 +73,6 @@ from ..core.config import Config, ConfigError, load_config
 from ..core.kafka import ensure_topics, make_producer
 from ..core.startup import wait_for_kafka_signalled
 from ..core.kafka_security import kafka_security, ssl_context
-from ..core.dsn import tls_warnings
 from ..core.log import setup_logging
 from ..core.models import ControlRecord, FailoverEvent, Observation, RegionState
 from ..core.log import rdkafka_log
@@ -98,8 +97,6 @@ def main(args: argparse.Namespace) -> int:
     setup_logging(SERVICE)
     cfg = load_config(args.config)
     setup_logging(SERVICE, fmt=cfg.log.format)
-    for line in tls_warnings(cfg.regions):
-        log.warning(line)
     observer = args.observer or f"{socket.gethostname()}-{os.getpid()}"
     credentials = faust_credentials(cfg)  # a CA or key file that does not load: exit 2 now, not at the election
     try:

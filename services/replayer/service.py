@@ -14,7 +14,6 @@ from ..core.gctune import tune_for_throughput
 from ..core.kafka import ensure_topics, make_producer, read_limits
 from ..core.startup import wait_for_kafka
 from ..core.leave import leave_in_turn
-from ..core.dsn import tls_warnings
 from ..core.log import setup_logging
 from ..core.service import install_signal_handlers, parse_regions, state_view, view_ready
 from .region import RegionReplay
@@ -35,8 +34,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     setup_logging("replayer", fmt=cfg.log.format)
-    for line in tls_warnings(cfg.regions):
-        log.warning(line)
     regions = parse_regions(cfg, args.regions, args.region_list)
     metrics.start_metrics(cfg, "replayer", args.metrics_port)
     instance = args.instance or f"{socket.gethostname()}-{os.getpid()}"

@@ -15,7 +15,6 @@ from ..core.gctune import tune_for_throughput
 from ..core.inbox import InboxPruner
 from ..core.kafka import ensure_topics, make_producer, read_limits
 from ..core.leave import leave_in_turn
-from ..core.dsn import tls_warnings
 from ..core.log import setup_logging
 from ..core.rowcache import RowCache
 from ..core.startup import wait_for_kafka
@@ -103,8 +102,6 @@ class Router:
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     setup_logging("router", fmt=cfg.log.format)
-    for line in tls_warnings(cfg.regions):
-        log.warning(line)
     regions = parse_regions(cfg, args.regions, args.region_list)
     metrics.start_metrics(cfg, "router", args.metrics_port)
 
