@@ -171,7 +171,10 @@ class KafkaConfig(_Frozen):
 
 
 class RegionConfig(_Frozen):
-    dsn: str = Field(description="asyncpg DSN of the region's primary; sslmode=... allowed.")
+    dsn: str = Field(description="asyncpg DSN (a postgresql:// URL) of the region's primary. Without sslmode "
+                                 "(or $PGSSLMODE) the services warn at start: asyncpg's default, prefer, never "
+                                 "verifies the server; sslmode=disable says plain text is meant. Keep the password "
+                                 "out of the file with a reference: postgresql://app:${env:PG_PASSWORD}@host/db.")
     fallbacks: tuple[str, ...] = Field((), description="Regions to read from (and fail over to) when this one is down.")
     read_replicas: tuple[str, ...] = Field((), description="Extra read-only DSNs for read routing.")
 
