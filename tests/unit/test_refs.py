@@ -116,3 +116,12 @@ def test_cli_missing_env_reference_exits_2_with_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"regionguard inbox: {cfg}: regions.eu.dsn: environment variable 'RG_SURELY_UNSET_PW' is not set"]
+
+
+def test_a_reference_in_a_number_field_is_validated_as_that_number(monkeypatch):
+    monkeypatch.setenv("RG_TEST_PW", "x")
+    monkeypatch.setenv("RG_TEST_PORT", "9555")
+    assert parse_config({**BASE, "metrics": {"port": "${env:RG_TEST_PORT}"}}).metrics.port == 9555
+    monkeypatch.setenv("RG_TEST_PORT", "ninety")
+    with pytest.raises(ConfigError, match="metrics.port: Input should be a valid integer"):
+        parse_config({**BASE, "metrics": {"port": "${env:RG_TEST_PORT}"}})
