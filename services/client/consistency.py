@@ -39,7 +39,7 @@ from ..core.supervise import swallowed
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WriteToken", "Visibility", "ConsistencyWatcher", "BadToken", "VISIBLE_SQL"]
+__all__ = ["WriteToken", "Visibility", "ConsistencyWatcher", "BadToken", "UnknownTokenRegion", "VISIBLE_SQL"]
 
 #: How often a waiter looks at its home region's state (``held`` is said only after the inbox answered).
 HELD_CHECK_S = 0.05
@@ -48,8 +48,20 @@ HELD_CHECK_S = 0.05
 VISIBLE_SQL = "SELECT EXISTS (SELECT 1 FROM regionguard_applied WHERE write_id = $1::uuid)"
 
 
+#: No honest token is longer (a region name is at most 63 characters): a longer one is not parsed at all.
+MAX_TOKEN_LEN = 1024
+
+
 class BadToken(ValueError):
-    """A token that is not ``<region>:<uuid>[:<fallbacks>]`` of configured regions."""
+    """A token that is not ``<region>:<uuid>[:<fallbacks>]`` of configured regions; ``reason`` says which part."""
+
+    reason = "malformed"
+
+
+class UnknownTokenRegion(BadToken):
+    """A well-formed token naming a region (home or fallback) that is not configured."""
+
+    reason = "unknown_region"
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,8 @@ class WriteToken:
     @classmethod
     def parse(cls, text: str, cfg: Config | None = None) -> "WriteToken":
         """The token from its string form; raises :class:`BadToken` with a one-line reason."""
+        if len(str(text)) > MAX_TOKEN_LEN:
+            raise BadToken(f"malformed token: longer than {MAX_TOKEN_LEN} characters")
         parts = str(text).strip().split(":")
         if len(parts) not in (2, 3) or not parts[0]:
             raise BadToken(f"malformed token {text!r}: expected <region>:<write id>[:<fallbacks>]")
@@ -84,7 +98,7 @@ class WriteToken:
         if cfg is not None:
             for r in (parts[0], *fallbacks):
                 if r not in cfg.regions:
-                    raise BadToken(f"token {text!r} names unknown region {r!r}")
+                    raise UnknownTokenRegion(f"token {text!r} names unknown region {r!r}")
         return cls(wid, parts[0], fallbacks)
 
     @classmethod

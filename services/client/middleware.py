@@ -40,9 +40,13 @@ For every HTTP request it:
 5. read-your-writes: a request carrying a write's token in ``after_header``
    (``X-RegionGuard-After: <token>``, see :mod:`regionguard.client.consistency`)
    gets a reader whose reads serve only from a tier showing that write (waiting
-   up to the reader's ``after_wait_s``), and ``X-Consistency: read-your-writes``,
-   or ``stale`` when the deadline passed first; reads without a token give
-   ``eventual``. A malformed token gets 400 (JSON).
+   up to the reader's ``after_wait_s``, shared by all the request's reads), and
+   ``X-Consistency: read-your-writes``, or ``stale`` when the deadline passed
+   first; reads without a token give ``eventual``. Nobody signs a token, so the
+   wait is bounded per client too (:mod:`regionguard.client.waitbudget`: a client
+   whose tokens keep not showing gets one look and no wait). A malformed token,
+   or one naming an unknown region, is ignored (the request reads ``eventual``)
+   and counted in :attr:`RegionGuardMiddleware.ignored_tokens` by reason.
 
 Feature checks follow :meth:`FeatureFlagsView.is_enabled`: the feature
 manager's records while it is live, else the same rules evaluated locally
@@ -56,6 +60,7 @@ import json
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timezone
@@ -65,6 +70,7 @@ from ..core.config import Config, load_config
 from ..core.models import RegionState
 from ..core.supervise import swallowed
 from .consistency import BadToken, WriteToken
+from .waitbudget import WaitBudget
 from .reader import BoundReader, RegionalReader
 from .views import FeatureFlagsView, RegionStates
 
@@ -171,6 +177,7 @@ class RegionGuardMiddleware:
         retry_after_s: float | None = None,
         ready_timeout_s: float = 5.0,
         router: Any = None,
+        client_key: Callable[[Scope], str | None] | None = None,
     ) -> None:
         self.app = app
         if isinstance(config, Config):
@@ -204,6 +211,11 @@ class RegionGuardMiddleware:
         self._router = router
         self._router_searched = router is not None
         self._started = False
+        # who a request comes from, for the read-your-writes wait budget (default: the peer's address)
+        self.client_key = client_key or (lambda scope: (scope.get("client") or ("?",))[0])
+        self.wait_budget: WaitBudget | None = None  # made with the reader (its after_wait_s)
+        #: tokens ignored, by reason (``malformed``, ``unknown_region``): never an error for the request
+        self.ignored_tokens: Counter[str] = Counter()
 
     # -- lifecycle --------------------------------------------------------------------
     def _start_views(self) -> None:
@@ -253,11 +265,11 @@ class RegionGuardMiddleware:
                                     "regions": sorted(self.cfg.regions)})
             return
 
-        try:
-            after = self._after(scope)
-        except BadToken as exc:
-            await _json(send, 400, {"error": "bad_token", "detail": str(exc)})
-            return
+        after = self._after(scope)
+        client, allowed = "", 0.0
+        if after is not None:
+            client = str(self.client_key(scope) or "?")
+            allowed = self._budget().allowance(client, after.id)
         state = self.states.state(region)
         ctx = RegionContext(
             region=region,
@@ -265,7 +277,7 @@ class RegionGuardMiddleware:
             stale=self.states.is_stale(),
             states=self.states,
             flags=self.flags,
-            reader=self.reader().for_region(region, after),
+            reader=self.reader().for_region(region, after, wait_s=allowed),
             disabled=self.flags.disabled(region),
         )
         st = scope.setdefault("state", {})
@@ -284,7 +296,17 @@ class RegionGuardMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            seen = ctx.reader.consistency if ctx.reader is not None else None
+            if after is not None and seen in ("read_your_writes", "stale"):
+                self._budget().settle(client, after.id, visible=seen == "read_your_writes", allowed_s=allowed)
+
+    def _budget(self) -> WaitBudget:
+        if self.wait_budget is None:
+            self.wait_budget = WaitBudget(self.reader().after_wait_s)
+        return self.wait_budget
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def watch_receive() -> dict[str, Any]:
@@ -299,10 +321,15 @@ class RegionGuardMiddleware:
         await self.app(scope, watch_receive, send)
 
     def _after(self, scope: Scope) -> WriteToken | None:
-        """The request's read-your-writes token (``after_header``), if it carries one."""
+        """The request's read-your-writes token (``after_header``), if it carries a valid one."""
         for k, v in scope.get("headers", []):
             if k == self.after_header and v.strip():
-                return WriteToken.parse(v.decode("latin-1"), self.cfg)
+                try:
+                    return WriteToken.parse(v.decode("latin-1"), self.cfg)
+                except BadToken as exc:  # the read goes on without it: eventual, as if none came
+                    self.ignored_tokens[exc.reason] += 1
+                    log.debug("middleware: ignoring a %s read-your-writes token", exc.reason)
+                    return None
         return None
 
     # -- region and features ----------------------------------------------------------

@@ -212,6 +212,7 @@ class RegionalReader:
         self._redis_down_until = 0.0
         self.served: Counter[tuple[str, str]] = Counter()  # (region, tier) -> reads served
         self.rejected: Counter[str] = Counter()            # target -> bulkhead rejections
+        self.after_looks: Counter[str] = Counter()         # region -> rounds of the tiers asked for a token's write
 
     # -- tiers ------------------------------------------------------------------------
     def tiers(self, region: str, table: str | None = None) -> list[tuple[str, _Target | None]]:
@@ -325,8 +326,10 @@ class RegionalReader:
         except BadToken as exc:
             raise BadRead(str(exc)) from None
 
-    def for_region(self, region: str, after: WriteToken | None = None) -> "BoundReader":
-        return BoundReader(self, region, after)
+    def for_region(self, region: str, after: WriteToken | None = None, *,
+                   wait_s: float | None = None) -> "BoundReader":
+        """A reader of ``region``; with ``after``, its reads share one wait of ``wait_s`` (``after_wait_s``)."""
+        return BoundReader(self, region, after, wait_s=wait_s)
 
     async def close(self) -> None:
         for bh in self._bulkheads.values():
@@ -399,6 +402,7 @@ class RegionalReader:
         """Tiers in order, each asked whether the write is visible; again until the deadline."""
         deadline = time.monotonic() + (self.after_wait_s if wait_s is None else wait_s)
         while True:
+            self.after_looks[region] += 1
             attempts: list[TierAttempt] = []
             without: ReadResult | None = None  # the first answer that lacked the write
             for tier, target in self.tiers(region, table):
@@ -551,21 +555,31 @@ class BoundReader:
     reads :attr:`results` back to set ``X-Region-Served`` / ``X-Degraded``.
     """
 
-    def __init__(self, reader: RegionalReader, region: str, after: WriteToken | None = None) -> None:
+    def __init__(self, reader: RegionalReader, region: str, after: WriteToken | None = None, *,
+                 wait_s: float | None = None) -> None:
         self.reader, self.region = reader, region
         self.after = after  # the request's token (middleware): every read is read-your-writes by default
+        self.wait_s = reader.after_wait_s if wait_s is None else wait_s
+        # one wait for the whole request, from its first read on: ten reads must not wait ten times
+        self._deadline: float | None = None
         self.results: list[ReadResult] = []
+
+    def _with_token(self, kw: dict[str, Any]) -> dict[str, Any]:
+        kw.setdefault("after", self.after)
+        if kw["after"] is self.after and self.after is not None and "wait_s" not in kw:
+            if self._deadline is None:
+                self._deadline = time.monotonic() + self.wait_s
+            kw["wait_s"] = max(0.0, self._deadline - time.monotonic())
+        return kw
 
     async def get(self, table: str, key: Mapping[str, Any], *, columns: Iterable[str] | None = None,
                   **kw: Any) -> ReadResult:
-        kw.setdefault("after", self.after)
-        res = await self.reader.get(table, key, region=self.region, columns=columns, **kw)
+        res = await self.reader.get(table, key, region=self.region, columns=columns, **self._with_token(kw))
         self.results.append(res)
         return res
 
     async def select(self, table: str, **kw: Any) -> ReadResult:
-        kw.setdefault("after", self.after)
-        res = await self.reader.select(table, region=self.region, **kw)
+        res = await self.reader.select(table, region=self.region, **self._with_token(kw))
         self.results.append(res)
         return res
 

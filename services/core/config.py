@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .dsn import redact_dsn
 from .kafka_security import kafka_security
-from .log import rdkafka_log
+from .log import add_secrets, rdkafka_log, scrub
+from .refs import RefError, resolve
 
 IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 REGION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -170,7 +171,10 @@ class KafkaConfig(_Frozen):
 
 
 class RegionConfig(_Frozen):
-    dsn: str = Field(description="asyncpg DSN of the region's primary; sslmode=... allowed.")
+    dsn: str = Field(description="asyncpg DSN (a postgresql:// URL) of the region's primary. Without sslmode "
+                                 "(or $PGSSLMODE) the services warn at start: asyncpg's default, prefer, never "
+                                 "verifies the server; sslmode=disable says plain text is meant. Keep the password "
+                                 "out of the file with a reference: postgresql://app:${env:PG_PASSWORD}@host/db.")
     fallbacks: tuple[str, ...] = Field((), description="Regions to read from (and fail over to) when this one is down.")
     read_replicas: tuple[str, ...] = Field((), description="Extra read-only DSNs for read routing.")
 
@@ -456,7 +460,11 @@ class Config(_Frozen):
 
 
 def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
+    return error_line(exc.errors()[0])
+
+
+def error_line(err: Any) -> str:
+    """One of pydantic's errors as one line naming the field (``regions.eu.dsn: required field is missing``)."""
     loc = ".".join(str(p) for p in err["loc"])
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
@@ -468,12 +476,22 @@ def _first_error(exc: ValidationError) -> str:
 
 
 def parse_config(data: Any, *, source: str = "config") -> Config:
+    """Validate ``data``, its references (``${env:NAME}``, ``${file:/path[:key]}``, core/refs.py) resolved.
+
+    The values references resolve to are scrubbed from every log line from now on, and from the
+    error this raises (a validator may quote the value it refuses).
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
     try:
-        return Config.model_validate(data)
+        resolved = resolve(data)
+    except RefError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    add_secrets(resolved.secrets)
+    try:
+        return Config.model_validate(resolved.data)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {_first_error(exc)}") from None
+        raise ConfigError(scrub(f"{source}: {_first_error(exc)}")) from None
 
 
 def load_config(path: str | os.PathLike | None = None) -> Config:
@@ -482,6 +500,13 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     ``$KAFKA_BOOTSTRAP`` overrides ``kafka.bootstrap`` so tests and operators
     can point any config at another broker.
     """
+    p, data = read_yaml(path)
+    cfg = parse_config(data, source=str(p))
+    return with_env_overrides(cfg)
+
+
+def read_yaml(path: str | os.PathLike | None = None) -> tuple[Path, Any]:
+    """The config file named by ``path`` or ``$REGIONGUARD_CONFIG``, parsed but not validated."""
     path = path or os.environ.get("REGIONGUARD_CONFIG")
     if not path:
         raise ConfigError("no config: pass --config FILE or set REGIONGUARD_CONFIG")
@@ -491,13 +516,11 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read ({exc.strerror})") from None
     try:
-        data = yaml.safe_load(text)
+        return p, yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{p}: invalid YAML{where}") from None
-    cfg = parse_config(data, source=str(p))
-    return with_env_overrides(cfg)
 
 
 def with_env_overrides(cfg: Config) -> Config:

@@ -11,17 +11,37 @@ import traceback
 from .dsn import redact_dsn
 
 
+#: Values that config references resolved to (core/refs.py): secrets kept out of the YAML file,
+#: so kept out of every log line too. Shorter values are not scrubbed: they would blank ordinary
+#: words, and a secret that short is no secret.
+_SECRETS: set[str] = set()
+SECRET_MIN_LEN = 4
+
+
+def add_secrets(values) -> None:
+    """Scrub these values (as ``***``) from every log line from now on."""
+    _SECRETS.update(v for v in values if len(v) >= SECRET_MIN_LEN)
+
+
+def scrub(text: object) -> str:
+    """``text`` without DSN passwords nor values from config references."""
+    s = redact_dsn(text)
+    for secret in sorted(_SECRETS, key=len, reverse=True):  # a longer one may hold a shorter one
+        s = s.replace(secret, "***")
+    return s
+
+
 class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()
-        clean = redact_dsn(msg)
+        clean = scrub(msg)
         if record.exc_info and record.exc_info[1] is not None:
             if record.levelno <= logging.DEBUG:
                 # DEBUG keeps the traceback (redacted: it could quote a DSN)
-                clean = f"{clean}\n{redact_dsn(''.join(traceback.format_exception(*record.exc_info)).rstrip())}"
+                clean = f"{clean}\n{scrub(''.join(traceback.format_exception(*record.exc_info)).rstrip())}"
             else:
                 # every other level: one redacted line (core/supervise.py logs the traceback at DEBUG)
-                clean = f"{clean}: {redact_dsn(repr(record.exc_info[1]))}"
+                clean = f"{clean}: {scrub(repr(record.exc_info[1]))}"
             record.exc_info = None
             record.exc_text = None
         record.msg, record.args = clean, ()

@@ -73,6 +73,7 @@ from ..core.config import Config, ConfigError, load_config
 from ..core.kafka import ensure_topics, make_producer
 from ..core.startup import wait_for_kafka_signalled
 from ..core.kafka_security import kafka_security, ssl_context
+from ..core.dsn import tls_warnings
 from ..core.log import setup_logging
 from ..core.models import ControlRecord, FailoverEvent, Observation, RegionState
 from ..core.log import rdkafka_log
@@ -113,6 +114,8 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"kafka.bootstrap {cfg.kafka.bootstrap}: cannot create topics ({exc})") from None
     if created:
         log.info("created topics %s", ", ".join(created))
+    for line in tls_warnings(cfg.regions):  # once started: a refusal to start stays one line
+        log.warning(line)
     try:
         asyncio.run(HealthService(cfg, observer, credentials).run())
     except Exception as exc:  # one line, not a traceback; the traceback at DEBUG

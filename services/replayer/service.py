@@ -14,6 +14,7 @@ from ..core.gctune import tune_for_throughput
 from ..core.kafka import ensure_topics, make_producer, read_limits
 from ..core.startup import wait_for_kafka
 from ..core.leave import leave_in_turn
+from ..core.dsn import tls_warnings
 from ..core.log import setup_logging
 from ..core.service import install_signal_handlers, parse_regions, state_view, view_ready
 from .region import RegionReplay
@@ -45,6 +46,8 @@ def main(args: argparse.Namespace) -> int:
             return
         await asyncio.to_thread(ensure_topics, cfg)
         limits = await asyncio.to_thread(read_limits, cfg)
+        for line in tls_warnings(cfg.regions):  # once started: a refusal to start stays one line
+            log.warning(line)
         view = await asyncio.to_thread(state_view, cfg, not args.no_health)
         if not await view_ready(view, stop, "replayer"):
             if view is not None:

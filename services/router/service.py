@@ -15,6 +15,7 @@ from ..core.gctune import tune_for_throughput
 from ..core.inbox import InboxPruner
 from ..core.kafka import ensure_topics, make_producer, read_limits
 from ..core.leave import leave_in_turn
+from ..core.dsn import tls_warnings
 from ..core.log import setup_logging
 from ..core.rowcache import RowCache
 from ..core.startup import wait_for_kafka
@@ -53,6 +54,8 @@ class Router:
             return
         await asyncio.to_thread(ensure_topics, self.cfg)
         limits = await asyncio.to_thread(read_limits, self.cfg)
+        for line in tls_warnings(self.cfg.regions):  # once started: a refusal to start stays one line
+            log.warning(line)
         self.view = await asyncio.to_thread(state_view, self.cfg, self.follow_health)
         if not await view_ready(self.view, stop, "router"):
             if self.view is not None:

@@ -28,6 +28,14 @@ pytestmark = [pytest.mark.timeout(120),
               pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")]
 
 
+def _middleware(app) -> RegionGuardMiddleware:
+    """The app's RegionGuardMiddleware instance (Starlette builds its stack at the first request)."""
+    layer = app.middleware_stack
+    while not isinstance(layer, RegionGuardMiddleware):
+        layer = layer.app
+    return layer
+
+
 def _user(i: int, **kw) -> dict:
     return {"name": f"u{i}", "version": kw.pop("version", 1), **kw}
 
@@ -130,8 +138,13 @@ async def test_readers_after_a_token_see_the_write_or_say_stale(regions, rg_conf
             assert r.headers["x-consistency"] == "stale" and r.headers["x-degraded"] == "true"
             r = client.get("/eu/users/1")
             assert r.headers["x-consistency"] == "eventual"
+            # a malformed token, or one naming an unknown region, is ignored (counted): the read is eventual
             r = client.get("/eu/users/1", headers={"X-RegionGuard-After": "garbage"})
-            assert r.status_code == 400 and r.json()["error"] == "bad_token"
+            assert r.status_code == 200 and r.headers["x-consistency"] == "eventual"
+            r = client.get("/eu/users/1", headers={"X-RegionGuard-After": f"mars:{uuid.uuid4()}"})
+            assert r.status_code == 200 and r.headers["x-consistency"] == "eventual"
+            mw = _middleware(app)
+            assert mw.ignored_tokens == {"malformed": 1, "unknown_region": 1}
         services("router2", cf.cli_args("router", "--no-health"))
         res = await reader.get("users", {"id": 1}, region="eu", after=late, wait_s=30)
         assert (res.consistency, res.row["name"]) == ("read_your_writes", "v2")
@@ -166,3 +179,54 @@ async def test_an_applied_write_is_applied_not_held_while_the_first_inbox_lookup
         finally:
             lr.proxy("eu").set_mode("pass")
             states.stop()
+
+
+def test_bogus_tokens_cannot_make_every_request_wait(regions, rg_config):
+    """Nobody signs a token: a client sending tokens of writes that never happened gets a bounded wait. All reads
+    of a request share one wait; after 3 requests that waited in vain, the client's tokens get one look each and
+    no wait, until one of its writes shows; a token already waited for in vain is not waited for again."""
+    from regionguard.core.sql import INBOX_DDL
+
+    lr = regions(["eu"])
+    cf = rg_config(lr, partitions=1)
+    cfg = cf.load()
+    lr.execute("eu", INBOX_DDL)
+    lr.execute("eu", "INSERT INTO users (id, name, version) VALUES (1, 'u1', 1)")
+    reader = RegionalReader(cfg, after_wait_s=0.5)
+
+    async def two_reads(request):
+        looks = []
+        for _ in range(2):
+            before = reader.after_looks["eu"]
+            await request.state.reader.get("users", {"id": 1})
+            looks.append(reader.after_looks["eu"] - before)
+        return JSONResponse({"looks": looks})
+
+    app = Starlette(routes=[Route("/{region}/users", two_reads)])
+    app.add_middleware(RegionGuardMiddleware, config=cfg, reader=reader, ready_timeout_s=5,
+                       client_key=lambda scope: dict(scope["headers"]).get(b"x-client", b"?").decode())
+
+    def get(client_id: str, token: str) -> tuple[str, list[int]]:
+        r = client.get("/eu/users", headers={"X-RegionGuard-After": token, "X-Client": client_id})
+        assert r.status_code == 200, r.text
+        return r.headers["x-consistency"], r.json()["looks"]
+
+    with TestClient(app) as client:
+        budget = lambda: _middleware(app).wait_budget  # noqa: E731 - made at the first token
+        bogus = [f"eu:{uuid.uuid4()}" for _ in range(6)]
+        for tok in bogus[:3]:  # three waits in vain; the second read of each shares the first's (spent) wait
+            consistency, looks = get("mallory", tok)
+            assert consistency == "stale" and looks[1] == 1, looks
+        for tok in bogus[3:]:  # now: one look per read, no wait
+            assert get("mallory", tok) == ("stale", [1, 1])
+        assert budget().skipped == {"client_waited_in_vain": 3}
+        # another client is not held to mallory's record, but a token already waited for in vain gets no wait
+        assert get("alice", bogus[0]) == ("stale", [1, 1])
+        assert budget().skipped == {"client_waited_in_vain": 3, "token_waited_in_vain": 1}
+        # a write of mallory's that is visible (its inbox row committed) ends the penalty at once
+        real = uuid.uuid4()
+        lr.execute("eu", "INSERT INTO regionguard_applied (write_id, tbl, source) VALUES ($1, 'users', 'test')", real)
+        assert get("mallory", f"eu:{real}") == ("read-your-writes", [1, 1])  # one look (still penalised)
+        assert budget().skipped["client_waited_in_vain"] == 4
+        consistency, looks = get("mallory", f"eu:{uuid.uuid4()}")
+        assert consistency == "stale" and budget().skipped["client_waited_in_vain"] == 4  # waited again
