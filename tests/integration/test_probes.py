@@ -99,3 +99,17 @@ def test_router_replayer_and_health_turn_ready_on_kafka_and_postgresql(broker, r
     assert code == 503 and "has not turned for" in body["reason"], body
     assert metric_value(router.metrics_port, "regionguard_background_errors_total") is not None
     router.kill()  # a wedged loop does not serve SIGTERM
+
+
+def test_feature_manager_and_status_exporter_turn_ready(broker, regions, rg_config, services):
+    lr = regions(["eu"], schema=None)
+    cf = rg_config(lr, overrides={"features": {"search": {"off_when": ["open"]}}})
+    conf = ["--config", str(cf.path)]
+    features = start(services, "features", ["features", *conf])
+    status = start(services, "status", ["status", *conf, "--interval", "0.5"])
+    for proc in (features, status):
+        code, body = wait_until(lambda: (r := probe(proc.metrics_port, "/readyz"))[0] == 200 and r, timeout=60,
+                                what=f"{proc.name} /readyz 200")
+        assert body == {"status": "ready"}
+        assert probe(proc.metrics_port, "/livez")[0] == 200
+    assert metric_value(status.metrics_port, "regionguard_held_backlog", region="eu") == 0  # /metrics as before
