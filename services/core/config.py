@@ -341,10 +341,31 @@ class LogConfig(_Frozen):
                             "logger, message; region, partition and write_id where a record has them).")
 
 
+# services with a metrics port (core/metrics.py gives each an offset from metrics.port)
+METRICS_SERVICES = ("health", "router", "replayer", "features", "demo")
+
+
 class MetricsConfig(_Frozen):
-    host: str = Field("127.0.0.1", description="Bind address of /metrics (localhost by default).")
-    port: int = Field(9400, ge=0, le=65535, description="0 picks a free port; each service adds its offset.")
-    enabled: bool = Field(True, description="Serve /metrics at all.")
+    host: str = Field("127.0.0.1", description="Bind address of /metrics, /livez and /readyz (localhost by default).")
+    port: int = Field(9400, ge=0, le=65535, description=(
+        "0 picks a free port; each service adds its offset (health +0, router +1, replayer +2, features +3, "
+        "demo +4) unless metrics.ports names its port."))
+    ports: dict[str, int] = Field(default_factory=dict, description=(
+        "A port per service, e.g. {router: 9101, replayer: 9102}; keys: health, router, replayer, features, "
+        "demo. A service not named uses metrics.port + its offset; --metrics-port overrides both."))
+    loop_stall_s: float = Field(30.0, gt=0, description=(
+        "/livez answers 503 once the service's loop has not turned for this many seconds (a wedged process)."))
+    enabled: bool = Field(True, description="Serve /metrics, /livez and /readyz at all.")
+
+    @field_validator("ports")
+    @classmethod
+    def _known_services(cls, v):
+        for name, port in v.items():
+            if name not in METRICS_SERVICES:
+                raise ValueError(f"unknown service {name!r} (one of {', '.join(METRICS_SERVICES)})")
+            if not 0 <= port <= 65535:
+                raise ValueError(f"port of {name} must be 0..65535, not {port}")
+        return v
 
 
 class RedisConfig(_Frozen):

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
 from .config import Config, UsageError
+from .probes import PROBES, serve
 
 log = logging.getLogger(__name__)
 
-# service -> offset from metrics.port, so one host can run them all
+# service -> offset from metrics.port, so one host can run them all (the keys of config.METRICS_SERVICES)
 SERVICE_PORT_OFFSET = {"health": 0, "router": 1, "replayer": 2, "features": 3, "demo": 4}
 
 STATE_VALUE = {"closed": 0, "half_open": 1, "open": 2}
@@ -94,14 +95,22 @@ BACKGROUND_RESTARTS = Counter("regionguard_background_restarts_total",
                               "Background threads and loops restarted after an error", ["component"])
 
 
+def metrics_port(cfg: Config, service: str) -> int:
+    """``metrics.ports[service]``, else ``metrics.port`` + the service's offset (0: any free port)."""
+    if service in cfg.metrics.ports:
+        return cfg.metrics.ports[service]
+    return cfg.metrics.port + SERVICE_PORT_OFFSET.get(service, 5) if cfg.metrics.port else 0
+
+
 def start_metrics(cfg: Config, service: str, port: int | None = None) -> int | None:
-    """Serve /metrics for ``service``; bound to ``metrics.host`` (localhost by default)."""
+    """Serve /metrics, /livez and /readyz (core/probes.py) for ``service`` on ``metrics.host`` (localhost)."""
     if not cfg.metrics.enabled:
         return None
     if port is None:
-        port = cfg.metrics.port + SERVICE_PORT_OFFSET.get(service, 5) if cfg.metrics.port else 0
+        port = metrics_port(cfg, service)
+    PROBES.stall_s = cfg.metrics.loop_stall_s
     try:
-        server, _thread = start_http_server(port, addr=cfg.metrics.host)
+        server = serve(cfg.metrics.host, port)
     except OSError as exc:  # e.g. two routers on one host with the same metrics.port
         raise UsageError(f"metrics: cannot listen on {cfg.metrics.host}:{port} ({exc.strerror}); another service "
                          f"may use it: set metrics.port or --metrics-port") from None

@@ -53,6 +53,7 @@ from ..core.kafka import Confirmer, KafkaDeliveryError, ensure_topics, make_prod
 from ..core.startup import wait_for_kafka_signalled
 from ..core.log import rdkafka_log, setup_logging
 from ..core.metrics import FEATURE_DISABLED, start_metrics
+from ..core.probes import PROBES, view_reason
 from ..core.models import FailoverEvent, FeatureFlags
 from ..core.publish import failover_event
 from ..core.stateview import RegionStateView
@@ -105,6 +106,7 @@ class FeatureManager:
         """
         started = time.monotonic()
         while not self._stopping.is_set():
+            PROBES.heartbeat.beat()  # waiting is a turning loop (/livez)
             if view.wait_ready(0.5):
                 return True
             if time.monotonic() - started >= log_every_s:
@@ -141,9 +143,12 @@ class FeatureManager:
             self.states.stop()
             return
         log.info("features started: %d feature(s), %d region(s)", len(self.cfg.features), len(self.cfg.regions))
+        # /readyz (core/probes.py): flags are decided only from a view read to its end
+        PROBES.ready_when(lambda: view_reason(self.states.ready))
         next_hb = 0.0
         try:
             while not self._stopping.is_set():
+                PROBES.heartbeat.beat()
                 self._wake.clear()
                 self.step()
                 now = time.monotonic()
@@ -270,6 +275,7 @@ def main(args: argparse.Namespace) -> int:
     except KafkaException as exc:
         raise UsageError(f"cannot reach Kafka at {cfg.kafka.bootstrap}: {exc}") from None
     start_metrics(cfg, SERVICE, getattr(args, "metrics_port", None))
+    PROBES.not_ready("restoring flags and reading the region-state view")
     mgr = FeatureManager(cfg)
 
     def _stop(signum, _frame) -> None:

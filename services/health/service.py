@@ -75,6 +75,7 @@ from ..core.startup import wait_for_kafka_signalled
 from ..core.kafka_security import kafka_security, ssl_context
 from ..core.dsn import tls_warnings
 from ..core.log import setup_logging
+from ..core.probes import PROBES, beat_while, health_reason
 from ..core.models import ControlRecord, FailoverEvent, Observation, RegionState
 from ..core.log import rdkafka_log
 from ..core.stateview import RegionStateView
@@ -106,6 +107,7 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"metrics: cannot listen on {cfg.metrics.host}: {exc.strerror or exc}") from None
     if port is not None:
         log.info("metrics port %d", port)
+    PROBES.not_ready("waiting for Kafka")
     if not wait_for_kafka_signalled(cfg, SERVICE):
         return 0
     try:
@@ -251,6 +253,7 @@ class HealthService:
         self._brokers_down = threading.Event()
         self.producer = make_producer(cfg, **{"linger.ms": 1, "logger": rdkafka_log, "error_cb": self._on_kafka_error})
         self.leader = False
+        self.joined = False  # in faust's leader election
         self.stop_event: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._poll_stop = threading.Event()
@@ -464,9 +467,15 @@ class HealthService:
                 pass
 
     # ---- lifecycle ---------------------------------------------------------------------------
+    def readiness(self) -> str | None:
+        """/readyz (core/probes.py): the leader is known (this instance, or fresh heartbeats of another)."""
+        return health_reason(self.joined, self.leader, self.view.ready, self.view.staleness())
+
     async def run(self) -> None:
         self._loop = loop = asyncio.get_running_loop()
         self.stop_event = asyncio.Event()
+        PROBES.ready_when(self.readiness)
+        beating = loop.create_task(beat_while(self.stop_event), name="livez-heartbeat")
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop_event.set)
         m.HEALTH_LEADER.set(0)
@@ -503,6 +512,7 @@ class HealthService:
                 raise starting.exception()  # type: ignore[misc]
             if not self.stop_event.is_set():
                 log.info("observer %s joined the leader election (group %s)", self.observer, app.conf.id)
+                self.joined = True
                 # an error in one of them restarts it with backoff, reported (core/supervise.py)
                 tasks = [loop.create_task(supervised_async("health.leader", lambda: self._leader_loop(app),
                                                            self.stop_event, logger=log), name="leader"),
@@ -515,6 +525,7 @@ class HealthService:
             log.info("observer %s stopping", self.observer)
             self.stop_event.set()
             self._resign("stopping")
+            beating.cancel()
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

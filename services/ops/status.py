@@ -205,6 +205,8 @@ def _export(cfg, collector: StatusCollector, port: int, interval: float) -> int:
     except OSError as exc:
         raise UsageError(f"metrics: cannot listen on {cfg.metrics.host}:{port}: {exc.strerror or exc}") from None
     log.info("metrics port %d: exporting status every %.1fs", bound, interval)
+    from ..core.probes import PROBES
+    PROBES.not_ready("no status collected yet")
     stop = {"now": False}
 
     def _stop(_sig, _frame):
@@ -218,7 +220,10 @@ def _export(cfg, collector: StatusCollector, port: int, interval: float) -> int:
             snap = collector.snapshot()
         except StatusError as exc:
             log.warning("%s", exc)
+            # /readyz (core/probes.py): ready while the last collection succeeded (its gauges are current)
+            PROBES.not_ready("the last status collection failed")
         else:
+            PROBES.ready_when(lambda: None)
             for region, r in snap["regions"].items():
                 m.CONSUMER_LAG.labels(region, "router").set(r["router_lag"])
                 m.CONSUMER_LAG.labels(region, "replayer").set(r["replayer_lag"])
@@ -232,6 +237,7 @@ def _export(cfg, collector: StatusCollector, port: int, interval: float) -> int:
             age = snap["health"]["heartbeat_age_s"]
             m.HEARTBEAT_AGE.set(float("inf") if age is None else age)
         while not stop["now"] and time.monotonic() - t0 < interval:
+            PROBES.heartbeat.beat()
             time.sleep(0.1)
     log.info("status exporter stopped")
     return 0

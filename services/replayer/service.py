@@ -16,6 +16,7 @@ from ..core.startup import wait_for_kafka
 from ..core.leave import leave_in_turn
 from ..core.dsn import tls_warnings
 from ..core.log import setup_logging
+from ..core.probes import PROBES, beat_while, lanes_reason
 from ..core.service import install_signal_handlers, parse_regions, state_view, view_ready
 from .region import RegionReplay
 from .worker import ReplayWorker
@@ -42,13 +43,26 @@ def main(args: argparse.Namespace) -> int:
     async def _run() -> None:
         stop = asyncio.Event()
         install_signal_handlers(stop)
+        beating = asyncio.create_task(beat_while(stop), name="livez-heartbeat")
+        try:
+            await _replay(stop)
+        finally:
+            beating.cancel()
+
+    async def _replay(stop: asyncio.Event) -> None:
+        PROBES.not_ready("waiting for Kafka")
         if not await wait_for_kafka(cfg, stop, "replayer"):
             return
+        PROBES.not_ready("creating topics and reading their limits")
         await asyncio.to_thread(ensure_topics, cfg)
         limits = await asyncio.to_thread(read_limits, cfg)
         for line in tls_warnings(cfg.regions):  # once started: a refusal to start stays one line
             log.warning(line)
         view = await asyncio.to_thread(state_view, cfg, not args.no_health)
+        workers: list[ReplayWorker] = []
+        # /readyz (core/probes.py): following -- the view read to its end and every lane in its group
+        PROBES.ready_when(lambda: lanes_reason(None if view is None else view.ready,
+                                               [(w.region, w.lane, w.assignments) for w in workers] or None))
         if not await view_ready(view, stop, "replayer"):
             if view is not None:
                 view.stop()
@@ -59,8 +73,8 @@ def main(args: argparse.Namespace) -> int:
 
         events = make_producer(cfg)  # the regions' session events and readiness records
         shared = {r: RegionReplay(cfg, r, producer=events, view_closed=is_closed, instance=instance) for r in regions}
-        workers = [ReplayWorker(cfg, r, shared=shared[r], lane=lane, limits=limits)
-                   for r in regions for lane in range(cfg.replay.lanes)]
+        workers.extend(ReplayWorker(cfg, r, shared=shared[r], lane=lane, limits=limits)
+                       for r in regions for lane in range(cfg.replay.lanes))
         log.info("replayer %s for regions %s (%d lane(s) each)", instance, ", ".join(regions), cfg.replay.lanes)
         tune_for_throughput()
         try:

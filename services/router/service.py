@@ -17,6 +17,7 @@ from ..core.kafka import ensure_topics, make_producer, read_limits
 from ..core.leave import leave_in_turn
 from ..core.dsn import tls_warnings
 from ..core.log import setup_logging
+from ..core.probes import PROBES, beat_while, lanes_reason
 from ..core.rowcache import RowCache
 from ..core.startup import wait_for_kafka
 from ..core.service import install_signal_handlers, parse_regions, state_view, view_ready
@@ -45,18 +46,27 @@ class Router:
         self.view = None
         self.dbs: dict[str, RegionDB] = {}
         self.workers: list[RegionWorker] = []
+        self.lanes_started = False
+
+    def readiness(self) -> str | None:
+        """/readyz (core/probes.py): the view read to its end, and every lane had its assignment."""
+        lanes = [(w.region, w.lane, w.assignments) for w in self.workers] if self.lanes_started else None
+        return lanes_reason(None if self.view is None else self.view.ready, lanes)
 
     def is_closed(self, region: str) -> bool:
         return True if self.view is None else self.view.is_closed(region)
 
     async def run(self, stop: asyncio.Event) -> None:
+        PROBES.not_ready("waiting for Kafka")
         if not await wait_for_kafka(self.cfg, stop, "router"):
             return
+        PROBES.not_ready("creating topics and reading their limits")
         await asyncio.to_thread(ensure_topics, self.cfg)
         limits = await asyncio.to_thread(read_limits, self.cfg)
         for line in tls_warnings(self.cfg.regions):  # once started: a refusal to start stays one line
             log.warning(line)
         self.view = await asyncio.to_thread(state_view, self.cfg, self.follow_health)
+        PROBES.ready_when(self.readiness)
         if not await view_ready(self.view, stop, "router"):
             if self.view is not None:
                 self.view.stop()  # stopped while reading the region states: nothing was routed
@@ -73,6 +83,7 @@ class Router:
                 self.workers.append(RegionWorker(
                     self.cfg, region, dbs=self.dbs, producer=producer, is_closed=self.is_closed,
                     instance=self.instance, cache=cache, share=share, lane=lane, limits=limits))
+        self.lanes_started = True
         log.info("router %s routing regions %s (%d lane(s) each)", self.instance, ", ".join(self.regions),
                  self.cfg.router.lanes)
         tune_for_throughput()
@@ -111,7 +122,11 @@ def main(args: argparse.Namespace) -> int:
     async def _run() -> None:
         stop = asyncio.Event()
         install_signal_handlers(stop)
-        await Router(cfg, regions=regions, instance=args.instance, follow_health=not args.no_health).run(stop)
+        beating = asyncio.create_task(beat_while(stop), name="livez-heartbeat")
+        try:
+            await Router(cfg, regions=regions, instance=args.instance, follow_health=not args.no_health).run(stop)
+        finally:
+            beating.cancel()
 
     asyncio.run(_run())
     return 0
