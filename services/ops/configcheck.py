@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 import urllib.parse
@@ -42,6 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                     help="also reach Kafka and every region's PostgreSQL (read only)")
     ck.add_argument("--timeout", type=float, default=5.0, metavar="S",
                     help="seconds allowed to each target with --connect (default 5)")
+    ck.add_argument("--json", action="store_true",
+                    help="one JSON object: config, ok, problems, warnings, connect")
 
 
 def dsn_problem(dsn: str) -> str | None:
@@ -193,6 +196,10 @@ def main(args: argparse.Namespace) -> int:
         except Exception as exc:  # noqa: BLE001 - the command's promise: one line, never a traceback
             problems.append(_why(exc))
     source = args.config or "$REGIONGUARD_CONFIG"
+    if args.json:
+        print(json.dumps({"config": source, "ok": not problems, "connect": args.connect,
+                          "problems": [scrub(x) for x in problems], "warnings": [scrub(x) for x in warnings]}))
+        return 2 if problems else 0
     for line in warnings:
         print(f"{source}: warning: {scrub(line)}")
     for line in problems:

@@ -7,6 +7,7 @@ Kafka nobody listens on each give their own line and exit 2.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -41,6 +42,12 @@ def test_good_config_then_each_problem_gives_its_line(rg_config, regions):
     assert "${env:RG_CHECK_PW}" in cfg.data["regions"]["eu"]["dsn"]
     rc, lines, _ = check(cfg)
     assert (rc, lines) == (2, ["regions.eu.dsn: environment variable 'RG_CHECK_PW' is not set"])
+    as_json = subprocess.run([sys.executable, "-m", "regionguard", "config", "check", "--json", "--config",
+                              str(cfg.path)], capture_output=True, text=True, timeout=60,
+                             env={k: v for k, v in os.environ.items() if k != "RG_CHECK_PW"})
+    doc = json.loads(as_json.stdout)
+    assert (as_json.returncode, doc["ok"], doc["problems"]) == (
+        2, False, ["regions.eu.dsn: environment variable 'RG_CHECK_PW' is not set"]), doc
     rc, lines, _ = check(cfg, env={"RG_CHECK_PW": "pw-from-env"})
     assert rc == 0, lines
 

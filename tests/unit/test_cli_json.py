@@ -16,6 +16,7 @@ DATA_COMMANDS = [
     ["dead-letters", "list"],
     ["dead-letters", "redrive", "--reason", "schema"],
     ["drill", "--region", "eu", "--fault", "refuse"],
+    ["config", "check"],
 ]
 
 
