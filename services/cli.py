@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inbox": ("regionguard.ops.inboxadmin", "prune old inbox rows and delete tombstones (inbox prune [--dry-run])"),
     "demo": ("regionguard.ops.demo", "run the embedded failover drill (no config needed)"),
     "drill": ("regionguard.ops.drill", "inject a fault into a running local setup"),
+    "grants": ("regionguard.ops.grants", "print the PostgreSQL roles and grants of each service, per region"),
     "dead-letters": ("regionguard.ops.deadletters", "list dead letters, redrive them once fixed (list | redrive --reason R)"),
 }
 
