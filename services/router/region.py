@@ -78,6 +78,10 @@ class RegionShare:
         self.backoff = self.cfg.router.retry_initial_s
         self._observe(ok=True, kind="ok")
 
+    def observe_failure(self, kind: str) -> None:
+        """A failure about the region that is not a lost connection (a missing grant): tell the breaker."""
+        self._observe(ok=False, kind=kind)
+
     def _observe(self, *, ok: bool, kind: str) -> None:
         publish.observation(self.cfg, self.producer, Observation(
             region=self.region, observer=f"router:{self.instance}", ok=ok, kind=kind))

@@ -5,10 +5,12 @@ Pure: the script is generated from a parsed config; no database.
 
 from __future__ import annotations
 
+import asyncpg
 import pytest
 
 from regionguard.cli import main
 from regionguard.core.config import UsageError, parse_config
+from regionguard.core.errors import MissingPrivilege, classify_db_error
 from regionguard.ops.grants import DEFAULT_ROLES, grant_statements, parse_roles
 
 CFG = parse_config({
@@ -88,3 +90,8 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["grants", "--config", str(cfg), "--service", "router"]) == 0
     assert '"regionguard_router"' in capsys.readouterr().out
 
+
+def test_a_missing_privilege_is_retried_never_a_rows_dead_letter():
+    exc = asyncpg.exceptions.InsufficientPrivilegeError("permission denied for table users")
+    err = classify_db_error("eu", exc)
+    assert isinstance(err, MissingPrivilege) and err.retriable and err.kind == "insufficient_privilege"
