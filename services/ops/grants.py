@@ -86,7 +86,8 @@ def grant_statements(cfg: Config, region: str, roles: Mapping[str, str], *, sche
     qualified = ", ".join(f"{sch}.{quote_ident(t)}" for t in tables)
     for s in services:
         need, role = NEEDS[s], names[s]
-        out.append(f"-- {s}" + (": CONNECT only (above): its probe runs SELECT 1 and a DO block" if s == "health" else ""))
+        why = ": CONNECT only (above): its probe runs SELECT 1 and a DO block" if s == "health" else ""
+        out.append(f"-- {s}{why}")
         if need.schema_usage:
             out.append(f"GRANT USAGE ON SCHEMA {sch} TO {role};")
         if need.tables and tables:

@@ -15,7 +15,8 @@ from regionguard.ops.grants import DEFAULT_ROLES, grant_statements, parse_roles
 
 CFG = parse_config({
     "kafka": {"bootstrap": "x:1"},
-    "regions": {"eu": {"dsn": "postgresql://svc:s3cret-pw@db-eu/app"}, "us": {"dsn": "postgresql://svc:s3cret-pw@db-us/app"}},
+    "regions": {"eu": {"dsn": "postgresql://svc:s3cret-pw@db-eu/app"},
+                "us": {"dsn": "postgresql://svc:s3cret-pw@db-us/app"}},
     "tables": {"users": {"key": ["id"], "version": "version"}, "orders": {"key": ["id"], "allowed_regions": ["eu"]}},
 })
 
