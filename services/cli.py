@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("regionguard.ops.demo", "run the embedded failover drill (no config needed)"),
     "drill": ("regionguard.ops.drill", "inject a fault into a running local setup"),
     "config": ("regionguard.ops.configcheck", "check a config offline, or against Kafka and every region (config check [--connect])"),
+    "grants": ("regionguard.ops.grants", "print the PostgreSQL roles and grants of each service, per region"),
     "dead-letters": ("regionguard.ops.deadletters", "list dead letters, redrive them once fixed (list | redrive --reason R)"),
 }
 

@@ -230,6 +230,14 @@ class HealthConfig(_Frozen):
         6.0, ge=MIN_SESSION_TIMEOUT_MS / 1000, le=MAX_SESSION_TIMEOUT_MS / 1000,
         description="Kafka group session timeout of the health leader election: a crashed leader is replaced "
                     "about this plus 3 s later. 6 to 1800: Apache Kafka's default group.min/max.session.timeout.ms.")
+    max_clock_skew_s: float = Field(
+        60.0, gt=0,
+        description="Views refuse a region-state record stamped further than this in their own future "
+                    "(a forged or badly clocked publisher); counted in regionguard_region_state_refused_total.")
+    max_epoch_jump: int = Field(
+        100, ge=1,
+        description="Views refuse a region-state record whose epoch is more than this above the highest epoch "
+                    "they accepted (a new health leader takes one above the highest it read).")
 
 
 class BreakerConfig(_Frozen):

@@ -20,8 +20,8 @@ from .config import Config
 from .dsn import dsn_host
 from .errors import BadWrite, PoisonWrite, RegionGuardError, RegionNotReady, RegionUnavailable, classify_db_error
 from .models import DeadReason, Op, WriteEvent, row_ops
-from .sql import (COLUMNS_QUERY, INBOX_APPLIED, INBOX_CLAIM, INBOX_CLAIM_COUNT, INBOX_DDL, INBOX_RELEASE, INBOX_TABLE,
-                  TableSchema, build_statement, statement_params)
+from .sql import (COLUMNS_QUERY, INBOX_APPLIED, INBOX_CLAIM, INBOX_CLAIM_COUNT, INBOX_DDL, INBOX_EXISTS, INBOX_RELEASE,
+                  INBOX_TABLE, TableSchema, build_statement, statement_params)
 from .writes import check_columns
 
 log = logging.getLogger(__name__)
@@ -525,7 +525,13 @@ async def ensure_inbox(conn: asyncpg.Connection) -> None:
     Two lanes or services starting together on a fresh database would otherwise race in
     ``CREATE TABLE IF NOT EXISTS`` and one would get a unique violation on PostgreSQL's
     catalog, which is not a constraint error of any write.
+
+    When both exist nothing is created: ``CREATE TABLE IF NOT EXISTS`` needs ``CREATE`` on the
+    schema even for a table that exists (SQLSTATE 42501), and a least-privilege role has none
+    (``regionguard grants`` has the owner create them, docs/grants.md).
     """
+    if await conn.fetchval(INBOX_EXISTS):
+        return
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", INBOX_DDL_LOCK)
         await conn.execute(INBOX_DDL)

@@ -43,6 +43,19 @@ class TransientDBError(RegionGuardError):
         self.region, self.kind = region, kind
 
 
+class MissingPrivilege(TransientDBError):
+    """SQLSTATE 42501: the service's role lacks a grant (``regionguard grants``, docs/grants.md).
+
+    An operator's error, not a row's: every write of the table would fail alike, so none is
+    dead-lettered. The batch is retried with backoff until the grant is fixed, counted in
+    ``regionguard_apply_errors_total{kind="insufficient_privilege"}`` and reported to the
+    health service as a failed passive observation, so it counts against the region's breaker.
+    """
+
+    def __init__(self, region: str, detail: str = ""):
+        super().__init__(region, "insufficient_privilege", detail)
+
+
 class BadWrite(RegionGuardError):
     """A write that can never apply as it is: it goes to the dead-letter topic."""
 
@@ -87,7 +100,6 @@ _TRANSIENT_STATES = {
     "55P03",  # lock_not_available
     "55006",  # object_in_use
     "57014",  # query_canceled (statement timeout)
-    "42501",  # insufficient_privilege: an operator must fix grants; hold, don't drop
     "42P01",  # undefined_table: an allow-listed table is missing in this region
     "72000",  # snapshot_too_old
 }
@@ -102,6 +114,7 @@ _UNAVAILABLE_STATES = {
     "3D000",  # database does not exist
     "25006",  # read_only_sql_transaction: a demoted primary is not our region's writer
 }
+_INSUFFICIENT_PRIVILEGE = "42501"  # an operator must fix grants: retried, never a row's dead letter
 _SCHEMA_STATES_PREFIX = ("22",)  # data exceptions: bad text representation, out of range...
 _CONSTRAINT_PREFIX = ("23",)  # integrity constraint violations
 _UNKNOWN_COLUMN = {"42703"}
@@ -129,6 +142,8 @@ def classify_db_error(region: str, exc: BaseException) -> RegionGuardError:
         name = type(exc).__name__
         if state in _UNAVAILABLE_STATES:
             return RegionUnavailable(region, name)
+        if state == _INSUFFICIENT_PRIVILEGE:
+            return MissingPrivilege(region, _message(exc))  # the message names the object, never a value
         if state in _TRANSIENT_STATES or state.startswith(_TRANSIENT_PREFIX):
             return TransientDBError(region, name)
         if state.startswith(_CONSTRAINT_PREFIX):

@@ -94,8 +94,10 @@ class CompactedFollower(Generic[M]):
                  key: Callable[[M], str] = lambda r: r.region,  # type: ignore[attr-defined]
                  on_change: ChangeCallback | None = None, stale_after_s: float | None = None,
                  name: str | None = None, component: str | None = None,
-                 quiet_s: float = 0.2, poll_s: float = 0.05, clock: Callable[[], float] = time.monotonic) -> None:
+                 quiet_s: float = 0.2, poll_s: float = 0.05, clock: Callable[[], float] = time.monotonic,
+                 admit: Callable[[M], bool] | None = None) -> None:
         self.cfg, self.topic, self.model, self._key = cfg, topic, model, key
+        self._admit = admit  # refuses a record before the ordering rule sees it (core/stategate.py)
         self._clock = clock  # when a held record was received (its staleness against a lower one)
         self.stale_after_s = stale_after_s if stale_after_s is not None else cfg.health.stale_after_s
         self.name = name or topic
@@ -322,6 +324,8 @@ class CompactedFollower(Generic[M]):
                       what=f"ignoring an invalid record on {self.topic}: {exc.errors()[0].get('msg')}; reading it")
             return
         self.records += 1
+        if self._admit is not None and not self._admit(new):
+            return  # refused (logged and counted by the check): as if never published
         at = at_seconds(new)
         if at is not None:
             seen = min(at, time.time())

@@ -23,6 +23,8 @@ STATE_VALUE = {"closed": 0, "half_open": 1, "open": 2}
 # health
 REGION_STATE = Gauge("regionguard_region_state", "Breaker state per region: 0 closed, 1 half_open, 2 open", ["region"])
 REGION_STATE_SEQ = Gauge("regionguard_region_state_seq", "Latest published state seq per region", ["region"])
+REGION_STATE_REFUSED = Counter("regionguard_region_state_refused_total",
+                               "Region-state records a view refused (future_at, epoch_jump)", ["reason"])
 TRANSITIONS = Counter("regionguard_breaker_transitions_total", "Breaker transitions", ["region", "from_state", "to_state"])
 PROBE_LATENCY = Histogram(
     "regionguard_probe_latency_seconds", "Probe latency", ["region"],

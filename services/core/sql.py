@@ -110,6 +110,9 @@ CREATE TABLE IF NOT EXISTS {TOMBSTONE_TABLE} (
 # run as one simple-protocol script (several statements) wherever the inbox is created
 INBOX_DDL = INBOX_DDL.rstrip() + ";\n" + TOMBSTONE_DDL
 
+# both exist (by the search path, as the DDL above creates them): then the DDL is skipped
+INBOX_EXISTS = (f"SELECT to_regclass('{INBOX_TABLE}') IS NOT NULL AND to_regclass('{TOMBSTONE_TABLE}') IS NOT NULL")
+
 INBOX_CLAIM = f"""
 INSERT INTO {INBOX_TABLE} (write_id, tbl, source)
 SELECT u.id, u.tbl, $3::text FROM unnest($1::uuid[], $2::text[]) AS u(id, tbl)

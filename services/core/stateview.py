@@ -12,7 +12,9 @@ without its history). What this adds:
 
 - a region with no known state counts as closed (:meth:`is_closed`), as the
   router treats a region nobody has judged;
-- the metric label ``stateview`` for its background errors and restarts.
+- the metric label ``stateview`` for its background errors and restarts;
+- it refuses forged or impossible records (a future ``at``, an epoch far above
+  any seen) before the ordering rule sees them (:mod:`regionguard.core.stategate`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Callable
 from .config import Config
 from .follower import CompactedFollower
 from .models import RegionState, State
+from .stategate import StateGate
 
 __all__ = ["RegionStateView"]
 
@@ -33,10 +36,11 @@ class RegionStateView(CompactedFollower[RegionState]):
     """The latest RegionState of every region, kept current in the background."""
 
     def __init__(self, cfg: Config, *, on_change: OnChange | None = None, quiet_s: float = 0.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
+        self.gate = StateGate(max_skew_s=cfg.health.max_clock_skew_s, max_jump=cfg.health.max_epoch_jump, wall=wall)
         super().__init__(cfg, cfg.topic("region-state"), RegionState, key=lambda r: r.region, on_change=on_change,
                          stale_after_s=cfg.health.stale_after_s, name="region-state", component="stateview",
-                         quiet_s=quiet_s, clock=clock)
+                         quiet_s=quiet_s, clock=clock, admit=self.gate.admit)
 
     def state(self, region: str) -> RegionState | None:
         return self.get(region)

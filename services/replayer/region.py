@@ -87,6 +87,11 @@ class RegionReplay:
                 kind="replay_ready", region=self.region, service="replayer"))
             return None
 
+    def observe_failure(self, kind: str) -> None:
+        """A failure about the region that is not a lost connection (a missing grant): tell the breaker."""
+        publish.observation(self.cfg, self.producer, Observation(
+            region=self.region, observer=f"replayer:{self.instance}", ok=False, kind=kind))
+
     def mark_down(self, err: RegionUnavailable) -> None:
         self.down_until = time.monotonic() + max(self.backoff, 0.5)
         self.backoff = min(self.backoff * 2, self.cfg.router.retry_max_s)

@@ -29,7 +29,7 @@ from ..core import publish
 from ..core.batch import count_applied, next_offsets, plan_ahead, process_isolating
 from ..core.config import Config
 from ..core.db import ApplyResult, Plan
-from ..core.errors import BadWrite, RegionGuardError, RegionUnavailable
+from ..core.errors import BadWrite, MissingPrivilege, RegionGuardError, RegionUnavailable
 from ..core.guardlane import LaneGuard, commit_offset
 from ..core.kafka import make_consumer, make_producer, replayer_group
 from ..core.outbox import GiveUp, Outbox, deliver
@@ -335,6 +335,8 @@ class ReplayWorker:
                     raise  # about the writes, not the region: the batch is split (_process_isolating)
                 log.warning("region %s: replay apply failed (%s); retrying", self.region, err)
                 m.APPLY_ERRORS.labels(self.region, getattr(err, "kind", type(err).__name__)).inc()
+                if isinstance(err, MissingPrivilege):
+                    self.shared.observe_failure(err.kind)  # against the breaker: an operator must grant
                 self._serve()
                 await _sleep(self.backoff, stop)
                 self.backoff = min(self.backoff * 2, self.cfg.router.retry_max_s)

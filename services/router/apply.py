@@ -10,7 +10,9 @@ The outcome is one of:
 
 Errors are told apart by type (:mod:`regionguard.core.errors`), never by
 message: :class:`RegionUnavailable` takes the region out, any other
-:class:`RegionGuardError` is retried with backoff on the same batch.
+:class:`RegionGuardError` is retried with backoff on the same batch (a
+:class:`~regionguard.core.errors.MissingPrivilege` is also reported as a failed
+passive observation: a grant is missing, no row is at fault).
 
 Every path on which the transaction may have committed (it did, or the
 connection died or was cancelled with the COMMIT perhaps already at the server)
@@ -31,7 +33,7 @@ from ..core import metrics as m
 from ..core.batch import count_applied
 from ..core.config import Config
 from ..core.db import ApplyResult, Plan, RegionDB
-from ..core.errors import BadWrite, RegionGuardError, RegionUnavailable
+from ..core.errors import BadWrite, MissingPrivilege, RegionGuardError, RegionUnavailable
 from ..core.rowcache import RowCache
 from ..core.writes import Record
 from .region import RegionShare
@@ -86,6 +88,8 @@ class DirectApply:
                 if not err.retriable:
                     raise  # about the writes, not the region: the lane isolates the record (worker.py)
                 m.APPLY_ERRORS.labels(self.region, getattr(err, "kind", type(err).__name__)).inc()
+                if isinstance(err, MissingPrivilege):
+                    self.share.observe_failure(err.kind)  # against the breaker: an operator must grant
                 log.warning("region %s: %s; retrying in %.2fs", self.region, err, self.backoff)
                 await pause(self.backoff)
                 self.backoff = min(self.backoff * 2, self.cfg.router.retry_max_s)

@@ -73,6 +73,10 @@ class RegionShare:
         m.APPLY_ERRORS.labels(self.region, err.kind).inc()
         self._observe(ok=False, kind=err.kind)
 
+    def observe_failure(self, kind: str) -> None:
+        """A failure about the region that is not a lost connection (a missing grant): tell the breaker."""
+        self._observe(ok=False, kind=kind)
+
     async def probe_if_due(self) -> None:
         """After a connection failure, probe with backoff until the region answers (one lane probes)."""
         if not self.down_kind or self._probing or time.monotonic() < self.down_until:

@@ -87,7 +87,13 @@ def test_empty_and_missing_topic_is_ready_and_heartbeat_age(broker):
         publish(cfg, producer, rec("eu", "closed", 1, at=old))
         assert until(lambda: view.state("eu") is not None)
         assert 29 < view.last_heartbeat_age() < 40  # measured from the record's time, not from reading it
-        future = datetime.now(timezone.utc) + timedelta(hours=1)
+        # a stamp ahead of this clock, within health.max_clock_skew_s (60 s), counts as now; an hour
+        # ahead is refused (issue 28: a forged or badly clocked record), so it refreshes nothing
+        far = datetime.now(timezone.utc) + timedelta(hours=1)
+        publish(cfg, producer, rec("eu", "open", 2, at=far))
+        assert until(lambda: view.gate.refused.get("future_at") == 1)
+        assert view.state("eu").seq == 1 and 29 < view.last_heartbeat_age() < 40
+        future = datetime.now(timezone.utc) + timedelta(seconds=30)
         publish(cfg, producer, rec("eu", "closed", 1, heartbeat=True, at=future))
         assert until(lambda: view.last_heartbeat_age() < 5)
     other = parse_config(regions_config(DSNS, broker.bootstrap))  # topics never created
