@@ -32,6 +32,7 @@ the privileges follow our own statements, which no library knows.
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -124,6 +125,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--role", action="append", metavar="SERVICE=ROLE",
                    help="role name of a service (default: regionguard_<service>)")
     p.add_argument("--schema", default="public", help="schema of the tables (default: public)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per region: region, roles, statements (the SQL lines)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -139,7 +142,11 @@ def main(args: argparse.Namespace) -> int:
     roles = parse_roles(args.role)
     services = tuple(s for s in SERVICES if s in (args.service or SERVICES))
     for i, region in enumerate(regions):
+        lines = grant_statements(cfg, region, roles, schema=args.schema, services=services)
+        if args.json:
+            print(json.dumps({"region": region, "roles": {s: roles[s] for s in services}, "statements": lines}))
+            continue
         if i:
             print()
-        print("\n".join(grant_statements(cfg, region, roles, schema=args.schema, services=services)))
+        print("\n".join(lines))
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import subprocess
 import sys
 import uuid
@@ -43,6 +44,10 @@ def roles(regions, rg_config, tmp_path):
                               *(a for s in SERVICES for a in ("--role", f"{s}={names[s]}"))],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
+        as_json = subprocess.run([sys.executable, "-m", "regionguard", "grants", *cfg.cli_args(), "--region", region,
+                                  "--json", *(a for s in SERVICES for a in ("--role", f"{s}={names[s]}"))],
+                                 capture_output=True, text=True, timeout=60)
+        assert "\n".join(json.loads(as_json.stdout)["statements"]) == out.stdout.rstrip("\n")
         lr.execute(region, f'REVOKE ALL ON DATABASE "{lr.databases[region]}" FROM PUBLIC')
         lr.execute(region, out.stdout)
     files = {}

@@ -17,6 +17,7 @@ DATA_COMMANDS = [
     ["dead-letters", "redrive", "--reason", "schema"],
     ["drill", "--region", "eu", "--fault", "refuse"],
     ["config", "check"],
+    ["grants"],
 ]
 
 
