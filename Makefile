@@ -87,3 +87,28 @@ CHAOS_BROKER_RATE ?= 50
 chaos-brokers: setup
 	.venv/bin/python -m tests.chaos.run --broker-faults --nodes 3 --writes $(CHAOS_BROKER_WRITES) \
 		--faults $(CHAOS_BROKER_FAULTS) --rate $(CHAOS_BROKER_RATE) --markdown docs/chaos.md
+
+# The image's pinned dependencies (Dockerfile): requirements.lock from pyproject.toml. `lock` writes it
+# (keeps the current pins where they still fit; UPGRADE=1 takes the newest); `lock-check` resolves again
+# and fails when the committed lock differs, then installs it into a fresh venv as the Dockerfile does
+# (5 minutes on the busy 2-core machine: too slow for `make test`, where tests/unit/test_lock.py checks
+# the lock against pyproject.toml offline).
+LOCK_FLAGS = --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes --custom-compile-command "make lock" -q
+.PHONY: lock lock-check k8s
+lock: setup
+	.venv/bin/uv pip compile pyproject.toml $(LOCK_FLAGS) $(if $(UPGRADE),--upgrade) -o requirements.lock
+
+lock-check: setup
+	@cp requirements.lock .venv/requirements.lock.check
+	.venv/bin/uv pip compile pyproject.toml $(LOCK_FLAGS) -o .venv/requirements.lock.check
+	@diff -u requirements.lock .venv/requirements.lock.check && echo "requirements.lock matches pyproject.toml"
+	rm -rf .venv/lock-check && python3 -m venv .venv/lock-check
+	.venv/lock-check/bin/pip install -q --require-hashes --no-deps -r requirements.lock
+	.venv/lock-check/bin/pip install -q --no-deps . && .venv/lock-check/bin/pip check
+	.venv/lock-check/bin/regionguard --version
+
+# deploy/k8s/regionguard.yaml: the Helm chart rendered with its default values (tests/deploy/test_chart.py
+# fails when the two differ)
+k8s:
+	@scripts/setup.sh --test-tools
+	.venv/bin/python -m tests.deploy.render --write

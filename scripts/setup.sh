@@ -45,6 +45,19 @@ if [ "${1:-}" = "--test-tools" ]; then
   fi
   .venv/bin/python -c "from regionguard_testkit.embedded.kafka import kafka_libs; kafka_libs()" \
     || { echo "setup: could not resolve Apache Kafka's jars with Maven" >&2; exit 1; }
+  # Helm for tests/deploy/test_chart.py (the chart must render): built once from Go modules into
+  # the same cache (about 5 CPU-minutes: 27 min wall on the shared, loaded 2-core machine; then a
+  # no-op). See docs/kubernetes.md.
+  helm_dir="${RG_CACHE_DIR:-$HOME/.cache/regionguard}/helm-${HELM_VERSION:-v4.3.2}"
+  if [ ! -x "$helm_dir/helm" ]; then
+    if command -v go >/dev/null 2>&1; then
+      echo "setup: building helm ${HELM_VERSION:-v4.3.2} from Go modules into $helm_dir"
+      GOBIN="$helm_dir" GOFLAGS=-mod=mod go install "helm.sh/helm/v4/cmd/helm@${HELM_VERSION:-v4.3.2}" \
+        || echo "setup: could not build helm; tests/deploy will fail" >&2
+    else
+      echo "setup: no Go toolchain to build helm; tests/deploy will fail" >&2
+    fi
+  fi
   # the Java (Maven) and Go (franz-go) producer examples of the conformance test: built once per
   # change of their sources into ~/.cache/regionguard (tests/integration/polyglot.py); a failure
   # here only means the test builds (or loudly skips) them itself
