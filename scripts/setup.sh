@@ -20,8 +20,9 @@ fi
 # the Node.js client (clients/node, on kafkajs: docs/clients.md says why not @confluentinc/kafka-javascript)
 # first, then the examples that use it (examples/node links it with file:)
 if command -v npm >/dev/null 2>&1; then
-  for dir in clients/node examples/node; do
-    if [ ! -d "$dir/node_modules/kafkajs" ]; then
+  for dir in clients/node:kafkajs examples/node:@regionguard/client; do  # folder:a package it must have
+    if [ ! -d "${dir%%:*}/node_modules/${dir#*:}" ]; then
+      dir=${dir%%:*}
       (cd "$dir" && npm install --no-audit --no-fund --silent) || echo "setup: npm install failed in $dir; its tests will be skipped" >&2
     fi
   done
