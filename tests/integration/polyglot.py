@@ -1,11 +1,12 @@
-"""The producer examples of other languages, built once and cached, for the partitioning and
-conformance tests.
+"""The client packages of other languages (clients/java, clients/go, clients/node; docs/clients.md),
+built once and cached, for the partitioning and conformance tests.
 
-Each helper returns the command line that runs the example (``[... , "vectors", FILE]`` or
+Each helper returns the command line that runs the package's CLI (``[... , "vectors", FILE]`` or
 ``[..., "produce", BOOTSTRAP, PREFIX, REGION]``) or raises :class:`Missing` naming the missing
 toolchain, which the tests turn into a loud skip. Builds are keyed by a hash of the example's
 sources and kept under ``~/.cache/regionguard`` (``$RG_CACHE_DIR``), so a fresh clone in CI
-builds once per change of the example and later runs start at once.
+builds once per change of the package and later runs start at once. The packages' own unit tests
+run in scripts/test-clients.sh (`make test`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-JAVA_DIR = ROOT / "examples" / "java"
-GO_DIR = ROOT / "examples" / "go"
-NODE_DIR = ROOT / "examples" / "node"
+JAVA_DIR = ROOT / "clients" / "java"
+GO_DIR = ROOT / "clients" / "go"
+NODE_DIR = ROOT / "clients" / "node"
+NODE_EXAMPLES_DIR = ROOT / "examples" / "node"  # produce.js and the monitors, on the package
 
 
 class Missing(Exception):
@@ -48,17 +50,17 @@ def loud_skip_reason(lang: str, what: str) -> str:
 
 
 def java_producer() -> list[str]:
-    """``java -jar regionguard-producer.jar``, built with ``mvn package`` once per source change."""
+    """``java -jar regionguard-client.jar``, built with ``mvn package`` once per source change."""
     java, mvn = shutil.which("java"), shutil.which("mvn")
     if java is None or mvn is None:
         raise Missing(f"no {'java' if java is None else 'mvn'} on PATH (install a JDK 17+ and Maven)")
-    out = cache_dir() / "java-producer" / _digest(JAVA_DIR, ("pom.xml", "src/**/*.java"))
-    jar = out / "regionguard-producer.jar"
+    out = cache_dir() / "java-client" / _digest(JAVA_DIR, ("pom.xml", "src/main/**/*.java"))
+    jar = out / "regionguard-client.jar"
     if not jar.exists():
         proc = subprocess.run([mvn, "-q", "-B", "-f", str(JAVA_DIR / "pom.xml"), "package", "-DskipTests",
                                f"-Drg.build.dir={out}"], capture_output=True, text=True, timeout=900)
         if proc.returncode != 0 or not jar.exists():
-            raise RuntimeError(f"mvn package of examples/java failed: {(proc.stdout + proc.stderr)[-3000:]}")
+            raise RuntimeError(f"mvn package of clients/java failed: {(proc.stdout + proc.stderr)[-3000:]}")
     return [java, "-jar", str(jar)]
 
 
@@ -66,24 +68,24 @@ def go_producer() -> list[str]:
     """``rg-producer``, built with ``go build`` once per source change (franz-go from the module proxy)."""
     go = shutil.which("go")
     if go is None:
-        raise Missing("no go on PATH (install Go 1.26+)")
-    out = cache_dir() / "go-producer" / _digest(GO_DIR, ("go.mod", "go.sum", "**/*.go"))
+        raise Missing("no go on PATH (install Go 1.25+)")
+    out = cache_dir() / "go-client" / _digest(GO_DIR, ("go.mod", "go.sum", "**/*.go"))
     binary = out / "rg-producer"
     if not binary.exists():
         out.mkdir(parents=True, exist_ok=True)
         proc = subprocess.run([go, "build", "-o", str(binary) + ".tmp", "./cmd/rg-producer"], cwd=GO_DIR,
                               capture_output=True, text=True, timeout=900)
         if proc.returncode != 0:
-            raise RuntimeError(f"go build of examples/go failed: {(proc.stdout + proc.stderr)[-3000:]}")
+            raise RuntimeError(f"go build of clients/go failed: {(proc.stdout + proc.stderr)[-3000:]}")
         os.replace(str(binary) + ".tmp", binary)
     return [str(binary)]
 
 
-def node_script(name: str) -> list[str]:
-    """``node examples/node/<name>`` once kafkajs is installed there (scripts/setup.sh runs npm install)."""
+def node_script(name: str, where: Path = NODE_DIR) -> list[str]:
+    """``node clients/node/<name>`` (or ``where``) once its packages are installed (scripts/setup.sh runs npm install)."""
     node = shutil.which("node")
     if node is None:
         raise Missing("no node on PATH (install Node.js 18+)")
-    if not (NODE_DIR / "node_modules" / "kafkajs").exists():
-        raise Missing("kafkajs is not installed: run `npm install` in examples/node (scripts/setup.sh does)")
-    return [node, str(NODE_DIR / name)]
+    if not (where / "node_modules" / "kafkajs").exists():
+        raise Missing(f"kafkajs is not installed: run `npm install` in {where.relative_to(ROOT)} (scripts/setup.sh does)")
+    return [node, str(where / name)]

@@ -23,7 +23,7 @@ from regionguard.core.config import parse_config
 from regionguard.core.kafka import Confirmer, make_producer
 from regionguard.core.models import FailoverEvent, RegionState, State
 from tests.harness import make_config
-from tests.integration.polyglot import Missing, loud_skip_reason, node_script
+from tests.integration.polyglot import NODE_EXAMPLES_DIR, Missing, loud_skip_reason, node_script
 
 ROOT = Path(__file__).resolve().parents[2]
 DSNS = {"eu": "postgresql://u@127.0.0.1:1/x", "us": "postgresql://u@127.0.0.1:1/y"}
@@ -46,7 +46,7 @@ def _state(region: str, state: State, seq: int, reason: str = "test") -> tuple[s
 def _checks() -> dict[str, list[str]]:
     cmds = {"python": [sys.executable, str(ROOT / "examples" / "monitor" / "regions_closed.py")]}
     try:
-        cmds["node"] = node_script("regions-closed.js")
+        cmds["node"] = node_script("regions-closed.js", NODE_EXAMPLES_DIR)
     except Missing as exc:
         loud_skip_reason("Node.js monitoring example", str(exc))
     return cmds

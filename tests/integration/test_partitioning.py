@@ -6,7 +6,9 @@ for 1, 3, 12 and 48 partitions) are checked here against
   producer settings of tests, benchmarks and examples, reading back where each
   record landed;
 - the JVM: kafka-clients' own murmur2 and key partitioner, resolved with Maven;
-- kafkajs, with the partitioner examples/node/produce.js uses.
+- kafkajs, with the partitioner the Node client (clients/node) uses;
+- the Java and Go clients (clients/java, clients/go), each building the keys itself.
+The packages' own tests (scripts/test-clients.sh) check the same vectors without a build cache.
 """
 
 from __future__ import annotations
@@ -107,12 +109,14 @@ def test_the_jvm_kafka_clients_agrees_with_the_vectors():
         assert dict(zip(map(str, PARTITION_COUNTS), map(int, row[2:]))) == v["partition"], v["key_utf8"]
 
 
-def test_kafkajs_as_produce_js_uses_it_agrees_with_the_vectors():
-    node = shutil.which("node")
-    example = ROOT / "examples" / "node"
-    if node is None or not (example / "node_modules" / "kafkajs").exists():
-        pytest.skip("node or kafkajs missing: run `npm install` in examples/node")
-    proc = subprocess.run([node, str(example / "partitions.js"), str(VECTORS_PATH)],
+def test_kafkajs_as_the_node_client_uses_it_agrees_with_the_vectors():
+    from tests.integration.polyglot import Missing, node_script
+
+    try:
+        cmd = node_script("partitions.js")
+    except Missing as exc:
+        pytest.skip(f"node or kafkajs missing: {exc}")
+    proc = subprocess.run([*cmd, str(VECTORS_PATH)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = {r["key_hex"]: r["partition"] for r in json.loads(proc.stdout)}
@@ -120,7 +124,7 @@ def test_kafkajs_as_produce_js_uses_it_agrees_with_the_vectors():
 
 
 def _example_vectors(lang: str, command) -> None:
-    """The example builds each vector row's key itself and partitions it with its client's partitioner."""
+    """The client builds each vector row's key itself and partitions it with its Kafka client's partitioner."""
     from tests.integration.polyglot import Missing, loud_skip_reason
 
     try:
@@ -137,13 +141,13 @@ def _example_vectors(lang: str, command) -> None:
             assert r["murmur2"] == v["murmur2"], v["key_utf8"]
 
 
-def test_the_java_example_builds_keys_and_partitions_like_the_vectors():
+def test_the_java_client_builds_keys_and_partitions_like_the_vectors():
     from tests.integration.polyglot import java_producer
 
-    _example_vectors("Java (examples/java, kafka-clients)", java_producer)
+    _example_vectors("Java (clients/java, kafka-clients)", java_producer)
 
 
-def test_the_go_example_builds_keys_and_partitions_like_the_vectors():
+def test_the_go_client_builds_keys_and_partitions_like_the_vectors():
     from tests.integration.polyglot import go_producer
 
-    _example_vectors("Go (examples/go, franz-go)", go_producer)
+    _example_vectors("Go (clients/go, franz-go)", go_producer)

@@ -172,9 +172,9 @@ def test_cli_write_and_a_non_python_producer(regions, rg_config, services):
                what="CLI write applied")
 
     node = shutil.which("node")
-    example = ROOT / "examples" / "node"
-    if node is None or not (example / "node_modules" / "kafkajs").exists():
-        pytest.skip("node or kafkajs missing: run `npm install` in examples/node (.ci/run does)")
+    example = ROOT / "examples" / "node"  # produce.js, on the client package (clients/node)
+    if node is None or not (example / "node_modules" / "@regionguard" / "client").exists():
+        pytest.skip("node or the Node client missing: run `npm install` in examples/node (scripts/setup.sh does)")
     res = subprocess.run([node, str(example / "produce.js"), cfg.bootstrap, cfg.prefix, "eu", "users",
                           '{"id": 43}', '{"name": "from node", "version": 1}'],
                          capture_output=True, text=True, timeout=60)

@@ -1,4 +1,4 @@
-package io.regionguard.example;
+package io.github.regionguard.client.cli;
 
 import java.io.BufferedReader;
 import java.io.InputStreamReader;
@@ -18,12 +18,14 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.github.regionguard.client.Keys;
+import io.github.regionguard.client.RegionGuardProducer;
 import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.clients.producer.internals.BuiltInPartitioner;
 import org.apache.kafka.common.utils.Utils;
 
 /**
- * Command line of the example.
+ * Command line of the client (the integration tests drive it; docs/clients.md).
  *
  * <pre>
  *   vectors  FILE                        key bytes and partitions of schemas/vectors/partitions.json's rows,
@@ -60,10 +62,10 @@ public final class Main {
         JsonNode doc = JSON.readTree(Files.readString(file));
         ArrayNode out = JSON.createArrayNode();
         for (JsonNode v : doc.get("vectors")) {
-            byte[] key = RegionGuardProducer.kafkaKey(v.get("table").asText(), JSON.convertValue(v.get("key"), MAP));
+            byte[] key = Keys.kafkaKey(v.get("table").asText(), JSON.convertValue(v.get("key"), MAP));
             ObjectNode row = out.addObject();
             row.put("key_hex", HexFormat.of().formatHex(key));
-            row.put("murmur2", Utils.murmur2(key));
+            row.put("murmur2", Keys.murmur2(key));
             ObjectNode parts = row.putObject("partition");
             for (JsonNode n : doc.get("partition_counts")) {
                 // the producer's own choice for a keyed record with no partitioner.class set

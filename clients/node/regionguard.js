@@ -1,6 +1,12 @@
-// regionguard's contract for Node.js producers (kafkajs): keys, events, atomic write groups.
+// regionguard's client for Node.js (kafkajs): keys, partitions, events, atomic write groups
+// (docs/clients.md; docs/contract.md). kafkajs is unmaintained, but the maintained
+// @confluentinc/kafka-javascript cannot be installed where this project builds: its npm install
+// fetches a prebuilt librdkafka from GitHub, then builds librdkafka from sources it also downloads
+// (zlib, OpenSSL, zstd, curl) - docs/clients.md, "Why kafkajs".
 //
-//   const { RegionGuardProducer } = require("./regionguard");
+//   const { Kafka } = require("kafkajs");
+//   const { RegionGuardProducer } = require("@regionguard/client");
+//   const kafka = new Kafka({ brokers: ["127.0.0.1:9092"] });
 //   const p = new RegionGuardProducer(kafka, "rg.");         // acks=all, Java's murmur2 partitioner
 //   await p.connect();
 //   await p.write("us-east-1", "users", "upsert", { id: 42 }, { name: "Ada", version: 7 });
@@ -58,6 +64,14 @@ const groupEvent = (region, { orderingKey, policy = "hold", fallbackRegions = []
 // The record's Kafka key: the ordering key when the event has one, else the row's.
 const recordKey = (event) => (event.ordering_key != null ? event.ordering_key : kafkaKey(event.table, event.key));
 
+// The partition of a keyed record among `partitions`: (murmur2(key) & 0x7fffffff) % partitions, Java's
+// default, as the producer's partitioner (kafkajs' DefaultPartitioner) picks it; no broker needed.
+const partition = (key, partitions) => {
+  if (!Number.isInteger(partitions) || partitions < 1) throw new Error(`partitions must be at least 1, got ${partitions}`);
+  const partitionMetadata = Array.from({ length: partitions }, (_, i) => ({ partitionId: i, leader: 0 }));
+  return Partitioners.DefaultPartitioner()({ topic: "t", partitionMetadata, message: { key } });
+};
+
 const message = (event) => ({ key: recordKey(event), value: JSON.stringify(event) });
 
 class RegionGuardProducer {
@@ -84,4 +98,5 @@ class RegionGuardProducer {
   }
 }
 
-module.exports = { MAX_GROUP_OPS, kafkaKey, writeEvent, groupEvent, recordKey, message, GroupBuilder, RegionGuardProducer };
+module.exports = { MAX_GROUP_OPS, kafkaKey, partition, writeEvent, groupEvent, recordKey, message, GroupBuilder,
+                   RegionGuardProducer };

@@ -1,12 +1,9 @@
-package io.regionguard.example;
+package io.github.regionguard.client;
 
-import java.nio.charset.StandardCharsets;
 import java.time.Instant;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.Properties;
-import java.util.TreeMap;
 import java.util.UUID;
 import java.util.concurrent.Future;
 
@@ -14,13 +11,14 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.Producer;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.common.serialization.ByteArraySerializer;
 
 /**
- * Publishes regionguard write events by the contract (DESIGN.md, README "From any language"):
+ * Publishes regionguard write events by the contract (docs/contract.md; docs/clients.md):
  * topic {@code <prefix>writes.<region>}, Kafka key {@code <table>/<key values in sorted column order,
  * joined by "/">} (UTF-8), kafka-clients' default partitioner (murmur2 of the key: the contract's),
  * value a WriteEvent JSON with a fresh UUID as its idempotency key, {@code acks=all} and idempotence.
@@ -45,7 +43,7 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
 public final class RegionGuardProducer implements AutoCloseable {
     private static final ObjectMapper JSON = new ObjectMapper();
 
-    private final KafkaProducer<byte[], byte[]> producer;
+    private final Producer<byte[], byte[]> producer;
     private final String topicPrefix;
 
     public RegionGuardProducer(String bootstrap, String topicPrefix) {
@@ -54,23 +52,33 @@ public final class RegionGuardProducer implements AutoCloseable {
 
     /** {@code extra} is passed to kafka-clients as is (security.protocol, sasl.*, ssl.*, ...). */
     public RegionGuardProducer(String bootstrap, String topicPrefix, Properties extra) {
+        this(new KafkaProducer<>(settings(bootstrap, extra), new ByteArraySerializer(), new ByteArraySerializer()),
+             topicPrefix);
+    }
+
+    /** acks=all and idempotence; no partitioner.class: kafka-clients' built-in one is the contract's murmur2. */
+    static Properties settings(String bootstrap, Properties extra) {
         Properties props = new Properties();
         props.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         props.put(ProducerConfig.ACKS_CONFIG, "all");
         props.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "true");
         props.put(ProducerConfig.LINGER_MS_CONFIG, "5");
         props.putAll(extra);
-        // no partitioner.class: kafka-clients' built-in one hashes the key with murmur2, as the contract says
-        this.producer = new KafkaProducer<>(props, new ByteArraySerializer(), new ByteArraySerializer());
+        return props;
+    }
+
+    /**
+     * Over a producer of your own (kafka-clients' {@code MockProducer} in tests); it must keep the default
+     * partitioner (no {@code partitioner.class}), acks=all and idempotence. close() closes it.
+     */
+    public RegionGuardProducer(Producer<byte[], byte[]> producer, String topicPrefix) {
+        this.producer = producer;
         this.topicPrefix = topicPrefix;
     }
 
-    /** The contract's Kafka key: {@code <table>/<key values in sorted column order, joined by "/">}, UTF-8. */
+    /** The contract's Kafka key of a row ({@link Keys#kafkaKey}). */
     public static byte[] kafkaKey(String table, Map<String, ?> key) {
-        List<String> parts = new ArrayList<>();
-        parts.add(table);
-        for (Object value : new TreeMap<>(key).values()) parts.add(String.valueOf(value));
-        return String.join("/", parts).getBytes(StandardCharsets.UTF_8);
+        return Keys.kafkaKey(table, key);
     }
 
     /** The WriteEvent JSON (policy hold) for one row; {@code data} may be null for a delete. */
@@ -92,15 +100,8 @@ public final class RegionGuardProducer implements AutoCloseable {
     public static ObjectNode event(UUID id, String region, String table, String op, Map<String, ?> key,
                                    Map<String, ?> data, String orderingKey) {
         ObjectNode ev = event(id, region, table, op, key, data);
-        if (orderingKey != null) ev.put("ordering_key", requireOrderingKey(orderingKey));
+        if (orderingKey != null) ev.put("ordering_key", Keys.requireOrderingKey(orderingKey));
         return ev;
-    }
-
-    static String requireOrderingKey(String orderingKey) {
-        if (orderingKey == null || orderingKey.isEmpty()) {
-            throw new IllegalArgumentException("ordering_key must be a non-empty string");
-        }
-        return orderingKey;
     }
 
     public String topic(String region) {
@@ -120,7 +121,7 @@ public final class RegionGuardProducer implements AutoCloseable {
     public Future<RecordMetadata> write(String region, String table, String op, Map<String, ?> key,
                                         Map<String, ?> data, String orderingKey) {
         if (orderingKey == null) return write(region, table, op, key, data);
-        return send(region, orderingKey.getBytes(StandardCharsets.UTF_8),
+        return send(region, Keys.orderingKey(orderingKey),
                     event(UUID.randomUUID(), region, table, op, key, data, orderingKey));
     }
 
@@ -165,7 +166,7 @@ public final class RegionGuardProducer implements AutoCloseable {
         Group(RegionGuardProducer producer, String region, String orderingKey) {
             this.producer = producer;
             this.region = region;
-            this.orderingKey = requireOrderingKey(orderingKey);
+            this.orderingKey = Keys.requireOrderingKey(orderingKey);
         }
 
         public Group insert(String table, Map<String, ?> key, Map<String, ?> data) {
@@ -209,7 +210,7 @@ public final class RegionGuardProducer implements AutoCloseable {
         }
 
         public byte[] kafkaKey() {
-            return orderingKey.getBytes(StandardCharsets.UTF_8);
+            return Keys.orderingKey(orderingKey);
         }
 
         /** The group's WriteEvent JSON. */

@@ -29,7 +29,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kversion"
 
-	regionguard "example.com/regionguard-producer"
+	regionguard "github.com/regionguard/regionguard/clients/go"
 )
 
 func decode(b []byte, v any) error {

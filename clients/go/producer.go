@@ -1,6 +1,7 @@
-// Package regionguard publishes regionguard write events from Go with franz-go.
+// Package regionguard publishes regionguard write events from Go with franz-go
+// (docs/clients.md; module github.com/regionguard/regionguard/clients/go).
 //
-// The contract (DESIGN.md; README "From any language"): topic <prefix>writes.<region>,
+// The contract (docs/contract.md): topic <prefix>writes.<region>,
 // Kafka key <table>/<key values in sorted column order, joined by "/"> (UTF-8), partition
 // Java's murmur2 of the key (franz-go's StickyKeyPartitioner with a nil hasher is Kafka's
 // murmur2), value a WriteEvent JSON whose fresh UUID id is the idempotency key, produced
@@ -37,6 +38,15 @@ import (
 // Partitioner is the contract's: Java's default for a keyed record,
 // (murmur2(key) & 0x7fffffff) % partitions. (A nil hasher is franz-go's Kafka murmur2.)
 func Partitioner() kgo.Partitioner { return kgo.StickyKeyPartitioner(nil) }
+
+// Partition is the partition of a keyed record among n: (murmur2(key) & 0x7fffffff) % n, as
+// Partitioner (franz-go's Kafka murmur2) picks it, computed without a client or a broker.
+func Partition(key []byte, n int) int {
+	if n < 1 {
+		panic(fmt.Sprintf("regionguard.Partition: %d partitions", n))
+	}
+	return Partitioner().ForTopic("").Partition(&kgo.Record{Key: key}, n)
+}
 
 // WriteEvent is one write to one row of one region, or an atomic group of row operations (Ops,
 // with OrderingKey and no Table/Op/Key/Data) (schemas/write-event.schema.json).

@@ -1,3 +1,4 @@
+#!/usr/bin/env node
 // Publish many regionguard writes from Node.js (kafkajs), one per stdin line, in order.
 //
 //   node produce-lines.js [produce] <bootstrap> <topic-prefix> <region> < writes.jsonl
