@@ -300,3 +300,44 @@ def test_tokens_and_secrets_stay_out_of_reprs():
     assert "secret-token-value" not in repr(token)
     assert SECRET not in repr(SimpleNamespace(auth=KafkaAuthConfig.model_validate(OIDC)))
 
+
+# ---- start-up: the token first, within kafka.startup_timeout_s ------------------------------------------
+
+def _failing(monkeypatch, error: TokenError):
+    from regionguard.core import oauth_tokens
+
+    cfg = cfg_with(OIDC)
+    calls: list[float] = []
+
+    def fetch(at: float) -> Token:
+        calls.append(at)
+        raise error
+    source = TokenSource(cfg.kafka.auth, fetch=fetch)
+    monkeypatch.setattr(oauth_tokens, "token_source", lambda auth: source)
+    return cfg, calls
+
+
+def test_a_provider_that_refuses_ends_the_start_at_once_with_one_line(monkeypatch):
+    from regionguard.core.startup import KafkaAuthRefused, wait_for_kafka_blocking
+    from regionguard.core.oauth_tokens import TokenRefused
+
+    cfg, calls = _failing(monkeypatch, TokenRefused("OIDC token endpoint https://idp.example/oauth2/token "
+                                                    "answered HTTP 401"))
+    with pytest.raises(KafkaAuthRefused) as exc:
+        wait_for_kafka_blocking(cfg, "router")
+    assert str(exc.value) == ("Kafka at 127.0.0.1:9092: no token from kafka.auth (oidc): OIDC token endpoint "
+                              "https://idp.example/oauth2/token answered HTTP 401")
+    assert len(calls) == 1
+
+
+def test_a_provider_out_of_reach_is_waited_for_with_one_line(monkeypatch, caplog):
+    from regionguard.core.startup import wait_for_kafka_blocking
+
+    cfg, calls = _failing(monkeypatch, TokenError("OIDC token endpoint https://idp.example/oauth2/token: "
+                                                  "ConnectError"))
+    # a signal comes right after the first attempt: no pause is slept
+    assert wait_for_kafka_blocking(cfg, "router", stopped=lambda: bool(calls)) is False
+    assert len(calls) == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "router: waiting for a token from kafka.auth (oidc): OIDC token endpoint "
+        "https://idp.example/oauth2/token: ConnectError"]
