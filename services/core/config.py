@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .dsn import redact_dsn
+from .kafka_auth import KafkaAuthConfig
 from .kafka_security import kafka_security
 from .log import add_secrets, rdkafka_log, scrub
 from .refs import RefError, resolve
@@ -71,7 +72,7 @@ def _as_int(key: str, value: Any) -> int:
         raise ValueError(f"{key!r} must be an integer, not {value!r}") from None
 
 
-def check_client_conf(client: dict[str, Any]) -> None:
+def check_client_conf(client: dict[str, Any], *, oauthbearer: bool = False) -> None:
     """Refuse ``kafka.client`` settings that would break a guarantee (ValueError, one line naming the key).
 
     Security settings the health service's faust client cannot apply as
@@ -105,7 +106,7 @@ def check_client_conf(client: dict[str, Any]) -> None:
         if poll < session:
             raise ValueError(f"'max.poll.interval.ms' ({poll}) must be at least session.timeout.ms ({session})")
     # the same security for the health service's leader election (faust/aiokafka) as for librdkafka, or none
-    kafka_security(client)
+    kafka_security(client, oauthbearer=oauthbearer)
 
 
 class _Frozen(BaseModel):
@@ -154,20 +155,30 @@ class KafkaConfig(_Frozen):
                              f"({self.replication_factor})")
         return self
 
+    # before client: client's check needs to know whether auth is set
+    auth: KafkaAuthConfig | None = Field(
+        None, description="SASL/OAUTHBEARER for every client (docs/kafka-auth.md): mechanism oauthbearer and a "
+                          "token from msk_iam, oidc or unsecured_jwt; security.protocol stays in kafka.client.")
     client: dict[str, str | int | float | bool] = Field(
         default_factory=dict,
         description="librdkafka settings of every client (security.protocol, sasl.*, ssl.*, tuning); they win "
                     "over regionguard's defaults. Settings a guarantee rests on (acks, enable.idempotence, "
                     "partitioner, enable.auto.commit, isolation.level, group.id, ...) are refused, and so are "
                     "security settings the health service's faust client cannot apply as librdkafka does "
-                    "(GSSAPI, OAUTHBEARER, ssl.keystore.*, ...).",
+                    "(GSSAPI, ssl.keystore.*, ...); OAUTHBEARER is set in kafka.auth.",
     )
 
     @field_validator("client")
     @classmethod
-    def _client_keeps_guarantees(cls, v):
-        check_client_conf(v)
+    def _client_keeps_guarantees(cls, v, info: ValidationInfo):
+        check_client_conf(v, oauthbearer=info.data.get("auth") is not None)
         return v
+
+    @model_validator(mode="after")
+    def _auth_has_a_sasl_protocol(self):
+        if self.auth is not None and not self.client:  # client's own check ran only if client was given
+            kafka_security(self.client, oauthbearer=True)
+        return self
 
 
 class RegionConfig(_Frozen):
@@ -485,6 +496,9 @@ class Config(_Frozen):
         conf.update((k, v) for k, v in extra.items() if k not in CLIENT_FIXED)
         conf.update((k, v) for k, v in self.kafka.client.items() if k not in CLIENT_FIXED)
         conf.update((k, v) for k, v in extra.items() if k in CLIENT_FIXED)
+        if self.kafka.auth is not None:
+            from .oauth_tokens import librdkafka_settings  # the process's one token source
+            conf.update(librdkafka_settings(self.kafka.auth))
         return conf
 
 

@@ -18,7 +18,9 @@ Supported, with librdkafka's defaults:
 
 - ``security.protocol``: PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL (any case)
 - ``sasl.mechanism`` (or its alias ``sasl.mechanisms``): PLAIN, SCRAM-SHA-256,
-  SCRAM-SHA-512, with ``sasl.username`` and ``sasl.password``
+  SCRAM-SHA-512, with ``sasl.username`` and ``sasl.password``; OAUTHBEARER is
+  configured in ``kafka.auth`` (``core/kafka_auth.py``), never here, so that
+  both client kinds get their token from the same place
 - ``ssl.ca.location`` (file, directory, or ``probe``), ``ssl.ca.pem``,
   ``ssl.certificate.location`` + ``ssl.key.location`` (PEM) with
   ``ssl.key.password``, ``enable.ssl.certificate.verification``,
@@ -53,8 +55,8 @@ _REFUSED = {
     "ssl.certificate.pem": f"an inline client certificate cannot be loaded by Python's ssl module; {_WHY_PEM_FILES}",
     "ssl.key.pem": f"an inline private key cannot be loaded by Python's ssl module; {_WHY_PEM_FILES}",
     "sasl.kerberos.": "GSSAPI (Kerberos) is not supported",
-    "sasl.oauthbearer.": "OAUTHBEARER is not supported",
-    "enable.sasl.oauthbearer.": "OAUTHBEARER is not supported",
+    "sasl.oauthbearer.": "configure OAUTHBEARER in kafka.auth (docs/kafka-auth.md)",
+    "enable.sasl.oauthbearer.": "configure OAUTHBEARER in kafka.auth (docs/kafka-auth.md)",
 }
 _WHERE = "the health service's leader election (faust/aiokafka) cannot apply it with librdkafka's meaning"
 
@@ -120,6 +122,9 @@ def _mechanism(client: Mapping[str, Any]) -> str | None:
     if len(set(given.values())) > 1:
         raise ValueError("'sasl.mechanism' and its alias 'sasl.mechanisms' disagree: set one")
     mech = next(iter(given.values()), None)
+    if mech == "OAUTHBEARER":
+        raise ValueError("'sasl.mechanism' OAUTHBEARER is configured in kafka.auth (docs/kafka-auth.md), "
+                         "not in kafka.client")
     if mech is not None and mech not in MECHANISMS:
         # librdkafka's mechanism names are case-sensitive too ("plain" fails there)
         raise ValueError(f"'sasl.mechanism' {mech!r} is not supported: use one of {', '.join(MECHANISMS)} "
@@ -148,13 +153,14 @@ def _tls(client: Mapping[str, Any]) -> TlsSettings:
                        ciphers=_text(client, "ssl.cipher.suites"))
 
 
-def kafka_security(client: Mapping[str, Any]) -> KafkaSecurity:
+def kafka_security(client: Mapping[str, Any], *, oauthbearer: bool = False) -> KafkaSecurity:
     """Translate librdkafka ``client`` settings; ValueError (one line, no secret) for what cannot be.
 
     Pure: files named by the settings are read by :func:`ssl_context`, not here.
     Settings librdkafka ignores under the chosen protocol (ssl.* under
     SASL_PLAINTEXT, sasl.* under SSL) are checked all the same but do nothing,
-    as in librdkafka.
+    as in librdkafka. ``oauthbearer``: ``kafka.auth`` is set, so the mechanism
+    is OAUTHBEARER and ``kafka.client`` may name no other SASL credentials.
     """
     _refuse_untranslatable_keys(client)
     protocol = str(client.get("security.protocol", "PLAINTEXT")).strip().upper()
@@ -162,6 +168,8 @@ def kafka_security(client: Mapping[str, Any]) -> KafkaSecurity:
         raise ValueError(f"'security.protocol' must be one of {', '.join(PROTOCOLS)}")
     mechanism = _mechanism(client)
     tls = _tls(client)
+    if oauthbearer:
+        return _oauthbearer(client, protocol, mechanism, tls)
     if not protocol.startswith("SASL_"):
         return KafkaSecurity(protocol=protocol, tls=tls if protocol == "SSL" else None)
     if mechanism is None:
@@ -172,6 +180,19 @@ def kafka_security(client: Mapping[str, Any]) -> KafkaSecurity:
         raise ValueError(f"sasl.mechanism {mechanism} needs 'sasl.username' and 'sasl.password'")
     return KafkaSecurity(protocol=protocol, mechanism=mechanism, username=username, password=password,
                          tls=tls if protocol == "SASL_SSL" else None)
+
+
+def _oauthbearer(client: Mapping[str, Any], protocol: str, mechanism: str | None,
+                 tls: TlsSettings) -> KafkaSecurity:
+    if not protocol.startswith("SASL_"):
+        raise ValueError("kafka.auth needs 'security.protocol' SASL_SSL (or SASL_PLAINTEXT) in kafka.client, "
+                         f"not {protocol}")
+    if mechanism is not None:
+        raise ValueError(f"'sasl.mechanism' {mechanism} contradicts kafka.auth (OAUTHBEARER): remove it")
+    given = [k for k in ("sasl.username", "sasl.password") if _text(client, k) is not None]
+    if given:
+        raise ValueError(f"{given[0]!r} is not used with kafka.auth (OAUTHBEARER): remove it")
+    return KafkaSecurity(protocol=protocol, mechanism="OAUTHBEARER", tls=tls if protocol == "SASL_SSL" else None)
 
 
 def ssl_context(tls: TlsSettings) -> ssl.SSLContext:

@@ -199,14 +199,20 @@ def faust_credentials(cfg: Config) -> Any:
     (:func:`~regionguard.core.kafka_security.kafka_security` refuses what aiokafka
     cannot do as librdkafka does); a CA, certificate or key file that does not
     load is a :class:`ConfigError` naming the setting, never showing a password.
+    With ``kafka.auth``: OAUTHBEARER with the process's shared token source.
     """
     import faust
 
-    sec = kafka_security(cfg.kafka.client)
+    sec = kafka_security(cfg.kafka.client, oauthbearer=cfg.kafka.auth is not None)
     try:
         ctx = ssl_context(sec.tls) if sec.tls is not None else None
     except ValueError as exc:
         raise ConfigError(f"kafka.client: {exc}") from None
+    if sec.mechanism == "OAUTHBEARER" and cfg.kafka.auth is not None:
+        from ..core.oauth_aiokafka import AiokafkaTokenProvider
+        from ..core.oauth_tokens import token_source
+        # the same token source as the librdkafka clients of this process (kafka.auth)
+        return faust.OAuthCredentials(oauth_cb=AiokafkaTokenProvider(token_source(cfg.kafka.auth)), ssl_context=ctx)
     if sec.sasl:
         # with a context faust says SASL_SSL, without one SASL_PLAINTEXT: the protocol carries over
         return faust.SASLCredentials(username=sec.username, password=sec.password, ssl_context=ctx,

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +40,34 @@ def _default(field) -> str:
     return f"`{json.dumps(value)}`"
 
 
-def _rows(model: type[BaseModel], prefix: str) -> list[str]:
+def _models(ann: Any) -> list[type[BaseModel]]:
+    """The section models of an optional section (``X | None``) or of a tagged union (``A | B | C``)."""
+    if typing.get_origin(ann) is typing.Annotated:
+        ann = typing.get_args(ann)[0]
+    if typing.get_origin(ann) not in (typing.Union, types.UnionType):
+        return []
+    return [a for a in typing.get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
+
+
+def _variant_rows(path: str, field, variants: list[type[BaseModel]]) -> list[str]:
+    """One row for the tag (``provider``), then each variant's keys, marked with the tag value they go with."""
+    tag = field.discriminator
+    values = [typing.get_args(v.model_fields[tag].annotation)[0] for v in variants]
+    choices = " \\| ".join(f"`{v}`" for v in values)
+    rows = [f"| `{path}.{tag}` | {choices} | **required** | {field.description or ''} |"]
+    for value, variant in zip(values, variants):
+        rows.extend(_rows(variant, f"{path}.", skip=tag, note=f"With `{tag}: {value}`: "))
+    return rows
+
+
+def _rows(model: type[BaseModel], prefix: str, *, skip: str | None = None, note: str = "") -> list[str]:
     rows = []
     for name, field in model.model_fields.items():
+        if name == skip:
+            continue
         path = f"{prefix}{name}"
         ann = field.annotation
+        sections = _models(ann)
         if name in MAPS and model is Config:
             placeholder, sub = MAPS[name]
             req = "**required**" if field.is_required() else "`{}`"
@@ -50,8 +75,13 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
             rows.extend(_rows(sub, f"{path}.{placeholder}."))
         elif isinstance(ann, type) and issubclass(ann, BaseModel):
             rows.extend(_rows(ann, f"{path}."))
+        elif field.discriminator and len(sections) > 1:
+            rows.extend(_variant_rows(path, field, sections))
+        elif len(sections) == 1:  # an optional section: absent by default
+            rows.append(f"| `{path}` | section | {_default(field)} | {note}{field.description or ''} |")
+            rows.extend(_rows(sections[0], f"{path}."))
         else:
-            rows.append(f"| `{path}` | `{_type(ann)}` | {_default(field)} | {field.description or ''} |")
+            rows.append(f"| `{path}` | `{_type(ann)}` | {_default(field)} | {note}{field.description or ''} |")
     return rows
 
 
