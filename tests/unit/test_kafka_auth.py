@@ -101,7 +101,7 @@ def test_auth_sets_oauthbearer_and_one_oauth_cb_on_every_librdkafka_client():
      "must not hold credentials"),
     ({**OIDC, "token": {**OIDC["token"], "extensions": {"auth": "x"}}}, SASL_SSL, "extension key 'auth'"),
     ({**OIDC, "token": {**OIDC["token"], "client_secret": "${env:RG_TEST_UNSET_SECRET}"}}, SASL_SSL,
-     "environment variable RG_TEST_UNSET_SECRET is not set"),
+     "environment variable 'RG_TEST_UNSET_SECRET' is not set"),
 ])
 def test_bad_auth_is_one_line_naming_the_field_and_no_secret(auth, client, needle, monkeypatch):
     monkeypatch.delenv("RG_TEST_UNSET_SECRET", raising=False)
