@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inbox": ("regionguard.ops.inboxadmin", "prune old inbox rows and delete tombstones (inbox prune [--dry-run])"),
     "demo": ("regionguard.ops.demo", "run the embedded failover drill (no config needed)"),
     "drill": ("regionguard.ops.drill", "inject a fault into a running local setup"),
+    "acls": ("regionguard.ops.acls", "print (or --apply) the least Kafka ACLs of each principal"),
     "dead-letters": ("regionguard.ops.deadletters", "list dead letters, redrive them once fixed (list | redrive --reason R)"),
 }
 
