@@ -73,8 +73,6 @@ def acl_table(cfg: Config, principals: dict[str, tuple[str, ...]] | None = None)
         for name in topic_plan(cfg):
             grant(role, "topic", name, "DESCRIBE", "start: the topic layout is checked")
             grant(role, "topic", name, "DESCRIBE_CONFIGS", "start: topic settings checked, size limits read")
-        # group-less readers (assign, no commit) still look their throwaway group up
-        grant(role, "group", f"{prefix}view-", "DESCRIBE", "group-less reader of compacted topics", "prefixed")
         grant(role, "topic", t("region-state"), "READ", "follows region states")
 
     for region in cfg.regions:
@@ -82,7 +80,7 @@ def acl_table(cfg: Config, principals: dict[str, tuple[str, ...]] | None = None)
         grant("router", "topic", writes, "READ", "routes the region's writes")
         grant("router", "group", router_group(cfg, region), "READ", "its consumer group: join, commit")
         grant("router", "topic", held, "WRITE", "holds writes, writes fences")
-        grant("router", "topic", held, "READ", "reads its fences back before switching to direct")
+        grant("router", "topic", held, "READ", "a partition holding only fences switches back without the replayer")
         grant("router", "group", replayer_group(cfg, region), "DESCRIBE", "replayer's offsets gate the switch back")
         grant("replayer", "topic", held, "READ", "replays held writes")
         grant("replayer", "group", replayer_group(cfg, region), "READ", "its consumer group: join, commit")
@@ -102,8 +100,6 @@ def acl_table(cfg: Config, principals: dict[str, tuple[str, ...]] | None = None)
     for op, why in (("CREATE", "faust creates its election topic"), ("READ", "faust's election"),
                     ("WRITE", "faust's election"), ("DESCRIBE", "faust's election")):
         grant("health", "topic", leader, op, why)
-    grant("health", "group", f"{prefix}health-", "DESCRIBE", "group-less tails of control and observations",
-          "prefixed")
 
     grant("features", "topic", t("features"), "WRITE", "publishes feature flags")
     grant("features", "topic", t("features"), "READ", "restores its flags at start")
@@ -112,7 +108,7 @@ def acl_table(cfg: Config, principals: dict[str, tuple[str, ...]] | None = None)
     grant("operator", "topic", f"{prefix}writes.", "WRITE", "regionguard dead-letters redrive", "prefixed")
     grant("operator", "topic", prefix, "READ", "status, dead-letters list/redrive, breaker --wait", "prefixed")
     grant("operator", "group", prefix, "DESCRIBE", "status: the services' committed offsets", "prefixed")
-    for g in ("status-", "redrive-reader-", "view-"):
+    for g in ("status-", "redrive-reader-"):
         grant("operator", "group", f"{prefix}{g}", "READ", "its own readers", "prefixed")
 
     grant("applications", "topic", f"{prefix}writes.", "WRITE", "publishes writes (idempotent producer)",
@@ -150,6 +146,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--apply", action="store_true",
                    help="create the missing ACLs through the AdminClient (needs a principal allowed to alter "
                         "ACLs in kafka.client); without it, print the table")
+    p.add_argument("--create-topics", action="store_true",
+                   help="with --apply: first create every missing regionguard topic (services under these "
+                        "ACLs cannot)")
     p.add_argument("--principal", action="append", metavar="ROLE=User:NAME",
                    help=f"override kafka.principals.ROLE (repeatable; roles: {', '.join(ROLES)}; "
                         "several principals comma-separated; empty: none)")
@@ -158,12 +157,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     table = minimal(acl_table(cfg, principals_from_args(cfg, args.principal)))
+    if args.create_topics and not args.apply:
+        raise UsageError("--create-topics needs --apply")
     if not args.apply:
         for g in table:
             print(g.line())
         return 0
     from .aclsapply import apply  # needs a broker: imported only for --apply
 
+    if args.create_topics:
+        from ..core.kafka import ensure_topics
+
+        created = ensure_topics(cfg)
+        print(f"topics: {len(created)} created" + (f" ({', '.join(created)})" if created else ""))
     added, present = apply(cfg, table)
     print(f"acls: {added} added, {present} already present ({len(table)} in the table)")
     return 0
