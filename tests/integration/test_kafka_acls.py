@@ -142,12 +142,6 @@ def test_acls_apply_is_idempotent_and_refused_writes_fail_on_the_broker(secured_
     assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr, refused.stderr
     assert USERS["rg-app"] not in refused.stderr + refused.stdout
 
-    # a service whose principal cannot see every topic: one line naming a topic, exit 2 (it would create it)
-    wrong = regionguard("router", "--config", str(cfs["rg-app"].path))
-    assert wrong.returncode == 2, (wrong.returncode, wrong.stderr[-2000:])
-    last = wrong.stderr.strip().splitlines()[-1]
-    assert "Traceback" not in wrong.stderr and "may not create it (TOPIC_AUTHORIZATION_FAILED)" in last, last
-
     # what each principal may write, and what the broker refuses it
     allowed = {"rg-app": ["writes"], "rg-router": ["held", "dead-letter"], "rg-replayer": ["control"],
                "rg-health": ["region-state", "observations"]}
@@ -166,6 +160,12 @@ def test_acls_apply_is_idempotent_and_refused_writes_fail_on_the_broker(secured_
             topic = watch.topic(kind, "eu" if kind in ("writes", "held") else None)
             err = produce_one(cfs[user], topic)
             assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, (user, topic, err)
+
+    # a service whose principal cannot see every topic: one line naming a topic, exit 2 (it would create it)
+    wrong = regionguard("router", "--config", str(cfs["rg-app"].path))
+    assert wrong.returncode == 2, (wrong.returncode, wrong.stderr[-2000:])
+    last = wrong.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in wrong.stderr and "may not create it (TOPIC_AUTHORIZATION_FAILED)" in last, last
 
 
 def _users(lr, region):
