@@ -103,6 +103,7 @@ def acl_table(cfg: Config, principals: dict[str, tuple[str, ...]] | None = None)
 
     grant("features", "topic", t("features"), "WRITE", "publishes feature flags")
     grant("features", "topic", t("features"), "READ", "restores its flags at start")
+    grant("features", "topic", t("failover-events"), "WRITE", "features_changed events")
 
     grant("operator", "topic", t("control"), "WRITE", "regionguard breaker")
     grant("operator", "topic", f"{prefix}writes.", "WRITE", "regionguard dead-letters redrive", "prefixed")

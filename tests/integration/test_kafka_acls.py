@@ -30,7 +30,7 @@ from regionguard_testkit.embedded.config import ConfigFile, deep_merge, write_co
 from regionguard_testkit.embedded.kafka import ApacheKafka
 from tests.harness import free_port, make_config
 from tests.integration.helpers import (
-    ev_bytes, read_topic, wait_assigned, wait_group, wait_metric, wait_until, write_event,
+    ev_bytes, read_json, read_topic, wait_assigned, wait_group, wait_metric, wait_until, write_event,
 )
 
 pytestmark = [pytest.mark.timeout(240),
@@ -38,7 +38,7 @@ pytestmark = [pytest.mark.timeout(240),
                                  reason="needs its own Apache Kafka with an authorizer ($KAFKA_BOOTSTRAP is set)")]
 
 ADMIN, ADMIN_PASSWORD = "admin", "admin-secret-for-acl-test"
-USERS = {name: f"{name}-secret-for-acl-test" for name in ("rg-router", "rg-replayer", "rg-health", "rg-app")}
+USERS = {name: f"{name}-secret-for-acl-test" for name in ("rg-router", "rg-replayer", "rg-health", "rg-features", "rg-app")}
 PLAIN_JAAS = ("org.apache.kafka.common.security.plain.PlainLoginModule required "
               f'user_{ADMIN}="{ADMIN_PASSWORD}";')
 SCRAM_JAAS = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
@@ -176,6 +176,7 @@ def test_each_service_works_as_its_own_principal(secured_kafka, regions, service
     lr = regions(["eu", "us"])
     watch = make_config(lr, secured_kafka.plaintext, tmp_path / "watch.yaml", partitions=2, create_topics=False,
                         overrides={"health": {"leader_session_timeout_s": 6.0, "timeout_s": 1.0},
+                                   "features": {"search": {"off_when": ["open"]}},
                                    # a refused connection opens eu at once; slow probes on a loaded machine must not
                                    "breaker": {"slow_call_s": 1.0}})
     cfs = setup_topics_and_acls(secured_kafka, watch, tmp_path)
@@ -185,6 +186,7 @@ def test_each_service_works_as_its_own_principal(secured_kafka, regions, service
     wait_metric(hport, "regionguard_health_leader", lambda v: v == 1, timeout=60, what="h1 leads")
     router = services("router", cfs["rg-router"].cli_args("router", "--metrics-port", str(rport)))
     replayer = services("replayer", cfs["rg-replayer"].cli_args("replayer"))
+    features = services("features", cfs["rg-features"].cli_args("features"))
     wait_assigned(watch, "router", "eu", timeout=60)
     wait_assigned(watch, "replayer", "eu", timeout=60)
     wait_group(watch.bootstrap, f"{cfg.kafka.topic_prefix}health", members=1, timeout=30, what="faust's group")
@@ -209,6 +211,12 @@ def test_each_service_works_as_its_own_principal(secured_kafka, regions, service
     wait_metric(rport, "regionguard_held_partitions", lambda n: n == 2, region="eu", timeout=60,
                 what="eu held by the router")
     publish(2, range(5))
+    # the features service (its own principal) turned search off in eu: flags and an event published
+    wait_until(lambda: [e for e in read_json(watch.bootstrap, cfg.topic("failover-events"), idle=0.3)
+                        if e.get("service") == "features" and e["kind"] == "features_changed" and e["region"] == "eu"],
+               timeout=30, what="features_changed for eu, from the features service")
+    assert any(f["region"] == "eu" and "search" in f["disabled"]
+               for f in read_json(watch.bootstrap, cfg.topic("features"), idle=0.3))
     wait_until(lambda: len(read_topic(watch.bootstrap, cfg.topic("held", "eu"), idle=0.3)) >= 5, timeout=30,
                what="writes held")
 
@@ -220,7 +228,7 @@ def test_each_service_works_as_its_own_principal(secured_kafka, regions, service
                 what="eu back in direct mode")
     publish(3, range(10))
     wait_until(lambda: _users(lr, "eu") == {i: 3 for i in range(10)}, timeout=30, what="direct after replay")
-    for proc in (health, router, replayer):
+    for proc in (health, router, replayer, features):
         assert proc.alive, proc.log_tail()
         for pw in USERS.values():
             assert pw not in proc.log_text()

@@ -51,7 +51,7 @@ def test_applications_may_only_write_the_writes_topics():
     ("control", {OPERATOR, REPLAYER}),  # the replayer's readiness and drained markers (docs/security.md)
     ("dead-letter", {ROUTER, REPLAYER}),
     ("observations", {HEALTH, ROUTER, REPLAYER}),  # probes, and passive health from the apply path
-    ("failover-events", {HEALTH, ROUTER, REPLAYER}),
+    ("failover-events", {HEALTH, ROUTER, REPLAYER, FEATURES}),  # features_changed
     ("features", {FEATURES}),
 ])
 def test_who_writes_each_shared_topic(kind, who):
