@@ -26,6 +26,7 @@ from confluent_kafka.admin import AdminClient, ScramCredentialInfo, ScramMechani
 
 from regionguard.core.config import load_config
 from regionguard.core.kafka import make_producer, topic_plan
+from regionguard.ops.acls import acl_table, minimal
 from regionguard_testkit.embedded.config import ConfigFile, deep_merge, write_config
 from regionguard_testkit.embedded.kafka import ApacheKafka
 from tests.harness import free_port, make_config
@@ -38,7 +39,7 @@ pytestmark = [pytest.mark.timeout(240),
                                  reason="needs its own Apache Kafka with an authorizer ($KAFKA_BOOTSTRAP is set)")]
 
 ADMIN, ADMIN_PASSWORD = "admin", "admin-secret-for-acl-test"
-USERS = {name: f"{name}-secret-for-acl-test" for name in ("rg-router", "rg-replayer", "rg-health", "rg-features", "rg-app")}
+USERS = {name: f"{name}-secret-for-acl-test" for name in ("rg-router", "rg-replayer", "rg-health", "rg-features", "rg-operator", "rg-app")}
 PLAIN_JAAS = ("org.apache.kafka.common.security.plain.PlainLoginModule required "
               f'user_{ADMIN}="{ADMIN_PASSWORD}";')
 SCRAM_JAAS = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
@@ -119,6 +120,11 @@ def setup_topics_and_acls(secured: SecuredKafka, watch: ConfigFile, tmp_path: Pa
     return {"admin": admin, **{u: as_user(secured, watch, u, tmp_path / f"{u}.yaml") for u in USERS}}
 
 
+def done_count(cf: ConfigFile) -> int:
+    """How many ACLs the table of ``cf``'s config holds (what ``acls --apply`` reports)."""
+    return len(minimal(acl_table(load_config(cf.path))))
+
+
 def produce_one(cf: ConfigFile, topic: str) -> KafkaError | None:
     """Produce one record as ``cf``'s principal with regionguard's own (idempotent) producer; the delivery error."""
     producer = make_producer(load_config(cf.path), **{"message.timeout.ms": 15000})
@@ -133,6 +139,10 @@ def test_acls_apply_is_idempotent_and_refused_writes_fail_on_the_broker(secured_
     watch = make_config({"eu": "postgresql://nobody@127.0.0.1:1/none"}, secured_kafka.plaintext,
                         tmp_path / "watch.yaml", partitions=1, create_topics=False)
     cfs = setup_topics_and_acls(secured_kafka, watch, tmp_path)
+    printed = regionguard("acls", "--config", str(cfs["admin"].path))
+    assert printed.returncode == 0 and printed.stdout.count(" ALLOW ") == done_count(cfs["admin"]), printed
+    usage = regionguard("acls", "--create-topics", "--config", str(cfs["admin"].path))
+    assert usage.returncode == 2 and usage.stderr.strip().endswith("--create-topics needs --apply"), usage
     again = regionguard("acls", "--apply", "--config", str(cfs["admin"].path))
     assert again.returncode == 0 and again.stdout.startswith("acls: 0 added, "), (again.stdout, again.stderr)
 
@@ -144,12 +154,14 @@ def test_acls_apply_is_idempotent_and_refused_writes_fail_on_the_broker(secured_
 
     # what each principal may write, and what the broker refuses it
     allowed = {"rg-app": ["writes"], "rg-router": ["held", "dead-letter"], "rg-replayer": ["control"],
-               "rg-health": ["region-state", "observations"]}
+               "rg-health": ["region-state", "observations"], "rg-operator": ["control", "writes"]}
     forbidden = {
         "rg-app": ["region-state", "control", "dead-letter", "held", "observations", "failover-events", "features"],
         "rg-router": ["region-state", "control", "features"],
         "rg-replayer": ["region-state", "held", "features"],
         "rg-health": ["control", "dead-letter", "held", "writes"],
+        "rg-features": ["region-state", "control"],
+        "rg-operator": ["region-state", "held", "dead-letter"],
     }
     for user, kinds in allowed.items():
         for kind in kinds:
