@@ -11,8 +11,8 @@ Written by hand because the table is ours (which service reads and writes
 what); granting is confluent-kafka's AdminClient (CreateAcls). Kafka's
 CreateAcls adds an existing binding as a no-op, but ``--apply`` reads the
 principals' ACLs first and creates only the missing ones, so a second run
-says "0 added". It never deletes an ACL: an extra grant is reported, and
-removing it is the operator's decision.
+says "0 added". It never deletes an ACL: removing an extra grant is the
+operator's decision.
 
 Two grants are wider than one service's own traffic, on purpose:
 
