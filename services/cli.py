@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "drill": ("regionguard.ops.drill", "inject a fault into a running local setup"),
     "config": ("regionguard.ops.configcheck", "check a config offline, or against Kafka and every region (config check [--connect])"),
     "grants": ("regionguard.ops.grants", "print the PostgreSQL roles and grants of each service, per region"),
+    "acls": ("regionguard.ops.acls", "print (or --apply) the least Kafka ACLs of each principal"),
     "dead-letters": ("regionguard.ops.deadletters", "list dead letters, redrive them once fixed (list | redrive --reason R)"),
 }
 

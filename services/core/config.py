@@ -134,6 +134,47 @@ class TopicsConfig(_Frozen):
         3600, ge=0, description="delete.retention.ms of the compacted topics: how long a tombstone stays readable.")
 
 
+PRINCIPAL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]*:[^\s,;]+$")
+
+
+def parse_principal(value: str) -> str:
+    """A Kafka principal ``Type:name`` (e.g. ``User:rg-router``), stripped; ValueError (one line) otherwise."""
+    v = str(value).strip()
+    if not PRINCIPAL_RE.match(v):
+        raise ValueError(f"principal {v!r} must be TYPE:NAME, e.g. User:rg-router")
+    return v
+
+
+class PrincipalsConfig(_Frozen):
+    """Kafka principals, one per service, for ``regionguard acls`` (docs/security.md)."""
+
+    router: str | None = Field("User:rg-router", description="Principal of the router.")
+    replayer: str | None = Field("User:rg-replayer", description="Principal of the replayer.")
+    health: str | None = Field("User:rg-health", description="Principal of the health service.")
+    features: str | None = Field("User:rg-features", description="Principal of the features service.")
+    operator: str | None = Field("User:rg-operator", description=(
+        "Principal of operators' commands (breaker, status, dead-letters)."))
+    applications: tuple[str, ...] = Field(("User:rg-app",), description=(
+        "Principals of applications: they may only write the writes topics."))
+
+    @field_validator("router", "replayer", "health", "features", "operator")
+    @classmethod
+    def _one(cls, v):
+        return None if v is None else parse_principal(v)
+
+    @field_validator("applications")
+    @classmethod
+    def _many(cls, v):
+        return tuple(parse_principal(p) for p in v)
+
+    def by_role(self) -> dict[str, tuple[str, ...]]:
+        """role -> principals (a role set to null has none)."""
+        out = {r: (() if getattr(self, r) is None else (getattr(self, r),))
+               for r in ("router", "replayer", "health", "features", "operator")}
+        out["applications"] = self.applications
+        return out
+
+
 class KafkaConfig(_Frozen):
     bootstrap: str = Field("127.0.0.1:9092", description="Broker list; `$KAFKA_BOOTSTRAP` overrides it.")
     topic_prefix: str = Field("rg.", description="Prefix of every topic and consumer group.")
@@ -147,6 +188,8 @@ class KafkaConfig(_Frozen):
         30.0, gt=0, le=3600,
         description="How long a service waits at start for Kafka to answer; it says on one line what it waits "
                     "for, and exits with code 2 when the time is up.")
+    principals: PrincipalsConfig = Field(
+        PrincipalsConfig(), description="Kafka principals per service, for `regionguard acls` (docs/security.md).")
 
     @model_validator(mode="after")
     def _min_isr_fits(self):

@@ -176,6 +176,13 @@ def check_topics(cfg: Config, admin: AdminClient, *, names: Iterable[str] | None
                             "compaction runs late and readers start slower", name, seg, t.compact_segment_s)
 
 
+class TopicsNotPermitted(ConfigError):
+    """A topic is missing (or hidden by ACLs) and this principal may not create it; one line naming it."""
+
+
+_NOT_PERMITTED = (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED)
+
+
 def ensure_topics(cfg: Config, *, timeout: float = 30.0, check: bool = True) -> list[str]:
     """Create any missing topic of :func:`topic_plan`; return the ones created.
 
@@ -184,6 +191,8 @@ def ensure_topics(cfg: Config, *, timeout: float = 30.0, check: bool = True) -> 
     and with :func:`topic_configs` (retention, compaction, min.insync.replicas).
     With ``check`` (every service at start), topics that already existed are
     checked by :func:`check_topics`, which raises :class:`TopicMismatchError`.
+    Under Kafka ACLs a topic the principal may not DESCRIBE looks missing; creating
+    it is refused, and that is :class:`TopicsNotPermitted` (docs/security.md).
     """
     admin = AdminClient(cfg.kafka_client_conf())
     md = admin.list_topics(timeout=timeout)
@@ -202,7 +211,13 @@ def ensure_topics(cfg: Config, *, timeout: float = 30.0, check: bool = True) -> 
             fut.result(timeout=timeout)
             created.append(name)
         except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            code = exc.args[0].code()
+            if code in _NOT_PERMITTED:
+                raise TopicsNotPermitted(
+                    f"topic {name} is missing or not visible to this principal, which may not create it "
+                    f"({exc.args[0].name()}): an administrator creates the topics (regionguard acls --apply "
+                    "--create-topics) and grants DESCRIBE on each (regionguard acls)") from None
+            if code != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
     deadline = time.monotonic() + timeout
     while created and time.monotonic() < deadline:
