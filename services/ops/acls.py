@@ -28,6 +28,8 @@ Two grants are wider than one service's own traffic, on purpose:
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 from dataclasses import dataclass, field
 
 from ..core.config import Config, UsageError, load_config, parse_principal
@@ -153,6 +155,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--principal", action="append", metavar="ROLE=User:NAME",
                    help=f"override kafka.principals.ROLE (repeatable; roles: {', '.join(ROLES)}; "
                         "several principals comma-separated; empty: none)")
+    p.add_argument("--json", action="store_true", help="one JSON object per grant (principal, resource, name, "
+                                                        "pattern, operation, why); with --apply, a summary object")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -162,16 +166,21 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError("--create-topics needs --apply")
     if not args.apply:
         for g in table:
-            print(g.line())
+            print(json.dumps(dataclasses.asdict(g)) if args.json else g.line())
         return 0
     from .aclsapply import apply  # needs a broker: imported only for --apply
 
+    created: list[str] = []
     if args.create_topics:
         from ..core.kafka import ensure_topics
 
         created = ensure_topics(cfg)
-        print(f"topics: {len(created)} created" + (f" ({', '.join(created)})" if created else ""))
+        if not args.json:
+            print(f"topics: {len(created)} created" + (f" ({', '.join(created)})" if created else ""))
     added, present = apply(cfg, table)
+    if args.json:
+        print(json.dumps({"added": added, "present": present, "table": len(table), "topics_created": created}))
+        return 0
     print(f"acls: {added} added, {present} already present ({len(table)} in the table)")
     return 0
 

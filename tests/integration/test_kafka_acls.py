@@ -14,6 +14,8 @@ table of :mod:`regionguard.ops.acls`.
 
 from __future__ import annotations
 
+import json
+
 import os
 import subprocess
 import sys
@@ -141,6 +143,11 @@ def test_acls_apply_is_idempotent_and_refused_writes_fail_on_the_broker(secured_
     cfs = setup_topics_and_acls(secured_kafka, watch, tmp_path)
     printed = regionguard("acls", "--config", str(cfs["admin"].path))
     assert printed.returncode == 0 and printed.stdout.count(" ALLOW ") == done_count(cfs["admin"]), printed
+    as_json = regionguard("acls", "--json", "--config", str(cfs["admin"].path))
+    grants = [json.loads(x) for x in as_json.stdout.splitlines()]
+    assert len(grants) == done_count(cfs["admin"]) and all(g["principal"] and g["operation"] for g in grants)
+    again_json = regionguard("acls", "--apply", "--json", "--config", str(cfs["admin"].path))
+    assert json.loads(again_json.stdout)["added"] == 0, again_json
     usage = regionguard("acls", "--create-topics", "--config", str(cfs["admin"].path))
     assert usage.returncode == 2 and usage.stderr.strip().endswith("--create-topics needs --apply"), usage
     again = regionguard("acls", "--apply", "--config", str(cfs["admin"].path))

@@ -18,6 +18,7 @@ DATA_COMMANDS = [
     ["drill", "--region", "eu", "--fault", "refuse"],
     ["config", "check"],
     ["grants"],
+    ["acls"],
 ]
 
 
