@@ -31,7 +31,7 @@ from typing import Any
 
 import asyncpg
 
-from ..core.config import Config
+from ..core.config import Config, statement_cache_size
 from ..core.kafka import make_consumer
 from ..core.models import DeadLetter, WriteEvent
 from ..core.sql import INBOX_APPLIED
@@ -181,7 +181,8 @@ class _RegionPoll:
         if self.pool is None:
             self.pool = await asyncpg.create_pool(self.watcher.cfg.regions[self.region].dsn, min_size=1,
                                                   max_size=1, timeout=self.watcher.cfg.health.timeout_s * 5,
-                                                  command_timeout=self.watcher.cfg.health.timeout_s * 5)
+                                                  command_timeout=self.watcher.cfg.health.timeout_s * 5,
+                                                  statement_cache_size=statement_cache_size(self.watcher.cfg, self.region))
         async with self.pool.acquire() as conn:
             return {r[0] for r in await conn.fetch(INBOX_APPLIED, ids)}
 

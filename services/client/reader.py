@@ -52,7 +52,7 @@ from typing import Any
 
 import asyncpg
 
-from ..core.config import Config
+from ..core.config import Config, statement_cache_size
 from ..core.errors import BadWrite, RegionGuardError, RegionUnavailable, classify_db_error
 from ..core.sql import quote_ident
 from ..core.supervise import swallowed
@@ -147,6 +147,7 @@ class _Bulkhead:
     pool_size: int
     limit: int
     connect_timeout_s: float
+    statement_cache_size: int = 100
     sem: asyncio.Semaphore = field(init=False)
     pool: asyncpg.Pool | None = None
     _pool_lock: asyncio.Lock = field(init=False)
@@ -167,6 +168,7 @@ class _Bulkhead:
                         timeout=self.connect_timeout_s,
                         command_timeout=30,
                         max_inactive_connection_lifetime=60,
+                        statement_cache_size=self.statement_cache_size,
                     )
         return self.pool
 
@@ -246,7 +248,8 @@ class RegionalReader:
         bh = self._bulkheads.get(target.name)
         if bh is None:
             bh = self._bulkheads[target.name] = _Bulkhead(
-                target.dsn, self.pool_size, self.max_concurrency, connect_timeout_s=self.tier_timeout_s
+                target.dsn, self.pool_size, self.max_concurrency, connect_timeout_s=self.tier_timeout_s,
+                statement_cache_size=statement_cache_size(self.cfg, target.region),
             )
         return bh
 

@@ -231,6 +231,10 @@ class RegionConfig(_Frozen):
                                  "out of the file with a reference: postgresql://app:${env:PG_PASSWORD}@host/db.")
     fallbacks: tuple[str, ...] = Field((), description="Regions to read from (and fail over to) when this one is down.")
     read_replicas: tuple[str, ...] = Field((), description="Extra read-only DSNs for read routing.")
+    statement_cache_size: int = Field(100, ge=0, description=(
+        "asyncpg's prepared-statement cache per connection (its default, 100). 0 behind a pooler that "
+        "cannot keep prepared statements: PgBouncer in transaction or statement mode before 1.21 (or "
+        "with max_prepared_statements = 0), and RDS Proxy, where a prepared statement pins the session."))
 
     def __repr_args__(self):  # keep passwords out of reprs and logs
         for k, v in super().__repr_args__():
@@ -614,3 +618,9 @@ def with_env_overrides(cfg: Config) -> Config:
     if bootstrap:
         cfg = cfg.model_copy(update={"kafka": cfg.kafka.model_copy(update={"bootstrap": bootstrap})})
     return cfg
+
+
+def statement_cache_size(cfg: "Config", region: str) -> int:
+    """asyncpg's statement cache size for ``region``'s connections (its default for a region not configured)."""
+    rc = cfg.regions.get(region)
+    return rc.statement_cache_size if rc is not None else 100

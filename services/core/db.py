@@ -16,7 +16,7 @@ import msgspec
 import orjson
 
 from .cast import CastError
-from .config import Config
+from .config import Config, statement_cache_size
 from .dsn import dsn_host
 from .errors import BadWrite, PoisonWrite, RegionGuardError, RegionNotReady, RegionUnavailable, classify_db_error
 from .models import DeadReason, Op, WriteEvent, row_ops
@@ -562,6 +562,7 @@ class RegionDB:
                 timeout=self.cfg.health.timeout_s * 5,
                 command_timeout=self.cfg.router.statement_timeout_s,
                 max_inactive_connection_lifetime=60,
+                statement_cache_size=statement_cache_size(self.cfg, self.region),
                 reset=_no_reset,
             )
         return self.pool
