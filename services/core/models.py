@@ -54,6 +54,10 @@ Scalar = str | int | float | bool | None
 
 #: The most row operations one atomic write group may carry (docs/contract.md).
 MAX_GROUP_OPS = 1000
+#: The WriteEvent format version this release reads. A producer may omit ``schema_version`` (it means
+#: 1); a record of a newer version is a ``schema`` dead letter naming both versions, so it can be
+#: redriven once routers and replayers are upgraded (docs/production.md, "Upgrades").
+SCHEMA_VERSION = 1
 
 
 #: JSON Schema of "data is required (non-empty) unless op is delete"
@@ -122,6 +126,11 @@ class WriteEvent(BaseModel):
     expires_at: AwareDatetime | None = None
     created_at: AwareDatetime = Field(default_factory=utcnow)
     meta: dict[str, Any] = Field(default_factory=dict)
+    # never serialized: what this release writes is version 1, and a router older than the field
+    # would refuse an event carrying it (unknown fields are a schema dead letter)
+    schema_version: int = Field(SCHEMA_VERSION, ge=1, exclude=True, description=(
+        "The event format's version (absent: 1). A newer version than the router reads is a schema "
+        "dead letter, redrivable after the upgrade."))
 
     @model_validator(mode="after")
     def _shape(self):

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from .models import MAX_GROUP_OPS, Op, Policy, kafka_key, shape_problem
+from .models import MAX_GROUP_OPS, SCHEMA_VERSION, Op, Policy, kafka_key, shape_problem
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=63)]
 Scalar = str | int | float | bool | None
@@ -50,6 +50,7 @@ class WireWrite(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     expires_at: datetime | None = None
     created_at: datetime = None  # type: ignore[assignment]  # absent is fine, null is not (as in WriteEvent)
     meta: dict[str, Any] = {}
+    schema_version: Annotated[int, msgspec.Meta(ge=1)] = SCHEMA_VERSION
 
     def row(self) -> dict[str, Any]:
         return {**(self.data or {}), **self.key}

@@ -16,7 +16,7 @@ from .config import Config
 from .errors import BadWrite
 from .held import OWN_HEADERS
 from . import wire
-from .models import DeadReason, Op
+from .models import SCHEMA_VERSION, DeadReason, Op
 from .wire import WireWrite
 from .sql import TableSchema
 
@@ -94,6 +94,9 @@ def _decode_checked(raw: bytes | None, *, region: str, cfg: Config) -> WireWrite
         return BadWrite(DeadReason.schema, str(exc)[:300])
     except msgspec.DecodeError as exc:
         return _classify_invalid(raw, exc)
+    if w.schema_version > SCHEMA_VERSION:
+        return BadWrite(DeadReason.schema, f"event schema_version {w.schema_version} is newer than this release "
+                                           f"reads ({SCHEMA_VERSION}): upgrade routers and replayers, then redrive")
     if w.region != region:
         return BadWrite(DeadReason.schema, f"region {w.region!r} does not match topic region {region!r}")
     if w.fallback_regions:
