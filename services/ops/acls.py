@@ -14,15 +14,17 @@ principals' ACLs first and creates only the missing ones, so a second run
 says "0 added". It never deletes an ACL: removing an extra grant is the
 operator's decision.
 
-Two grants are wider than one service's own traffic, on purpose:
+One grant is wider than one service's own traffic, on purpose:
 
 - DESCRIBE (metadata) and DESCRIBE_CONFIGS (topic settings) on every
   regionguard topic for every service: each service checks the whole topic
   layout at start (``core.kafka.ensure_topics``) and would take a topic it
   cannot see for a missing one. Neither reveals a record.
-- The replayer writes ``rg.control``: its readiness and "drained" markers go
-  there. Kafka ACLs cannot tell record kinds apart, so the replayer's
-  principal could also publish a breaker command; see docs/security.md.
+
+Only operators write ``rg.control``, where the health leader takes breaker
+commands from: the replayer's readiness and "drained" markers go to
+``rg.failover-events`` (they went to ``rg.control``, and Kafka ACLs cannot tell
+record kinds apart, so the replayer's principal could have forced a breaker).
 """
 
 from __future__ import annotations
@@ -90,7 +92,6 @@ def acl_table(cfg: Config, principals: dict[str, tuple[str, ...]] | None = None)
         grant(role, "topic", t("dead-letter"), "WRITE", "dead-letters bad writes")
         grant(role, "topic", t("observations"), "WRITE", "passive health: apply errors")
         grant(role, "topic", t("failover-events"), "WRITE", "failover/replay events")
-    grant("replayer", "topic", t("control"), "WRITE", "replay_ready and drained markers")
 
     grant("health", "topic", t("region-state"), "WRITE", "publishes region states (the leader)")
     grant("health", "topic", t("observations"), "WRITE", "publishes its probes")

@@ -28,7 +28,7 @@ from ..core import publish
 from ..core.config import Config
 from ..core.db import ApplyResult, RegionDB
 from ..core.errors import RegionGuardError, RegionUnavailable
-from ..core.models import ControlRecord, FailoverEvent, Observation
+from ..core.models import FailoverEvent, Observation
 from ..core.rowcache import RowCache
 from .ratelimit import TokenBucket
 
@@ -74,7 +74,7 @@ class RegionReplay:
                 await self.db.check_ready()
             except RegionGuardError as err:
                 log.warning("region %s not ready for replay: %s", self.region, err)
-                publish.control(self.cfg, self.producer, ControlRecord(
+                publish.failover_event(self.cfg, self.producer, FailoverEvent(
                     kind="replay_not_ready", region=self.region, service="replayer",
                     detail={"reason": str(err)[:300]}))
                 if isinstance(err, RegionUnavailable):
@@ -83,7 +83,7 @@ class RegionReplay:
             self.ready = True
             self.backoff = self.cfg.router.retry_initial_s
             log.info("region %s ready for replay", self.region)
-            publish.control(self.cfg, self.producer, ControlRecord(
+            publish.failover_event(self.cfg, self.producer, FailoverEvent(
                 kind="replay_ready", region=self.region, service="replayer"))
             return None
 

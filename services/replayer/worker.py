@@ -33,7 +33,7 @@ from ..core.errors import BadWrite, MissingPrivilege, RegionGuardError, RegionUn
 from ..core.guardlane import LaneGuard, commit_offset
 from ..core.kafka import make_consumer, make_producer, replayer_group
 from ..core.outbox import GiveUp, Outbox, deliver
-from ..core.models import ControlRecord, DeadReason, Policy
+from ..core.models import DeadReason, FailoverEvent, Policy
 from ..core.readahead import ReadAhead
 from ..core.tracing import batch_span
 from ..core.supervise import describe
@@ -408,8 +408,8 @@ class ReplayWorker:
         await self._committed()  # the drained markers name committed offsets
         self.active = False
         for p, off in sorted(self.touched.items()):
-            publish.control(self.cfg, self.producer, ControlRecord(
-                kind="drained", region=self.region, partition=p, offset=off + 1, service="replayer"))
+            publish.failover_event(self.cfg, self.producer, FailoverEvent(
+                kind="drained", region=self.region, service="replayer", detail={"partition": p, "offset": off + 1}))
         self.shared.lane_idle(self.lane)
         self.producer.poll(0)
 

@@ -160,12 +160,12 @@ def test_acls_apply_is_idempotent_and_refused_writes_fail_on_the_broker(secured_
     assert USERS["rg-app"] not in refused.stderr + refused.stdout
 
     # what each principal may write, and what the broker refuses it
-    allowed = {"rg-app": ["writes"], "rg-router": ["held", "dead-letter"], "rg-replayer": ["control"],
+    allowed = {"rg-app": ["writes"], "rg-router": ["held", "dead-letter"], "rg-replayer": ["dead-letter", "failover-events"],
                "rg-health": ["region-state", "observations"], "rg-operator": ["control", "writes"]}
     forbidden = {
         "rg-app": ["region-state", "control", "dead-letter", "held", "observations", "failover-events", "features"],
         "rg-router": ["region-state", "control", "features"],
-        "rg-replayer": ["region-state", "held", "features"],
+        "rg-replayer": ["region-state", "control", "held", "features"],
         "rg-health": ["control", "dead-letter", "held", "writes"],
         "rg-features": ["region-state", "control"],
         "rg-operator": ["region-state", "held", "dead-letter"],

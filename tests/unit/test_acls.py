@@ -48,7 +48,7 @@ def test_applications_may_only_write_the_writes_topics():
 
 @pytest.mark.parametrize("kind, who", [
     ("region-state", {HEALTH}),
-    ("control", {OPERATOR, REPLAYER}),  # the replayer's readiness and drained markers (docs/security.md)
+    ("control", {OPERATOR}),  # breaker commands: the replayer's markers go to failover-events
     ("dead-letter", {ROUTER, REPLAYER}),
     ("observations", {HEALTH, ROUTER, REPLAYER}),  # probes, and passive health from the apply path
     ("failover-events", {HEALTH, ROUTER, REPLAYER, FEATURES}),  # features_changed
