@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 from ..core.config import Config, UsageError, load_config
 from ..core.sql import INBOX_DDL, INBOX_TABLE, TOMBSTONE_TABLE, UnsafeIdentifier, quote_ident
+from .regionargs import chosen_regions
 
 SERVICES = ("router", "replayer", "health", "reader")
 DEFAULT_ROLES = {s: f"regionguard_{s}" for s in SERVICES}
@@ -131,10 +132,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    regions = args.region or list(cfg.regions)
-    unknown = [r for r in regions if r not in cfg.regions]
-    if unknown:
-        raise UsageError(f"--region: unknown region {unknown[0]!r} (configured: {', '.join(cfg.regions)})")
+    regions = chosen_regions(cfg, args.region)
     try:
         quote_ident(args.schema)
     except UnsafeIdentifier:

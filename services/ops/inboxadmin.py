@@ -18,6 +18,7 @@ import asyncpg
 from ..core.config import UsageError, load_config
 from ..core.dsn import dsn_host
 from ..core.inbox import count_old, describe_age, prune, retention_s
+from .regionargs import chosen_regions
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -71,10 +72,7 @@ def _why(exc: BaseException) -> str:
 
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    regions = args.region or list(cfg.regions)
-    unknown = [r for r in regions if r not in cfg.regions]
-    if unknown:
-        raise UsageError(f"--region: unknown region {unknown[0]!r} (configured: {', '.join(cfg.regions)})")
+    regions = chosen_regions(cfg, args.region)
 
     async def run() -> int:
         rc = 0
