@@ -121,3 +121,40 @@ def test_default_statement_cache_is_retried_never_dead_lettered_as_poison(region
     assert read_json(cfg.bootstrap, cfg.topic("dead-letter"), idle=0.5) == []
     router.terminate()
     assert router.returncode == 0
+
+
+def test_inbox_pruning_goes_through_the_pooler_with_statement_cache_off(regions, pgbouncer, tmp_path):
+    """The router's pruner and ``regionguard inbox prune`` take the region's statement_cache_size too."""
+    from regionguard.core.config import parse_config
+    from regionguard.core.inbox import InboxPruner
+    from tests.harness import write_config
+    from tests.integration.test_inbox_retention import _cli, counts, seed
+
+    lr = regions(["eu"])
+    seed(lr)  # 30 inbox rows and 3 tombstones past the retention
+    bouncer = _bounced(lr, pgbouncer, "eu")
+    dsn = bouncer.dsn(lr.databases["eu"])
+    _leave_prepared_statements(dsn)
+    data = {"regions": {"eu": {"dsn": dsn, "statement_cache_size": 0}},
+            "tables": {"users": {"key": ["id"], "version": "version"}}, "inbox": {"prune_batch": 7, "prune_pause_s": 0}}
+    dry = _cli("--config", str(write_config(data, tmp_path / "rg.yaml")), "--dry-run")
+    assert dry.returncode == 0, dry.stderr  # was: exit 2, DuplicatePreparedStatementError
+    assert dry.stdout.startswith("eu: 30 inbox rows and 3 tombstones")
+    done = asyncio.run(InboxPruner(parse_config(data), "eu", dsn).round())
+    assert done is not None and (done.inbox, done.tombstones) == (30, 3)  # was: None, a failed round
+    assert counts(lr) == (11, 2)
+
+
+def test_config_check_connect_goes_through_the_pooler_with_statement_cache_off(regions, pgbouncer):
+    """``regionguard config check --connect`` asks each region about its tables with the region's setting."""
+    from regionguard.core.config import parse_config
+    from regionguard.ops.configcheck import region_problems
+
+    lr = regions(["eu"])
+    bouncer = _bounced(lr, pgbouncer, "eu")
+    dsn = bouncer.dsn(lr.databases["eu"])
+    _leave_prepared_statements(dsn)
+    cfg = parse_config({"regions": {"eu": {"dsn": dsn, "statement_cache_size": 0}},
+                        "tables": {"users": {"key": ["id"], "version": "version"}, "orders": {"key": ["id"]}}})
+    # the inbox is missing on a fresh region but this user may create it: not a problem
+    assert asyncio.run(region_problems(cfg, "eu", 10)) == []  # was: DuplicatePreparedStatementError
