@@ -29,12 +29,16 @@ if command -v npm >/dev/null 2>&1; then
 fi
 
 # test tools from Debian: docker-compose validates docker-compose.yml, promtool
-# (package prometheus) unit-tests the alert rules. Optional: tests skip without them.
+# (package prometheus) unit-tests the alert rules, pgbouncer pools the region DSNs of
+# tests/integration/test_poolers.py (started by the test, never as a service: docs/poolers.md).
+# Optional locally (their tests skip without them); under CI a missing pgbouncer fails its tests.
 if [ "${1:-}" = "--test-tools" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  if ! command -v docker-compose >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+  if ! command -v docker-compose >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1 \
+      || ! [ -x /usr/sbin/pgbouncer ]; then
     [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }  # install, don't start
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        docker-compose prometheus >/dev/null) || echo "setup: apt install of docker-compose/prometheus failed; their tests will skip" >&2
+        docker-compose prometheus pgbouncer >/dev/null) \
+      || echo "setup: apt install of docker-compose/prometheus/pgbouncer failed; their tests will skip" >&2
   fi
 fi
 

@@ -174,3 +174,25 @@ def pg_cluster() -> Iterator[Callable[..., PgCluster]]:
     yield make
     for cluster in made:
         cluster.destroy()
+
+
+@pytest.fixture
+def pgbouncer(pg_available: str, tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Factory: ``pgbouncer(**kw)`` -> a started PgBouncer (transaction pooling) before the test
+    PostgreSQL (tests/integration/pgbouncer.py); stopped after the test, whatever its outcome."""
+    from tests.integration.pgbouncer import PgBouncer, binary
+
+    if binary() is None:
+        if os.environ.get("CI"):
+            pytest.fail("pgbouncer is not installed: scripts/setup.sh --test-tools installs it")
+        pytest.skip("pgbouncer is not installed (scripts/setup.sh --test-tools installs it)")
+    started: list[PgBouncer] = []
+
+    def start(**kwargs: Any) -> PgBouncer:
+        bouncer = PgBouncer(tmp_path / f"pgbouncer-{len(started)}", **kwargs)
+        started.append(bouncer)
+        return bouncer.start()
+
+    yield start
+    for bouncer in started:
+        bouncer.stop()

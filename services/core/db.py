@@ -18,7 +18,8 @@ import orjson
 from .cast import CastError
 from .config import Config, statement_cache_size
 from .dsn import dsn_host
-from .errors import BadWrite, PoisonWrite, RegionGuardError, RegionNotReady, RegionUnavailable, classify_db_error
+from .errors import (BadWrite, PoisonWrite, PreparedStatementLost, RegionGuardError, RegionNotReady, RegionUnavailable,
+                     classify_db_error)
 from .models import DeadReason, Op, WriteEvent, row_ops
 from .sql import (COLUMNS_QUERY, INBOX_APPLIED, INBOX_CLAIM, INBOX_CLAIM_COUNT, INBOX_DDL, INBOX_EXISTS, INBOX_RELEASE,
                   INBOX_TABLE, TableSchema, build_statement, statement_params)
@@ -577,7 +578,10 @@ class RegionDB:
         except RegionGuardError:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise classify_db_error(self.region, exc) from exc
+            err = classify_db_error(self.region, exc)
+            if isinstance(err, PreparedStatementLost):
+                await pool.expire_connections()  # their statement caches are stale: start afresh
+            raise err from exc
         self.ready = True
 
     async def apply(self, writes: list[WriteEvent], *, source: str, want_rows: bool = False,
@@ -592,9 +596,11 @@ class RegionDB:
         try:
             return await apply_writes(conn, self.schemas, writes, source=source, region=self.region,
                                       want_rows=want_rows, plan=plan, barred=self.barred)
-        except (RegionUnavailable, asyncio.CancelledError):
+        except (RegionUnavailable, PreparedStatementLost, asyncio.CancelledError):
             try:
-                conn.terminate()  # a half-dead or mid-query socket must not go back to the pool
+                # a half-dead or mid-query socket must not go back to the pool, nor one whose
+                # statement cache names statements its pooler's session does not have
+                conn.terminate()
             except asyncpg.InterfaceError:
                 pass  # the connection was lost and the pool has already dropped it
             raise

@@ -56,6 +56,23 @@ class MissingPrivilege(TransientDBError):
         super().__init__(region, "insufficient_privilege", detail)
 
 
+class PreparedStatementLost(TransientDBError):
+    """SQLSTATE 26000 / 42P05: the driver's prepared statements and the server session disagree.
+
+    Our SQL never names a prepared statement; asyncpg's statement cache does. A pooler in
+    transaction mode (PgBouncer without ``max_prepared_statements``, RDS Proxy) hands each
+    transaction whichever server session is free, so a cached statement is missing there
+    (``InvalidSQLStatementNameError``) or its name is taken by another client's
+    (``DuplicatePreparedStatementError``). About the connection, never a row: retried with
+    backoff, never dead-lettered, counted as ``kind="prepared_statement"``; the fix is the
+    region's ``statement_cache_size: 0`` (docs/poolers.md). The connection is dropped, not
+    pooled again: its cache names statements of a session it no longer holds.
+    """
+
+    def __init__(self, region: str, name: str):
+        super().__init__(region, "prepared_statement", name)
+
+
 class BadWrite(RegionGuardError):
     """A write that can never apply as it is: it goes to the dead-letter topic."""
 
@@ -114,6 +131,10 @@ _UNAVAILABLE_STATES = {
     "3D000",  # database does not exist
     "25006",  # read_only_sql_transaction: a demoted primary is not our region's writer
 }
+_PREPARED_STATEMENT_STATES = {
+    "26000",  # invalid_sql_statement_name: a cached statement is not in this server session
+    "42P05",  # duplicate_prepared_statement: another client's statement of that name is
+}
 _INSUFFICIENT_PRIVILEGE = "42501"  # an operator must fix grants: retried, never a row's dead letter
 _SCHEMA_STATES_PREFIX = ("22",)  # data exceptions: bad text representation, out of range...
 _CONSTRAINT_PREFIX = ("23",)  # integrity constraint violations
@@ -142,6 +163,8 @@ def classify_db_error(region: str, exc: BaseException) -> RegionGuardError:
         name = type(exc).__name__
         if state in _UNAVAILABLE_STATES:
             return RegionUnavailable(region, name)
+        if state in _PREPARED_STATEMENT_STATES:
+            return PreparedStatementLost(region, name)  # the pooler's session, not the row (docs/poolers.md)
         if state == _INSUFFICIENT_PRIVILEGE:
             return MissingPrivilege(region, _message(exc))  # the message names the object, never a value
         if state in _TRANSIENT_STATES or state.startswith(_TRANSIENT_PREFIX):

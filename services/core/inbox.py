@@ -27,7 +27,7 @@ from typing import Awaitable, Callable
 import asyncpg
 
 from . import metrics as m
-from .config import Config
+from .config import Config, statement_cache_size
 from .dsn import dsn_host
 from .sql import INBOX_TABLE, TOMBSTONE_TABLE
 from .supervise import swallowed
@@ -162,7 +162,8 @@ class InboxPruner:
         inbox = self.cfg.inbox
         started = self.clock()
         try:
-            conn = await self.connect(self.dsn, timeout=self.cfg.health.timeout_s * 10, command_timeout=60)
+            conn = await self.connect(self.dsn, timeout=self.cfg.health.timeout_s * 10, command_timeout=60,
+                                      statement_cache_size=statement_cache_size(self.cfg, self.region))
             try:
                 # one batch must never run long: a statement past this is cancelled, retried next round
                 done = await prune(conn, self.age_s, batch=inbox.prune_batch, pause_s=inbox.prune_pause_s,

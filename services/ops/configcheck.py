@@ -23,7 +23,7 @@ import urllib.parse
 
 from pydantic import ValidationError
 
-from ..core.config import Config, ConfigError, error_line, read_yaml, with_env_overrides
+from ..core.config import Config, ConfigError, error_line, read_yaml, statement_cache_size, with_env_overrides
 from ..core.dsn import dsn_host, tls_warnings
 from ..core.log import RedactingFilter, add_secrets, scrub
 from ..core.refs import resolve
@@ -136,7 +136,8 @@ async def _region_problems(cfg: Config, region: str, timeout: float) -> list[str
 
     dsn = cfg.regions[region].dsn
     try:
-        conn = await asyncpg.connect(dsn, timeout=timeout, command_timeout=timeout)
+        conn = await asyncpg.connect(dsn, timeout=timeout, command_timeout=timeout,
+                                     statement_cache_size=statement_cache_size(cfg, region))
     except Exception as exc:  # noqa: BLE001
         return [f"region {region}: cannot connect to {dsn_host(dsn)} ({_why(exc)})"]
     problems = []

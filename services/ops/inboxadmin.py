@@ -15,7 +15,7 @@ import sys
 
 import asyncpg
 
-from ..core.config import UsageError, load_config
+from ..core.config import UsageError, load_config, statement_cache_size
 from ..core.dsn import dsn_host
 from ..core.inbox import count_old, describe_age, prune, retention_s
 from .regionargs import chosen_regions
@@ -41,7 +41,8 @@ async def _one(cfg, region: str, *, dry_run: bool, as_json: bool = False) -> str
     dsn = cfg.regions[region].dsn
     age = retention_s(cfg)
     try:
-        conn = await asyncpg.connect(dsn, timeout=max(5.0, cfg.health.timeout_s * 10), command_timeout=300)
+        conn = await asyncpg.connect(dsn, timeout=max(5.0, cfg.health.timeout_s * 10), command_timeout=300,
+                                     statement_cache_size=statement_cache_size(cfg, region))
     except Exception as exc:  # noqa: BLE001 - reported as one line
         raise UsageError(f"region {region}: cannot connect to {dsn_host(dsn)}: {_why(exc)}") from None
     try:
