@@ -15,6 +15,7 @@ from ..core.kafka import ensure_topics, make_producer, read_limits
 from ..core.startup import wait_for_kafka
 from ..core.leave import leave_in_turn
 from ..core.dsn import tls_warnings
+from ..core.racks import startup_rack_warnings
 from ..core.log import setup_logging
 from ..core.probes import PROBES, beat_while, lanes_reason
 from ..core.service import install_signal_handlers, parse_regions, state_view, view_ready
@@ -57,6 +58,9 @@ def main(args: argparse.Namespace) -> int:
         await asyncio.to_thread(ensure_topics, cfg)
         limits = await asyncio.to_thread(read_limits, cfg)
         for line in tls_warnings(cfg.regions):  # once started: a refusal to start stays one line
+            log.warning(line)
+        for line in await asyncio.to_thread(startup_rack_warnings, cfg, service="replayer",
+                                            regions=regions or list(cfg.regions)):
             log.warning(line)
         view = await asyncio.to_thread(state_view, cfg, not args.no_health)
         workers: list[ReplayWorker] = []
