@@ -5,12 +5,13 @@ with ``broker.rack`` = region, and consumers with ``client.rack`` so they fetch 
 in their own region (KIP-392). This module decides, from the config and the cluster's brokers,
 which rack a consumer names and when to warn: a router or replayer that would fetch across
 regions, a writes or held topic whose replicas all sit in one rack (losing that region loses the
-partition). The decisions are pure; :func:`rack_warnings` only gathers what they need.
+partition). The decisions are pure; :func:`rack_report` only gathers what they need.
 Ours by hand: no library knows regionguard's topics or its region -> rack map.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from .config import Config
@@ -73,35 +74,65 @@ def broker_racks(admin: Any, timeout: float) -> dict[int, str | None]:
     return {n.id: (n.rack or None) for n in desc.nodes}
 
 
-def rack_warnings(cfg: Config, admin: Any, metadata: Any, *, service: str, regions: Sequence[str] | None,
-                  timeout: float) -> list[str]:
-    """The start-up warnings: cross-region fetches of ``service`` (serving ``regions``; None: no
+@dataclass(frozen=True)
+class RackReport:
+    """What the start-up check found: the cross-region fetch line (None: fetches stay in the
+    region), the one-rack topic lines, and a line when the cluster could not be asked."""
+
+    fetch: str | None = None
+    spans: tuple[str, ...] = ()
+    unchecked: str | None = None
+
+    @property
+    def cross_region(self) -> bool:
+        return self.fetch is not None
+
+    def lines(self) -> list[str]:
+        return [line for line in (self.unchecked, self.fetch, *self.spans) if line]
+
+
+def rack_report(cfg: Config, admin: Any, metadata: Any, *, service: str, regions: Sequence[str] | None,
+                timeout: float) -> RackReport:
+    """The start-up check: cross-region fetches of ``service`` (serving ``regions``; None: no
     consumer to check) and writes/held topics whose replicas do not span two racks."""
     racks = broker_racks(admin, timeout)
-    out = []
+    fetch = None
     if regions is not None:
-        line = fetch_warning([consumer_rack(cfg, r) for r in regions], racks.values(), service)
-        if line:
-            out.append(line)
+        fetch = fetch_warning([consumer_rack(cfg, r) for r in regions], racks.values(), service)
     names = [cfg.topic(kind, r) for r in cfg.regions for kind in ("writes", "held")]
     md = metadata.topics
     replicas = {n: [md[n].partitions[p].replicas for p in sorted(md[n].partitions)]
                 for n in names if n in md and md[n].error is None and md[n].partitions}
-    return out + span_warnings(replicas, racks)
+    return RackReport(fetch=fetch, spans=tuple(span_warnings(replicas, racks)))
 
 
-def startup_rack_warnings(cfg: Config, *, service: str, regions: Sequence[str] | None,
-                          timeout: float = 30.0) -> list[str]:
-    """Blocking: :func:`rack_warnings` against ``kafka.bootstrap``; a cluster that does not answer
+def startup_rack_report(cfg: Config, *, service: str, regions: Sequence[str] | None,
+                        timeout: float = 30.0) -> RackReport:
+    """Blocking: :func:`rack_report` against ``kafka.bootstrap``; a cluster that does not answer
     DescribeCluster (ACLs, an old broker) gives one line saying the rack checks did not run."""
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient(cfg.kafka_client_conf())
     try:
-        return rack_warnings(cfg, admin, admin.list_topics(timeout=timeout), service=service, regions=regions,
-                             timeout=timeout)
+        return rack_report(cfg, admin, admin.list_topics(timeout=timeout), service=service, regions=regions,
+                           timeout=timeout)
     except Exception as exc:  # noqa: BLE001 - a warning about warnings must not stop a service
-        return [f"{service}: racks not checked: cannot describe the cluster ({type(exc).__name__})"]
+        return RackReport(unchecked=f"{service}: racks not checked: cannot describe the cluster "
+                                    f"({type(exc).__name__})")
 
 
-__all__ = ["broker_racks", "consumer_rack", "fetch_warning", "rack_warnings", "span_warnings", "startup_rack_warnings"]
+def report_at_start(cfg: Config, service: str, regions: Sequence[str], log: Any) -> RackReport:
+    """Blocking: the check a router or replayer runs at start: its lines logged as warnings (one
+    each), ``regionguard_cross_region_fetch{region, service}`` set for every region it serves."""
+    from . import metrics
+
+    report = startup_rack_report(cfg, service=service, regions=regions)
+    for line in report.lines():
+        log.warning(line)
+    for region in regions:
+        metrics.CROSS_REGION_FETCH.labels(region=region, service=service).set(1 if report.cross_region else 0)
+    return report
+
+
+__all__ = ["RackReport", "broker_racks", "consumer_rack", "fetch_warning", "rack_report", "report_at_start",
+           "span_warnings", "startup_rack_report"]

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from ..core.config import Config, ConfigError, error_line, read_yaml, with_env_overrides
 from ..core.dsn import dsn_host, tls_warnings
 from ..core.log import RedactingFilter, add_secrets, scrub
-from ..core.racks import startup_rack_warnings
+from ..core.racks import startup_rack_report
 from ..core.refs import resolve
 from ..core.sql import COLUMNS_QUERY, INBOX_TABLE
 
@@ -204,8 +204,8 @@ def main(args: argparse.Namespace) -> int:
                 problems += [f"--regions: {r} is not a region of the config" for r in regions
                              if r not in cfg.regions]
                 if not problems:
-                    warnings += startup_rack_warnings(cfg, service="router/replayer", regions=regions,
-                                                      timeout=args.timeout)
+                    warnings += startup_rack_report(cfg, service="router/replayer", regions=regions,
+                                                    timeout=args.timeout).lines()
         except Exception as exc:  # noqa: BLE001 - the command's promise: one line, never a traceback
             problems.append(_why(exc))
     source = args.config or "$REGIONGUARD_CONFIG"

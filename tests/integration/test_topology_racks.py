@@ -7,6 +7,8 @@ module only (never the session broker).
 a map that puts its regions in several racks) and when a writes or held topic's replicas sit in
 one rack; and a consumer made by ``make_consumer`` for region r1 really fetches from r1's broker
 while the partition's leader is elsewhere (librdkafka's statistics: the partition's fetch broker).
+Real router and replayer processes publish the same decision as
+``regionguard_cross_region_fetch{region, service}`` on /metrics.
 """
 
 from __future__ import annotations
@@ -21,8 +23,14 @@ from collections.abc import Iterator
 
 import pytest
 
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
 from regionguard_testkit.embedded.config import make_config
 from regionguard_testkit.embedded.kafka import ApacheKafka
+from tests.harness import free_port
+from tests.integration.helpers import wait_until
 
 RACKS = ["r0", "r1", "r2"]
 
@@ -112,3 +120,35 @@ def test_a_consumer_with_client_rack_fetches_from_its_regions_replica(stretched,
     finally:
         consumer.close()
     assert fetched_from == 2 and leader not in (None, 2), (fetched_from, leader)
+
+
+def cross_region_fetch(port: int, service: str) -> dict[str, float] | None:
+    """``regionguard_cross_region_fetch`` of ``service`` by region; None until the service sets it."""
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    except OSError:
+        return None
+    got = {s.labels["region"]: s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+           if s.name == "regionguard_cross_region_fetch" and s.labels.get("service") == service}
+    return got or None
+
+
+def test_services_publish_cross_region_fetch_on_metrics(stretched, regions, services, tmp_path):
+    lr = regions(tuple(RACKS))
+    rf3 = {"replication_factor": 3, "min_insync_replicas": 2}
+    unset = make_config(lr, stretched.bootstrap, tmp_path / "unset.yaml", overrides={"kafka": rf3})
+    mapped = make_config(lr, stretched.bootstrap, tmp_path / "mapped.yaml",
+                         overrides={"kafka": {**rf3, "client_rack": {r: r for r in RACKS}}})
+    ports = [free_port() for _ in range(3)]
+    services("router-unset", unset.cli_args("router", "--no-health", "--regions", "r0",
+                                            "--metrics-port", str(ports[0])))
+    services("router-r0", mapped.cli_args("router", "--no-health", "--regions", "r0",
+                                          "--metrics-port", str(ports[1])))
+    services("replayer-r0r1", mapped.cli_args("replayer", "--no-health", "--regions", "r0,r1",
+                                              "--metrics-port", str(ports[2])))
+    assert wait_until(lambda: cross_region_fetch(ports[0], "router"), timeout=90,
+                      what="router (client_rack unset) sets the gauge") == {"r0": 1.0}
+    assert wait_until(lambda: cross_region_fetch(ports[1], "router"), timeout=90,
+                      what="router r0 (client_rack r0) sets the gauge") == {"r0": 0.0}
+    assert wait_until(lambda: cross_region_fetch(ports[2], "replayer"), timeout=90,
+                      what="replayer r0,r1 sets the gauge") == {"r0": 1.0, "r1": 1.0}

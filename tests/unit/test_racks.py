@@ -82,3 +82,13 @@ def test_span_warnings_two_brokers_in_one_rack_still_one_rack():
 
 def test_span_warnings_silent_without_racks():
     assert span_warnings({"rg.writes.r0": [[1]]}, {1: None, 2: None}) == []
+
+
+def test_rack_report_lines_and_cross_region():
+    from regionguard.core.racks import RackReport
+
+    assert RackReport().lines() == [] and not RackReport().cross_region
+    r = RackReport(fetch="router: x", spans=("topic a: y", "topic b: z"))
+    assert r.cross_region and r.lines() == ["router: x", "topic a: y", "topic b: z"]
+    unchecked = RackReport(unchecked="router: racks not checked")
+    assert unchecked.lines() == ["router: racks not checked"] and not unchecked.cross_region
