@@ -190,6 +190,13 @@ class KafkaConfig(_Frozen):
                     "for, and exits with code 2 when the time is up.")
     principals: PrincipalsConfig = Field(
         PrincipalsConfig(), description="Kafka principals per service, for `regionguard acls` (docs/security.md).")
+    client_rack: str | dict[str, str] | None = Field(
+        None,
+        description="librdkafka `client.rack` of every consumer, so it fetches from a replica in its own region "
+                    "(KIP-392; brokers need `broker.rack` and the RackAwareReplicaSelector, docs/topology.md): one "
+                    "rack for every consumer of this process, or a map region -> rack (the consumers of a "
+                    "region's topics fetch from that region's rack). Routers and replayers warn at start when "
+                    "they would fetch across regions.")
 
     @model_validator(mode="after")
     def _min_isr_fits(self):

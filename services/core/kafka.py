@@ -18,6 +18,7 @@ from .config import Config, ConfigError
 from .config import MIN_SESSION_TIMEOUT_MS
 from . import sizes
 from .errors import RegionGuardError
+from .racks import consumer_rack
 from .sizes import Limits
 
 log = logging.getLogger(__name__)
@@ -331,9 +332,12 @@ def make_producer(cfg: Config, *, ordered: bool = False, **extra: Any) -> Produc
     return Producer(conf)
 
 
-def make_consumer(cfg: Config, group: str, **extra: Any) -> Consumer:
+def make_consumer(cfg: Config, group: str, *, region: str | None = None, **extra: Any) -> Consumer:
+    """A consumer of ``group``; ``region`` (whose topics it reads) picks its ``client.rack`` (core/racks.py)."""
+    rack = consumer_rack(cfg, region)
     conf = cfg.kafka_client_conf(
         **{
+            **({"client.rack": rack} if rack else {}),
             "group.id": group,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,

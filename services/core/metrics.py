@@ -67,6 +67,10 @@ HELD_PARTITIONS = Gauge("regionguard_held_partitions", "Partitions of a region c
 DIRECT_PARTITIONS = Gauge("regionguard_direct_partitions",
                           "Partitions of a region this router owns and applies directly (direct mode)", ["region"])
 CONSUMER_LAG = Gauge("regionguard_consumer_lag", "Records behind the end of the topic", ["region", "service"])
+CROSS_REGION_FETCH = Gauge("regionguard_cross_region_fetch",
+                           "1 when this service's consumers of a region will fetch across regions: brokers have "
+                           "racks but kafka.client_rack is unset, names no broker rack, or puts the regions it "
+                           "serves in several racks (set at start, docs/topology.md)", ["region", "service"])
 
 # inbox retention (the router prunes; `regionguard inbox prune` too)
 INBOX_PRUNED = Counter("regionguard_inbox_pruned_total",

@@ -7,7 +7,9 @@ only). A DSN without ``sslmode`` is a warning, not a problem. With ``--connect``
 Kafka (metadata; the existing topics agree with the config; the missing ones could be created,
 asked with ``validate_only``) and every region's PostgreSQL (connect; the inbox table exists or
 may be created; every table the region may hold exists, with its key, version and listed
-columns), each target within ``--timeout`` seconds.
+columns), each target within ``--timeout`` seconds; and warns when brokers have racks but the
+consumers of a router or replayer serving ``--regions`` would fetch across regions, or a writes or
+held topic's replicas do not span two racks (core/racks.py).
 
 Exit 0 when there is no problem, 2 otherwise; never a traceback. Nothing here changes anything.
 """
@@ -26,6 +28,7 @@ from pydantic import ValidationError
 from ..core.config import Config, ConfigError, error_line, read_yaml, statement_cache_size, with_env_overrides
 from ..core.dsn import dsn_host, tls_warnings
 from ..core.log import RedactingFilter, add_secrets, scrub
+from ..core.racks import startup_rack_report
 from ..core.refs import resolve
 from ..core.sql import COLUMNS_QUERY, INBOX_TABLE
 
@@ -45,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                     help="seconds allowed to each target with --connect (default 5)")
     ck.add_argument("--json", action="store_true",
                     help="one JSON object: config, ok, problems, warnings, connect")
+    ck.add_argument("--regions", metavar="R1,R2",
+                    help="with --connect: warn if a router or replayer serving these regions (default: all) "
+                         "would fetch across regions (kafka.client_rack, docs/topology.md)")
 
 
 def dsn_problem(dsn: str) -> str | None:
@@ -194,6 +200,13 @@ def main(args: argparse.Namespace) -> int:
     if cfg is not None and args.connect and not problems:
         try:
             problems += asyncio.run(online(cfg, args.timeout))
+            if not problems:  # racks: warnings only, on a cluster that answered
+                regions = [r.strip() for r in args.regions.split(",")] if args.regions else list(cfg.regions)
+                problems += [f"--regions: {r} is not a region of the config" for r in regions
+                             if r not in cfg.regions]
+                if not problems:
+                    warnings += startup_rack_report(cfg, service="router/replayer", regions=regions,
+                                                    timeout=args.timeout).lines()
         except Exception as exc:  # noqa: BLE001 - the command's promise: one line, never a traceback
             problems.append(_why(exc))
     source = args.config or "$REGIONGUARD_CONFIG"

@@ -15,6 +15,7 @@ from ..core.kafka import ensure_topics, make_producer, read_limits
 from ..core.startup import wait_for_kafka
 from ..core.leave import leave_in_turn
 from ..core.dsn import tls_warnings
+from ..core.racks import report_at_start
 from ..core.log import setup_logging
 from ..core.probes import PROBES, beat_while, lanes_reason
 from ..core.service import install_signal_handlers, parse_regions, state_view, view_ready
@@ -58,6 +59,7 @@ def main(args: argparse.Namespace) -> int:
         limits = await asyncio.to_thread(read_limits, cfg)
         for line in tls_warnings(cfg.regions):  # once started: a refusal to start stays one line
             log.warning(line)
+        await asyncio.to_thread(report_at_start, cfg, "replayer", regions or list(cfg.regions), log)
         view = await asyncio.to_thread(state_view, cfg, not args.no_health)
         workers: list[ReplayWorker] = []
         # /readyz (core/probes.py): following -- the view read to its end and every lane in its group

@@ -59,7 +59,7 @@ class ReplayWorker:
         self.shared = shared
         self.db = self.shared.db
         self.cache = self.shared.cache
-        self.consumer = make_consumer(cfg, replayer_group(cfg, region), **{"queued.max.messages.kbytes": 4096})
+        self.consumer = make_consumer(cfg, replayer_group(cfg, region), region=region, **{"queued.max.messages.kbytes": 4096})
         self.assigned: set[int] = set()
         self.resume_due = False
         self._lane_tag = f" (lane {lane})" if cfg.replay.lanes > 1 else ""

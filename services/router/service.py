@@ -16,6 +16,7 @@ from ..core.inbox import InboxPruner
 from ..core.kafka import ensure_topics, make_producer, read_limits
 from ..core.leave import leave_in_turn
 from ..core.dsn import tls_warnings
+from ..core.racks import report_at_start
 from ..core.log import setup_logging
 from ..core.probes import PROBES, beat_while, lanes_reason
 from ..core.rowcache import RowCache
@@ -65,6 +66,7 @@ class Router:
         limits = await asyncio.to_thread(read_limits, self.cfg)
         for line in tls_warnings(self.cfg.regions):  # once started: a refusal to start stays one line
             log.warning(line)
+        await asyncio.to_thread(report_at_start, self.cfg, "router", self.regions, log)
         self.view = await asyncio.to_thread(state_view, self.cfg, self.follow_health)
         PROBES.ready_when(self.readiness)
         if not await view_ready(self.view, stop, "router"):

@@ -84,8 +84,8 @@ class RegionWorker:
         self.assignments = 0                   # on_assign calls so far (core/leave.py waits on them)
         self.pacer = CommitPacer()             # settled offsets not sent to the coordinator yet
         self.uncertain = Uncertain()
-        self.consumer = make_consumer(cfg, router_group(cfg, region), **{"queued.max.messages.kbytes": 4096})
-        self.offsets_reader = make_consumer(cfg, replayer_group(cfg, region))
+        self.consumer = make_consumer(cfg, router_group(cfg, region), region=region, **{"queued.max.messages.kbytes": 4096})
+        self.offsets_reader = make_consumer(cfg, replayer_group(cfg, region), region=region)
         self.guard = LaneGuard(self.consumer, topic=self.topic, batch_max=cfg.router.batch_max,
                                service="router", name=self._name())
         self.reader = ReadAhead(self.consumer, topic=self.topic, batch_max=cfg.router.batch_max,

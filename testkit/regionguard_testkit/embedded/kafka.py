@@ -202,6 +202,8 @@ class KafkaNode:
 class ApacheKafka:
     """A private Apache Kafka 4 cluster of ``nodes`` KRaft nodes on loopback.
 
+    ``racks`` sets ``broker.rack`` per node (a stretch cluster over regions, docs/topology.md) and
+    the replica selector that lets a consumer with ``client.rack`` fetch from its rack (KIP-392).
     ``stop`` is a clean shutdown (SIGTERM: controlled shutdown, leadership
     moved), ``kill`` a crash (SIGKILL). Data lives under ``workdir`` (a fresh
     temporary folder by default, removed by :meth:`close`).
@@ -212,7 +214,8 @@ class ApacheKafka:
 
     def __init__(self, nodes: int = 1, *, workdir: str | os.PathLike[str] | None = None,
                  host: str = "127.0.0.1", heap: str = "512m", version: str = KAFKA_VERSION,
-                 broker_config: dict[str, str] | None = None) -> None:
+                 broker_config: dict[str, str] | None = None, racks: list[str] | None = None) -> None:
+        """``racks``: one ``broker.rack`` per node (node i+1 gets ``racks[i]``), as a stretch cluster has."""
         if nodes < 1:
             raise ValueError("nodes must be >= 1")
         self.host = host
@@ -222,6 +225,9 @@ class ApacheKafka:
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="rg-kafka-"))
         self.nodes = [KafkaNode(i + 1, self.workdir / f"node{i + 1}", host) for i in range(nodes)]
         self.broker_config = dict(broker_config or {})
+        if racks is not None and len(racks) != nodes:
+            raise ValueError("racks needs one rack per node")
+        self.racks = list(racks) if racks else None
         self._formatted = False
         self._classpath = ""
         self.java = shutil.which("java") or "java"
@@ -343,13 +349,21 @@ class ApacheKafka:
         raise BrokerError(f"metadata quorum status has no LeaderId: {proc.stdout.strip()} {proc.stderr.strip()}")
 
     # --- internals ----------------------------------------------------------
+    def _rack_config(self, i: int) -> dict[str, str]:
+        if not self.racks:
+            return {}
+        return {"broker.rack": self.racks[i],
+                "replica.selector.class": "org.apache.kafka.common.replica.RackAwareReplicaSelector"}
+
     def _format(self) -> None:
         voters = ",".join(f"{n.node_id}@{n.host}:{n.controller_port}" for n in self.nodes)
         cluster_id = _cluster_id()
         procs = []
-        for node in self.nodes:
+        for i, node in enumerate(self.nodes):
             node.home.mkdir(parents=True, exist_ok=True)
-            (node.home / "server.properties").write_text(node.properties(voters, len(self.nodes), self.broker_config))
+            (node.home / "server.properties").write_text(node.properties(
+                voters, len(self.nodes),
+                {**self.broker_config, **self._rack_config(i)}))
             (node.home / "log4j2.properties").write_text(_LOG4J2)
             procs.append((node, subprocess.Popen(
                 [self.java, "-Xmx256m", "-cp", self._classpath,
