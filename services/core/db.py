@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -15,11 +16,13 @@ import asyncpg
 import msgspec
 import orjson
 
+from . import metrics as m
 from .cast import CastError
 from .config import Config
 from .dsn import dsn_host
 from .errors import BadWrite, PoisonWrite, RegionGuardError, RegionNotReady, RegionUnavailable, classify_db_error
 from .models import DeadReason, Op, WriteEvent, row_ops
+from .refuse import refusal, suspect_columns
 from .sql import (COLUMNS_QUERY, INBOX_APPLIED, INBOX_CLAIM, INBOX_CLAIM_COUNT, INBOX_DDL, INBOX_RELEASE, INBOX_TABLE,
                   TableSchema, build_statement, statement_params)
 from .writes import check_columns
@@ -136,9 +139,17 @@ async def apply_writes(
                 return await _apply(conn, schemas, writes, source=source, careful=False, want_rows=want_rows,
                                     plan=plan, barred=barred)
         except _Isolate as iso:
-            log.info("a row failed (%s); isolating rows with savepoints", type(iso.__cause__).__name__)
-            return await _apply(conn, schemas, writes, source=source, careful=True, want_rows=want_rows,
-                                barred=barred)
+            cause = type(iso.__cause__).__name__
+            log.info("a row failed (%s); isolating rows with savepoints", cause)
+            t0 = time.perf_counter()
+            res = await _apply(conn, schemas, writes, source=source, careful=True, want_rows=want_rows,
+                               barred=barred)
+            # what the careful path costs, by the error that sent the batch there (issue 25's stalls)
+            m.CAREFUL_BATCHES.labels(region, source, cause).inc()
+            m.CAREFUL_SECONDS.labels(region, source, cause).inc(time.perf_counter() - t0)
+            log.info("careful path (%s): %d writes, %d failed, %.3f s", cause, len(writes), len(res.failed),
+                     time.perf_counter() - t0)
+            return res
     except Exception as exc:  # noqa: BLE001 - classified by type below
         err = classify_db_error(region, exc)
         if err.retriable:
@@ -258,8 +269,43 @@ def plan_writes(schemas: dict[str, TableSchema], writes: list, *, want_rows: boo
             else:
                 todo.append((i, w))
     firsts = [writes[i] for i in first.values()]
+    steps = _steps(todo, schemas, want_rows)
+    refused = _refused(steps, todo)
+    if refused:  # rare: plan again without them, so no statement fails for them (core/refuse.py)
+        failed = sorted([*failed, *refused.items()], key=lambda f: f[0])
+        todo = [(i, w) for i, w in todo if i not in refused]
+        steps = _steps(todo, schemas, want_rows)
     return Plan(writes, [w.id for w in firsts], [_inbox_table(w) for w in firsts], failed,
-                _steps(todo, schemas, want_rows), want_rows, todo, sum(1 for _, w in todo if w.ops is not None))
+                steps, want_rows, todo, sum(1 for _, w in todo if w.ops is not None))
+
+
+def _refused(steps: list, todo: list[tuple[int, WriteEvent]]) -> dict[int, BadWrite]:
+    """Index -> ``schema`` dead letter of each planned write holding a value PostgreSQL would refuse.
+
+    One scan of each statement's parameter text per column; rows are looked at only in a column
+    that scan points to (core/refuse.py).
+    """
+    out: dict[int, BadWrite] = {}
+    for rows, schema, _op, cols, _stmt, params in steps:
+        suspects = suspect_columns(schema, cols, params)
+        if not suspects:
+            continue
+        events = None
+        for i, row in rows:
+            if i in out:
+                continue
+            for c in suspects:
+                v = row.key[c] if c in row.key else (row.data or {}).get(c)
+                detail = refusal(schema, c, v)
+                if detail is None:
+                    continue
+                events = events if events is not None else dict(todo)
+                if events[i].ops is not None:  # an op of a group: the whole group goes, its op named
+                    at = next(k for k, op in enumerate(events[i].ops) if op is row)
+                    detail = f"ops[{at}]: {detail}"
+                out[i] = BadWrite(DeadReason.schema, detail)
+                break
+    return out
 
 
 def _steps(todo: list[tuple[int, WriteEvent]], schemas: dict[str, TableSchema], want_rows: bool) -> list:
