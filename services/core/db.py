@@ -39,6 +39,7 @@ class ApplyResult:
     failed: list[tuple[int, BadWrite]] = field(default_factory=list)
     # (table, op, row) of every changed row, when asked for (Redis write-through)
     rows: list[tuple[str, Op, dict]] = field(default_factory=list)
+    careful: bool = False  # a row failed a statement: the batch was redone in pieces (core/batch.py next_batch_max)
 
     def add(self, other: "ApplyResult", offset: int = 0) -> None:
         self.applied += other.applied
@@ -143,7 +144,7 @@ async def apply_writes(
             cause = type(iso.__cause__).__name__
             log.info("a row failed (%s); isolating rows with savepoints", cause)
             t0 = time.perf_counter()
-            res = ApplyResult()
+            res = ApplyResult(careful=True)
             async with conn.transaction():
                 await _bisect(conn, schemas, writes, 0, res, source=source, want_rows=want_rows, barred=barred,
                               failed_whole=True)
@@ -163,7 +164,7 @@ async def apply_writes(
     # claim failed, a group's careful path tripped): split the batch until it stands alone.
     log.warning("region %s: a batch of %d failed (%s); splitting it to find the write(s) at fault",
                 region, len(writes), err)
-    res = ApplyResult()
+    res = ApplyResult(careful=True)
     try:
         async with conn.transaction():
             await _split(conn, schemas, writes, 0, res, source=source, region=region, want_rows=want_rows,

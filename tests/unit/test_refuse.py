@@ -117,3 +117,14 @@ def test_a_clean_batch_is_planned_as_before():
     writes = [_ev(i, {"seq": i, "note": "\\u0000 written out", "qty": 1_000_000_000}) for i in range(5)]
     plan = plan_writes(SCHEMAS, writes)
     assert plan.failed == [] and len(plan.todo) == 5
+
+
+def test_a_lane_reads_small_batches_after_one_a_row_failed_in_and_grows_back_after_clean_ones():
+    from regionguard.core.batch import CAREFUL_BATCH, next_batch_max
+    assert next_batch_max(1000, 1000, careful=True) == CAREFUL_BATCH
+    assert next_batch_max(CAREFUL_BATCH, 1000, careful=True) == CAREFUL_BATCH
+    sizes = [CAREFUL_BATCH]
+    while sizes[-1] < 1000:
+        sizes.append(next_batch_max(sizes[-1], 1000, careful=False))
+    assert sizes == [100, 200, 400, 800, 1000]
+    assert next_batch_max(20, 20, careful=True) == 20  # never above the configured batch_max
