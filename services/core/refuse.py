@@ -40,7 +40,9 @@ _NUL = "\x00"
 
 #: integer type -> (lowest, highest, a run of digits that the text of any value out of range holds)
 _INTEGERS: dict[str, tuple[int, int, re.Pattern[str]]] = {
-    t: (-(1 << (bits - 1)), (1 << (bits - 1)) - 1, re.compile("[0-9]{%d}" % len(str(1 << (bits - 1)))))
+    # anchored on the opening quote of each text (core/sql.py column_arrays gives an int as str(v)):
+    # a bare [0-9]{n} tries every position and measured six times slower
+    t: (-(1 << (bits - 1)), (1 << (bits - 1)) - 1, re.compile('"-?[0-9]{%d}' % len(str(1 << (bits - 1)))))
     for t, bits in (("smallint", 16), ("integer", 32), ("bigint", 64))
 }
 
