@@ -37,6 +37,23 @@ def plan_ahead(db: RegionDB, decoded: list, *, want_rows: bool,
         return None    # path plans again and isolates the write at fault (core/db.py, _split)
 
 
+#: rows a lane reads after a batch in which a row failed a statement
+CAREFUL_BATCH = 100
+
+
+def next_batch_max(current: int, ceiling: int, *, careful: bool) -> int:
+    """How many records a lane reads next: :data:`CAREFUL_BATCH` after a batch redone in pieces, else twice as many, up to ``ceiling``.
+
+    Finding a row PostgreSQL refuses costs statements in proportion to the batch's rows
+    (core/db.py ``_bisect``), and its partitions stand still until the whole batch commits: 1,000
+    rows with a few bad ones took 5-10 s on a busy machine (issue 25). Where bad rows come in a
+    stream, small batches keep each partition moving; clean batches bring the size back.
+    """
+    if careful:
+        return min(ceiling, CAREFUL_BATCH)
+    return min(ceiling, current * 2)
+
+
 def next_offsets(batch: Iterable[Record], keep: Callable[[int], bool] = lambda p: True) -> dict[int, int]:
     """Partition -> the offset to commit after ``batch`` (last offset + 1), for partitions ``keep`` accepts."""
     last: dict[int, int] = {}

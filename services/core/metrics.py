@@ -51,6 +51,12 @@ PRODUCE_ERRORS = Counter("regionguard_produce_errors_total",
                          "Produces Kafka refused, by topic and error code name: a record's own (MSG_SIZE_TOO_LARGE, "
                          "INVALID_RECORD) makes it a dead letter; any other is retried with backoff",
                          ["region", "topic", "code"])
+CAREFUL_BATCHES = Counter("regionguard_careful_batches_total",
+                          "Batches redone with a savepoint per statement after a row failed, by the error's type",
+                          ["region", "service", "cause"])
+CAREFUL_SECONDS = Counter("regionguard_careful_seconds_total",
+                          "Seconds spent redoing batches with a savepoint per statement, by the error's type",
+                          ["region", "service", "cause"])
 APPLY_ERRORS = Counter("regionguard_apply_errors_total", "Retriable apply failures by type", ["region", "kind"])
 BATCH_SECONDS = Histogram(
     "regionguard_apply_batch_seconds", "Time to apply one batch", ["region", "service"],

@@ -59,6 +59,7 @@ class DirectApply:
         self.uncertain = uncertain
         self.cache = cache
         self.backoff = cfg.router.retry_initial_s  # transient DB errors of this lane
+        self.careful = False  # the last batch applied was redone in pieces (a row failed a statement)
 
     async def run(self, direct: list[Routed], dead: list[tuple[Record, BadWrite, str | None]], plan: Plan | None,
                   *, still_ours: Callable[[], bool], pause: Callable[[float], Awaitable[None]],
@@ -105,6 +106,7 @@ class DirectApply:
         return []
 
     def _count(self, res: ApplyResult, direct: list[Routed], dead: list, *, seconds: float) -> None:
+        self.careful = res.careful
         for i, err in res.failed:
             rec, w = direct[i]
             dead.append((rec, err, str(w.id)))

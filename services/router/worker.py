@@ -36,7 +36,7 @@ from typing import Callable
 
 from confluent_kafka import KafkaException, Producer, TopicPartition
 
-from ..core.batch import next_offsets, plan_ahead, process_isolating
+from ..core.batch import next_batch_max, next_offsets, plan_ahead, process_isolating
 from ..core.config import Config
 from ..core.db import Plan, RegionDB
 from ..core.guardlane import LaneGuard, commit_offset
@@ -236,6 +236,9 @@ class RegionWorker:
                 plan = None  # planned for every record going direct; this batch is split
             moved = await self.apply.run(routes.direct, dead, plan, still_ours=still_ours, pause=pause,
                                          stopping=stop.is_set)
+            if not moved:
+                self.reader.batch_max = next_batch_max(self.reader.batch_max, self.cfg.router.batch_max,
+                                                       careful=self.apply.careful)
             for rec, _ in moved:
                 self.modes.divert(rec.partition)
             held = merge_in_order(moved, held)

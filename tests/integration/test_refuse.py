@@ -1,0 +1,77 @@
+"""Values PostgreSQL would refuse are dead letters before any statement (core/refuse.py), on the real router.
+
+Issue 25: one NUL character or one out-of-range integer among 1,000 rows failed the batch's
+statement, and the batch took the careful path (a savepoint per statement, the bad rows isolated),
+about 5 s a batch in the fuzzer. Now such a write is its own ``schema`` dead letter naming the
+column, and the batch applies in one go: the careful path's counter stays at zero.
+"""
+
+from __future__ import annotations
+
+import json
+
+from tests.harness import free_port
+from tests.integration.helpers import (
+    metric_value, produce_raw, read_json, wait_assigned, wait_until, write_event,
+)
+
+
+def test_a_nul_and_an_out_of_range_row_among_1000_are_named_dead_letters_and_fail_no_batch(
+        regions, rg_config, services):
+    lr = regions(["eu"])
+    cfg = rg_config(lr, partitions=1)
+    evs = [write_event("eu", "orders", "upsert", {"id": i}, {"user_id": i, "amount": 1, "status": "ok"})
+           for i in range(1000)]
+    evs[300]["data"]["status"] = "o\x00k"  # text cannot hold NUL: SQLSTATE 22P05 if it reached PostgreSQL
+    evs[700]["data"]["user_id"] = 2 ** 63  # past bigint: 22003
+    # all on the topic before the router starts, so they come in few, large batches
+    produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"),
+                [(f"orders/{e['key']['id']}".encode(), json.dumps(e).encode()) for e in evs])
+    port = free_port()
+    router = services("router", cfg.cli_args("router", "--no-health", "--metrics-port", str(port)))
+    wait_assigned(cfg, "router", "eu")
+    wait_until(lambda: lr.count("eu", "orders") == 998, timeout=60, what="the 998 good writes applied")
+    dls = wait_until(lambda: (lambda d: d if len(d) >= 2 else None)(
+        read_json(cfg.bootstrap, cfg.topic("dead-letter"), idle=0.5)), what="two dead letters")
+    assert sorted((d["offset"], d["reason"]) for d in dls) == [(300, "schema"), (700, "schema")]
+    detail = {d["offset"]: d["detail"] for d in dls}
+    assert "column 'status'" in detail[300] and "NUL" in detail[300], detail[300]
+    assert "column 'user_id'" in detail[700] and "out of range" in detail[700], detail[700]
+    ids = {r["id"] for r in lr.fetch("eu", "SELECT id FROM orders")}
+    assert ids == set(range(1000)) - {300, 700}
+    # no statement failed: no batch was redone with savepoints
+    assert metric_value(port, "regionguard_careful_batches_total", region="eu") == 0
+    assert router.alive
+
+
+def test_rows_postgresql_alone_can_refuse_are_found_by_halving_the_batch(regions, rg_config, services):
+    """A CHECK violation cannot be known beforehand: the failing batch is applied in halves by the fast path.
+
+    Statements on ``orders`` are counted by a sequence a statement trigger advances (``nextval`` is
+    not rolled back with a savepoint). The careful path redid the batch statement by statement and
+    tried the rows of a failing chunk of 32 one at a time: 82 statements for these two bad rows
+    among 1,000. Halving costs one or two statements per halving level: about 17 per bad row.
+    """
+    lr = regions(["eu"])
+    lr.execute("eu", """
+        CREATE SEQUENCE orders_statements;
+        CREATE FUNCTION count_statement() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM nextval('orders_statements'); RETURN NULL; END $$;
+        CREATE TRIGGER count_statement BEFORE INSERT ON orders FOR EACH STATEMENT EXECUTE FUNCTION count_statement();
+    """)
+    cfg = rg_config(lr, partitions=1, overrides={"router": {"lanes": 1}})  # no rebalance redoing a batch
+    bad = (250, 750)
+    evs = [write_event("eu", "orders", "insert", {"id": i}, {"amount": -1 if i in bad else 1, "status": "ok"})
+           for i in range(1000)]
+    produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"),
+                [(f"orders/{e['key']['id']}".encode(), json.dumps(e).encode()) for e in evs])
+    port = free_port()
+    services("router", cfg.cli_args("router", "--no-health", "--metrics-port", str(port)))
+    wait_until(lambda: lr.count("eu", "orders") == 998, timeout=60, what="the 998 good writes applied")
+    dls = wait_until(lambda: (lambda d: d if len(d) >= 2 else None)(
+        read_json(cfg.bootstrap, cfg.topic("dead-letter"), idle=0.5)), what="two dead letters")
+    assert sorted((d["offset"], d["reason"]) for d in dls) == [(250, "constraint"), (750, "constraint")]
+    batches = metric_value(port, "regionguard_apply_batch_seconds_count", region="eu", service="router")
+    statements = lr.fetch("eu", "SELECT last_value FROM orders_statements")[0]["last_value"]
+    # every batch's first try (one shape: one statement), then per bad row one or two a halving level
+    assert statements <= batches + len(bad) * 20, (statements, batches)
