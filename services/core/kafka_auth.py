@@ -13,15 +13,14 @@ authenticate with the same bearer token, fetched by the token source of
 
 ``security.protocol`` (SASL_SSL or SASL_PLAINTEXT) and the ``ssl.*`` settings
 stay in ``kafka.client``; ``sasl.mechanism`` is set from here. A secret may be
-given as ``${env:NAME}`` and is read from the environment at config load; it
-is kept as a :class:`~pydantic.SecretStr`, so no repr, log line or error
-message shows it.
+given as ``${env:NAME}`` or ``${file:/path}`` like any config value (core/refs.py
+resolves it at load); it is kept as a :class:`~pydantic.SecretStr`, so no repr,
+log line or error message shows it.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from typing import Annotated, Literal, Union
 from urllib.parse import urlsplit
@@ -32,7 +31,6 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 MSK_SIGNER = "aws_msk_iam_sasl_signer"
 MSK_EXTRA = "pip install 'regionguard[msk]'"
 
-_ENV_REF = re.compile(r"^\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}$")
 _AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 #: RFC 7628 extension keys (the broker refuses others; "auth" is reserved)
 _EXTENSION_KEY = re.compile(r"^[A-Za-z]+$")
@@ -40,17 +38,6 @@ _EXTENSION_KEY = re.compile(r"^[A-Za-z]+$")
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-def resolve_secret(value: str) -> str:
-    """``value`` itself, or the environment variable that ``${env:NAME}`` names (ValueError when unset)."""
-    ref = _ENV_REF.match(value.strip())
-    if ref is None:
-        return value
-    resolved = os.environ.get(ref.group(1))
-    if not resolved:
-        raise ValueError(f"environment variable {ref.group(1)} is not set")
-    return resolved
 
 
 def _loopback(host: str | None) -> bool:
@@ -95,13 +82,6 @@ class OidcToken(_Frozen):
             raise ValueError("must be https: the client secret would cross the network in clear text")
         if parts.username or parts.password:
             raise ValueError("must not hold credentials: use client_id and client_secret")
-        return v
-
-    @field_validator("client_secret", mode="before")
-    @classmethod
-    def _secret(cls, v):
-        if isinstance(v, str):
-            return resolve_secret(v)
         return v
 
     @field_validator("extensions")
