@@ -73,3 +73,37 @@ def test_a_held_writes_dead_letter_is_published_once_while_its_commit_is_late(re
 def _expired(cfg) -> list[dict]:
     dls = [json.loads(m.value()) for m in read_topic(cfg.bootstrap, cfg.topic("dead-letter"), idle=0.5)]
     return [d for d in dls if d["reason"] == "expired"]
+
+
+def test_a_reader_reset_while_a_batch_is_handled_publishes_its_dead_letters_once(regions, rg_config, services):
+    """The reset lands after the batch's dead letters are delivered and before its commit (the test
+    kit's ``reset_mid_batch`` seam; seen once in CI at a replayer's start). The batch was handled for
+    good: it must be settled and committed, not read again and dead-lettered a second time."""
+    lr = regions(["eu", "us"])
+    cfg = rg_config(lr, partitions=1)
+    services("router", cfg.cli_args("router", "--no-health"))
+    wait_assigned(cfg, "router", "eu")
+    lr.proxy("eu").set_mode("refuse")
+    lr.proxy("eu").reset_all()
+    soon = (datetime.now(timezone.utc) + timedelta(seconds=2)).isoformat()
+    events = [write_event("eu", "users", "upsert", {"id": 1}, {"name": "kept", "version": 1}),
+              write_event("eu", "users", "upsert", {"id": 2}, {"name": "late", "version": 1}, expires_at=soon)]
+    produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"), [ev_bytes(e) for e in events])
+    held = wait_until(lambda: (lambda r: r if len(r) >= 2 else None)(
+        [m for m in read_topic(cfg.bootstrap, cfg.topic("held", "eu"), idle=0.5) if m.value()]),
+        what="the held copies")
+    end = max(m.offset() for m in held) + 1
+    wait_until(lambda: datetime.now(timezone.utc) > datetime.fromisoformat(soon), what="the expiry", timeout=10)
+
+    lr.proxy("eu").set_mode("pass")
+    services("replayer", cfg.cli_args("replayer", "--no-health"), module="regionguard_testkit.embedded.reset_mid_batch")
+    wait_until(lambda: lr.count("eu", "users") == 1, timeout=40, what="the held write replayed")
+    group, topic = replayer_group(cfg.load(), "eu"), cfg.topic("held", "eu")
+    wait_until(lambda: committed(cfg.bootstrap, group, topic, 1)[0] >= end, timeout=40,
+               what="the replayer's commit past the held copies")
+    # a last held write: once it is committed, whatever was read again before it has been handled
+    last = write_event("eu", "users", "upsert", {"id": 4}, {"name": "last", "version": 1})
+    produce_raw(cfg.bootstrap, topic, [ev_bytes(last)])
+    wait_until(lambda: committed(cfg.bootstrap, group, topic, 1)[0] >= end + 1, timeout=40,
+               what="the replayer's commit past the last held write")
+    assert [d["write_id"] for d in _expired(cfg)] == [events[1]["id"]]
