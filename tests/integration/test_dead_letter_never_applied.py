@@ -14,9 +14,15 @@ subprocesses, Apache Kafka and PostgreSQL.
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import datetime, timedelta, timezone
 
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from regionguard.core.held import H_FENCE, H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_SOURCE_TOPIC
 from regionguard.core.kafka import router_group
+from regionguard.router.handled import MOST, TAIL, last_sources, mark_headers
 from regionguard_testkit.embedded.die_after_deliver import EXIT_CODE
 from tests.integration.helpers import (
     committed, ev_bytes, produce_raw, read_topic, wait_assigned, wait_until, write_event,
@@ -105,3 +111,25 @@ def test_a_write_the_router_shed_is_not_applied_by_the_next_router(regions, rg_c
     _next_owner_settles(cfg, lr, services, through=1, key=2)
     assert _users(lr, 1) == 1, "the held write was not replayed"
     assert _users(lr, 3) == 0, "a write dead-lettered as shed was applied by the next router"
+
+
+def test_the_tail_scan_finds_the_last_named_source_offset_behind_a_run_of_fences(broker):
+    """router/handled.py ``last_sources`` on Apache Kafka: the last held copy or mark of each held
+    partition, also behind more fences than its first look reads (restarts and outages add them)."""
+    held, writes = f"rg.held.eu-{uuid.uuid4().hex[:8]}", "rg.writes.eu"
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic(held, num_partitions=3, replication_factor=1)])[held].result(30)
+    copy = [(H_SOURCE_TOPIC, writes.encode()), (H_SOURCE_PARTITION, b"0"), (H_SOURCE_OFFSET, b"5")]
+    produce_raw(broker.bootstrap, held, [(b"k", b"{}")], partition=0, headers=copy)
+    produce_raw(broker.bootstrap, held, [(b"fence", None)] * (TAIL * 2), partition=0,
+                headers=mark_headers("r0", "rg.writes.us", 0, 99))  # another topic's mark: names nothing here
+    produce_raw(broker.bootstrap, held, [(b"fence", None)], partition=1, headers=mark_headers("r0", writes, 1, 7))
+    produce_raw(broker.bootstrap, held, [(b"fence", None)] * 3, partition=1, headers=[(H_FENCE, b"r0")])
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"scan-{uuid.uuid4().hex[:6]}",
+                         "enable.auto.commit": False})
+    try:
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(held, p), 10, False) for p in range(3)}
+        assert ends[0][1] == 1 + TAIL * 2 and TAIL * 2 < MOST
+        assert last_sources(consumer, held, writes, ends) == {0: 5, 1: 7, 2: None}
+    finally:
+        consumer.close()
