@@ -117,8 +117,9 @@ class Switch:
                 log.warning("region %s: could not read the tail of held p%d; records an earlier owner held or "
                             "dead-lettered without committing may be handled again", self.region, p)
             elif last[p] is not None:
-                log.info("region %s: held p%d names source offsets up to %d: records of p%d up to it are not "
-                         "handled again%s", self.region, p, last[p], p, self.lane_tag())
+                log.info("region %s: held p%d names source offsets up to %d: records of p%d up to it that are "
+                         "read again are committed, not handled again%s", self.region, p, last[p], p,
+                         self.lane_tag())
 
     async def _check_draining(self) -> None:
         parts = [TopicPartition(self.held_topic, p) for p in self.modes.draining()]
