@@ -29,6 +29,7 @@ from ..core.held import H_FENCE
 from ..core.kafka import Confirmer, KafkaDeliveryError, watermarks_exact
 from ..core.readahead import ReadAhead
 from . import fences
+from .handled import Handled, last_sources
 from .uncertain import ALL_OFFSETS, Uncertain
 from .modes import Action, Mode, PartitionModes
 from .region import RegionShare
@@ -51,8 +52,9 @@ class Switch:
     def __init__(self, cfg: Config, region: str, *, consumer: Consumer, offsets_reader: Consumer,
                  producer: Producer, modes: PartitionModes, uncertain: Uncertain, paused: set[int],
                  share: RegionShare, reader: ReadAhead, instance: str, lane: int = 0,
-                 lane_tag: Callable[[], str] = lambda: "") -> None:
+                 lane_tag: Callable[[], str] = lambda: "", handled: Handled | None = None) -> None:
         self.cfg, self.region = cfg, region
+        self.handled = handled if handled is not None else Handled()
         self.consumer, self.offsets_reader, self.producer = consumer, offsets_reader, producer
         self.modes, self.uncertain, self.paused = modes, uncertain, paused
         self.share, self.reader, self.instance = share, reader, instance
@@ -67,8 +69,9 @@ class Switch:
 
     async def step(self) -> None:
         """One round between batches: look up new partitions, fence, check draining ones, report."""
-        for p in self.modes.pending_lookup():
-            await self._look_up(p)
+        pending = self.modes.pending_lookup()
+        if pending:
+            await self._look_up(pending)
         await self.share.probe_if_due()
         closed = self.share.is_closed(self.region)
         await self.perform(self.modes.region_changed(closed))
@@ -82,17 +85,41 @@ class Switch:
         counts = self.modes.counts()
         self.share.report(self.lane, counts["held"] + counts["draining"], counts["direct"])
 
-    async def _look_up(self, p: int) -> None:
-        try:
-            _low, high = await asyncio.to_thread(
-                self.consumer.get_watermark_offsets, TopicPartition(self.held_topic, p), 5.0, False)
-        except KafkaException as exc:
-            log.warning("region %s: held watermark lookup failed (%s); treating p%d as held", self.region, exc, p)
-            high = 1
-        self.modes.looked_up(p, high)
-        self.uncertain.assigned(p, await self._end_at_assignment(p))
-        if p not in self.paused:  # a pause from an earlier ownership of p outlives the rebalance
-            self.consumer.resume([TopicPartition(self.topic, p)])
+    async def _look_up(self, ps: list[int]) -> None:
+        """Each new partition: held topic empty or not, what an earlier owner handled (:mod:`.handled`)."""
+        ends: dict[int, tuple[int, int]] = {}
+        for p in ps:
+            try:
+                ends[p] = await asyncio.to_thread(
+                    self.consumer.get_watermark_offsets, TopicPartition(self.held_topic, p), 5.0, False)
+            except KafkaException as exc:
+                log.warning("region %s: held watermark lookup failed (%s); treating p%d as held", self.region,
+                            exc, p)
+        await self._handled_by_earlier_owners(ends)
+        for p in ps:
+            self.modes.looked_up(p, ends[p][1] if p in ends else 1)
+            self.uncertain.assigned(p, await self._end_at_assignment(p))
+            if p not in self.paused:  # a pause from an earlier ownership of p outlives the rebalance
+                self.consumer.resume([TopicPartition(self.topic, p)])
+
+    async def _handled_by_earlier_owners(self, ends: dict[int, tuple[int, int]]) -> None:
+        if self._exact is None and any(high > 0 for _, high in ends.values()):
+            try:
+                md = await asyncio.to_thread(self.consumer.list_topics, self.topic, 5.0)
+                self._exact = watermarks_exact(md.cluster_id)
+            except KafkaException:
+                pass  # read until idle: right on any broker, only slower
+        last = await asyncio.to_thread(last_sources, self.offsets_reader, self.held_topic, self.topic, ends,
+                                       exact=self._exact is True)
+        for p in ends:
+            self.handled.assigned(p, last.get(p))
+            if p not in last:
+                log.warning("region %s: could not read the tail of held p%d; records an earlier owner held or "
+                            "dead-lettered without committing may be handled again", self.region, p)
+            elif last[p] is not None:
+                log.info("region %s: held p%d names source offsets up to %d: records of p%d up to it that are "
+                         "read again are committed, not handled again%s", self.region, p, last[p], p,
+                         self.lane_tag())
 
     async def _check_draining(self) -> None:
         parts = [TopicPartition(self.held_topic, p) for p in self.modes.draining()]

@@ -54,6 +54,7 @@ from .apply import DirectApply, Revoked
 from .commits import CommitPacer
 from .uncertain import Uncertain
 from .divert import Divert
+from .handled import Handled, mark_headers
 from .modes import PartitionModes
 from .region import RegionShare
 from .sort import merge_in_order, sort_batch
@@ -84,6 +85,7 @@ class RegionWorker:
         self.assignments = 0                   # on_assign calls so far (core/leave.py waits on them)
         self.pacer = CommitPacer()             # settled offsets not sent to the coordinator yet
         self.uncertain = Uncertain()
+        self.handled = Handled()
         self.consumer = make_consumer(cfg, router_group(cfg, region), region=region, **{"queued.max.messages.kbytes": 4096})
         self.offsets_reader = make_consumer(cfg, replayer_group(cfg, region), region=region)
         self.guard = LaneGuard(self.consumer, topic=self.topic, batch_max=cfg.router.batch_max,
@@ -99,7 +101,7 @@ class RegionWorker:
         self.switch = Switch(cfg, region, consumer=self.consumer, offsets_reader=self.offsets_reader,
                              producer=producer, modes=self.modes, uncertain=self.uncertain, paused=self.paused,
                              share=share, reader=self.reader, instance=self.instance, lane=lane,
-                             lane_tag=self._lane_tag)
+                             lane_tag=self._lane_tag, handled=self.handled)
 
     def _lane_tag(self) -> str:
         return f" (lane {self.lane})" if self.cfg.router.lanes > 1 else ""
@@ -114,6 +116,7 @@ class RegionWorker:
         self.assignments += 1
         for p in ps:
             self.done.pop(p, None)  # a position settled in an earlier ownership is not ours to commit
+            self.handled.revoked(p)  # learnt again with the partition's mode (switch.py)
         self.pacer.drop(ps)
         self.guard.assigned(ps)
         self.modes.assigned(ps)
@@ -137,6 +140,7 @@ class RegionWorker:
         self.modes.revoked(ps)
         for p in ps:
             self.uncertain.revoked(p)
+            self.handled.revoked(p)
         self.paused.difference_update(ps)
         self.reader.invalidate()
 
@@ -229,7 +233,13 @@ class RegionWorker:
         now = datetime.now(timezone.utc)
         still_ours = lambda: self.reader.gen == epoch  # noqa: E731 - no rebalance since the batch was read
         pause = lambda seconds: self._wait(seconds, stop)  # noqa: E731
-        routes = sort_batch(batch, decoded, self.modes, region_closed=self.share.is_closed(self.region))
+        todo, todo_decoded = batch, decoded
+        if self.handled.below:
+            # an earlier owner held or dead-lettered these and died before its commit (handled.py)
+            keep = [i for i, rec in enumerate(batch) if not self.handled.covers(rec)]
+            if len(keep) < len(batch):
+                todo, todo_decoded, plan = [batch[i] for i in keep], [decoded[i] for i in keep], None
+        routes = sort_batch(todo, todo_decoded, self.modes, region_closed=self.share.is_closed(self.region))
         held, dead = routes.held, routes.dead
         if routes.direct:
             if plan is not None and (len(routes.direct) != len(decoded) or routes.deferred):
@@ -249,6 +259,7 @@ class RegionWorker:
             await self.divert.run(held, dead, out, now)
         for rec, err, wid in dead:
             out.dead_letter(rec, err, write_id=wid)
+        self._mark(todo, dead, out)
         try:
             offsets = await deliver(self.producer, out, retry_s=self.cfg.router.retry_initial_s,
                                     retry_max_s=self.cfg.router.retry_max_s, pause=pause,
@@ -263,6 +274,18 @@ class RegionWorker:
             await self._send_commits_now()  # the next record is read once this one is committed
         if routes.deferred:
             await self._read_again(routes.deferred)
+
+    def _mark(self, batch: list[Record], dead: list, out: Outbox) -> None:
+        """A mark in held[p] after a dead letter whose reason a later owner could judge otherwise.
+
+        ``shed`` and ``expired`` depend on the region's state and the clock: read again by the next
+        owner once the region is closed, the write would be applied (handled.py). Other reasons are
+        about the record itself: read again, it gets the same dead letter.
+        """
+        parts = {rec.partition for rec, err, _ in dead if err.reason in (DeadReason.shed, DeadReason.expired)}
+        for p in sorted(parts):
+            last = max(rec.offset for rec in batch if rec.partition == p)
+            out.add(self.divert.held_topic, b"fence", None, p, mark_headers(self.instance, self.topic, p, last))
 
     # commit ----------------------------------------------------------------------------
     def _commit(self, batch: list[Record], epoch: int, skip: set[int] = frozenset()) -> None:

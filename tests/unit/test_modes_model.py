@@ -154,9 +154,9 @@ class World:
 class Router:
     """One lane owning every partition, wired as router/worker.py wires the pure pieces."""
 
-    def __init__(self, world: World, *, steer_clear: bool = False) -> None:
+    def __init__(self, world: World) -> None:
         self.w = world
-        self.steer_clear = steer_clear          # of finding dead_letter_then_applied (FINDINGS)
+        self.handled: dict[int, int] = {}       # router/handled.py: offsets below it an earlier owner handled
         self.modes = PartitionModes()
         self.modes.assigned(range(PARTITIONS))
         self.uncertain = Uncertain()
@@ -173,6 +173,9 @@ class Router:
         w = self.w
         for p in self.modes.pending_lookup():
             self.modes.looked_up(p, len(w.held[p]))
+            named = [h.source.offset for h in w.held[p] if h.source is not None]  # held copies and marks
+            if named:
+                self.handled[p] = max(named) + 1
             self.uncertain.assigned(p, len(w.writes[p]))   # exact watermarks (Apache Kafka)
         if self.down and w.db_up[HOME]:
             self.down = False                               # the probe succeeded
@@ -219,7 +222,9 @@ class Router:
                 decoded.append(w.writes[p][off])
         if not batch:
             return
-        routes = sort_batch(batch, decoded, self.modes, region_closed=self.is_closed(HOME))
+        todo = [i for i, rec in enumerate(batch) if rec.offset >= self.handled.get(rec.partition, 0)]
+        routed = [batch[i] for i in todo]
+        routes = sort_batch(routed, [decoded[i] for i in todo], self.modes, region_closed=self.is_closed(HOME))
         held, dead = routes.held, list(routes.dead)
         if routes.direct:
             moved = self.apply_direct(routes.direct, ambiguous)
@@ -229,17 +234,17 @@ class Router:
         if crash == "after_apply":
             return
         out: list[tuple[int, Held]] = []
-        dead_letters: list[tuple[str, DeadReason]] = []
+        dead_letters: list[tuple[str, DeadReason, int]] = []
         self.divert(held, out, dead_letters)
-        dead_letters += [("bad", err.reason) for _rec, err, _ in dead]  # did not decode: no write id
+        dead_letters += [("bad", err.reason, rec.partition) for rec, err, _ in dead]  # did not decode: no write id
+        # worker.py _mark: after a shed or expired dead letter, a mark naming the batch's last offset of p
+        for p in sorted({p for _, reason, p in dead_letters if reason in (DeadReason.shed, DeadReason.expired)}):
+            out.append((p, Held(None, w.record(p, max(rec.offset for rec in routed if rec.partition == p)))))
         for p, h in out:
             w.held[p].append(h)
             self.modes.held_confirmed(p, len(w.held[p]) - 1)
-        for wid, reason in dead_letters:
+        for wid, reason, _ in dead_letters:
             w.dead.append((wid, reason, w.now))
-        if crash == "after_deliver" and self.steer_clear and any(
-                wr.policy is Policy.shed or wr.expires_at is not None for _, wr in held):
-            crash = None  # its source record would be applied on redelivery after its held copy or dead letter
         if crash == "after_deliver":
             return
         for rec in batch:
@@ -271,9 +276,9 @@ class Router:
             if route in DEAD_ROUTES and self.uncertain.covers(rec):
                 plain.append((rec, wr, None, route))
             elif route is Route.expired:
-                dead_letters.append((wr.id, DeadReason.expired))
+                dead_letters.append((wr.id, DeadReason.expired, rec.partition))
             elif route is Route.shed:
-                dead_letters.append((wr.id, DeadReason.shed))
+                dead_letters.append((wr.id, DeadReason.shed, rec.partition))
             elif route is Route.failover:
                 failover.setdefault(fb, []).append((wr, rec.offset))
                 plain.append((rec, wr, fb, None))
@@ -325,13 +330,12 @@ class Replayer:
 #: a failover write applied in the fallback then expired while held, is fixed: finding 4.)
 KNOWN_BUGS: dict[str, str] = {}
 
-#: What this machine found (shrunk examples in test_finding_*): the main machine steers clear of them
-#: so it keeps looking for other faults; the findings' own tests run into them.
-FINDINGS = {
-    "dead_letter_then_applied": "a router dies after delivering a batch's dead letters or held copies, before "
-                                "its source offsets are committed; the next owner applies the records direct "
-                                "once the region is closed: a dead letter names an applied write",
-}
+#: What this machine found and is not fixed yet (shrunk examples in test_finding_*): the main machine
+#: steers clear of them so it keeps looking for other faults; the findings' own tests run into them.
+#: (``dead_letter_then_applied``, finding A: a router died after delivering a batch's dead letters or
+#: held copies, before its commit, and the next owner applied the records once direct -- is fixed:
+#: router/handled.py; its shrunk examples below now pass.)
+FINDINGS: dict[str, str] = {}
 
 
 class RegionLife(RuleBasedStateMachine):
@@ -341,7 +345,7 @@ class RegionLife(RuleBasedStateMachine):
     findings: frozenset[str] = frozenset()
 
     def new_router(self) -> Router:
-        return Router(self.w, steer_clear="dead_letter_then_applied" not in self.findings)
+        return Router(self.w)
 
     @initialize()
     def start(self) -> None:
@@ -580,15 +584,19 @@ def _machine(*, findings: frozenset[str] = frozenset(), known_bugs: frozenset[st
     return m
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=FINDINGS["dead_letter_then_applied"])
-def test_finding_dead_letter_then_applied():
-    """The machine's shrunk example: a shed write, home down, the router dies between delivering the
-    batch's held copy / dead letter and committing its source offset (the commit pacer's window)."""
-    m = _machine(findings=frozenset({"dead_letter_then_applied"}))
+def test_a_write_shed_before_a_crash_is_never_applied_by_the_next_owner():
+    """Was finding A (dead_letter_then_applied), the machine's shrunk example: a shed write, home down
+    (the apply fails: held with rg-verify), the router dies between delivering the held copy and
+    committing its source offset; home back, the replayer dead-lettered the copy as shed and the next
+    owner read the record again and applied it direct. Now the held copy tells the next owner the
+    record was handled (router/handled.py)."""
+    m = _machine()
     m.outage(health_follows=False)
     m.produce([(Policy.shed, 0, "t", False, None, False)])
     m.router_batch(n=1, crash="after_deliver", ambiguous=False)
-    m.settle()  # home back: the held copy is dead-lettered as shed, the source record applied direct
+    assert [h.write.id for h in m.w.held[0] if h.write is not None] == ["w0"] and m.w.router_committed[0] == 0
+    m.settle()  # home back: the copy is dead-lettered as shed, the source record skipped
+    assert "w0" not in m.w.dbs[HOME].inbox
 
 
 def test_a_failover_write_applied_in_the_fallback_is_synced_home_after_it_expires():
@@ -602,11 +610,10 @@ def test_a_failover_write_applied_in_the_fallback_is_synced_home_after_it_expire
     m.settle()  # the replayer syncs it home though it expired
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=FINDINGS["dead_letter_then_applied"])
-def test_finding_dead_letter_then_applied_after_a_later_write():
-    """The same window, worse: the shed write is applied after a later write of its key (held, replayed
-    first), so the row ends at the older value (unversioned table; a versioned one keeps the newer)."""
-    m = _machine(findings=frozenset({"dead_letter_then_applied"}))
+def test_a_write_shed_between_held_writes_before_a_crash_is_never_applied_after_them():
+    """Was finding A, worse: the shed write was applied after a later write of its key (held, replayed
+    first), so the row ended at the older value (unversioned table; a versioned one keeps the newer)."""
+    m = _machine()
     m.outage(health_follows=True)
     m.produce([(Policy.hold, 0, "t", False, None, False), (Policy.shed, 0, "t", False, None, False),
                (Policy.hold, 0, "t", False, None, False)])
@@ -614,6 +621,38 @@ def test_finding_dead_letter_then_applied_after_a_later_write():
     m.heal(health_follows=True)
     m.replayer_batch(n=3, crash=False)                            # w0, w2 replayed
     m.router_step(fence_ok=True)
-    m.router_batch(n=3, crash=None, ambiguous=False)              # w1 applied direct, after w2
-    assert m.w.dbs[HOME].rows[("t", 0)] == 1
+    m.router_batch(n=3, crash=None, ambiguous=False)              # all three skipped: handled before
+    assert m.w.router_committed[0] == 3
+    assert m.w.dbs[HOME].rows[("t", 0)] == 2
+    assert "w1" not in m.w.dbs[HOME].inbox
+    m.residency_and_dead_letters()
     m.at_most_once_and_in_order()
+
+
+def test_a_held_write_the_replayer_expires_after_a_crash_is_never_applied_by_the_next_owner():
+    """Finding A, sub-case (a): the held copy was delivered, the router killed before its commit; the
+    copy expires and the replayer dead-letters it; the next owner, once direct, applied the source record."""
+    m = _machine()
+    m.outage(health_follows=True)
+    m.produce([(Policy.hold, 0, "t", False, 1, False)])          # expires in 1 s
+    m.router_batch(n=1, crash="after_deliver", ambiguous=False)  # held; killed before its commit
+    m.tick(seconds=2)
+    m.heal(health_follows=True)
+    m.replayer_batch(n=1, crash=False)                            # expired while held: dead-lettered
+    assert [(wid, reason) for wid, reason, _ in m.w.dead] == [("w0", DeadReason.expired)]
+    m.settle()
+    assert "w0" not in m.w.dbs[HOME].inbox
+
+
+def test_a_write_the_router_shed_before_a_crash_is_never_applied_by_the_next_owner():
+    """Finding A, sub-case (b): the router dead-lettered the write itself (home seen down: no apply, no
+    rg-verify) and was killed before its commit. No held copy names it: the mark after its dead letter
+    does, or the next owner would find the held topic empty, go direct and apply it."""
+    m = _machine()
+    m.outage(health_follows=True)
+    m.produce([(Policy.shed, 0, "t", False, None, False)])
+    m.router_batch(n=1, crash="after_deliver", ambiguous=False)  # dead-lettered; killed before its commit
+    assert [wid for wid, _, _ in m.w.dead] == ["w0"] and m.w.router_committed[0] == 0
+    m.heal(health_follows=True)
+    m.settle()
+    assert "w0" not in m.w.dbs[HOME].inbox
