@@ -34,6 +34,7 @@ import time
 import uuid
 from pathlib import Path
 from types import TracebackType
+from typing import Callable
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
@@ -127,6 +128,8 @@ class KafkaNode:
         self.port = free_port(host)
         self.controller_port = free_port(host)
         self.proc: subprocess.Popen[bytes] | None = None
+        #: wraps the JVM's argv at every start (e.g. to start it inside a region's cgroup)
+        self.wrap: Callable[[list[str]], list[str]] | None = None
 
     @property
     def address(self) -> str:
@@ -176,6 +179,8 @@ class KafkaNode:
                 "-XX:TieredStopAtLevel=1", "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
                 f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
                 "-cp", classpath, "kafka.Kafka", str(self.home / "server.properties")]
+        if self.wrap is not None:
+            argv = self.wrap(argv)
         with open(self.log_path, "ab") as log:
             log.write(f"\n=== {time.strftime('%H:%M:%S')} start node {self.node_id}\n".encode())
             log.flush()
@@ -214,16 +219,21 @@ class ApacheKafka:
 
     def __init__(self, nodes: int = 1, *, workdir: str | os.PathLike[str] | None = None,
                  host: str = "127.0.0.1", heap: str = "512m", version: str = KAFKA_VERSION,
-                 broker_config: dict[str, str] | None = None, racks: list[str] | None = None) -> None:
-        """``racks``: one ``broker.rack`` per node (node i+1 gets ``racks[i]``), as a stretch cluster has."""
+                 broker_config: dict[str, str] | None = None, racks: list[str] | None = None,
+                 hosts: list[str] | None = None) -> None:
+        """``racks``: one ``broker.rack`` per node (node i+1 gets ``racks[i]``), as a stretch cluster has;
+        ``hosts``: one loopback address per node (each region on its own address), else ``host`` for all."""
         if nodes < 1:
             raise ValueError("nodes must be >= 1")
+        if hosts is not None and len(hosts) != nodes:
+            raise ValueError("hosts needs one address per node")
         self.host = host
         self.heap = heap
         self.version = version
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="rg-kafka-"))
-        self.nodes = [KafkaNode(i + 1, self.workdir / f"node{i + 1}", host) for i in range(nodes)]
+        self.nodes = [KafkaNode(i + 1, self.workdir / f"node{i + 1}", hosts[i] if hosts else host)
+                      for i in range(nodes)]
         self.broker_config = dict(broker_config or {})
         if racks is not None and len(racks) != nodes:
             raise ValueError("racks needs one rack per node")
