@@ -331,10 +331,13 @@ class ApacheKafka:
         """Clean shutdown of one node: its partition leaderships move first."""
         self.node(node_id).signal(signal.SIGTERM, timeout)
 
-    def start_node(self, node_id: int, timeout: float = 90.0) -> None:
-        """Start one stopped node again (same ports, same data) and wait until the cluster lists it."""
+    def start_node(self, node_id: int, timeout: float = 90.0, *, wait: bool = True) -> None:
+        """Start one stopped node again (same ports, same data) and wait (unless not ``wait``)
+        until the cluster lists it."""
         node = self.node(node_id)
         node.start(self.java, self._classpath, self.heap)
+        if not wait:
+            return
         deadline = time.monotonic() + timeout
         while not self.ping(timeout=1.0, brokers=len(self.nodes), bootstrap=node.address):
             if not node.running() or time.monotonic() > deadline:
