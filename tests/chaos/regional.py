@@ -25,6 +25,7 @@ the producers' journals. The report ends with one line::
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import tempfile
 import threading
@@ -35,7 +36,7 @@ from typing import Callable
 
 from regionguard_testkit.embedded.net import run_sync
 from regionguard_testkit.regional.bed import RegionalBed
-from regionguard_testkit.regional.converge import Convergence, wait_converged
+from regionguard_testkit.regional.converge import Convergence, wait_applied, wait_converged
 from regionguard_testkit.verify import check, wait_quiescent
 from regionguard_testkit.verify.checker import CheckResult, QuiesceResult, percentile, produce_to_apply, read_region
 
@@ -106,11 +107,11 @@ class RegionalReport:
 
 class RegionalRun:
     def __init__(self, workdir: Path, events: list[Event], *, rate: float = 100.0, warmup_s: float = 8.0,
-                 settle_s: float = 5.0, partitions: int = 6, seed: int = 1,
+                 settle_s: float = 5.0, partitions: int = 6, seed: int = 1, converge_timeout: float = 240.0,
                  log: Callable[[str], None] | None = None) -> None:
         self.workdir = workdir
         self.events = events
-        self.warmup_s, self.settle_s = warmup_s, settle_s
+        self.warmup_s, self.settle_s, self.converge_timeout = warmup_s, settle_s, converge_timeout
         self.t0 = time.monotonic()
         self._log = log or (lambda s: print(s, flush=True))
         cut = any(e.kind != "full" for e in events)
@@ -156,7 +157,7 @@ class RegionalRun:
             self.log(f"{e.region}: flapped {cuts} times ({FLAP_S:g} s cut, {FLAP_S:g} s healed)")
         else:
             raise ValueError(f"unknown event kind {e.kind!r}")
-        e.converge = wait_converged(bed, e.region, e.end, timeout=180)
+        e.converge = wait_converged(bed, e.region, e.end, timeout=self.converge_timeout)
         self.log(f"{e.region}: {'converged' if e.converge.ok else 'NOT converged'} {e.converge}")
         self._hold(self.settle_s)
 
@@ -173,7 +174,9 @@ class RegionalRun:
                 self._event(e)
             bed.stop_producers()
             model = bed.model()
-            self.log(f"producers stopped: {model.counts()}; waiting for quiescence")
+            self.log(f"producers stopped: {model.counts()}; waiting for every acknowledged write")
+            left = wait_applied(bed, model, timeout=180)
+            self.log(f"{left} acknowledged writes not applied; waiting for quiescence")
             q = wait_quiescent(bed.cfg, model, bed.direct_dsns, timeout=180)
             self.log(f"quiescence: {q}")
             res = check(bed.cfg, model, bed.direct_dsns)
@@ -211,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [k for k in kinds if k not in EVENT_KINDS]
     if unknown or not kinds:
         p.error(f"unknown event kind(s) {', '.join(unknown) or '(none)'}; known: {', '.join(EVENT_KINDS)}")
+    # a SIGTERM (make interrupted, a CI timeout) still tears the bed down: brokers, services, cgroups, nft table
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="rg-regional-"))
     run = RegionalRun(workdir, default_events(args.down, args.partition, kinds), rate=args.rate, seed=args.seed)
     report = run.run(keep=args.keep)

@@ -115,3 +115,37 @@ def test_lanes_never_share_a_key_and_consents_go_only_where_allowed() -> None:
                     assert r.region == "r0" and all(f == "r0" for f in r.fallbacks)
         rows[lane] = keys
     assert not rows[0] & rows[1] and not rows[0] & rows[3] and not rows[1] & rows[3]
+
+
+def test_the_regional_line_names_the_worst_event() -> None:
+    from regionguard_testkit.regional.converge import Convergence
+    from regionguard_testkit.verify.checker import CheckResult, QuiesceResult
+    from tests.chaos.regional import Event, RegionalReport
+
+    full = Event("full", "r0", 20.0, start=0.0, end=20.0, converge=Convergence("r0", True, 12.34),
+                 survivors={"r1": [0.1] * 99 + [6.5], "r2": [0.2] * 100})
+    cut = Event("partition", "r1", 15.0, start=40.0, end=55.0, converge=Convergence("r1", True, 3.0),
+                survivors={"r0": [0.3] * 100, "r2": [0.4] * 100})
+    report = RegionalReport([full, cut], QuiesceResult(True, 1.0), CheckResult(), 100.0)
+    assert report.ok and report.converged
+    assert report.line() == ("REGIONAL events=2 lost=0 duplicates=0 stale=0 survivors_p99_ms=400 "
+                             "survivors_worst_ms=6500 converge_s=12.3")
+    assert report.text().splitlines()[-1] == report.line()
+    cut.converge = Convergence("r1", False, 180.0, left={"pending_writes": 3})
+    assert not report.ok and "NOT converged" in report.text()
+
+
+def test_convergence_waits_for_what_was_acknowledged_for_the_region_before_it_returned() -> None:
+    from regionguard_testkit.regional.converge import _waited
+
+    before = rec(1, "r0", key=1)
+    before.t = 10.0
+    after = rec(2, "r0", key=2)
+    after.t = 30.0
+    other = rec(3, "r1", key=3)
+    other.t = 10.0
+    shed = rec(4, "r0", key=4, policy="shed")
+    shed.t = 10.0
+    lost_in_flight = rec(5, "r0", key=5, status="unconfirmed")
+    lost_in_flight.t = 10.0
+    assert _waited(model(before, after, other, shed, lost_in_flight), "r0", 20.0) == [before.id]

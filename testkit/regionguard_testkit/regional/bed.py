@@ -2,7 +2,8 @@
 
 Region ``rX`` (index i) lives on ``127.0.1.<i+1>``: one Apache Kafka node (combined broker and
 controller, ``broker.rack`` = ``rX``), its database on the shared PostgreSQL server behind a
-:class:`~regionguard_testkit.embedded.proxy.FaultProxy` bound to that address, its own regionguard
+:class:`~regionguard_testkit.embedded.proxy.FaultProxy` bound to that address (in a process of its
+own, :mod:`.dbproxy`), its own regionguard
 services as real processes (``router --regions rX``, ``replayer --regions rX``, ``health --observer
 rX``, from a config with ``kafka.client_rack: rX`` and ``/metrics`` on the region's address), and its
 application producers (:mod:`.producer`), which write for every region's users.
@@ -111,12 +112,18 @@ class RegionalBed:
             for r, node in zip(self.names, self.kafka.nodes):
                 node.wrap = (lambda argv, r=r: self.wrap(r, argv))  # type: ignore[misc]
         self.kafka.start(timeout=timeout)
-        self.regions = LocalRegions(self.names, prefix=self.prefix, proxy_hosts=self.addr)
+        self.regions = LocalRegions(self.names, prefix=self.prefix)
         self.regions.create()
+        for r in self.names:   # the databases only: each region's proxy runs in a process of its own
+            self.regions.proxy(r).stop()
         self.regions.setup_schema(VERIFY_SCHEMA)
-        # no TLS on loopback: 60 fresh probe connections a second, each with a TLS handshake, are CPU this
-        # 2-core machine does not have (a restarted health observer then timed out on every region)
-        self.dsns = {r: self.regions.dsn(r) + "?sslmode=disable" for r in self.names}
+        self.proxy_ports = {r: free_port(self.addr[r]) for r in self.names}
+        for r in self.names:
+            self._start_proxy(r)
+        # no TLS on loopback: fresh probe connections, each with a TLS handshake, are CPU this
+        # 2-core machine does not have
+        self.dsns = {r: f"postgresql://{self.regions.user}@{self.addr[r]}:{self.proxy_ports[r]}/"
+                        f"{self.regions.databases[r]}?sslmode=disable" for r in self.names}
         for i, r in enumerate(self.names):
             overrides: dict[str, Any] = {
                 "kafka": {"replication_factor": 3, "min_insync_replicas": 2, "client_rack": r},
@@ -131,6 +138,38 @@ class RegionalBed:
         for r in self.names:
             self._start_services(r)
         return self
+
+    # ------------------------------------------------------------------ database proxies
+    def _start_proxy(self, region: str) -> None:
+        assert self.regions is not None
+        state = self.workdir / f"proxy-{region}.mode"
+        state.unlink(missing_ok=True)
+        argv = ["--listen", f"{self.addr[region]}:{self.proxy_ports[region]}",
+                "--target", f"{self.regions.host}:{self.regions.port}", "--state", str(state)]
+        self.procs[f"dbproxy-{region}"] = ServiceProcess(f"dbproxy-{region}", argv, log_dir=self.logdir,
+                                                         cwd=self.workdir, module="regionguard_testkit.regional.dbproxy")
+        self._wait_proxy(region, "pass")
+
+    def _wait_proxy(self, region: str, mode: str, timeout: float = 60.0) -> None:
+        state, proc = self.workdir / f"proxy-{region}.mode", self.procs[f"dbproxy-{region}"]
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if state.read_text() == mode:
+                    return
+            except OSError:
+                pass
+            if not proc.alive or time.monotonic() > deadline:
+                raise BedError(f"database proxy of {region} not in mode {mode}:\n{proc.log_tail()}")
+            time.sleep(0.02)
+
+    def proxy_mode(self, region: str, mode: str) -> None:
+        """``blackhole`` or ``pass``; returns once the proxy says the mode is in effect."""
+        state = self.workdir / f"proxy-{region}.mode"
+        state.unlink(missing_ok=True)
+        sig = signal.SIGUSR1 if mode == "blackhole" else signal.SIGUSR2
+        os.kill(self.procs[f"dbproxy-{region}"].pid, sig)  # type: ignore[arg-type]
+        self._wait_proxy(region, mode)
 
     def node_of(self, region: str) -> int:
         return self.names.index(region) + 1
@@ -188,7 +227,7 @@ class RegionalBed:
         h = self.metric(f"router-{region}", "regionguard_held_partitions", region=region)
         return None if d is None or h is None else (d, h)
 
-    def wait_ready(self, timeout: float = 180.0) -> float:
+    def wait_ready(self, timeout: float = 300.0) -> float:
         """Every router owns all its region's partitions in direct mode, and a health leader exists."""
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout:
@@ -217,14 +256,14 @@ class RegionalBed:
 
     # ------------------------------------------------------------------ the full regional event
     def region_procs(self, region: str) -> list[ServiceProcess]:
-        return [p for n, p in self.procs.items() if n.rsplit("-", 1)[1] == region]
+        return [p for n, p in self.procs.items() if n.rsplit("-", 1)[1] == region and not n.startswith("dbproxy-")]
 
     def kill_region(self, region: str) -> float:
         """At one instant: blackhole the region's database, SIGKILL its broker node, services and
         producers. Returns the unix time of the event."""
         assert self.kafka is not None and self.regions is not None
         node = self.kafka.node(self.node_of(region))
-        self.regions.proxy(region).set_mode("blackhole")
+        self.proxy_mode(region, "blackhole")
         at = time.time()
         pids = [p.pid for p in self.region_procs(region) if p.alive]
         if node.proc is not None:
@@ -246,7 +285,7 @@ class RegionalBed:
         started (not waited for). Returns the unix time of the return."""
         assert self.kafka is not None and self.regions is not None
         at = time.time()
-        self.regions.proxy(region).set_mode("pass")
+        self.proxy_mode(region, "pass")
         self.kafka.start_node(self.node_of(region), wait=False)
         self._start_services(region)
         self.down.discard(region)
@@ -284,8 +323,6 @@ class RegionalBed:
         if self.regions is not None:
             try:
                 if keep:
-                    for r in self.names:
-                        self.regions.proxy(r).stop()
                     self.log(f"kept databases {self.regions.direct_dsns()}")
                 else:
                     self.regions.drop()

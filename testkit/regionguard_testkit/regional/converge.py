@@ -75,3 +75,19 @@ def wait_converged(bed: RegionalBed, region: str, returned_at: float, *, timeout
             res.left = {"pending_writes": len(pending), "held_behind": behind, "router": bed.direct(region)}
             return res
         time.sleep(poll)
+
+
+def wait_applied(bed: RegionalBed, model: Model, *, timeout: float = 180.0, poll: float = 1.0) -> int:
+    """Wait until every acknowledged write that must apply is in its home inbox; returns how many
+    are still missing (0: all there). Asks for the missing ids only: reading whole inboxes of tens of
+    thousands of rows twice a second is load this machine does not have to spare."""
+    pending = {r: set(_waited(model, r, float("inf"))) for r in bed.names}
+    deadline = time.monotonic() + timeout
+    while True:
+        for region, ids in pending.items():
+            if ids:
+                ids -= set(run_sync(_inbox_sources(bed.direct_dsns[region], sorted(ids))))
+        left = sum(len(ids) for ids in pending.values())
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(poll)
