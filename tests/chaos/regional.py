@@ -52,6 +52,7 @@ class Event:
     start: float = 0.0                 # unix time of the fault
     end: float = 0.0                   # unix time of the return / heal
     converge: Convergence | None = None
+    in_sync_s: float | None = None     # from the return until every partition had its full ISR again
     survivors: dict[str, list[float]] = field(default_factory=dict)   # region -> latencies (s)
 
     def p99_ms(self) -> int:
@@ -67,7 +68,9 @@ class Event:
                 f"{c.waited_writes} writes waited)" if c and c.ok else f"NOT converged: {c.left if c else '-'}")
         lat = ", ".join(f"{r} p50 {1000 * percentile(v, 0.5):.0f} p99 {1000 * percentile(v, 0.99):.0f} worst "
                         f"{1000 * max(v, default=0):.0f} ms ({len(v)} writes)" for r, v in sorted(self.survivors.items()))
-        return f"{self.kind} {self.region} for {self.end - self.start:.1f} s: survivors {lat}; {conv}"
+        isr = f"{self.in_sync_s:.1f} s" if self.in_sync_s is not None else "not within the wait"
+        return (f"{self.kind} {self.region} for {self.end - self.start:.1f} s: survivors {lat}; {conv}; "
+                f"Kafka fully in sync {isr} after the return")
 
 
 @dataclass
@@ -159,6 +162,10 @@ class RegionalRun:
             raise ValueError(f"unknown event kind {e.kind!r}")
         e.converge = wait_converged(bed, e.region, e.end, timeout=self.converge_timeout)
         self.log(f"{e.region}: {'converged' if e.converge.ok else 'NOT converged'} {e.converge}")
+        # the next event only on a cluster at rest: every partition with its full ISR
+        in_sync = bed.wait_in_sync(timeout=self.converge_timeout)
+        e.in_sync_s = in_sync - e.end if in_sync is not None else None
+        self.log(f"Kafka fully in sync: {e.in_sync_s}")
         self._hold(self.settle_s)
 
     def run(self, *, keep: bool = False) -> RegionalReport:

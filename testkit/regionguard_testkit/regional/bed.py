@@ -241,6 +241,25 @@ class RegionalBed:
             time.sleep(0.25)
         raise BedError(f"bed not ready after {timeout}s: {[(r, self.direct(r)) for r in self.names]}")
 
+    def wait_in_sync(self, timeout: float = 180.0) -> float | None:
+        """Poll until every partition of the cluster has a leader and all its replicas in sync; returns
+        the unix time it saw that, or None. A region's returned node is back only then: a fault
+        started before it (a second region impaired) stalls every acks=all write (min.insync 2)."""
+        from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
+
+        assert self.kafka is not None
+        admin = AdminClient({"bootstrap.servers": self.kafka.bootstrap, "socket.timeout.ms": 3000, "log_level": 0})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                parts = [p for t in admin.list_topics(timeout=5).topics.values() for p in t.partitions.values()]
+                if parts and all(p.leader >= 0 and len(p.isrs) == len(p.replicas) for p in parts):
+                    return time.time()
+            except Exception:  # noqa: BLE001 - metadata times out while a node is away: poll again
+                pass
+            time.sleep(0.25)
+        return None
+
     def model(self) -> Model:
         """Every producer incarnation's journal merged (what was sent, and what was acknowledged)."""
         m = Model()

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--home", required=True, help="the region this producer runs in")
     p.add_argument("--lane", type=int, required=True)
     p.add_argument("--rate", type=float, default=120.0, help="writes per second")
-    p.add_argument("--batch", type=int, default=20)
+    p.add_argument("--batch", type=int, default=50, help="writes per flush (each flush waits for every ack)")
     p.add_argument("--home-share", type=float, default=0.6)
     p.add_argument("--consent", type=float, default=0.02, help="share of consent writes (residency)")
     p.add_argument("--journal", required=True)
