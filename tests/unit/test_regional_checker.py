@@ -149,3 +149,38 @@ def test_convergence_waits_for_what_was_acknowledged_for_the_region_before_it_re
     lost_in_flight = rec(5, "r0", key=5, status="unconfirmed")
     lost_in_flight.t = 10.0
     assert _waited(model(before, after, other, shed, lost_in_flight), "r0", 20.0) == [before.id]
+
+
+class _Dies:
+    """A producer whose flush never returns: the process is SIGKILLed while Kafka may have the batch."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def write(self, region, table, op, key, data=None, **kw) -> None:
+        self.sent.append(str(kw["id"]))
+
+    def group(self, *a, **kw):  # pragma: no cover - the mix below has no groups
+        raise AssertionError("no groups in this mix")
+
+    def flush(self, timeout=None) -> None:
+        raise SystemExit("SIGKILL")
+
+
+def test_a_journaled_batch_is_in_the_model_before_it_is_sent(tmp_path: Path) -> None:
+    """A producer SIGKILLed between send and ack leaves writes Kafka may hold: the model must know
+    them (as unconfirmed), or the checker would call them unknown when they are applied."""
+    path = tmp_path / "j.jsonl"
+    gen = LoadGen(_cfg(), Model(path), journal=True, seed=1,
+                  mix=Mix(upsert=1, insert=0, delete_user=0, delete_order=0, bad_constraint=0, bad_table=0,
+                          group=0, bad_group=0, group_more=0, failover=0, shed=0, expiring=0))
+    dies = _Dies()
+    gen._producer = dies  # type: ignore[assignment]
+    try:
+        gen.run_batch(5)
+    except SystemExit:
+        pass
+    gen.model.close()
+    journaled = Model.load(path)
+    assert dies.sent and set(dies.sent) <= {r.id for r in journaled}
+    assert all(r.status == "unconfirmed" for r in journaled)
