@@ -36,7 +36,7 @@ from typing import Callable
 
 from regionguard_testkit.embedded.net import run_sync
 from regionguard_testkit.regional.bed import RegionalBed
-from regionguard_testkit.regional.converge import Convergence, wait_applied, wait_converged
+from regionguard_testkit.regional.converge import Convergence, wait_applied, wait_converged, wait_in_sync
 from regionguard_testkit.verify import check, wait_quiescent
 from regionguard_testkit.verify.checker import CheckResult, QuiesceResult, percentile, produce_to_apply, read_region
 
@@ -163,7 +163,7 @@ class RegionalRun:
         e.converge = wait_converged(bed, e.region, e.end, timeout=self.converge_timeout)
         self.log(f"{e.region}: {'converged' if e.converge.ok else 'NOT converged'} {e.converge}")
         # the next event only on a cluster at rest: every partition with its full ISR
-        in_sync = bed.wait_in_sync(timeout=self.converge_timeout)
+        in_sync = wait_in_sync(bed, timeout=self.converge_timeout)
         e.in_sync_s = in_sync - e.end if in_sync is not None else None
         self.log(f"Kafka fully in sync: {e.in_sync_s}")
         self._hold(self.settle_s)

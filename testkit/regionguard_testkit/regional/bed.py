@@ -39,6 +39,7 @@ from ..embedded.net import free_port
 from ..embedded.procs import ServiceProcess
 from ..embedded.regions import LocalRegions
 from ..verify.loadgen import VERIFY_SCHEMA, Model, verify_tables
+from .dbproxy import RegionProxy
 
 __all__ = ["BROKER_CONFIG", "RegionalBed", "BedError", "region_address"]
 
@@ -94,6 +95,7 @@ class RegionalBed:
         self.generation = {r: 0 for r in self.names}     # producer incarnations per region (lanes)
         self.down: set[str] = set()
         self.partitions_cut = partitions_cut
+        self.proxies: dict[str, RegionProxy] = {}
         self.cgroups: Any = None
         self.partition: Any = None
 
@@ -142,34 +144,14 @@ class RegionalBed:
     # ------------------------------------------------------------------ database proxies
     def _start_proxy(self, region: str) -> None:
         assert self.regions is not None
-        state = self.workdir / f"proxy-{region}.mode"
-        state.unlink(missing_ok=True)
-        argv = ["--listen", f"{self.addr[region]}:{self.proxy_ports[region]}",
-                "--target", f"{self.regions.host}:{self.regions.port}", "--state", str(state)]
-        self.procs[f"dbproxy-{region}"] = ServiceProcess(f"dbproxy-{region}", argv, log_dir=self.logdir,
-                                                         cwd=self.workdir, module="regionguard_testkit.regional.dbproxy")
-        self._wait_proxy(region, "pass")
-
-    def _wait_proxy(self, region: str, mode: str, timeout: float = 60.0) -> None:
-        state, proc = self.workdir / f"proxy-{region}.mode", self.procs[f"dbproxy-{region}"]
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if state.read_text() == mode:
-                    return
-            except OSError:
-                pass
-            if not proc.alive or time.monotonic() > deadline:
-                raise BedError(f"database proxy of {region} not in mode {mode}:\n{proc.log_tail()}")
-            time.sleep(0.02)
+        proxy = RegionProxy(region, self.addr[region], self.proxy_ports[region],
+                            (self.regions.host, self.regions.port), self.workdir, self.logdir)
+        self.proxies[region] = proxy
+        self.procs[f"dbproxy-{region}"] = proxy.proc
 
     def proxy_mode(self, region: str, mode: str) -> None:
         """``blackhole`` or ``pass``; returns once the proxy says the mode is in effect."""
-        state = self.workdir / f"proxy-{region}.mode"
-        state.unlink(missing_ok=True)
-        sig = signal.SIGUSR1 if mode == "blackhole" else signal.SIGUSR2
-        os.kill(self.procs[f"dbproxy-{region}"].pid, sig)  # type: ignore[arg-type]
-        self._wait_proxy(region, mode)
+        self.proxies[region].set_mode(mode)
 
     def node_of(self, region: str) -> int:
         return self.names.index(region) + 1
@@ -240,25 +222,6 @@ class RegionalBed:
                 return time.monotonic() - t0
             time.sleep(0.25)
         raise BedError(f"bed not ready after {timeout}s: {[(r, self.direct(r)) for r in self.names]}")
-
-    def wait_in_sync(self, timeout: float = 180.0) -> float | None:
-        """Poll until every partition of the cluster has a leader and all its replicas in sync; returns
-        the unix time it saw that, or None. A region's returned node is back only then: a fault
-        started before it (a second region impaired) stalls every acks=all write (min.insync 2)."""
-        from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
-
-        assert self.kafka is not None
-        admin = AdminClient({"bootstrap.servers": self.kafka.bootstrap, "socket.timeout.ms": 3000, "log_level": 0})
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                parts = [p for t in admin.list_topics(timeout=5).topics.values() for p in t.partitions.values()]
-                if parts and all(p.leader >= 0 and len(p.isrs) == len(p.replicas) for p in parts):
-                    return time.time()
-            except Exception:  # noqa: BLE001 - metadata times out while a node is away: poll again
-                pass
-            time.sleep(0.25)
-        return None
 
     def model(self) -> Model:
         """Every producer incarnation's journal merged (what was sent, and what was acknowledged)."""

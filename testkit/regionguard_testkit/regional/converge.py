@@ -21,7 +21,7 @@ from ..verify.checker import _inbox_sources, held_ends, replayer_committed
 from ..verify.loadgen import Model
 from .bed import RegionalBed
 
-__all__ = ["Convergence", "wait_converged"]
+__all__ = ["Convergence", "wait_applied", "wait_converged", "wait_in_sync"]
 
 
 @dataclass
@@ -91,3 +91,23 @@ def wait_applied(bed: RegionalBed, model: Model, *, timeout: float = 180.0, poll
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(poll)
+
+
+def wait_in_sync(bed: RegionalBed, timeout: float = 180.0) -> float | None:
+    """Poll until every partition of the cluster has a leader and all its replicas in sync; returns
+    the unix time it saw that, or None. A region's returned node is back only then: a fault
+    started before it (a second region impaired) stalls every acks=all write (min.insync 2)."""
+    from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
+
+    assert bed.kafka is not None
+    admin = AdminClient({"bootstrap.servers": bed.kafka.bootstrap, "socket.timeout.ms": 3000, "log_level": 0})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            parts = [p for t in admin.list_topics(timeout=5).topics.values() for p in t.partitions.values()]
+            if parts and all(p.leader >= 0 and len(p.isrs) == len(p.replicas) for p in parts):
+                return time.time()
+        except Exception:  # noqa: BLE001 - metadata times out while a node is away: poll again
+            pass
+        time.sleep(0.25)
+    return None

@@ -1,4 +1,4 @@
-"""A region's database fault proxy as a process of its own.
+"""A region's database fault proxy as a process of its own (:class:`RegionProxy` starts and drives it).
 
 ``python -m regionguard_testkit.regional.dbproxy --listen 127.0.1.1:PORT --target 127.0.0.1:5432 --state FILE``
 runs one :class:`~regionguard_testkit.embedded.proxy.FaultProxy`. SIGUSR1 blackholes it, SIGUSR2
@@ -17,11 +17,45 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
+from ..embedded.procs import ServiceProcess
 from ..embedded.proxy import FaultProxy
 
-__all__ = ["main"]
+__all__ = ["RegionProxy", "main"]
+
+
+class RegionProxy:
+    """The proxy process of one region, listening on ``host:port`` in front of ``target``."""
+
+    def __init__(self, region: str, host: str, port: int, target: tuple[str, int], workdir: Path,
+                 logdir: Path) -> None:
+        self.region = region
+        self.state = workdir / f"proxy-{region}.mode"
+        self.state.unlink(missing_ok=True)
+        argv = ["--listen", f"{host}:{port}", "--target", f"{target[0]}:{target[1]}", "--state", str(self.state)]
+        self.proc = ServiceProcess(f"dbproxy-{region}", argv, log_dir=logdir, cwd=workdir,
+                                   module="regionguard_testkit.regional.dbproxy")
+        self.wait("pass")
+
+    def wait(self, mode: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self.state.read_text() == mode:
+                    return
+            except OSError:
+                pass
+            if not self.proc.alive or time.monotonic() > deadline:
+                raise RuntimeError(f"database proxy of {self.region} not in mode {mode}:\n{self.proc.log_tail()}")
+            time.sleep(0.02)
+
+    def set_mode(self, mode: str) -> None:
+        """``blackhole`` or ``pass``; returns once the proxy process says the mode is in effect."""
+        self.state.unlink(missing_ok=True)
+        os.kill(self.proc.pid, signal.SIGUSR1 if mode == "blackhole" else signal.SIGUSR2)  # type: ignore[arg-type]
+        self.wait(mode)
 
 
 def main(argv: list[str] | None = None) -> int:
