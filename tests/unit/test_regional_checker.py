@@ -55,19 +55,22 @@ def test_residency_is_not_checked_without_an_allow_list() -> None:
     assert res.residency == 0
 
 
-def test_survivors_latency_counts_only_their_acknowledged_writes_sent_in_the_window() -> None:
-    inside = [rec(i, "r1", key=i, sent=100.0 + i) for i in range(1, 11)]
-    before = rec(20, "r1", key=20, sent=50.0)
+def test_survivors_latency_counts_only_their_acknowledged_writes_in_flight_in_the_window() -> None:
+    inside = [rec(i, "r1", key=i, sent=100.0 + i) for i in range(1, 10)]
+    inside.append(rec(10, "r1", key=10, sent=95.0))   # sent before the fault, stuck through it
+    before = rec(20, "r1", key=20, sent=50.0)          # applied before the fault
+    after = rec(24, "r2", key=24, sent=121.0)          # sent after it
     failed_region = rec(21, "r0", key=21, sent=101.0)
     unconfirmed = rec(22, "r2", key=22, sent=101.0, status="unconfirmed")
     not_applied = rec(23, "r2", key=23, sent=102.0)
-    times = {r.id: r.sent + 0.2 for r in inside}
+    times: dict[str, float] = {r.id: r.sent + 0.2 for r in inside}
     times[inside[-1].id] = inside[-1].sent + 7.5          # the one stalled write
     times[before.id] = 60.0
+    times[after.id] = 121.5
     snaps = {"r0": snap("r0", [failed_region], {failed_region.id: 130.0}),
              "r1": snap("r1", inside + [before], times),
-             "r2": snap("r2", [unconfirmed], {unconfirmed.id: 200.0})}
-    lat = produce_to_apply(model(*inside, before, failed_region, unconfirmed, not_applied), snaps,
+             "r2": snap("r2", [unconfirmed, after], {unconfirmed.id: 200.0, after.id: 121.5})}
+    lat = produce_to_apply(model(*inside, before, after, failed_region, unconfirmed, not_applied), snaps,
                            ["r1", "r2"], 100.0, 120.0)
     assert sorted(lat) == ["r1", "r2"] and lat["r2"] == []
     assert len(lat["r1"]) == 10 and max(lat["r1"]) == 7.5

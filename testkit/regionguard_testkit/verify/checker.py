@@ -38,8 +38,8 @@ topic, and compares them with the :class:`~regionguard_testkit.verify.loadgen.Mo
     (whatever write put it there: counted from the rows, not the inbox).
 
 :func:`produce_to_apply` gives, per region, the produce-to-apply latency of
-the writes sent in a time window (a full regional event's survivors), from
-the producer's send time to the inbox's ``applied_at``.
+the writes in flight during a time window (a full regional event's
+survivors), from the producer's send time to the inbox's ``applied_at``.
 
 Groups are counted whole: ``groups`` acknowledged, ``groups_applied`` whole at
 home (``groups_replayed`` of them by the replayer), ``groups_failover_applied``
@@ -484,8 +484,10 @@ async def acheck(cfg: Config, model: Model, dsns: dict[str, str] | None = None, 
 
 def produce_to_apply(model: Model, snaps: dict[str, RegionSnapshot], regions: Iterable[str],
                      start: float, end: float) -> dict[str, list[float]]:
-    """Seconds from send to apply at home of every acknowledged write of ``regions`` sent in
-    [``start``, ``end``] (unix times), per region. Needs snapshots read ``with_times``.
+    """Seconds from send to apply at home of every acknowledged write of ``regions`` in flight during
+    [``start``, ``end``] (unix times): sent by ``end`` and applied at ``start`` or later, so a write
+    sent just before a fault and stuck through it counts too. Per region; needs snapshots read
+    ``with_times``.
 
     The inbox's ``applied_at`` is the applying transaction's start (``now()``): the latency of a
     write is at most its batch's own apply time short.
@@ -493,10 +495,10 @@ def produce_to_apply(model: Model, snaps: dict[str, RegionSnapshot], regions: It
     want = set(regions)
     out: dict[str, list[float]] = {r: [] for r in want}
     for r in model:
-        if r.region not in want or not r.acked or not r.sent or not start <= r.sent <= end:
+        if r.region not in want or not r.acked or not r.sent or r.sent > end:
             continue
         t = snaps[r.region].applied_times.get(r.id) if r.region in snaps else None
-        if t is not None:
+        if t is not None and t >= start:
             out[r.region].append(max(0.0, t - r.sent))
     return out
 
