@@ -11,6 +11,8 @@ users), lets the load settle, then runs its events one after the other:
   ``--partition`` seconds (every process keeps running), then heals;
 - ``oneway``: the same, but only what the region sends is dropped;
 - ``flap``: the partition cut and healed every 2 s for ``--partition`` seconds;
+- ``controller``: Kafka's own failover -- a full regional event of whichever region's node is the
+  active KRaft controller at that moment (the region named in the schedule is replaced);
 
 and after each waits until the region has converged (:mod:`regionguard_testkit.regional.converge`).
 Then the producers stop, the run waits for quiescence and the checker compares every region with
@@ -40,7 +42,7 @@ from regionguard_testkit.regional.converge import Convergence, wait_applied, wai
 from regionguard_testkit.verify import check, wait_quiescent
 from regionguard_testkit.verify.checker import CheckResult, QuiesceResult, percentile, produce_to_apply, read_region
 
-EVENT_KINDS = ("full", "partition", "oneway", "flap")
+EVENT_KINDS = ("full", "partition", "oneway", "flap", "controller")
 FLAP_S = 2.0
 
 
@@ -117,7 +119,7 @@ class RegionalRun:
         self.warmup_s, self.settle_s, self.converge_timeout = warmup_s, settle_s, converge_timeout
         self.t0 = time.monotonic()
         self._log = log or (lambda s: print(s, flush=True))
-        cut = any(e.kind != "full" for e in events)
+        cut = any(e.kind not in ("full", "controller") for e in events)
         self.bed = RegionalBed(workdir, rate=rate, partitions=partitions, seed=seed, log=self.log, partitions_cut=cut)
         self._stop = threading.Event()
 
@@ -133,7 +135,11 @@ class RegionalRun:
 
     def _event(self, e: Event) -> None:
         bed = self.bed
-        if e.kind == "full":
+        if e.kind == "controller":
+            assert bed.kafka is not None
+            e.region = bed.names[bed.kafka.active_controller() - 1]
+            self.log(f"the active controller is {e.region}'s node")
+        if e.kind in ("full", "controller"):
             e.start = bed.kill_region(e.region)
             self.log(f"full regional event: {e.region}'s broker node, services and producer SIGKILLed, "
                      f"database blackholed")
@@ -203,7 +209,8 @@ class RegionalRun:
 def default_events(down_s: float, partition_s: float, kinds: tuple[str, ...] = ("full", "partition")) -> list[Event]:
     """One event of each of ``kinds``, each on another region (r0, r1, r2, r0, ...)."""
     regions = ("r0", "r1", "r2")
-    return [Event(k, regions[i % 3], down_s if k == "full" else partition_s) for i, k in enumerate(kinds)]
+    return [Event(k, regions[i % 3], down_s if k in ("full", "controller") else partition_s)
+            for i, k in enumerate(kinds)]
 
 
 def main(argv: list[str] | None = None) -> int:
