@@ -199,7 +199,8 @@ def test_everything_is_removed_when_the_test_fails(tmp_path: Path) -> None:
 CHILD = """
 import sys
 from regionguard_testkit.embedded.partition import Partition, RegionCgroups
-part = Partition(RegionCgroups(["r0", "r1"]), {"r0": "127.0.1.1"}).start()
+ADDRS = %r
+part = Partition(RegionCgroups(ADDRS), ADDRS).start()
 part.cut("r0")
 print(part.table, flush=True)
 sys.stdin.readline()  # until the test closes stdin (a normal exit) or kills us
@@ -207,7 +208,7 @@ sys.stdin.readline()  # until the test closes stdin (a normal exit) or kills us
 
 
 def start_child() -> tuple[subprocess.Popen[str], str]:
-    child = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-c", CHILD % (ADDRS,)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     table = child.stdout.readline().strip()  # type: ignore[union-attr]
     assert table == f"rg_part_{child.pid}", child.poll()
     return child, table
@@ -228,16 +229,36 @@ def test_sweep_stale_removes_what_a_killed_run_left_and_nothing_live(bed) -> Non
     child.send_signal(signal.SIGKILL)  # no atexit: the table and cgroups stay behind
     child.communicate()
     assert f"table inet {table}" in nft_tables()
-    assert len(list(cgroup2_root().glob(f"rg-{child.pid}-*"))) == 2
+    assert len(list(cgroup2_root().glob(f"rg-{child.pid}-*"))) == 3
 
     removed = sweep_stale()
 
     assert f"table inet {table}" in removed
-    assert {f"cgroup rg-{child.pid}-r0", f"cgroup rg-{child.pid}-r1"} <= set(removed)
+    assert {f"cgroup rg-{child.pid}-{r}" for r in ADDRS} <= set(removed)
     assert f"table inet {table}" not in nft_tables()
     assert not list(cgroup2_root().glob(f"rg-{child.pid}-*"))
     assert not list(Path("/sys/fs/cgroup").glob(f"rg-{child.pid}-*"))
     assert f"table inet {live.table}" in nft_tables()  # this run is alive: left alone
+
+
+def test_starting_a_partition_sweeps_what_killed_runs_left() -> None:
+    child, table = start_child()
+    child.send_signal(signal.SIGKILL)
+    child.communicate()
+    assert f"table inet {table}" in nft_tables()
+    with RegionCgroups(["r0"]) as cgroups, Partition(cgroups):
+        assert f"table inet {table}" not in nft_tables()
+        assert not list(cgroup2_root().glob(f"rg-{child.pid}-*"))
+
+
+def test_a_concurrent_run_cutting_the_same_regions_does_not_cut_this_one(bed) -> None:
+    _, agents, listener = bed
+    child, table = start_child()  # another live run: r0 cut off, same region addresses
+    try:
+        assert f"table inet {table}" in nft_tables()
+        assert all(reachability(agents, listener).values())
+    finally:
+        child.communicate("")
 
 
 def test_bad_names_are_refused_before_anything_is_made() -> None:

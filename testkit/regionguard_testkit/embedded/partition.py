@@ -8,13 +8,17 @@ or moved into it (:meth:`place`, before it opens sockets: a socket keeps the cgr
 created in) is that region's. :class:`Partition` owns one nftables table per run,
 ``inet rg_part_<pid>``:
 
-* its output chain marks every loopback packet with its sender's region: by the sending
-  socket's cgroup, or, for listeners the test process runs itself (the database fault proxies,
-  which are in no region's cgroup), by the source address they are bound to;
-* its input chain, empty while healed, gets the drops of :meth:`Partition.cut`: a packet whose
-  mark is region A's and whose receiving socket is region B's (by cgroup, or by the
-  destination address of an address-identified listener) is dropped. skb marks survive
-  loopback, so this works on one machine; live connections stall too (nothing is reset).
+* its output chain marks every loopback packet a region's process sends (found by the sending
+  socket's cgroup) with a mark unique to the run and region; skb marks survive loopback;
+* its input chain, empty while healed, gets the drops of :meth:`Partition.cut`: a packet from
+  region A (by mark, or by source address) to region B (by the receiving socket's cgroup, or by
+  destination address) is dropped. Addresses identify the listeners the test process runs
+  itself (the database fault proxies, bound to a region's own loopback address, in no
+  region's cgroup). Live connections stall too (nothing is reset).
+
+Marks are per run and addresses are matched in the input chain only, so another live run's
+table (or a killed run's, until swept) never changes or drops this run's packets, unless both
+runs have listeners on the same region addresses and those listeners talk to each other.
 
 Hand-written because no library does this: it is a few nft rules plus cgroup bookkeeping. nft
 is driven through its command line (Debian package ``nftables``) because its Python binding
@@ -48,7 +52,6 @@ TABLE_PREFIX = "rg_part_"
 CGROUP_PREFIX = "rg-"
 # nft resolves `socket cgroupv2 level 1 "<name>"` relative to this directory, whatever the mount
 _NFT_CGROUP_BASE = Path("/sys/fs/cgroup")
-_MARK_BASE = 0x52470000  # "RG": recognisable in `nft list`; region i is _MARK_BASE + i + 1
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 _STALE_TABLE = re.compile(rf"^{TABLE_PREFIX}(\d+)$")
 _STALE_CGROUP = re.compile(rf"^{CGROUP_PREFIX}(\d+)-")
@@ -219,17 +222,19 @@ class Partition:
         for region, addrs in (addresses or {}).items():
             cgroups.name(region)  # an unknown region fails here
             self.addresses[region] = [str(ipaddress.ip_address(a)) for a in ([addrs] if isinstance(addrs, str) else addrs)]
-        self.marks = {r: _MARK_BASE + i + 1 for i, r in enumerate(cgroups.regions)}
+        if len(cgroups.regions) > 255:
+            raise PartitionError("at most 255 regions")
+        # marks unique to the run (owner pid, region index): the drops of another live run, or of
+        # a killed one not swept yet, never match this run's packets (pid_max <= 2**22: fits 32 bits)
+        self.marks = {r: (cgroups.owner << 8) | (i + 1) for i, r in enumerate(cgroups.regions)}
         self.cuts: list[tuple[str, tuple[str, ...], Direction]] = []
         self._open = False
 
     def start(self) -> Partition:
-        marking = []
-        for region, mark in self.marks.items():
-            # address first, cgroup last: a region's process is its cgroup's, whatever address it uses
-            marking += [f'oif "lo" {_addr_match("saddr", a)} meta mark set {mark:#x}' for a in self.addresses[region]]
-            marking.append(f'oif "lo" socket cgroupv2 level 1 "{self.cgroups.name(region)}" meta mark set {mark:#x}')
-        body = "\n".join(f"    {rule}" for rule in marking)
+        """Create the table (healed), after removing what killed runs left behind."""
+        sweep_stale()
+        body = "\n".join(f'    oif "lo" socket cgroupv2 level 1 "{self.cgroups.name(r)}" meta mark set {m:#x}'
+                         for r, m in self.marks.items())
         # add+delete first: a leftover table of this pid (an earlier, crashed run) is replaced
         _nft(f"add table inet {self.table}\ndelete table inet {self.table}\n"
              f"table inet {self.table} {{\n"
@@ -240,9 +245,11 @@ class Partition:
         return self
 
     def _drops(self, sender: str, receiver: str) -> list[str]:
-        mark = f"meta mark {self.marks[sender]:#x}"
-        rules = [f'{mark} socket cgroupv2 level 1 "{self.cgroups.name(receiver)}" drop']
-        return rules + [f"{mark} {_addr_match('daddr', a)} drop" for a in self.addresses[receiver]]
+        """Rules dropping what ``sender`` sends to ``receiver``: each by cgroup or by address."""
+        senders = [f"meta mark {self.marks[sender]:#x}"] + [_addr_match("saddr", a) for a in self.addresses[sender]]
+        receivers = [f'socket cgroupv2 level 1 "{self.cgroups.name(receiver)}"']
+        receivers += [_addr_match("daddr", a) for a in self.addresses[receiver]]
+        return [f"{s} {r} drop" for s in senders for r in receivers]
 
     def cut(self, region: str, others: Iterable[str] | None = None, *, direction: Direction = "both") -> None:
         """Drop traffic between ``region`` and ``others`` (default: every other region).
