@@ -72,17 +72,22 @@ def cgroup2_root() -> Path:
     raise PartitionError("no cgroup2 file system is mounted (partitions need cgroup v2)")
 
 
+def _nft_exe() -> str:
+    exe = shutil.which("nft") or ("/usr/sbin/nft" if os.path.exists("/usr/sbin/nft") else None)
+    if exe is None:
+        raise PartitionError("nft is not installed (Debian package nftables: scripts/setup.sh --test-tools)")
+    return exe
+
+
 def _nft(script: str) -> None:
-    exe = shutil.which("nft") or "/usr/sbin/nft"
-    proc = subprocess.run([exe, "-f", "-"], input=script, capture_output=True, text=True, check=False)
+    proc = subprocess.run([_nft_exe(), "-f", "-"], input=script, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise PartitionError(f"nft failed ({proc.returncode}): {proc.stderr.strip()}\n--- script:\n{script}")
 
 
 def _tables() -> list[tuple[str, str]]:
     """(family, name) of every nftables table."""
-    exe = shutil.which("nft") or "/usr/sbin/nft"
-    out = subprocess.run([exe, "-j", "list", "tables"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([_nft_exe(), "-j", "list", "tables"], capture_output=True, text=True, check=True).stdout
     return [(t["table"]["family"], t["table"]["name"]) for t in json.loads(out)["nftables"] if "table" in t]
 
 
@@ -193,8 +198,14 @@ class RegionCgroups:
             return
         self._closed = True
         atexit.unregister(self.close)
-        for region in self.regions:
-            _remove_cgroup(self.path(region), self._home)
+        errors = []
+        for region in self.regions:  # all of them, even when one fails
+            try:
+                _remove_cgroup(self.path(region), self._home)
+            except PartitionError as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
     def __enter__(self) -> RegionCgroups:
         return self
