@@ -164,10 +164,13 @@ def test_a_one_way_cut_drops_only_one_direction(bed) -> None:
         part.cut("r0", direction="out")
         assert exchange("out", (False, True)) == (False, True)
         assert not r0.reaches(listener)  # r0's SYN to r2's address is dropped
+        # r0's SYN-ACK is lost, so r1's connect fails (its SYN reached r0)
+        assert not r1.ask(op="open", name="out", host=r0.host, port=r0.port)["ok"]
         part.heal()
         part.cut("r0", direction="in")
         assert exchange("in", (True, False)) == (True, False)
         assert not r0.reaches(listener)  # the SYN-ACK from r2's address is dropped
+        assert not r0.ask(op="open", name="in", host=r1.host, port=r1.port)["ok"]  # r1's SYN-ACK is lost
         assert r1.reaches(listener)
         part.heal()
         assert exchange("healed-again", (True, True)) == (True, True)

@@ -260,7 +260,13 @@ class Partition:
         senders = [f"meta mark {self.marks[sender]:#x}"] + [_addr_match("saddr", a) for a in self.addresses[sender]]
         receivers = [f'socket cgroupv2 level 1 "{self.cgroups.name(receiver)}"']
         receivers += [_addr_match("daddr", a) for a in self.addresses[receiver]]
-        return [f"{s} {r} drop" for s in senders for r in receivers]
+        rules = [f"{s} {r} drop" for s in senders for r in receivers]
+        # a listener's SYN-ACK leaves from a request socket, which nft cannot tie to a cgroup (it
+        # matches full sockets only), so it would pass and the connect succeed: drop the
+        # receiver's SYNs to the sender's listeners instead, the connect fails as with a lost SYN-ACK
+        syn = "tcp flags & (syn | ack) == syn"
+        rules.append(f'meta mark {self.marks[receiver]:#x} socket cgroupv2 level 1 "{self.cgroups.name(sender)}" {syn} drop')
+        return rules
 
     def cut(self, region: str, others: Iterable[str] | None = None, *, direction: Direction = "both") -> None:
         """Drop traffic between ``region`` and ``others`` (default: every other region).
