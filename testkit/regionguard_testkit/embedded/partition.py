@@ -1,12 +1,7 @@
 """Network partitions between regions that all live on one machine (nftables + cgroup v2).
 
-A region's processes cannot be told apart by address: librdkafka, the Java broker and asyncpg
-cannot bind a source address, so every connection leaves from 127.0.0.1 whatever region it
-belongs to. They are told apart by cgroup instead. :class:`RegionCgroups` makes one cgroup v2
-group per region for the run (``rg-<pid>-<region>``); a process started in it (:meth:`argv_in`)
-or moved into it (:meth:`place`, before it opens sockets: a socket keeps the cgroup it was
-created in) is that region's. :class:`Partition` owns one nftables table per run,
-``inet rg_part_<pid>``:
+A region's processes are told apart by cgroup (:mod:`.region_cgroups` says why not by
+address). :class:`Partition` owns one nftables table per run, ``inet rg_part_<pid>``:
 
 * its output chain marks every loopback packet a region's process sends (found by the sending
   socket's cgroup) with a mark unique to the run and region; skb marks survive loopback;
@@ -20,15 +15,12 @@ Marks are per run and addresses are matched in the input chain only, so another 
 table (or a killed run's, until swept) never changes or drops this run's packets, unless both
 runs have listeners on the same region addresses and those listeners talk to each other.
 
-Hand-written because no library does this: it is a few nft rules plus cgroup bookkeeping. nft
-is driven through its command line (Debian package ``nftables``) because its Python binding
-is not on PyPI. Cleanup is the point ("remove every rule you add, also when a test fails"):
-both objects are context managers and register an atexit hook; :func:`sweep_stale` removes the
-tables and cgroups of runs whose process is dead (SIGKILLed, so no atexit ran).
-
-By hand: ``nft delete table inet rg_part_<pid>``; for each ``/sys/fs/cgroup/unified/rg-<pid>-*``
-move the pids in its ``cgroup.procs`` to the root ``cgroup.procs``, ``rmdir`` it and remove the
-symlink ``/sys/fs/cgroup/rg-<pid>-*``. docs/partitions.md has the story.
+Hand-written because no library does this: it is a few nft rules. nft is driven through its
+command line (Debian package ``nftables``) because its Python binding is not on PyPI. Cleanup
+is the point ("remove every rule you add, also when a test fails"): :class:`Partition` is a
+context manager and registers an atexit hook; :func:`sweep_stale` (also run on every start)
+removes the tables and cgroups of runs whose process is dead (SIGKILLed: no atexit ran).
+By hand: ``nft delete table inet rg_part_<pid>``; docs/partitions.md has the rest.
 """
 
 from __future__ import annotations
@@ -40,36 +32,17 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import Literal
+
+from .region_cgroups import PartitionError, RegionCgroups, cgroup2_root, pid_alive, sweep_stale_cgroups
 
 __all__ = ["RegionCgroups", "Partition", "PartitionError", "sweep_stale", "cgroup2_root", "TABLE_PREFIX"]
 
 TABLE_PREFIX = "rg_part_"
-CGROUP_PREFIX = "rg-"
-# nft resolves `socket cgroupv2 level 1 "<name>"` relative to this directory, whatever the mount
-_NFT_CGROUP_BASE = Path("/sys/fs/cgroup")
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 _STALE_TABLE = re.compile(rf"^{TABLE_PREFIX}(\d+)$")
-_STALE_CGROUP = re.compile(rf"^{CGROUP_PREFIX}(\d+)-")
 Direction = Literal["both", "out", "in"]
-
-
-class PartitionError(RuntimeError):
-    """nft refused a rule, or a cgroup could not be made, joined or removed (message says which)."""
-
-
-def cgroup2_root() -> Path:
-    """Where the cgroup v2 hierarchy is mounted (from /proc/mounts: not always /sys/fs/cgroup)."""
-    with open("/proc/mounts", encoding="utf-8") as mounts:
-        for line in mounts:
-            fields = line.split()
-            if len(fields) > 2 and fields[2] == "cgroup2":
-                return Path(fields[1])
-    raise PartitionError("no cgroup2 file system is mounted (partitions need cgroup v2)")
 
 
 def _nft_exe() -> str:
@@ -89,129 +62,6 @@ def _tables() -> list[tuple[str, str]]:
     """(family, name) of every nftables table."""
     out = subprocess.run([_nft_exe(), "-j", "list", "tables"], capture_output=True, text=True, check=True).stdout
     return [(t["table"]["family"], t["table"]["name"]) for t in json.loads(out)["nftables"] if "table" in t]
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _own_cgroup(root: Path) -> Path:
-    """The cgroup v2 directory of this process: leftovers go back where we came from."""
-    for line in Path("/proc/self/cgroup").read_text(encoding="utf-8").splitlines():
-        if line.startswith("0::"):
-            own = root / line[3:].lstrip("/")
-            if (own / "cgroup.procs").exists():
-                return own
-    return root
-
-
-def _remove_cgroup(path: Path, home: Path, timeout: float = 5.0) -> None:
-    """Move what is left in ``path`` to ``home``, then rmdir it (retrying: a process that just
-    exited keeps the group busy for a moment)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            for pid in (path / "cgroup.procs").read_text(encoding="utf-8").split():
-                try:
-                    (home / "cgroup.procs").write_text(pid, encoding="utf-8")
-                except (ProcessLookupError, FileNotFoundError):
-                    pass  # exited meanwhile
-            path.rmdir()
-            break
-        except FileNotFoundError:
-            break
-        except OSError as exc:
-            if time.monotonic() > deadline:
-                raise PartitionError(f"cannot remove cgroup {path}: {exc}") from exc
-            time.sleep(0.05)
-    link = _NFT_CGROUP_BASE / path.name
-    if link.is_symlink():
-        link.unlink()
-
-
-def _valid(kind: str, name: str) -> str:
-    if not _NAME.match(name):
-        raise PartitionError(f"bad {kind} name {name!r}: letters, digits, '_', '.', '-' only")
-    return name
-
-
-class RegionCgroups:
-    """One cgroup v2 group per region for this run; processes started in it are the region's."""
-
-    def __init__(self, regions: Iterable[str], *, owner: int | None = None) -> None:
-        self.owner = owner if owner is not None else os.getpid()
-        self.regions = [_valid("region", r) for r in regions]
-        self.root = cgroup2_root()
-        self._home = _own_cgroup(self.root)
-        self._closed = False
-        made: list[Path] = []
-        try:
-            for region in self.regions:
-                path = self.path(region)
-                path.mkdir(exist_ok=True)
-                made.append(path)
-                if self.root != _NFT_CGROUP_BASE:  # let nft find it under /sys/fs/cgroup too
-                    link = _NFT_CGROUP_BASE / self.name(region)
-                    if not link.is_symlink():
-                        link.symlink_to(path)
-        except OSError as exc:
-            for path in made:
-                _remove_cgroup(path, self._home)
-            raise PartitionError(f"cannot create the region cgroups under {self.root}: {exc}") from exc
-        atexit.register(self.close)
-
-    def name(self, region: str) -> str:
-        """The cgroup's name, as nft rules spell it (level 1 below the cgroup2 root)."""
-        if region not in self.regions:
-            raise PartitionError(f"unknown region {region!r} (have {self.regions})")
-        return f"{CGROUP_PREFIX}{self.owner}-{region}"
-
-    def path(self, region: str) -> Path:
-        return self.root / self.name(region)
-
-    def argv_in(self, region: str, argv: Sequence[str]) -> list[str]:
-        """``argv`` wrapped so the process joins ``region``'s cgroup before it execs (its children
-        inherit it): a ``subprocess.Popen`` of the result needs no ``preexec_fn``."""
-        procs = str(self.path(region) / "cgroup.procs")
-        return ["/bin/sh", "-c", 'echo $$ > "$0" || exit 125; exec "$@"', procs, *argv]
-
-    def place(self, pid: int, region: str) -> None:
-        """Move ``pid`` (and its threads) into ``region``'s cgroup. Sockets it already has keep
-        their old cgroup: place a process before it connects or listens."""
-        try:
-            (self.path(region) / "cgroup.procs").write_text(str(pid), encoding="utf-8")
-        except OSError as exc:
-            raise PartitionError(f"cannot place pid {pid} in region {region}: {exc}") from exc
-
-    def pids(self, region: str) -> list[int]:
-        return [int(p) for p in (self.path(region) / "cgroup.procs").read_text(encoding="utf-8").split()]
-
-    def close(self) -> None:
-        """Remove the groups; processes still in them move to this process's own cgroup."""
-        if self._closed:
-            return
-        self._closed = True
-        atexit.unregister(self.close)
-        errors = []
-        for region in self.regions:  # all of them, even when one fails
-            try:
-                _remove_cgroup(self.path(region), self._home)
-            except PartitionError as exc:
-                errors.append(exc)
-        if errors:
-            raise errors[0]
-
-    def __enter__(self) -> RegionCgroups:
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
 
 
 def _addr_match(side: Literal["saddr", "daddr"], address: str) -> str:
@@ -316,24 +166,13 @@ class Partition:
 def sweep_stale() -> list[str]:
     """Remove the ``rg_part_<pid>`` tables and ``rg-<pid>-*`` cgroups whose pid is dead.
 
-    A run killed with SIGKILL ran no cleanup; its rules would keep dropping packets. Returns
-    what was removed (``table inet rg_part_1234``, ``cgroup rg-1234-r0``).
+    A run killed with SIGKILL ran no cleanup; its rules and groups stay behind. Returns what
+    was removed (``table inet rg_part_1234``, ``cgroup rg-1234-r0``).
     """
     removed: list[str] = []
     for family, name in _tables():
         m = _STALE_TABLE.match(name)
-        if family == "inet" and m and not _pid_alive(int(m.group(1))):
+        if family == "inet" and m and not pid_alive(int(m.group(1))):
             _nft(f"delete table inet {name}\n")
             removed.append(f"table inet {name}")
-    root = cgroup2_root()
-    home = _own_cgroup(root)
-    for path in sorted(root.glob(f"{CGROUP_PREFIX}*")):
-        m = _STALE_CGROUP.match(path.name)
-        if path.is_dir() and m and not _pid_alive(int(m.group(1))):
-            _remove_cgroup(path, home)
-            removed.append(f"cgroup {path.name}")
-    if root != _NFT_CGROUP_BASE:  # symlinks whose cgroup is gone
-        for link in _NFT_CGROUP_BASE.glob(f"{CGROUP_PREFIX}*"):
-            if link.is_symlink() and _STALE_CGROUP.match(link.name) and not link.exists():
-                link.unlink()
-    return removed
+    return removed + sweep_stale_cgroups()
