@@ -24,7 +24,14 @@ from pathlib import Path
 
 import pytest
 
-from regionguard_testkit.embedded.partition import Partition, PartitionError, RegionCgroups, cgroup2_root, sweep_stale
+from regionguard_testkit.embedded.partition import (
+    Partition,
+    PartitionError,
+    RegionCgroups,
+    _delete_table,
+    cgroup2_root,
+    sweep_stale,
+)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="partitions need root (nftables and cgroups); CI runs as root")
 
@@ -262,6 +269,22 @@ def test_a_concurrent_run_cutting_the_same_regions_does_not_cut_this_one(bed) ->
         assert all(reachability(agents, listener).values())
     finally:
         child.communicate("")
+
+
+def test_a_second_partition_in_the_same_process_is_refused_and_the_first_keeps_working(bed) -> None:
+    part, agents, listener = bed
+    with pytest.raises(PartitionError, match="another RegionCgroups"):
+        RegionCgroups(["r0"])  # would have adopted (and on close emptied) the bed's r0 group
+    with pytest.raises(PartitionError, match="one Partition per process"):
+        Partition(part.cgroups).start()  # would have replaced the bed's table
+    part.cut("r0")
+    assert not agents["r0"].reaches(agents["r1"])
+    part.heal()
+    assert all(reachability(agents, listener).values())
+
+
+def test_deleting_a_table_a_concurrent_sweep_removed_first_is_no_error() -> None:
+    assert _delete_table(f"rg_part_{2**30}") is False  # no such table (pids stay below 2**22)
 
 
 def test_bad_names_are_refused_before_anything_is_made() -> None:

@@ -64,6 +64,17 @@ def _tables() -> list[tuple[str, str]]:
     return [(t["table"]["family"], t["table"]["name"]) for t in json.loads(out)["nftables"] if "table" in t]
 
 
+def _delete_table(name: str) -> bool:
+    """Delete ``inet <name>``; False when it is gone already (a concurrent sweep was first)."""
+    try:
+        _nft(f"delete table inet {name}\n")
+    except PartitionError:
+        if ("inet", name) in _tables():
+            raise
+        return False
+    return True
+
+
 def _addr_match(side: Literal["saddr", "daddr"], address: str) -> str:
     ip = ipaddress.ip_address(address)  # ValueError on a bad address: it never reaches nft
     return f"{'ip' if ip.version == 4 else 'ip6'} {side} {ip}"
@@ -91,8 +102,12 @@ class Partition:
         self.cuts: list[tuple[str, tuple[str, ...], Direction]] = []
         self._open = False
 
+    _open_tables: set[str] = set()  # of this process: a second start would replace the first's table
+
     def start(self) -> Partition:
         """Create the table (healed), after removing what killed runs left behind."""
+        if self.table in Partition._open_tables:
+            raise PartitionError(f"table inet {self.table} is in use: one Partition per process at a time")
         sweep_stale()
         body = "\n".join(f'    oif "lo" socket cgroupv2 level 1 "{self.cgroups.name(r)}" meta mark set {m:#x}'
                          for r, m in self.marks.items())
@@ -102,6 +117,7 @@ class Partition:
              f"  chain by_sender {{\n    type filter hook output priority mangle; policy accept;\n{body}\n  }}\n"
              f"  chain cuts {{\n    type filter hook input priority mangle; policy accept;\n  }}\n}}\n")
         self._open = True
+        Partition._open_tables.add(self.table)
         atexit.register(self.close)
         return self
 
@@ -152,9 +168,9 @@ class Partition:
         if not self._open:
             return
         self._open = False
+        Partition._open_tables.discard(self.table)
         atexit.unregister(self.close)
-        if ("inet", self.table) in _tables():
-            _nft(f"delete table inet {self.table}\n")
+        _delete_table(self.table)
 
     def __enter__(self) -> Partition:
         return self.start()
@@ -172,7 +188,6 @@ def sweep_stale() -> list[str]:
     removed: list[str] = []
     for family, name in _tables():
         m = _STALE_TABLE.match(name)
-        if family == "inet" and m and not pid_alive(int(m.group(1))):
-            _nft(f"delete table inet {name}\n")
+        if family == "inet" and m and not pid_alive(int(m.group(1))) and _delete_table(name):
             removed.append(f"table inet {name}")
     return removed + sweep_stale_cgroups()

@@ -88,7 +88,7 @@ def _remove_cgroup(path: Path, home: Path, timeout: float = 5.0) -> None:
             time.sleep(0.05)
     link = _NFT_CGROUP_BASE / path.name
     if link.is_symlink():
-        link.unlink()
+        link.unlink(missing_ok=True)  # a concurrent sweep may have been first
 
 
 def _valid(kind: str, name: str) -> str:
@@ -110,7 +110,8 @@ class RegionCgroups:
         try:
             for region in self.regions:
                 path = self.path(region)
-                path.mkdir(exist_ok=True)
+                # never adopt an existing group: closing would empty another open RegionCgroups' group
+                path.mkdir()
                 made.append(path)
                 if self.root != _NFT_CGROUP_BASE:  # let nft find it under /sys/fs/cgroup too
                     link = _NFT_CGROUP_BASE / self.name(region)
@@ -119,7 +120,8 @@ class RegionCgroups:
         except OSError as exc:
             for path in made:
                 _remove_cgroup(path, self._home)
-            raise PartitionError(f"cannot create the region cgroups under {self.root}: {exc}") from exc
+            hint = " (another RegionCgroups of this process is open)" if isinstance(exc, FileExistsError) else ""
+            raise PartitionError(f"cannot create the region cgroups under {self.root}: {exc}{hint}") from exc
         atexit.register(self.close)
 
     def name(self, region: str) -> str:
@@ -183,5 +185,5 @@ def sweep_stale_cgroups() -> list[str]:
     if root != _NFT_CGROUP_BASE:  # symlinks whose cgroup is gone
         for link in _NFT_CGROUP_BASE.glob(f"{CGROUP_PREFIX}*"):
             if link.is_symlink() and _STALE_CGROUP.match(link.name) and not link.exists():
-                link.unlink()
+                link.unlink(missing_ok=True)  # a concurrent sweep may have been first
     return removed
