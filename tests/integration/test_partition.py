@@ -52,14 +52,25 @@ def nft_tables() -> str:
     return subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=True).stdout
 
 
+WAIT_THEN_EXEC = "import os, sys; sys.stdin.readline(); os.execv(sys.argv[1], sys.argv[1:])"
+
+
 class Agent:
     """partition_agent.py in ``region``'s cgroup."""
 
-    def __init__(self, cgroups: RegionCgroups, region: str) -> None:
+    def __init__(self, cgroups: RegionCgroups, region: str, *, placed: bool = False) -> None:
         # on 127.0.0.1 like the region's services: only its cgroup says which region it is
         self.region, self.host = region, "127.0.0.1"
-        argv = cgroups.argv_in(region, [sys.executable, str(AGENT), self.host])
+        argv = [sys.executable, str(AGENT), self.host]
+        if placed:  # started outside, moved in by pid before it opens a socket (it waits for a line)
+            argv = [sys.executable, "-c", WAIT_THEN_EXEC, *argv]
+        else:
+            argv = cgroups.argv_in(region, argv)
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if placed:
+            cgroups.place(self.proc.pid, region)
+            self.proc.stdin.write("go\n")  # type: ignore[union-attr]
+            self.proc.stdin.flush()  # type: ignore[union-attr]
         self.port = json.loads(self._line())["port"]
 
     def _line(self) -> str:
@@ -184,6 +195,19 @@ def test_a_one_way_cut_drops_only_one_direction(bed) -> None:
         assert r0.reaches(listener)
     finally:
         marker.close()
+
+
+def test_a_process_placed_by_pid_belongs_to_its_region(bed) -> None:
+    part, agents, _ = bed
+    placed = Agent(part.cgroups, "r0", placed=True)
+    try:
+        assert placed.proc.pid in part.cgroups.pids("r0")
+        assert placed.reaches(agents["r1"]) and agents["r1"].reaches(placed)
+        part.cut("r0")
+        assert not placed.reaches(agents["r1"]) and not agents["r1"].reaches(placed)
+        assert agents["r1"].reaches(agents["r2"])
+    finally:
+        placed.stop()
 
 
 def test_everything_is_removed_when_the_test_fails(tmp_path: Path) -> None:
