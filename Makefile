@@ -93,6 +93,17 @@ chaos-brokers: setup
 	.venv/bin/python -m tests.chaos.run --broker-faults --nodes 3 --writes $(CHAOS_BROKER_WRITES) \
 		--faults $(CHAOS_BROKER_FAULTS) --rate $(CHAOS_BROKER_RATE) --markdown docs/chaos.md
 
+# regional (issue 26): three regions on 127.0.1.1-3 (a Kafka node, database and services each, producers
+# everywhere); a full regional event of r0 and a partition of r1 (nftables: root) under load; prints the
+# report and a last line REGIONAL events=... . The short version runs in `make test` (tests/chaos/test_regional.py).
+REGIONAL_DOWN ?= 30
+REGIONAL_PARTITION ?= 20
+REGIONAL_EVENTS ?= full,partition
+.PHONY: chaos-regional
+chaos-regional: setup
+	.venv/bin/python -m tests.chaos.regional --down $(REGIONAL_DOWN) --partition $(REGIONAL_PARTITION) \
+		--events $(REGIONAL_EVENTS)
+
 # The image's pinned dependencies (Dockerfile): requirements.lock from pyproject.toml. `lock` writes it
 # (keeps the current pins where they still fit; UPGRADE=1 takes the newest); `lock-check` resolves again
 # and fails when the committed lock differs, then installs it into a fresh venv as the Dockerfile does

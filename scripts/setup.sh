@@ -30,15 +30,17 @@ fi
 
 # test tools from Debian: docker-compose validates docker-compose.yml, promtool
 # (package prometheus) unit-tests the alert rules, pgbouncer pools the region DSNs of
-# tests/integration/test_poolers.py (started by the test, never as a service: docs/poolers.md).
-# Optional locally (their tests skip without them); under CI a missing pgbouncer fails its tests.
+# tests/integration/test_poolers.py (started by the test, never as a service: docs/poolers.md),
+# nftables cuts regions apart in tests/integration/test_partition.py (docs/partitions.md).
+# Optional locally (their tests skip without them); under CI a missing pgbouncer fails its tests,
+# and as root a missing nft fails test_partition.py (it skips only when not root).
 if [ "${1:-}" = "--test-tools" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   if ! command -v docker-compose >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1 \
-      || ! [ -x /usr/sbin/pgbouncer ]; then
+      || ! [ -x /usr/sbin/pgbouncer ] || ! [ -x /usr/sbin/nft ]; then
     [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }  # install, don't start
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        docker-compose prometheus pgbouncer >/dev/null) \
-      || echo "setup: apt install of docker-compose/prometheus/pgbouncer failed; their tests will skip" >&2
+        docker-compose prometheus pgbouncer nftables >/dev/null) \
+      || echo "setup: apt install of docker-compose/prometheus/pgbouncer/nftables failed; their tests will skip or fail" >&2
   fi
 fi
 

@@ -34,6 +34,7 @@ import time
 import uuid
 from pathlib import Path
 from types import TracebackType
+from typing import Callable
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
@@ -127,6 +128,8 @@ class KafkaNode:
         self.port = free_port(host)
         self.controller_port = free_port(host)
         self.proc: subprocess.Popen[bytes] | None = None
+        #: wraps the JVM's argv at every start (e.g. to start it inside a region's cgroup)
+        self.wrap: Callable[[list[str]], list[str]] | None = None
 
     @property
     def address(self) -> str:
@@ -176,6 +179,8 @@ class KafkaNode:
                 "-XX:TieredStopAtLevel=1", "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
                 f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
                 "-cp", classpath, "kafka.Kafka", str(self.home / "server.properties")]
+        if self.wrap is not None:
+            argv = self.wrap(argv)
         with open(self.log_path, "ab") as log:
             log.write(f"\n=== {time.strftime('%H:%M:%S')} start node {self.node_id}\n".encode())
             log.flush()
@@ -214,16 +219,21 @@ class ApacheKafka:
 
     def __init__(self, nodes: int = 1, *, workdir: str | os.PathLike[str] | None = None,
                  host: str = "127.0.0.1", heap: str = "512m", version: str = KAFKA_VERSION,
-                 broker_config: dict[str, str] | None = None, racks: list[str] | None = None) -> None:
-        """``racks``: one ``broker.rack`` per node (node i+1 gets ``racks[i]``), as a stretch cluster has."""
+                 broker_config: dict[str, str] | None = None, racks: list[str] | None = None,
+                 hosts: list[str] | None = None) -> None:
+        """``racks``: one ``broker.rack`` per node (node i+1 gets ``racks[i]``), as a stretch cluster has;
+        ``hosts``: one loopback address per node (each region on its own address), else ``host`` for all."""
         if nodes < 1:
             raise ValueError("nodes must be >= 1")
+        if hosts is not None and len(hosts) != nodes:
+            raise ValueError("hosts needs one address per node")
         self.host = host
         self.heap = heap
         self.version = version
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="rg-kafka-"))
-        self.nodes = [KafkaNode(i + 1, self.workdir / f"node{i + 1}", host) for i in range(nodes)]
+        self.nodes = [KafkaNode(i + 1, self.workdir / f"node{i + 1}", hosts[i] if hosts else host)
+                      for i in range(nodes)]
         self.broker_config = dict(broker_config or {})
         if racks is not None and len(racks) != nodes:
             raise ValueError("racks needs one rack per node")
@@ -321,10 +331,13 @@ class ApacheKafka:
         """Clean shutdown of one node: its partition leaderships move first."""
         self.node(node_id).signal(signal.SIGTERM, timeout)
 
-    def start_node(self, node_id: int, timeout: float = 90.0) -> None:
-        """Start one stopped node again (same ports, same data) and wait until the cluster lists it."""
+    def start_node(self, node_id: int, timeout: float = 90.0, *, wait: bool = True) -> None:
+        """Start one stopped node again (same ports, same data) and wait (unless not ``wait``)
+        until the cluster lists it."""
         node = self.node(node_id)
         node.start(self.java, self._classpath, self.heap)
+        if not wait:
+            return
         deadline = time.monotonic() + timeout
         while not self.ping(timeout=1.0, brokers=len(self.nodes), bootstrap=node.address):
             if not node.running() or time.monotonic() > deadline:

@@ -48,9 +48,11 @@ class LocalRegions:
 
     def __init__(self, names: Iterable[str] = DEFAULT_REGIONS, *, prefix: str | None = None,
                  host: str = "127.0.0.1", port: int = 5432, user: str = "postgres", admin_db: str = "postgres",
-                 servers: Mapping[str, tuple[str, int]] | None = None) -> None:
+                 servers: Mapping[str, tuple[str, int]] | None = None,
+                 proxy_hosts: Mapping[str, str] | None = None) -> None:
         """``servers`` maps some regions to another PostgreSQL server ``(host, port)`` than
-        ``host:port`` -- e.g. a :class:`~regionguard_testkit.embedded.pgcluster.PgCluster` that a test can crash."""
+        ``host:port`` -- e.g. a :class:`~regionguard_testkit.embedded.pgcluster.PgCluster` that a test can crash.
+        ``proxy_hosts`` binds some regions' fault proxies to their own loopback address (default 127.0.0.1)."""
         self.names = tuple(names)
         self.servers = {r: tuple((servers or {}).get(r, (host, port))) for r in self.names}
         if not self.names or len(set(self.names)) != len(self.names):
@@ -60,6 +62,7 @@ class LocalRegions:
         self.databases = {r: db_name(self.prefix, r) for r in self.names}
         if len(set(self.databases.values())) != len(self.names):
             raise ValueError(f"region names collide after sanitizing: {self.databases}")
+        self.proxy_hosts = dict(proxy_hosts or {})
         self._proxies: dict[str, FaultProxy] = {}
         self.created = False
 
@@ -112,7 +115,8 @@ class LocalRegions:
                 await conn.close()
         for r in self.names:
             if r not in self._proxies:
-                self._proxies[r] = FaultProxy(*self.servers[r], name=f"pg-{r}")
+                self._proxies[r] = FaultProxy(*self.servers[r], name=f"pg-{r}",
+                                              host=self.proxy_hosts.get(r, "127.0.0.1"))
         self.created = True
         return self
 

@@ -33,6 +33,13 @@ topic, and compares them with the :class:`~regionguard_testkit.verify.loadgen.Mo
 ``split_groups``
     a group whose rows (those it still owns) were not all written by one
     transaction: more than one ``xmin`` among them.
+``residency``
+    a row stored in a region its table's ``allowed_regions`` leaves out
+    (whatever write put it there: counted from the rows, not the inbox).
+
+:func:`produce_to_apply` gives, per region, the produce-to-apply latency of
+the writes in flight during a time window (a full regional event's
+survivors), from the producer's send time to the inbox's ``applied_at``.
 
 Groups are counted whole: ``groups`` acknowledged, ``groups_applied`` whole at
 home (``groups_replayed`` of them by the replayer), ``groups_failover_applied``
@@ -65,10 +72,10 @@ from ..embedded.net import run_sync
 from .loadgen import Model, WriteRecord, item_qty, order_id_base
 
 __all__ = ["CheckResult", "DeadLetterReader", "QuiesceResult", "acheck", "check", "wait_quiescent",
-           "held_ends", "replayer_committed", "read_region", "RegionSnapshot"]
+           "held_ends", "replayer_committed", "read_region", "RegionSnapshot", "produce_to_apply", "percentile"]
 
 FAILURES = ("lost", "duplicates", "stale_rows", "missing_rows", "extra_rows", "unexplained_dead_letters",
-            "unknown_applied", "misrouted", "dead_after_apply", "partial_groups", "split_groups")
+            "unknown_applied", "misrouted", "dead_after_apply", "partial_groups", "split_groups", "residency")
 
 
 # ---------------------------------------------------------------------------- dead letters
@@ -238,6 +245,7 @@ class CheckResult:
     misrouted: int = 0
     partial_groups: int = 0       # a group partly there (see the module docstring)
     split_groups: int = 0         # a group's rows written by more than one transaction
+    residency: int = 0            # rows in a region their table's allowed_regions leaves out
     rows_checked: int = 0
     groups: int = 0               # acknowledged atomic write groups
     groups_applied: int = 0       # ... whole, at home
@@ -277,6 +285,7 @@ class CheckResult:
             f"{self.groups_replayed}), failover-applied whole elsewhere {self.groups_failover_applied}, "
             f"dead-lettered whole {self.groups_dead_lettered}; {self.group_rows_checked} group rows, "
             f"each group's in one transaction",
+            f"  residency: {self.residency} rows outside their table's allowed regions",
             "  " + ", ".join(f"{f} {getattr(self, f)}" for f in FAILURES),
         ]
         lines += [f"  ! {e}" for e in self.examples]
@@ -296,8 +305,12 @@ def _explains(rec: WriteRecord) -> set[str]:
     return out
 
 
-def evaluate(model: Model, snaps: dict[str, RegionSnapshot], dead: DeadLetterReader | None) -> CheckResult:
-    """The pure comparison (no I/O): model + region snapshots + dead letters -> result."""
+def evaluate(model: Model, snaps: dict[str, RegionSnapshot], dead: DeadLetterReader | None,
+             allowed: dict[str, set[str]] | None = None) -> CheckResult:
+    """The pure comparison (no I/O): model + region snapshots + dead letters -> result.
+
+    ``allowed`` maps a table under data residency to the regions its rows may live in.
+    """
     res = CheckResult()
     recs = list(model)
     by_id = {r.id: r for r in recs}
@@ -411,6 +424,11 @@ def evaluate(model: Model, snaps: dict[str, RegionSnapshot], dead: DeadLetterRea
                 res.extra_rows += 1
                 res._example(f"{region}: row {k} not explained by any applied write")
         _check_groups(res, region, snap, here, winners, recs)
+        for table, key in snap.rows:
+            if allowed and table in allowed and region not in allowed[table]:
+                res.residency += 1
+                res._example(f"{region}: {table} row {key} stored outside its allowed regions "
+                             f"{sorted(allowed[table])}")
     res.per_region = {r: dict(c) for r, c in res.per_region.items()}
     return res
 
@@ -459,7 +477,38 @@ async def acheck(cfg: Config, model: Model, dsns: dict[str, str] | None = None, 
     finally:
         if own:
             dead.close()
-    return evaluate(model, snaps, dead)
+    allowed = {t: {r for r in cfg.regions if cfg.allowed_in(t, r)} for t, tc in cfg.tables.items()
+               if tc.allowed_regions is not None}
+    return evaluate(model, snaps, dead, allowed)
+
+
+def produce_to_apply(model: Model, snaps: dict[str, RegionSnapshot], regions: Iterable[str],
+                     start: float, end: float) -> dict[str, list[float]]:
+    """Seconds from send to apply at home of every acknowledged write of ``regions`` in flight during
+    [``start``, ``end``] (unix times): sent by ``end`` and applied at ``start`` or later, so a write
+    sent just before a fault and stuck through it counts too. Per region; needs snapshots read
+    ``with_times``.
+
+    The inbox's ``applied_at`` is the applying transaction's start (``now()``): the latency of a
+    write is at most its batch's own apply time short.
+    """
+    want = set(regions)
+    out: dict[str, list[float]] = {r: [] for r in want}
+    for r in model:
+        if r.region not in want or not r.acked or not r.sent or r.sent > end:
+            continue
+        t = snaps[r.region].applied_times.get(r.id) if r.region in snaps else None
+        if t is not None and t >= start:
+            out[r.region].append(max(0.0, t - r.sent))
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0-1) by nearest rank; 0.0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.999999) - 1))]
 
 
 def check(cfg: Config, model: Model, dsns: dict[str, str] | None = None, *,

@@ -140,6 +140,7 @@ class WriteRecord:
     group: bool = False       # an atomic write group (its order row and ``lines`` items)
     lines: tuple[int, ...] = ()   # order_items lines a group inserts
     ordering_key: str = ""
+    sent: float = 0.0         # unix time it was handed to the producer (produce-to-apply latency)
 
     @property
     def acked(self) -> bool:
@@ -205,13 +206,25 @@ class Model:
         return p
 
     @classmethod
-    def load(cls, path: str | Path) -> "Model":
-        m = cls()
+    def load(cls, path: str | Path, *, into: "Model | None" = None) -> "Model":
+        """Read a JSONL model (a later line for the same write wins); ``into`` merges into another model.
+
+        A torn last line (its writer was SIGKILLed mid-write) is skipped: the write it named was
+        journaled as unconfirmed before it was sent, or never sent at all.
+        """
+        m = into if into is not None else cls()
         with open(path, "rb") as fh:
-            for line in fh:
-                if line.strip():
-                    r = WriteRecord.from_json(line)
-                    m.records[r.id] = r
+            lines = fh.read().split(b"\n")
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                r = WriteRecord.from_json(line)
+            except (orjson.JSONDecodeError, TypeError):
+                if i == len(lines) - 1:
+                    continue
+                raise
+            m.records[r.id] = r
         return m
 
     def __len__(self) -> int:
@@ -247,6 +260,7 @@ class Mix:
     failover: float = 0.08      # of upserts/inserts (and groups)
     shed: float = 0.01
     expiring: float = 0.02
+    consent: float = 0.0        # a row of the resident table (allowed in the first region only)
 
 
 @dataclass
@@ -272,7 +286,11 @@ class LoadGen:
 
     def __init__(self, cfg: Config, model: Model | None = None, *, regions: Iterable[str] | None = None,
                  rate: float = 500.0, batch: int = 50, users_per_region: int = 200, seed: int | None = None,
-                 mix: Mix | None = None, expire_s: float = 5.0, flush_timeout: float = 30.0) -> None:
+                 mix: Mix | None = None, expire_s: float = 5.0, flush_timeout: float = 30.0,
+                 lane: int = 0, journal: bool = False) -> None:
+        """``lane`` (0-9) gives this generator its own users and orders, so several generators (one per
+        process) never write the same key; ``journal`` records each batch as unconfirmed before it is
+        sent, so a generator SIGKILLed mid-batch leaves no write the model does not know."""
         self.cfg = cfg
         self.model = model if model is not None else Model()
         self.regions = list(regions or cfg.regions)
@@ -284,7 +302,11 @@ class LoadGen:
         self.rng = random.Random(seed)
         self.stats = LoadStats()
         self._versions: dict[tuple[str, int], int] = {}
-        self._next_order = {r: order_id_base(self.index[r]) for r in cfg.regions}
+        if not 0 <= lane <= 9:
+            raise ValueError("lane must be 0-9")
+        self.lane, self.journal = lane, journal
+        self._user_base = {r: user_key_base(self.index[r]) + lane * 1_000_000 for r in cfg.regions}
+        self._next_order = {r: order_id_base(self.index[r]) + lane * 10**10 for r in cfg.regions}
         self._orders: dict[str, list[int]] = {r: [] for r in cfg.regions}
         # acknowledged groups sure to apply at home: order id -> [ordering key, next free line]
         self._group_orders: dict[str, dict[int, list[Any]]] = {r: {} for r in cfg.regions}
@@ -294,7 +316,7 @@ class LoadGen:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         kinds = ["upsert", "insert", "delete_user", "delete_order", "bad_constraint", "bad_table", "group",
-                 "bad_group", "group_more"]
+                 "bad_group", "group_more", "consent"]
         self._kinds = kinds
         self._weights = [getattr(self.mix, k) for k in kinds]
 
@@ -326,7 +348,7 @@ class LoadGen:
                 elif x < m.failover + m.shed + m.expiring:
                     expires = True
         if kind in ("upsert", "delete_user"):
-            k = user_key_base(ri) + self.rng.randrange(self.users_per_region)
+            k = self._user_base[region] + self.rng.randrange(self.users_per_region)
             version = self._versions.get((region, k), 0) + 1
             self._versions[(region, k)] = version
             if kind == "upsert":
@@ -340,7 +362,7 @@ class LoadGen:
             self._next_order[region] = k + 1
             amount = -1 if kind == "bad_constraint" else round(self.rng.uniform(1, 500), 2)
             kw.update(table="orders", op="insert", key={"id": k},
-                      data={"user_id": user_key_base(ri) + self.rng.randrange(self.users_per_region),
+                      data={"user_id": self._user_base[region] + self.rng.randrange(self.users_per_region),
                             "amount": amount, "status": "new", "wid": wid})
             table, op = "orders", "insert"
             if kind == "bad_constraint":
@@ -358,7 +380,7 @@ class LoadGen:
             self._next_order[region] = k + 1
             n = self.rng.randint(2, 5)
             bad = self.rng.randint(1, n) if kind == "bad_group" else None
-            customer = user_key_base(ri) + self.rng.randrange(self.users_per_region)
+            customer = self._user_base[region] + self.rng.randrange(self.users_per_region)
             ops = [("orders", "insert", {"id": k}, {"user_id": customer, "amount": round(self.rng.uniform(1, 500), 2),
                                                     "status": "new", "wid": wid})]
             ops += [("order_items", "insert", {"order_id": k, "line": line},
@@ -382,6 +404,9 @@ class LoadGen:
                     {"sku": f"sku{line}", "qty": item_qty(k, line), "wid": wid})]
             kw.update(ops=ops, ordering_key=okey)
             table, op, lines = "orders", "update", (line,)
+        elif kind == "consent" and not self.cfg.allowed_in(RESIDENT_TABLE, region):
+            self._seq -= 1
+            return self._plan(region, "insert", policy)
         elif kind == "consent":
             # a row that must stay in its region (tables.consents.allowed_regions): a failover write is held
             # for home, never applied in a fallback outside the list (the model allows none of those)
@@ -420,7 +445,12 @@ class LoadGen:
     def _send(self, plans: list[tuple[dict[str, Any], WriteRecord]]) -> list[WriteRecord]:
         producer = self._ensure_producer()
         t_first = time.monotonic()
-        for kw, _rec in plans:
+        if self.journal:
+            for _kw, rec in plans:
+                rec.status = "unconfirmed"   # until the flush below says otherwise
+            self.model.add([rec for _kw, rec in plans])
+        for kw, rec in plans:
+            rec.sent = time.time()
             args = dict(kw)
             if "ops" in args:
                 ops = args.pop("ops")
