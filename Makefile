@@ -100,7 +100,8 @@ REGIONAL_DOWN ?= 30
 REGIONAL_PARTITION ?= 20
 REGIONAL_EVENTS ?= full,partition
 .PHONY: chaos-regional
-chaos-regional: setup
+chaos-regional:
+	@scripts/setup.sh --test-tools
 	.venv/bin/python -m tests.chaos.regional --down $(REGIONAL_DOWN) --partition $(REGIONAL_PARTITION) \
 		--events $(REGIONAL_EVENTS)
 
