@@ -200,7 +200,8 @@ class KafkaConfig(_Frozen):
     group_session_margin_s: float = Field(
         6.0, ge=0, le=600,
         description="Routers and replayers ask for a group session (`session.timeout.ms`) of the brokers' "
-                    "`broker.session.timeout.ms` plus this, read at start (at least 6 s): a member then outlives "
+                    "`broker.session.timeout.ms` plus this, read at start from a cluster of two or more brokers (at least "
+                    "6 s; 6 s when the brokers do not say): a member then outlives "
                     "its group coordinator's failover when a broker dies, instead of giving up its partitions "
                     "and rejoining (docs/topology.md). A crashed member is replaced that much later. "
                     "`session.timeout.ms` in kafka.client wins.")

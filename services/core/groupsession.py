@@ -14,7 +14,8 @@ for fencing + session + a rebalance: 15-17 s with the broker's defaults and the
 partitions' leaders never moved.
 
 So the group session is the brokers' fencing time plus ``kafka.group_session_margin_s``
-(never under Apache Kafka's minimum, 6 s), read from the brokers once at start.
+(never under Apache Kafka's minimum, 6 s), read from the brokers once at start; with a
+single broker there is no failover to outlive and the session stays at 6 s.
 The cost is the other side of the same timer: a member that crashed is replaced
 that much later. ``session.timeout.ms`` in ``kafka.client`` wins over this.
 
@@ -44,15 +45,16 @@ def session_ms(fence_ms: int | None, margin_s: float) -> int:
 
 
 def read_fence_ms(cfg: Config, timeout: float = 10.0) -> int | None:
-    """The longest ``broker.session.timeout.ms`` of the cluster's brokers; None when they do not say.
+    """The longest ``broker.session.timeout.ms`` of the cluster's brokers; None when there is nothing to outlive.
 
-    None on a broker without the setting (tansu, ZooKeeper-era Kafka) or when DescribeConfigs
-    on the brokers is not permitted: the session then stays at the minimum, as before.
+    None with a single broker (its coordinators have nowhere to fail over to), on a broker
+    without the setting (tansu, ZooKeeper-era Kafka) or when DescribeConfigs on the brokers is
+    not permitted: the session then stays at the minimum, as before.
     """
     admin = AdminClient(cfg.kafka_client_conf())
     try:
         brokers = list(admin.list_topics(timeout=timeout).brokers)
-        if not brokers:
+        if len(brokers) < 2:
             return None
         found = []
         for broker in brokers:  # librdkafka takes one broker resource per call
