@@ -44,7 +44,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from steady import (SteadyLoad, close_broker, drop_db, fetch_commits, fresh_db, latencies,  # noqa: E402
                     summarise, wait_committed, wait_settled, worst_partition_gap)
 
-from regionguard.core.config import MIN_SESSION_TIMEOUT_MS, parse_config  # noqa: E402
+from regionguard.core.config import parse_config  # noqa: E402
+from regionguard.core.groupsession import read_fence_ms, session_ms  # noqa: E402
 from regionguard.core.kafka import ensure_topics  # noqa: E402
 from regionguard_testkit.embedded import Broker, ServiceProcess  # noqa: E402
 
@@ -86,7 +87,9 @@ def main() -> int:
            "tables": {"users": {"key": ["id"], "version": "version"}},
            "metrics": {"port": 0}}
     cfg = parse_config(doc)
-    session_s = int(cfg.kafka.client.get("session.timeout.ms", MIN_SESSION_TIMEOUT_MS)) / 1000
+    # the routers' group session (core/groupsession.py): the brokers' fencing time plus a margin
+    session_s = int(cfg.kafka.client.get("session.timeout.ms") or
+                    session_ms(read_fence_ms(cfg), cfg.kafka.group_session_margin_s)) / 1000
     after_kill = args.after_kill if args.after_kill is not None else session_s + 8
     cfg_path = logs / f"takeover-{tag}.yaml"
     cfg_path.write_text(yaml.safe_dump(doc))

@@ -197,6 +197,14 @@ class KafkaConfig(_Frozen):
                     "rack for every consumer of this process, or a map region -> rack (the consumers of a "
                     "region's topics fetch from that region's rack). Routers and replayers warn at start when "
                     "they would fetch across regions.")
+    group_session_margin_s: float = Field(
+        3.0, ge=0, le=600,
+        description="Routers and replayers ask for a group session (`session.timeout.ms`) of the brokers' "
+                    "`broker.session.timeout.ms` plus this, read at start from a cluster of two or more brokers (at least "
+                    "6 s; 6 s when the brokers do not say): a member then outlives "
+                    "its group coordinator's failover when a broker dies, instead of giving up its partitions "
+                    "and rejoining (docs/topology.md). A crashed member is replaced that much later. "
+                    "`session.timeout.ms` in kafka.client wins.")
 
     @model_validator(mode="after")
     def _min_isr_fits(self):

@@ -16,6 +16,7 @@ from ..core.startup import wait_for_kafka
 from ..core.leave import leave_in_turn
 from ..core.dsn import tls_warnings
 from ..core.racks import report_at_start
+from ..core.groupsession import at_start as group_session
 from ..core.log import setup_logging
 from ..core.probes import PROBES, beat_while, lanes_reason
 from ..core.service import install_signal_handlers, parse_regions, state_view, view_ready
@@ -60,6 +61,7 @@ def main(args: argparse.Namespace) -> int:
         for line in tls_warnings(cfg.regions):  # once started: a refusal to start stays one line
             log.warning(line)
         await asyncio.to_thread(report_at_start, cfg, "replayer", regions or list(cfg.regions), log)
+        group = await asyncio.to_thread(group_session, cfg, "replayer")
         view = await asyncio.to_thread(state_view, cfg, not args.no_health)
         workers: list[ReplayWorker] = []
         # /readyz (core/probes.py): following -- the view read to its end and every lane in its group
@@ -75,7 +77,7 @@ def main(args: argparse.Namespace) -> int:
 
         events = make_producer(cfg)  # the regions' session events and readiness records
         shared = {r: RegionReplay(cfg, r, producer=events, view_closed=is_closed, instance=instance) for r in regions}
-        workers.extend(ReplayWorker(cfg, r, shared=shared[r], lane=lane, limits=limits)
+        workers.extend(ReplayWorker(cfg, r, shared=shared[r], lane=lane, limits=limits, group=group)
                        for r in regions for lane in range(cfg.replay.lanes))
         log.info("replayer %s for regions %s (%d lane(s) each)", instance, ", ".join(regions), cfg.replay.lanes)
         tune_for_throughput()

@@ -51,7 +51,8 @@ class Abandon(Exception):
 
 class ReplayWorker:
     def __init__(self, cfg: Config, region: str, *, shared: RegionReplay, lane: int = 0,
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, group: dict | None = None) -> None:
+        """``group``: the group consumer's session settings (core/groupsession.py)."""
         self.cfg, self.region, self.lane = cfg, region, lane
         self.limits = limits or default_limits(cfg)
         self.topic = cfg.topic("held", region)
@@ -59,7 +60,8 @@ class ReplayWorker:
         self.shared = shared
         self.db = self.shared.db
         self.cache = self.shared.cache
-        self.consumer = make_consumer(cfg, replayer_group(cfg, region), region=region, **{"queued.max.messages.kbytes": 4096})
+        self.consumer = make_consumer(cfg, replayer_group(cfg, region), region=region,
+                                      **{"queued.max.messages.kbytes": 4096, **(group or {})})
         self.assigned: set[int] = set()
         self.resume_due = False
         self._lane_tag = f" (lane {lane})" if cfg.replay.lanes > 1 else ""

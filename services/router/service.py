@@ -12,6 +12,7 @@ from ..core import metrics
 from ..core.config import Config, load_config
 from ..core.db import RegionDB
 from ..core.gctune import tune_for_throughput
+from ..core.groupsession import at_start as group_session
 from ..core.inbox import InboxPruner
 from ..core.kafka import ensure_topics, make_producer, read_limits
 from ..core.leave import leave_in_turn
@@ -67,6 +68,7 @@ class Router:
         for line in tls_warnings(self.cfg.regions):  # once started: a refusal to start stays one line
             log.warning(line)
         await asyncio.to_thread(report_at_start, self.cfg, "router", self.regions, log)
+        group = await asyncio.to_thread(group_session, self.cfg, "router")
         self.view = await asyncio.to_thread(state_view, self.cfg, self.follow_health)
         PROBES.ready_when(self.readiness)
         if not await view_ready(self.view, stop, "router"):
@@ -84,7 +86,7 @@ class Router:
             for lane, producer in enumerate(producers):
                 self.workers.append(RegionWorker(
                     self.cfg, region, dbs=self.dbs, producer=producer, is_closed=self.is_closed,
-                    instance=self.instance, cache=cache, share=share, lane=lane, limits=limits))
+                    instance=self.instance, cache=cache, share=share, lane=lane, limits=limits, group=group))
         self.lanes_started = True
         log.info("router %s routing regions %s (%d lane(s) each)", self.instance, ", ".join(self.regions),
                  self.cfg.router.lanes)

@@ -69,8 +69,9 @@ class RegionWorker:
     def __init__(
         self, cfg: Config, region: str, *, dbs: dict[str, RegionDB], producer: Producer,
         is_closed: Callable[[str], bool], instance: str, share: RegionShare, lane: int = 0,
-        cache: RowCache | None = None, limits: Limits | None = None,
+        cache: RowCache | None = None, limits: Limits | None = None, group: dict | None = None,
     ) -> None:
+        """``group``: the group consumer's session settings (core/groupsession.py)."""
         self.cfg, self.region, self.dbs, self.producer = cfg, region, dbs, producer
         self.limits = limits or default_limits(cfg)
         self.db = dbs[region]
@@ -86,7 +87,8 @@ class RegionWorker:
         self.pacer = CommitPacer()             # settled offsets not sent to the coordinator yet
         self.uncertain = Uncertain()
         self.handled = Handled()
-        self.consumer = make_consumer(cfg, router_group(cfg, region), region=region, **{"queued.max.messages.kbytes": 4096})
+        self.consumer = make_consumer(cfg, router_group(cfg, region), region=region,
+                                      **{"queued.max.messages.kbytes": 4096, **(group or {})})
         self.offsets_reader = make_consumer(cfg, replayer_group(cfg, region), region=region)
         self.guard = LaneGuard(self.consumer, topic=self.topic, batch_max=cfg.router.batch_max,
                                service="router", name=self._name())
