@@ -52,8 +52,11 @@ def test_the_client_wheel_installs_and_imports_without_the_service(tmp_path):
     uv = _uv()
     env = {**os.environ, "VIRTUAL_ENV": ""}
     env.pop("PYTHONPATH", None)  # the venv must see only what was installed into it
+    # built from a copy: setuptools' build/ left in the checkout could put stale modules in the wheel
+    src = tmp_path / "src"
+    shutil.copytree(CLIENT, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(CLIENT)],
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(src)],
                    check=True, env=env, cwd=tmp_path)
     wheels = list(dist.glob("regionguard_client-*.whl"))
     assert len(wheels) == 1, wheels
