@@ -15,8 +15,10 @@ RUN /opt/regionguard/bin/pip install --require-hashes --no-deps -r requirements.
 # README.md* : pyproject.toml names the README; the glob keeps the build working without it
 COPY pyproject.toml README.md* ./
 COPY services ./services
-# the dependencies are all in place from the lock: install only regionguard itself
-RUN /opt/regionguard/bin/pip install --no-deps . \
+COPY clients/python ./clients/python
+# the dependencies are all in place from the lock: install only regionguard and its client SDK
+# (regionguard-client, from this checkout: the lock leaves it out)
+RUN /opt/regionguard/bin/pip install --no-deps ./clients/python . \
     && /opt/regionguard/bin/pip check
 
 FROM python:3.11-slim

@@ -110,7 +110,8 @@ chaos-regional:
 # and fails when the committed lock differs, then installs it into a fresh venv as the Dockerfile does
 # (5 minutes on the busy 2-core machine: too slow for `make test`, where tests/unit/test_lock.py checks
 # the lock against pyproject.toml offline).
-LOCK_FLAGS = --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes --custom-compile-command "make lock" -q
+LOCK_FLAGS = --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes --custom-compile-command "make lock" -q \
+    --no-emit-package regionguard-client  # the SDK: installed from clients/python, like regionguard itself
 .PHONY: lock lock-check k8s
 lock: setup
 	.venv/bin/uv pip compile pyproject.toml $(LOCK_FLAGS) $(if $(UPGRADE),--upgrade) -o requirements.lock
@@ -121,7 +122,7 @@ lock-check: setup
 	@diff -u requirements.lock .venv/requirements.lock.check && echo "requirements.lock matches pyproject.toml"
 	rm -rf .venv/lock-check && python3 -m venv .venv/lock-check
 	.venv/lock-check/bin/pip install -q --require-hashes --no-deps -r requirements.lock
-	.venv/lock-check/bin/pip install -q --no-deps . && .venv/lock-check/bin/pip check
+	.venv/lock-check/bin/pip install -q --no-deps ./clients/python . && .venv/lock-check/bin/pip check
 	.venv/lock-check/bin/regionguard --version
 
 # deploy/k8s/regionguard.yaml: the Helm chart rendered with its default values (tests/deploy/test_chart.py

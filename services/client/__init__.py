@@ -1,56 +1,26 @@
-"""regionguard for applications: the producer, live region states and feature flags, degrading reads, ASGI middleware.
+"""Compatibility: the application SDK is the ``regionguard-client`` distribution, ``import regionguard_client``.
 
-::
-
-    from regionguard.client import WriteProducer, RegionStates, FeatureFlags, RegionalReader, RegionGuardMiddleware
-
-``FeatureFlags`` here is the live view (:class:`~regionguard.client.views.FeatureFlagsView`);
-the record model of the same name is :class:`regionguard.core.models.FeatureFlags`.
+Kept so that ``from regionguard.client import WriteProducer`` (and ``regionguard.client.reader``
+and the other submodules) keep working in applications that install the service package: each
+name here is the client's own module or object, not a copy. New code imports ``regionguard_client``.
 """
 
-from __future__ import annotations
+import importlib
+import sys
 
-from ..core.follower import CompactedFollower, StaleViewError  # the one follower, for applications' own topics
-from .views import FeatureFlagsView, FeatureStatus, RegionStates
-from .consistency import BadToken, ConsistencyWatcher, Visibility, WriteToken
-from .producer import WriteGroup, WriteProducer
-from .reader import (BadRead, BoundReader, BulkheadFull, NotVisible, ReadResult, ReadUnavailable, RegionalReader,
-                     TierAttempt)
+import regionguard_client
+from regionguard_client import *  # noqa: F401,F403 - re-exported
+from regionguard_client import __all__  # noqa: F401
 
-FeatureFlags = FeatureFlagsView
+#: The client's modules, importable as ``regionguard.client.<name>`` too
+MODULES = ("cache", "consistency", "middleware", "producer", "reader", "views", "waitbudget")
+
+for _name in MODULES:
+    _module = importlib.import_module(f"regionguard_client.{_name}")
+    sys.modules[f"{__name__}.{_name}"] = _module
+    globals()[_name] = _module
+del _name, _module
 
 
 def __getattr__(name: str):
-    # the middleware imports nothing heavy, but keep it lazy like the CLI modules
-    if name in ("RegionGuardMiddleware", "requires_feature", "RegionContext"):
-        from . import middleware
-
-        return getattr(middleware, name)
-    raise AttributeError(name)
-
-
-__all__ = [
-    "WriteProducer",
-    "WriteGroup",
-    "RegionStates",
-    "FeatureFlags",
-    "FeatureFlagsView",
-    "FeatureStatus",
-    "StaleViewError",
-    "CompactedFollower",
-    "RegionalReader",
-    "BoundReader",
-    "ReadResult",
-    "TierAttempt",
-    "ReadUnavailable",
-    "NotVisible",
-    "WriteToken",
-    "Visibility",
-    "ConsistencyWatcher",
-    "BadToken",
-    "BadRead",
-    "BulkheadFull",
-    "RegionGuardMiddleware",
-    "requires_feature",
-    "RegionContext",
-]
+    return getattr(regionguard_client, name)  # the middleware's names, resolved lazily there

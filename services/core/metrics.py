@@ -11,6 +11,8 @@ import logging
 from prometheus_client import Counter, Gauge, Histogram
 
 from .config import Config, UsageError
+# kept by the client's threads too, so defined in the client distribution (core/counters.py)
+from .counters import BACKGROUND_ERRORS, BACKGROUND_RESTARTS, REGION_STATE_REFUSED  # noqa: F401 - re-exported
 from .probes import PROBES, serve
 
 log = logging.getLogger(__name__)
@@ -23,8 +25,6 @@ STATE_VALUE = {"closed": 0, "half_open": 1, "open": 2}
 # health
 REGION_STATE = Gauge("regionguard_region_state", "Breaker state per region: 0 closed, 1 half_open, 2 open", ["region"])
 REGION_STATE_SEQ = Gauge("regionguard_region_state_seq", "Latest published state seq per region", ["region"])
-REGION_STATE_REFUSED = Counter("regionguard_region_state_refused_total",
-                               "Region-state records a view refused (future_at, epoch_jump)", ["reason"])
 TRANSITIONS = Counter("regionguard_breaker_transitions_total", "Breaker transitions", ["region", "from_state", "to_state"])
 PROBE_LATENCY = Histogram(
     "regionguard_probe_latency_seconds", "Probe latency", ["region"],
@@ -99,12 +99,6 @@ REPLAY_LAST_PROGRESS = Gauge("regionguard_replay_last_progress_timestamp_seconds
 # features
 FEATURE_DISABLED = Gauge("regionguard_feature_disabled", "1 when a feature is disabled in a region", ["region", "feature"])
 
-# every service (core/supervise.py): nothing dies or is dropped silently
-BACKGROUND_ERRORS = Counter("regionguard_background_errors_total",
-                            "Exceptions caught in background threads, loops and handlers (kind: exception type)",
-                            ["component", "kind"])
-BACKGROUND_RESTARTS = Counter("regionguard_background_restarts_total",
-                              "Background threads and loops restarted after an error", ["component"])
 
 
 def metrics_port(cfg: Config, service: str) -> int:

@@ -17,7 +17,7 @@ from ..core.inbox import InboxPruner
 from ..core.kafka import ensure_topics, make_producer, read_limits
 from ..core.leave import leave_in_turn
 from ..core.dsn import tls_warnings
-from ..core.racks import report_at_start
+from ..core.rackstart import report_at_start
 from ..core.log import setup_logging
 from ..core.probes import PROBES, beat_while, lanes_reason
 from ..core.rowcache import RowCache

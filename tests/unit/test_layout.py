@@ -14,15 +14,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PKG = ROOT / "services"  # installs as `regionguard`
 KIT = ROOT / "testkit"
+CLIENT = ROOT / "clients" / "python"  # regionguard-client, installs as `regionguard_client`
 SERVICES = ("router", "replayer", "health", "features")
 #: arrows tolerated until they are removed: (module under services/, room it may import); none left
 KNOWN: set[tuple[str, str]] = set()
 
 
-def _imports(path: Path) -> list[tuple[str, bool]]:
-    """(absolute module name, at module level?) of every import in ``path``."""
-    rel = path.relative_to(PKG).with_suffix("")
-    here = ["regionguard", *rel.parts[:-1]]  # the package a relative import starts from (also for __init__)
+def _imports(path: Path, root: Path = PKG, name: str = "regionguard") -> list[tuple[str, bool]]:
+    """(absolute module name, at module level?) of every import in ``path`` (of package ``name`` in ``root``)."""
+    rel = path.relative_to(root).with_suffix("")
+    here = [name, *rel.parts[:-1]]  # the package a relative import starts from (also for __init__)
     tree = ast.parse(path.read_text(), str(path))
     top = set(map(id, tree.body))
     out = []
@@ -106,3 +107,40 @@ def test_the_old_producer_import_still_works():
     from regionguard.producer import WriteProducer as OldProducer
 
     assert (OldProducer, OldGroup) == (WriteProducer, WriteGroup)
+
+
+def test_the_client_distribution_imports_neither_the_service_nor_its_heavy_dependencies():
+    """regionguard-client must install alone (tests/integration/test_client_wheel.py installs it): no
+    import of the service package anywhere in it, nor of faust, rich or prometheus-client at module level."""
+    wrong = []
+    for path in sorted((CLIENT / "regionguard_client").rglob("*.py")):
+        for module, top in _imports(path, CLIENT / "regionguard_client", "regionguard_client"):
+            first = module.split(".")[0]
+            if first == "regionguard" or (top and first in ("faust", "mode", "rich", "prometheus_client")):
+                wrong.append(f"{path.relative_to(ROOT)}: {module}")
+    assert not wrong, "the client distribution reaches into the service:\n" + "\n".join(wrong)
+
+
+def test_the_client_distribution_ships_its_packages_and_the_shared_core_is_one_copy():
+    from regionguard_client.core import SHARED
+
+    assert _packages(CLIENT / "pyproject.toml") == _dirs(CLIENT / "regionguard_client", "regionguard_client")
+    shared = {p.stem for p in (CLIENT / "regionguard_client" / "core").glob("*.py") if p.stem != "__init__"}
+    assert set(SHARED) == shared, "regionguard_client.core.SHARED differs from its files"
+    assert not shared & {p.stem for p in (PKG / "core").glob("*.py")}, "a shared module is also in services/core"
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    version = tomllib.loads((CLIENT / "pyproject.toml").read_text())["project"]["version"]
+    assert f"regionguard-client=={version}" in deps
+
+
+def test_the_old_client_imports_are_the_client_distribution():
+    import regionguard.client
+    import regionguard.client.reader
+    import regionguard.core.config
+    import regionguard_client
+    import regionguard_client.core.config
+    import regionguard_client.reader
+
+    assert regionguard.client.reader is regionguard_client.reader
+    assert regionguard.core.config is regionguard_client.core.config
+    assert regionguard.client.RegionGuardMiddleware is regionguard_client.RegionGuardMiddleware

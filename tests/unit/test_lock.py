@@ -35,8 +35,10 @@ def _lock() -> tuple[dict[str, str], set[str], set[str]]:
 
 
 def _project() -> list[Requirement]:
+    """The direct dependencies the lock pins: not those from this checkout (the client SDK, clients/python)."""
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    return [Requirement(r) for r in data["project"]["dependencies"]]
+    local = {canonicalize_name(n) for n in data.get("tool", {}).get("uv", {}).get("sources", {})}
+    return [r for r in map(Requirement, data["project"]["dependencies"]) if canonicalize_name(r.name) not in local]
 
 
 def test_lock_pins_every_dependency_within_its_specifier():
@@ -56,6 +58,7 @@ def test_every_pin_is_hashed():
 def test_the_image_installs_from_the_lock_only():
     text = (ROOT / "Dockerfile").read_text()
     assert "--require-hashes --no-deps -r requirements.lock" in text
-    assert "pip install --no-deps ." in text  # regionguard itself, no resolver run
+    assert "pip install --no-deps ./clients/python ." in text  # regionguard and its SDK, no resolver run
+    assert "COPY clients/python ./clients/python" in text
     assert re.search(r"^USER 10001", text, re.M)  # never root
     assert "HEALTHCHECK" in text and "deploy/docker/healthcheck.py" in text

@@ -1,10 +1,10 @@
 """A live, read-only view of ``<prefix>region-state``: the one follower, specialised for RegionState.
 
 Used by the router, replayer, feature manager, health service, operator
-commands and (as :class:`regionguard.client.RegionStates`) the client library.
+commands and (as :class:`regionguard_client.RegionStates`) the client library.
 Reading, ordering, readiness, broker restarts and error handling are the
-follower's (:mod:`regionguard.core.follower`, rule in
-:mod:`regionguard.core.latest`): per region the record with the highest
+follower's (:mod:`regionguard_client.core.follower`, rule in
+:mod:`regionguard_client.core.latest`): per region the record with the highest
 ``(epoch, seq)`` wins, a heartbeat refreshes it without being a change, and
 a lower one wins only once the held record went stale (not refreshed for
 ``health.stale_after_s`` by this view's own clock: the health service restarted
@@ -14,7 +14,7 @@ without its history). What this adds:
   router treats a region nobody has judged;
 - the metric label ``stateview`` for its background errors and restarts;
 - it refuses forged or impossible records (a future ``at``, an epoch far above
-  any seen) before the ordering rule sees them (:mod:`regionguard.core.stategate`).
+  any seen) before the ordering rule sees them (:mod:`regionguard_client.core.stategate`).
 """
 
 from __future__ import annotations

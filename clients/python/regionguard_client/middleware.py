@@ -28,7 +28,7 @@ For every HTTP request it:
 2. attaches to ``scope["state"]`` (``request.state``): ``regionguard`` (a
    :class:`RegionContext`), ``region``, ``region_state`` (RegionState or None),
    ``features`` (the FeatureFlags view) and ``reader`` (a
-   :class:`~regionguard.client.reader.BoundReader` for the region);
+   :class:`~regionguard_client.reader.BoundReader` for the region);
 3. answers 503 with ``Retry-After`` and a JSON body when the route needs a
    feature that is disabled for the region (``features`` prefixes, or the
    :func:`requires_feature` decorator on the endpoint);
@@ -38,12 +38,12 @@ For every HTTP request it:
    read came from anything but the home database), ``X-Degraded-Reason`` when
    degraded, and ``X-Served-Tier`` when the handler read through the reader;
 5. read-your-writes: a request carrying a write's token in ``after_header``
-   (``X-RegionGuard-After: <token>``, see :mod:`regionguard.client.consistency`)
+   (``X-RegionGuard-After: <token>``, see :mod:`regionguard_client.consistency`)
    gets a reader whose reads serve only from a tier showing that write (waiting
    up to the reader's ``after_wait_s``, shared by all the request's reads), and
    ``X-Consistency: read-your-writes``, or ``stale`` when the deadline passed
    first; reads without a token give ``eventual``. Nobody signs a token, so the
-   wait is bounded per client too (:mod:`regionguard.client.waitbudget`: a client
+   wait is bounded per client too (:mod:`regionguard_client.waitbudget`: a client
    whose tokens keep not showing gets one look and no wait). A malformed token,
    or one naming an unknown region, is ignored (the request reads ``eventual``)
    and counted in :attr:`RegionGuardMiddleware.ignored_tokens` by reason.
@@ -66,15 +66,15 @@ from dataclasses import dataclass, field
 from datetime import timezone
 from typing import Any
 
-from ..core.config import Config, load_config
-from ..core.models import RegionState
-from ..core.supervise import swallowed
+from .core.config import Config, load_config
+from .core.models import RegionState
+from .core.supervise import swallowed
 from .consistency import BadToken, WriteToken
 from .waitbudget import WaitBudget
 from .reader import BoundReader, RegionalReader
 from .views import FeatureFlagsView, RegionStates
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("regionguard.client.middleware")  # its name before the move (loggers stay in the regionguard tree)
 
 __all__ = ["RegionGuardMiddleware", "RegionContext", "requires_feature", "FEATURES_ATTR"]
 

@@ -121,18 +121,5 @@ def startup_rack_report(cfg: Config, *, service: str, regions: Sequence[str] | N
                                     f"({type(exc).__name__})")
 
 
-def report_at_start(cfg: Config, service: str, regions: Sequence[str], log: Any) -> RackReport:
-    """Blocking: the check a router or replayer runs at start: its lines logged as warnings (one
-    each), ``regionguard_cross_region_fetch{region, service}`` set for every region it serves."""
-    from . import metrics
-
-    report = startup_rack_report(cfg, service=service, regions=regions)
-    for line in report.lines():
-        log.warning(line)
-    for region in regions:
-        metrics.CROSS_REGION_FETCH.labels(region=region, service=service).set(1 if report.cross_region else 0)
-    return report
-
-
-__all__ = ["RackReport", "broker_racks", "consumer_rack", "fetch_warning", "rack_report", "report_at_start",
+__all__ = ["RackReport", "broker_racks", "consumer_rack", "fetch_warning", "rack_report",
            "span_warnings", "startup_rack_report"]

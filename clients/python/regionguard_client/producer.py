@@ -19,10 +19,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..core.config import Config, UsageError, load_config
-from ..core.kafka import Confirmer, KafkaDeliveryError, make_producer
-from ..core.models import MAX_GROUP_OPS, Op, Policy, RowOp, WriteEvent
-from ..core.log import rdkafka_log
+from .core.config import Config, UsageError, load_config
+from .core.kafka import Confirmer, KafkaDeliveryError, make_producer
+from .core.models import MAX_GROUP_OPS, Op, Policy, RowOp, WriteEvent
+from .core.log import rdkafka_log
 from .consistency import WriteToken
 
 

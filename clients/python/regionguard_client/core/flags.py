@@ -1,7 +1,7 @@
 """Feature rules: which features are off in a region, given what we know of it (pure, no I/O, no clock).
 
 The feature manager (:mod:`regionguard.features`) and the client library
-(:mod:`regionguard.client`) both evaluate these, so a client that decides
+(:mod:`regionguard_client`) both evaluate these, so a client that decides
 locally (when the feature manager is not running) gives the same answer the
 manager would publish; they live in ``core`` so neither imports the other.
 :mod:`regionguard.features.rules` re-exports them beside the manager's

@@ -35,9 +35,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .dsn import redact_dsn
-from .metrics import BACKGROUND_ERRORS, BACKGROUND_RESTARTS
+from .counters import BACKGROUND_ERRORS, BACKGROUND_RESTARTS
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("regionguard.core.supervise")  # its name before the move (loggers stay in the regionguard tree)
 
 REPORT_EVERY_S = 10.0
 _MAX_MESSAGE = 300

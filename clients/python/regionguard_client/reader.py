@@ -7,14 +7,14 @@ For a region, a read tries its tiers in order (``order=``, default
 * ``replicas``  the region's ``read_replicas`` DSNs;
 * ``fallbacks`` the primaries of the regions in ``regions.<r>.fallbacks``;
 * ``redis``     the row cache the router keeps write-through (``redis.url``;
-  point reads by full key only, see :mod:`regionguard.client.cache`).
+  point reads by full key only, see :mod:`regionguard_client.cache`).
 
 Data residency: a table with ``allowed_regions`` is read only from regions
 among them (a fallback outside is never tried) and from Redis only when
 ``redis.region`` is among them.
 
 A tier is skipped without any I/O when its region's breaker is open (from
-:class:`~regionguard.client.views.RegionStates`), or when this reader saw it
+:class:`~regionguard_client.views.RegionStates`), or when this reader saw it
 fail at connection level less than ``failure_cooldown_s`` ago. Each target
 (region primary or replica) has a bulkhead: a bounded asyncpg pool plus an
 ``asyncio.Semaphore``; when all its slots are busy the tier is rejected at
@@ -37,7 +37,7 @@ Only allow-listed tables are read; columns must be in the table's
 ``columns`` allow-list when the config has one (otherwise the database's
 columns are the allow-list and an unknown one is refused by PostgreSQL and
 raised as :class:`BadRead`). Identifiers go through
-:func:`regionguard.core.sql.quote_ident`, values are bind parameters.
+:func:`regionguard_client.core.sql.quote_ident`, values are bind parameters.
 """
 
 from __future__ import annotations
@@ -52,14 +52,14 @@ from typing import Any
 
 import asyncpg
 
-from ..core.config import Config, statement_cache_size
-from ..core.errors import BadWrite, RegionGuardError, RegionUnavailable, classify_db_error
-from ..core.sql import quote_ident
-from ..core.supervise import swallowed
-from ..core.cache import cache_age_s, cache_key, row_from_cache
+from .core.config import Config, statement_cache_size
+from .core.errors import BadWrite, RegionGuardError, RegionUnavailable, classify_db_error
+from .core.sql import quote_ident
+from .core.supervise import swallowed
+from .core.cache import cache_age_s, cache_key, row_from_cache
 from .consistency import VISIBLE_SQL, BadToken, WriteToken
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("regionguard.client.reader")  # its name before the move (loggers stay in the regionguard tree)
 
 __all__ = ["RegionalReader", "ReadResult", "TierAttempt", "ReadUnavailable", "NotVisible", "BadRead", "BulkheadFull",
            "BoundReader"]

@@ -12,7 +12,7 @@ there is committed and visible. Waiters of one region share one poll loop that a
 pending id in one indexed query every ``poll_s`` (5 ms by default) while anything is pending,
 so a thousand waiting requests cost one small query per poll, not a thousand. Dead letters come
 from following ``rg.dead-letter`` from its end (started with the watcher); ``held`` needs a live
-:class:`~regionguard.client.views.RegionStates` view.
+:class:`~regionguard_client.views.RegionStates` view.
 
 Written by hand because it is specific to our inbox and topics; the token format is ours too:
 ``<region>:<uuid>`` or ``<region>:<uuid>:<fallback>,<fallback>`` (an HTTP header or cookie value).
@@ -31,13 +31,13 @@ from typing import Any
 
 import asyncpg
 
-from ..core.config import Config, statement_cache_size
-from ..core.kafka import make_consumer
-from ..core.models import DeadLetter, WriteEvent
-from ..core.sql import INBOX_APPLIED
-from ..core.supervise import swallowed
+from .core.config import Config, statement_cache_size
+from .core.kafka import make_consumer
+from .core.models import DeadLetter, WriteEvent
+from .core.sql import INBOX_APPLIED
+from .core.supervise import swallowed
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("regionguard.client.consistency")  # its name before the move (loggers stay in the regionguard tree)
 
 __all__ = ["WriteToken", "Visibility", "ConsistencyWatcher", "BadToken", "UnknownTokenRegion", "VISIBLE_SQL"]
 

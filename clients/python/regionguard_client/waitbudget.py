@@ -5,7 +5,7 @@ token of a write that never existed, and every read would then ask the tiers aga
 the reader's whole ``after_wait_s`` (2 s by default). So the middleware asks :class:`WaitBudget`
 how long a request may wait, and tells it afterwards whether the write showed up:
 
-- per request, all reads share one deadline (:class:`~regionguard.client.reader.BoundReader`),
+- per request, all reads share one deadline (:class:`~regionguard_client.reader.BoundReader`),
   instead of one wait each;
 - per token, a write id that was already waited for in vain gets one look and no wait: the
   answer would be the same (``stale``);

@@ -9,7 +9,7 @@ Any string value of the config may hold references, resolved once when the confi
 
 A missing variable, file or key raises :class:`RefError`, one line naming the reference, never
 its value. The resolved values are returned too, so that the caller can scrub them from error
-messages and logs (:func:`regionguard.core.log.add_secret`): a value came from a reference because
+messages and logs (:func:`regionguard_client.core.log.add_secret`): a value came from a reference because
 it did not belong in the file.
 
 Written by hand because the syntax is ours (as Kafka Connect's ConfigProvider, which has no

@@ -1,7 +1,7 @@
 """Live, read-only views of region states and feature flags for applications.
 
-Both are the follower every service uses too (:mod:`regionguard.core.follower`,
-ordering rule in :mod:`regionguard.core.latest`): a background thread follows
+Both are the follower every service uses too (:mod:`regionguard_client.core.follower`,
+ordering rule in :mod:`regionguard_client.core.latest`): a background thread follows
 the compacted topic, so reads are plain in-memory lookups that never block and
 never touch the network::
 
@@ -20,14 +20,14 @@ Staleness is explicit: ``states.stale`` is True when the health service's
 heartbeats stopped for ``health.stale_after_s``; ``flags.stale`` likewise for
 the feature manager's heartbeats. Answers still come from the last known
 records then, and ``strict=True`` / :meth:`require_fresh` raise
-:class:`~regionguard.core.follower.StaleViewError` for callers that would
+:class:`~regionguard_client.core.follower.StaleViewError` for callers that would
 rather fail than act on old news.
 
 How ``FeatureFlagsView.is_enabled`` decides, in order:
 
 1. unknown and ``critical`` features are enabled;
 2. the region's FeatureFlags record, when the feature manager is live;
-3. otherwise the shared rules (:mod:`regionguard.core.flags`) evaluated
+3. otherwise the shared rules (:mod:`regionguard_client.core.flags`) evaluated
    locally from the region state view, which adds ``stale`` when the health
    service is quiet too -- the same answer the manager would publish;
 4. otherwise the last FeatureFlags record, plus the ``stale`` rules.
@@ -38,11 +38,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..core import flags as rules
-from ..core.config import Config
-from ..core.follower import CompactedFollower, StaleViewError
-from ..core.models import FeatureFlags, RegionState
-from ..core.stateview import RegionStateView
+from .core import flags as rules
+from .core.config import Config
+from .core.follower import CompactedFollower, StaleViewError
+from .core.models import FeatureFlags, RegionState
+from .core.stateview import RegionStateView
 
 __all__ = ["RegionStates", "FeatureFlagsView", "FeatureStatus", "StaleViewError"]
 
@@ -68,7 +68,7 @@ class RegionStates(RegionStateView):
         return {r: s for r in self.cfg.regions if (s := self.get(r)) is not None}
 
     def conditions(self, region: str) -> frozenset[str]:
-        """The ``off_when`` words that apply to ``region`` now (see :mod:`regionguard.core.flags`)."""
+        """The ``off_when`` words that apply to ``region`` now (see :mod:`regionguard_client.core.flags`)."""
         return rules.conditions(self.state(region), self.is_stale())
 
 
@@ -85,9 +85,9 @@ class FeatureStatus:
 class FeatureFlagsView(CompactedFollower[FeatureFlags]):
     """The latest FeatureFlags of every region, from ``<prefix>features``.
 
-    Exported as ``regionguard.client.FeatureFlags`` (the name the issue uses);
+    Exported as ``regionguard_client.FeatureFlags`` (the name the issue uses);
     this class name keeps it apart from the record model
-    :class:`regionguard.core.models.FeatureFlags`. Staleness (``stale``,
+    :class:`regionguard_client.core.models.FeatureFlags`. Staleness (``stale``,
     :meth:`require_fresh`, ``subscribe_stale``) is the feature manager's.
     """
 

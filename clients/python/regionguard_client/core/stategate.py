@@ -32,10 +32,10 @@ import logging
 import time
 from collections.abc import Callable
 
-from . import metrics as m
+from . import counters as m
 from .latest import at_seconds
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("regionguard.core.stategate")  # its name before the move (loggers stay in the regionguard tree)
 
 __all__ = ["StateGate", "refusal"]
 

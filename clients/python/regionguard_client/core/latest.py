@@ -1,6 +1,6 @@
 """Which record of a key a follower of a compacted topic keeps: the one ordering rule (pure: no I/O, no clock).
 
-Every follower (:class:`~regionguard.core.follower.CompactedFollower`, so the
+Every follower (:class:`~regionguard_client.core.follower.CompactedFollower`, so the
 region-state view, the client's views and the feature manager) keeps, per key,
 the record this rule says is the latest:
 

@@ -21,7 +21,7 @@ from .errors import RegionGuardError
 from .racks import consumer_rack
 from .sizes import Limits
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("regionguard.core.kafka")  # its name before the move (loggers stay in the regionguard tree)
 
 
 class KafkaDeliveryError(RegionGuardError):

@@ -1,10 +1,10 @@
 """The Redis write-through format, shared by the router (writer) and RegionalReader (reader).
 
-It lives in ``core`` because both sides use it; :mod:`regionguard.client.cache`
+It lives in ``core`` because both sides use it; :mod:`regionguard_client.cache`
 re-exports it for applications.
 
 One key per row: ``rg:<region>:<table>:<key values joined by "/">``, the key
-values taken in sorted column order (like :func:`regionguard.core.models.entity_key`),
+values taken in sorted column order (like :func:`regionguard_client.core.models.entity_key`),
 with ``%`` and ``/`` inside a value percent-encoded so keys stay unambiguous.
 The value is the row as a JSON object; the key's TTL is ``redis.ttl_s``, set
 on every write, so the age of a cached row is ``ttl_s - remaining TTL`` and
@@ -12,7 +12,7 @@ needs no extra field (:func:`cache_age_s`).
 
 The router, after a batch commits::
 
-    from regionguard.core.cache import cache_key, row_to_cache
+    from regionguard_client.core.cache import cache_key, row_to_cache
     pipe = redis.pipeline(transaction=False)
     for w in applied:
         k = cache_key(w.region, w.table, w.key)

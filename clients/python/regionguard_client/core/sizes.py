@@ -3,7 +3,7 @@
 Kafka refuses a record larger than the topic's ``max.message.bytes`` (the
 broker) or the producer's ``message.max.bytes`` (librdkafka, before sending).
 A refused record must never stop a partition, so the limits are read at start
-(:func:`regionguard.core.kafka.read_limits`) and applied before producing:
+(:func:`regionguard_client.core.kafka.read_limits`) and applied before producing:
 
 * a write larger than ``writes.max_bytes`` is dead-lettered as ``too_large``;
   the default leaves room for the headers its held copy carries on top, so a

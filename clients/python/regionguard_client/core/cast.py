@@ -10,7 +10,7 @@ to their column's type first (:class:`TableCasts`), and a value that cannot be
 is the write's ``schema`` dead letter naming the column, before any statement.
 
 The rules follow PostgreSQL 15's input functions for the text we send
-(:func:`regionguard.core.sql.pg_text`):
+(:func:`regionguard_client.core.sql.pg_text`):
 
 - smallint, integer, bigint: an int in range; a float with an integral value
   (42.0); a string of ASCII digits with an optional sign and surrounding

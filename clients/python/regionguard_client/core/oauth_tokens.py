@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 from .kafka_auth import MSK_SIGNER, KafkaAuthConfig, MskIamToken, OidcToken, UnsecuredJwtToken
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("regionguard.core.oauth_tokens")  # its name before the move (loggers stay in the regionguard tree)
 
 #: a cached token is handed out again while this share of its lifetime is left; librdkafka asks for a
 #: new one at 80% of the lifetime, so by then the cache is past this mark and fetches

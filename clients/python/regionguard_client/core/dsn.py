@@ -1,7 +1,7 @@
 """Keep DSN passwords out of logs, errors and events.
 
 Everything that may print a DSN goes through :func:`redact_dsn`, and the
-logging filter in :mod:`regionguard.core.log` scrubs any that slip through.
+logging filter in :mod:`regionguard_client.core.log` scrubs any that slip through.
 """
 
 from __future__ import annotations

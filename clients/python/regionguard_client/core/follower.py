@@ -2,14 +2,14 @@
 
 Every reader of ``<prefix>region-state`` and ``<prefix>features`` uses it: the
 router, replayer, health and feature services (through
-:class:`~regionguard.core.stateview.RegionStateView`), the operator commands,
-and the client library's views (:mod:`regionguard.client.views`). It is a
+:class:`~regionguard_client.core.stateview.RegionStateView`), the operator commands,
+and the client library's views (:mod:`regionguard_client.views`). It is a
 confluent-kafka consumer that joins **no group** (it assigns every partition
 from the beginning and never commits), so any number of them run without
 rebalancing anybody, and each rebuilds the full picture from the compacted
 topic on start.
 
-* **Which record wins** per key: :mod:`regionguard.core.latest` (highest
+* **Which record wins** per key: :mod:`regionguard_client.core.latest` (highest
   ``(epoch, seq)``; a heartbeat refreshes but is no change; a lower order wins
   only after the held record went stale, i.e. the publisher restarted without
   its history). Stale is judged by this follower's own monotonic clock
@@ -43,7 +43,7 @@ topic on start.
 * **Errors never stop it**: an exception in a callback, or an invalid record,
   is reported (one WARNING line, ``regionguard_background_errors_total``) and
   skipped; an error of the thread itself restarts it with backoff
-  (:mod:`regionguard.core.supervise`), with a new consumer that reads the
+  (:mod:`regionguard_client.core.supervise`), with a new consumer that reads the
   topic again from the beginning.
 
 Callbacks run on the follower's thread; keep them short and thread-safe.
@@ -67,7 +67,7 @@ from .latest import Verdict, at_seconds, verdict
 from .log import rdkafka_log
 from .supervise import supervised, swallowed
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("regionguard.core.follower")  # its name before the move (loggers stay in the regionguard tree)
 
 __all__ = ["CompactedFollower", "StaleViewError"]
 
