@@ -260,7 +260,11 @@ func NewProducer(brokers []string, topicPrefix string, extra ...kgo.Opt) (*Produ
 		// retries are left to the delivery timeout (RecordRetries stays unlimited); in flight: franz-go's
 		// idempotent maximum (5 per broker), which keeps each partition's order
 		kgo.RecordDeliveryTimeout(DeliveryTimeout),
-		kgo.ProduceRequestTimeout(10 * time.Second), // a request to a leader gone silent is retried in time
+		// a request to a leader gone silent is given up after 10 s in all (the broker's 5 s to answer and
+		// the client's 5 s overhead; franz-go's defaults make it 20 s, and the retry to the new leader
+		// then missed the delivery timeout), and retried to the new leader in time
+		kgo.ProduceRequestTimeout(5 * time.Second),
+		kgo.RequestTimeoutOverhead(5 * time.Second),
 		// without it franz-go never fails a record already sent to a broker that stopped answering
 		// (it waits for an answer to keep its sequence numbers), so a dead region hung Write forever;
 		// a write failed that way may still land, and sending it again with the same id is harmless
