@@ -61,16 +61,19 @@ async function main() {
   // the one before it is acknowledged; after a failure nothing more is sent.
   let batch = [];
   let sent = 0;
+  let failed = null;
   let chain = Promise.resolve();
   const flush = () => {
-    if (batch.length === 0) return;
+    if (batch.length === 0 || failed) return;
     const events = batch;
     batch = [];
     chain = chain.then(() => producer.sendEvents(region, events)).then(() => { sent += events.length; });
+    chain.catch((err) => { failed = failed || err; });  // handled here: reported once the input ends
   };
   const ticker = setInterval(flush, 20);
   try {
     for await (const line of readline.createInterface({ input: process.stdin })) {
+      if (failed) break;  // nothing more is sent after a failure
       if (!line.trim()) continue;
       batch.push(lineEvent(region, JSON.parse(line)));
       if (batch.length >= 100) flush();

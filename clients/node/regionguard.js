@@ -114,7 +114,11 @@ class RegionGuardProducer {
     // DefaultPartitioner is Java's murmur2 partitioner, the contract's. Retries stay unlimited (kafkajs'
     // idempotent default; limiting them desynchronises its sequence numbers) but at most 1 s apart, so a
     // moved leader is found at once; the delivery timeout bounds the wait. One request in flight keeps order.
+    // metadataMaxAge 3 s: kafkajs refreshes metadata after a lost connection but not after a request
+    // timeout, so with its 5-minute default it kept sending to a leader that went silent (a region cut
+    // off) long after the leader had moved; a send attempt refreshes metadata older than this.
     this.producer = kafka.producer({ idempotent, maxInFlightRequests: 1, createPartitioner: Partitioners.DefaultPartitioner,
+                                     metadataMaxAge: 3000,
                                      retry: { initialRetryTime: 100, maxRetryTime: 1000, retries: Number.MAX_SAFE_INTEGER } });
   }
   topic(region) { return `${this.prefix}writes.${region}`; }

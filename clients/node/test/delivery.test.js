@@ -19,6 +19,7 @@ test("the settings every language shares", () => {
   assert.strictEqual(p.producer.options.maxInFlightRequests, 1);
   assert.strictEqual(p.producer.options.retry.retries, Number.MAX_SAFE_INTEGER);
   assert.strictEqual(p.producer.options.retry.maxRetryTime, 1000);
+  assert.strictEqual(p.producer.options.metadataMaxAge, 3000);  // a silent leader is left for the new one
 });
 
 test("a send that is never acknowledged rejects with the typed error after the delivery timeout", async () => {
