@@ -259,6 +259,9 @@ def _stop(writers: list[Writer]) -> None:
         if w.proc is not None and w.proc.returncode is None:
             if w.proc.poll() is None:
                 w.proc.kill()
+            if w.thread is not None:
+                w.thread.join(5)  # the feeder closes stdin; communicate() must not flush it too
+            w.proc.stdin = None
             w.stderr = w.proc.communicate()[1]
 
 
