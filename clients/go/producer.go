@@ -265,6 +265,7 @@ func NewProducer(brokers []string, topicPrefix string, extra ...kgo.Opt) (*Produ
 		// then missed the delivery timeout), and retried to the new leader in time
 		kgo.ProduceRequestTimeout(5 * time.Second),
 		kgo.RequestTimeoutOverhead(5 * time.Second),
+		kgo.MetadataMinAge(500 * time.Millisecond), // after a request timeout, look for the new leader at once
 		// without it franz-go never fails a record already sent to a broker that stopped answering
 		// (it waits for an answer to keep its sequence numbers), so a dead region hung Write forever;
 		// a write failed that way may still land, and sending it again with the same id is harmless
