@@ -32,6 +32,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -191,7 +192,7 @@ func (g *Group) Send(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return g.p.client.ProduceSync(ctx, rec).FirstErr()
+	return g.p.notAcknowledged(rec, ev, g.p.client.ProduceSync(ctx, rec).FirstErr())
 }
 
 // Produce queues the group as one record; promise is called once it is acknowledged or failed.
@@ -209,6 +210,46 @@ type Producer struct {
 	prefix string
 }
 
+// DeliveryTimeout is how long Kafka has to acknowledge a write before Write, Send, Produce's promise
+// or Flush report a *NotAcknowledgedError (docs/producers.md, "When brokers fail": the same in
+// every language). It rides out a leader move (the broker session timeout, 9 s by default, then an
+// election) and tells the app of a dead region within half a minute.
+const DeliveryTimeout = 30 * time.Second
+
+// NotAcknowledgedError is the error of a write Kafka did not acknowledge: its region's brokers are
+// gone, the delivery timeout passed, or the broker refused the record. Retriable says whether
+// sending the same event again (same id: the inbox applies it once) can help. Test for it with
+// errors.As; Unwrap gives franz-go's error.
+type NotAcknowledgedError struct {
+	Region string
+	Topic  string
+	ID     string // the write id (the event's idempotency key)
+	Err    error
+}
+
+func (e *NotAcknowledgedError) Error() string {
+	return strings.Join(strings.Fields(fmt.Sprintf("write %s to region %s (topic %s) not acknowledged (delivery timeout %s): %v",
+		e.ID, e.Region, e.Topic, DeliveryTimeout, e.Err)), " ")
+}
+
+func (e *NotAcknowledgedError) Unwrap() error { return e.Err }
+
+// Retriable is false only for a broker's refusal that would refuse the record again (too large, invalid).
+func (e *NotAcknowledgedError) Retriable() bool {
+	var ke *kerr.Error
+	if errors.As(e.Err, &ke) {
+		return ke.Retriable
+	}
+	return true // timeouts, dead connections, a canceled context
+}
+
+func (p *Producer) notAcknowledged(rec *kgo.Record, ev WriteEvent, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &NotAcknowledgedError{Region: ev.Region, Topic: rec.Topic, ID: ev.ID, Err: err}
+}
+
 // NewProducer connects to the brokers; extra options (TLS, SASL, ...) are appended.
 func NewProducer(brokers []string, topicPrefix string, extra ...kgo.Opt) (*Producer, error) {
 	opts := append([]kgo.Opt{
@@ -216,6 +257,19 @@ func NewProducer(brokers []string, topicPrefix string, extra ...kgo.Opt) (*Produ
 		kgo.RequiredAcks(kgo.AllISRAcks()), // acks=all; franz-go is idempotent by default with it
 		kgo.RecordPartitioner(Partitioner()),
 		kgo.ProducerLinger(5 * time.Millisecond),
+		// retries are left to the delivery timeout (RecordRetries stays unlimited); in flight: franz-go's
+		// idempotent maximum (5 per broker), which keeps each partition's order
+		kgo.RecordDeliveryTimeout(DeliveryTimeout),
+		// a request to a leader gone silent is given up after 10 s in all (the broker's 5 s to answer and
+		// the client's 5 s overhead; franz-go's defaults make it 20 s, and the retry to the new leader
+		// then missed the delivery timeout), and retried to the new leader in time
+		kgo.ProduceRequestTimeout(5 * time.Second),
+		kgo.RequestTimeoutOverhead(5 * time.Second),
+		kgo.MetadataMinAge(500 * time.Millisecond), // after a request timeout, look for the new leader at once
+		// without it franz-go never fails a record already sent to a broker that stopped answering
+		// (it waits for an answer to keep its sequence numbers), so a dead region hung Write forever;
+		// a write failed that way may still land, and sending it again with the same id is harmless
+		kgo.AllowIdempotentProduceCancellation(),
 	}, extra...)
 	client, err := kgo.NewClient(opts...)
 	if err != nil {
@@ -236,22 +290,25 @@ func (p *Producer) Record(ev WriteEvent) (*kgo.Record, error) {
 	return &kgo.Record{Topic: p.Topic(ev.Region), Key: ev.RecordKey(), Value: value}, nil
 }
 
-// Write publishes one write and waits for the broker's acknowledgement.
+// Write publishes one write and waits for the broker's acknowledgement (a *NotAcknowledgedError
+// once the delivery timeout passed without it).
 func (p *Producer) Write(ctx context.Context, region, table, op string, key, data map[string]any) error {
-	rec, err := p.Record(NewEvent(region, table, op, key, data))
+	ev := NewEvent(region, table, op, key, data)
+	rec, err := p.Record(ev)
 	if err != nil {
 		return err
 	}
-	return p.client.ProduceSync(ctx, rec).FirstErr()
+	return p.notAcknowledged(rec, ev, p.client.ProduceSync(ctx, rec).FirstErr())
 }
 
-// Produce queues a write; promise is called once it is acknowledged or failed. Flush waits for all.
+// Produce queues a write; promise is called once it is acknowledged or failed (with a
+// *NotAcknowledgedError). Flush waits for all.
 func (p *Producer) Produce(ctx context.Context, ev WriteEvent, promise func(*kgo.Record, error)) error {
 	rec, err := p.Record(ev)
 	if err != nil {
 		return err
 	}
-	p.client.Produce(ctx, rec, promise)
+	p.client.Produce(ctx, rec, func(r *kgo.Record, err error) { promise(r, p.notAcknowledged(r, ev, err)) })
 	return nil
 }
 

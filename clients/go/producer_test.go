@@ -2,6 +2,7 @@ package regionguard
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,6 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 func TestARecordIsOnTheRegionsTopicKeyedByItsRowWithAWriteEventValue(t *testing.T) {
@@ -127,5 +131,21 @@ func TestEveryModuleBuildsWithThePreviousGoRelease(t *testing.T) {
 		if major > maxMajor || (major == maxMajor && m > maxMinor) {
 			t.Errorf("%s asks for go %s: Go %s cannot build it without downloading a toolchain", f[0], f[1], prev)
 		}
+	}
+}
+
+func TestNotAcknowledgedErrorIsTypedOneLineAndRetriableByType(t *testing.T) {
+	timedOut := &NotAcknowledgedError{Region: "eu", Topic: "rg.writes.eu", ID: "w1", Err: fmt.Errorf("records have timed out\nlast err: %w", kgo.ErrRecordTimeout)}
+	var err error = timedOut
+	var nae *NotAcknowledgedError
+	if !errors.As(err, &nae) || !nae.Retriable() || !errors.Is(err, kgo.ErrRecordTimeout) {
+		t.Fatalf("want a retriable *NotAcknowledgedError wrapping kgo.ErrRecordTimeout: %v", err)
+	}
+	if msg := err.Error(); strings.Contains(msg, "\n") || !strings.Contains(msg, "region eu (topic rg.writes.eu) not acknowledged (delivery timeout 30s)") {
+		t.Fatalf("one line naming region and topic: %q", msg)
+	}
+	tooLarge := &NotAcknowledgedError{Region: "eu", Topic: "rg.writes.eu", ID: "w2", Err: kerr.MessageTooLarge}
+	if tooLarge.Retriable() {
+		t.Fatal("a record the broker refuses as too large is not retriable")
 	}
 }

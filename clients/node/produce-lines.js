@@ -13,11 +13,12 @@
 // joined by "/">` or the ordering key, kafkajs' DefaultPartitioner (Java's murmur2), a WriteEvent
 // with a fresh UUID id, acks=all, and an idempotent producer (RG_NO_IDEMPOTENCE=1 turns it off for
 // brokers without InitProducerId, such as tansu; the event id still makes a duplicate harmless).
-// Prints {"sent": n} once every write is acknowledged.
+// Prints {"sent": n} once every write is acknowledged; one line and exit code 3 if one was not.
 const fs = require("fs");
 const readline = require("readline");
 const { Kafka, Partitioners, logLevel } = require("kafkajs");
-const { kafkaKey, writeEvent, groupEvent, recordKey, RegionGuardProducer } = require("./regionguard");
+const { REQUEST_TIMEOUT_MS, WriteNotAcknowledgedError, kafkaKey, writeEvent, groupEvent, recordKey,
+        RegionGuardProducer } = require("./regionguard");
 
 // A line's event: a group built op by op with groupEvent, else a single-row write.
 const lineEvent = (region, w) => {
@@ -53,21 +54,45 @@ async function main() {
   if (args[0] === "group-vectors") return groupVectors(args[1], args.slice(2));
   if (args[0] === "produce") args.shift();  // the same command line as the Java and Go examples
   const [bootstrap, prefix, region] = args;
-  const events = [];
-  for await (const line of readline.createInterface({ input: process.stdin })) {
-    if (line.trim()) events.push(lineEvent(region, JSON.parse(line)));
-  }
-  const kafka = new Kafka({ clientId: "node-example", brokers: bootstrap.split(","), logLevel: logLevel.ERROR });
+  const kafka = new Kafka({ clientId: "node-example", brokers: bootstrap.split(","), logLevel: logLevel.NOTHING,
+                            requestTimeout: REQUEST_TIMEOUT_MS });
   const producer = new RegionGuardProducer(kafka, prefix, { idempotent: process.env.RG_NO_IDEMPOTENCE !== "1" });
-  await producer.connect();
-  for (let i = 0; i < events.length; i += 100) {  // in order: one batch acknowledged before the next
-    await producer.sendEvents(region, events.slice(i, i + 100));
+  // Lines are sent as they arrive, in order: each batch (up to 100 lines read meanwhile) is sent once
+  // the one before it is acknowledged; after a failure nothing more is sent.
+  let batch = [];
+  let sent = 0;
+  let failed = null;
+  let chain = Promise.resolve();
+  const flush = () => {
+    if (batch.length === 0 || failed) return;
+    const events = batch;
+    batch = [];
+    chain = chain.then(() => producer.sendEvents(region, events)).then(() => { sent += events.length; });
+    chain.catch((err) => { failed = failed || err; });  // handled here: reported once the input ends
+  };
+  const ticker = setInterval(flush, 20);
+  try {
+    for await (const line of readline.createInterface({ input: process.stdin })) {
+      if (failed) break;  // nothing more is sent after a failure
+      if (!line.trim()) continue;
+      batch.push(lineEvent(region, JSON.parse(line)));
+      if (batch.length >= 100) flush();
+    }
+    flush();
+    await chain;
+  } finally {
+    clearInterval(ticker);
+    // bounded: with the brokers gone silent kafkajs' disconnect would wait for them
+    await Promise.race([producer.disconnect().catch(() => {}), new Promise((ok) => setTimeout(ok, 2000).unref())]);
   }
-  await producer.disconnect();
-  console.log(JSON.stringify({ sent: events.length }));
+  console.log(JSON.stringify({ sent }));
 }
 
 module.exports = { kafkaKey, writeEvent, lineEvent };
 if (require.main === module) {
-  main().catch((err) => { console.error(`error: ${err.message}`); process.exit(1); });
+  // one line; exit code 3 when a write was not acknowledged (docs/clients.md, "The command lines")
+  main().catch((err) => {
+    console.error(`error: ${err.message}`);
+    process.exit(err instanceof WriteNotAcknowledgedError ? 3 : 1);
+  });
 }

@@ -13,7 +13,7 @@ from regionguard_client import *  # noqa: F401,F403 - re-exported
 from regionguard_client import __all__  # noqa: F401
 
 #: The client's modules, importable as ``regionguard.client.<name>`` too
-MODULES = ("cache", "consistency", "middleware", "producer", "reader", "views", "waitbudget")
+MODULES = ("cache", "consistency", "delivery", "middleware", "producer", "reader", "views", "waitbudget")
 
 for _name in MODULES:
     _module = importlib.import_module(f"regionguard_client.{_name}")

@@ -30,6 +30,7 @@ from __future__ import annotations
 from .core.follower import CompactedFollower, StaleViewError  # the one follower, for applications' own topics
 from .views import FeatureFlagsView, FeatureStatus, RegionStates
 from .consistency import BadToken, ConsistencyWatcher, Visibility, WriteToken
+from .delivery import WriteNotAcknowledged
 from .producer import WriteGroup, WriteProducer
 from .reader import (BadRead, BoundReader, BulkheadFull, NotVisible, ReadResult, ReadUnavailable, RegionalReader,
                      TierAttempt)
@@ -49,6 +50,7 @@ def __getattr__(name: str):
 __all__ = [
     "WriteProducer",
     "WriteGroup",
+    "WriteNotAcknowledged",
     "RegionStates",
     "FeatureFlags",
     "FeatureFlagsView",

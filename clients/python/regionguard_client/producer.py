@@ -23,6 +23,7 @@ from .core.config import Config, UsageError, load_config
 from .core.kafka import Confirmer, KafkaDeliveryError, make_producer
 from .core.models import MAX_GROUP_OPS, Op, Policy, RowOp, WriteEvent
 from .core.log import rdkafka_log
+from .delivery import DELIVERY_SETTINGS, WriteNotAcknowledged, delivery_timeout_s, not_acknowledged
 from .consistency import WriteToken
 
 
@@ -30,8 +31,9 @@ class WriteProducer:
     """Publish writes for any configured region.
 
     ``write()`` queues; ``flush()`` waits until Kafka acknowledged every queued
-    write and raises :class:`KafkaDeliveryError` otherwise. A write counts as
-    acknowledged, and so is guaranteed by regionguard, only after that.
+    write and raises :class:`WriteNotAcknowledged` (a :class:`KafkaDeliveryError`) otherwise,
+    at the latest a few seconds after the delivery timeout (client/delivery.py). A write counts
+    as acknowledged, and so is guaranteed by regionguard, only after that.
     """
 
     def __init__(self, cfg: Config, **client: Any) -> None:
@@ -39,8 +41,11 @@ class WriteProducer:
         self.last_broker_error: str | None = None  # librdkafka's latest complaint, for a one-line failure
         client.setdefault("logger", rdkafka_log)  # not librdkafka's own stderr lines, one per reconnect
         client.setdefault("error_cb", self._on_error)
+        client = {**DELIVERY_SETTINGS, **client}
+        self.delivery_timeout_s = delivery_timeout_s({**client, **cfg.kafka.client})
         self._producer = make_producer(cfg, **client)
         self._confirmer = Confirmer()
+        self._sent: list[tuple[str, WriteEvent]] = []  # this flush round's writes, by Confirmer index
 
     def _on_error(self, err: Any) -> None:
         self.last_broker_error = err.str() if hasattr(err, "str") else str(err)
@@ -82,19 +87,31 @@ class WriteProducer:
                                      expires_at=expires_at, meta=meta or {}))
 
     def send(self, ev: WriteEvent) -> None:
-        self._confirmer.produce(self._producer, self.cfg.topic("writes", ev.region),
-                                ev.model_dump_json().encode(), key=ev.kafka_key())
+        """Queue one event (a write, a group, or one of :attr:`WriteNotAcknowledged.writes` again)."""
+        topic = self.cfg.topic("writes", ev.region)
+        self._sent.append((topic, ev))
+        self._confirmer.produce(self._producer, topic, ev.model_dump_json().encode(), key=ev.kafka_key())
         self._producer.poll(0)
 
-    def flush(self, timeout: float = 30.0) -> None:
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait for Kafka's acknowledgements; :class:`WriteNotAcknowledged` names the writes it did not give.
+
+        ``timeout`` defaults to the delivery timeout and a margin: by then librdkafka has reported
+        every write, acknowledged or failed, so the error is final, never a write still on its way.
+        """
         confirmer, self._confirmer = self._confirmer, Confirmer()
+        sent, self._sent = self._sent, []
+        if timeout is None:
+            timeout = self.delivery_timeout_s + 5.0
         try:
             confirmer.wait(self._producer, timeout)
-        except KafkaDeliveryError as exc:
-            if self.last_broker_error:  # name the broker and the cause, not just "unconfirmed"
-                raise KafkaDeliveryError(f"{exc}; broker {self.cfg.kafka.bootstrap}: "
-                                         f"{self.last_broker_error}") from None
-            raise
+        except KafkaDeliveryError:
+            pass
+        broker = f"broker {self.cfg.kafka.bootstrap}: {self.last_broker_error}" if self.last_broker_error else None
+        err = not_acknowledged(confirmer, sent, self.delivery_timeout_s, broker, waited_s=timeout)
+        if err is not None:
+            raise err
+        self.last_broker_error = None  # a complaint the producer got over must not explain a later failure
 
     def close(self) -> None:
         self.flush()

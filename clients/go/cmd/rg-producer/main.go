@@ -5,7 +5,8 @@
 //	rg-producer produce BOOTSTRAP PREFIX REGION  one write per stdin line {"table","op","key","data"}
 //	                                             (optionally with "ordering_key"), or one atomic group per
 //	                                             line {"ordering_key","ops":[...]}, in order; prints
-//	                                             {"sent": n} once every write is acknowledged
+//	                                             {"sent": n} once every write is acknowledged; exit
+//	                                             code 3 and one line if one was not (NotAcknowledgedError)
 //	rg-producer group-vectors FILE COUNT...      for schemas/vectors/write-events.json's accepted cases with
 //	                                             an ordering_key: the event rebuilt with this package's API,
 //	                                             its Kafka key and partitions for the given counts (JSON)
@@ -20,6 +21,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -225,6 +227,10 @@ func main() {
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
+		var nae *regionguard.NotAcknowledgedError
+		if errors.As(err, &nae) {
+			os.Exit(3) // a write was not acknowledged (docs/clients.md, "The command lines")
+		}
 		os.Exit(1)
 	}
 }

@@ -388,13 +388,15 @@ class Confirmer:
     offset confirmed, which the router uses to fence held partitions.
     ``failed`` maps the index of each record given to :meth:`produce` that
     failed to its error, whether ``produce()`` raised it or the delivery report
-    carried it.
+    carried it; ``confirmed`` holds the indices Kafka acknowledged (any other index is
+    failed or still unconfirmed).
     """
 
     def __init__(self) -> None:
         self.pending = 0
         self.errors: list[str] = []
         self.failed: dict[int, KafkaError] = {}
+        self.confirmed: set[int] = set()
         self.offsets: dict[tuple[str, int], int] = {}
         self._count = 0
 
@@ -408,6 +410,8 @@ class Confirmer:
             if index is not None and isinstance(err, KafkaError):
                 self.failed[index] = err
             return
+        if index is not None:
+            self.confirmed.add(index)
         tp = (msg.topic(), msg.partition())
         off = msg.offset()
         if off is not None and off >= 0 and off > self.offsets.get(tp, -1):

@@ -5,7 +5,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.Properties;
 import java.util.UUID;
-import java.util.concurrent.Future;
+import java.util.concurrent.CompletableFuture;
 
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ArrayNode;
@@ -15,6 +15,7 @@ import org.apache.kafka.clients.producer.Producer;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.clients.producer.RecordMetadata;
+import org.apache.kafka.common.KafkaException;
 import org.apache.kafka.common.serialization.ByteArraySerializer;
 
 /**
@@ -43,6 +44,17 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
 public final class RegionGuardProducer implements AutoCloseable {
     private static final ObjectMapper JSON = new ObjectMapper();
 
+    /**
+     * How long Kafka has to acknowledge a write before its future fails with
+     * {@link WriteNotAcknowledgedException} (docs/producers.md, "When brokers fail": the same in every
+     * language): it rides out a leader move (the broker session timeout, 9 s by default, then an
+     * election) and tells the app of a dead region within half a minute. {@code send()} blocks for
+     * metadata at most as long ({@code max.block.ms}).
+     */
+    public static final int DELIVERY_TIMEOUT_MS = 30_000;
+    /** A request to a leader that stopped answering is given up after this and retried to the new one. */
+    public static final int REQUEST_TIMEOUT_MS = 10_000;
+
     private final Producer<byte[], byte[]> producer;
     private final String topicPrefix;
 
@@ -56,13 +68,22 @@ public final class RegionGuardProducer implements AutoCloseable {
              topicPrefix);
     }
 
-    /** acks=all and idempotence; no partitioner.class: kafka-clients' built-in one is the contract's murmur2. */
+    /**
+     * acks=all and idempotence; a bounded delivery timeout, retries left to it, 5 requests in flight (the
+     * most idempotence keeps in order); no partitioner.class: kafka-clients' built-in one is the
+     * contract's murmur2. {@code extra} may override any of them.
+     */
     static Properties settings(String bootstrap, Properties extra) {
         Properties props = new Properties();
         props.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         props.put(ProducerConfig.ACKS_CONFIG, "all");
         props.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "true");
         props.put(ProducerConfig.LINGER_MS_CONFIG, "5");
+        props.put(ProducerConfig.DELIVERY_TIMEOUT_MS_CONFIG, Integer.toString(DELIVERY_TIMEOUT_MS));
+        props.put(ProducerConfig.REQUEST_TIMEOUT_MS_CONFIG, Integer.toString(REQUEST_TIMEOUT_MS));
+        props.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, Integer.toString(DELIVERY_TIMEOUT_MS));  // default 60 s
+        props.put(ProducerConfig.MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION, "5");
+        props.put(ProducerConfig.RETRIES_CONFIG, Integer.toString(Integer.MAX_VALUE));
         props.putAll(extra);
         return props;
     }
@@ -109,7 +130,7 @@ public final class RegionGuardProducer implements AutoCloseable {
     }
 
     /** Sends one write; the returned future completes when the broker acknowledged it. */
-    public Future<RecordMetadata> write(String region, String table, String op, Map<String, ?> key,
+    public CompletableFuture<RecordMetadata> write(String region, String table, String op, Map<String, ?> key,
                                         Map<String, ?> data) {
         return send(region, kafkaKey(table, key), event(UUID.randomUUID(), region, table, op, key, data));
     }
@@ -118,7 +139,7 @@ public final class RegionGuardProducer implements AutoCloseable {
      * Sends one write with an ordering key: the record's Kafka key is {@code orderingKey} (UTF-8), so it
      * applies in order with every other event of that key (a null key falls back to the row's key).
      */
-    public Future<RecordMetadata> write(String region, String table, String op, Map<String, ?> key,
+    public CompletableFuture<RecordMetadata> write(String region, String table, String op, Map<String, ?> key,
                                         Map<String, ?> data, String orderingKey) {
         if (orderingKey == null) return write(region, table, op, key, data);
         return send(region, Keys.orderingKey(orderingKey),
@@ -130,12 +151,29 @@ public final class RegionGuardProducer implements AutoCloseable {
         return new Group(this, region, orderingKey);
     }
 
-    public Future<RecordMetadata> send(String region, byte[] kafkaKey, ObjectNode event) {
+    /**
+     * Sends one event; the future completes when the broker acknowledged it, or exceptionally with
+     * {@link WriteNotAcknowledgedException} ({@code get()} throws it wrapped in an ExecutionException).
+     */
+    public CompletableFuture<RecordMetadata> send(String region, byte[] kafkaKey, ObjectNode event) {
+        byte[] value;
         try {
-            return producer.send(new ProducerRecord<>(topic(region), kafkaKey, JSON.writeValueAsBytes(event)));
+            value = JSON.writeValueAsBytes(event);
         } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
             throw new IllegalArgumentException("event is not JSON-serialisable", e);
         }
+        String topic = topic(region);
+        String id = event.path("id").asText();
+        CompletableFuture<RecordMetadata> acked = new CompletableFuture<>();
+        try {
+            producer.send(new ProducerRecord<>(topic, kafkaKey, value), (md, err) -> {
+                if (err == null) acked.complete(md);
+                else acked.completeExceptionally(new WriteNotAcknowledgedException(region, topic, id, err));
+            });
+        } catch (KafkaException e) {  // refused before sending: the producer is closed, or a fatal error
+            acked.completeExceptionally(new WriteNotAcknowledgedException(region, topic, id, e));
+        }
+        return acked;
     }
 
     public void flush() {
@@ -228,7 +266,7 @@ public final class RegionGuardProducer implements AutoCloseable {
         }
 
         /** Publishes the group as one record; the future completes when the broker acknowledged it. */
-        public Future<RecordMetadata> send() {
+        public CompletableFuture<RecordMetadata> send() {
             if (sent) throw new IllegalStateException("this write group was already sent");
             ObjectNode ev = event();
             sent = true;

@@ -53,6 +53,38 @@ class RegionGuardProducerTest {
     }
 
     @Test
+    void aWriteKafkaDidNotAcknowledgeFailsWithOneTypedErrorNamingRegionAndTopic() {
+        MockProducer<byte[], byte[]> mock = new MockProducer<>(false, null, new ByteArraySerializer(),
+                                                               new ByteArraySerializer());
+        RegionGuardProducer p = new RegionGuardProducer(mock, "rg.");
+        var timedOut = p.write("eu", "users", "upsert", Map.of("id", 1), Map.of("n", 1));
+        mock.errorNext(new org.apache.kafka.common.errors.TimeoutException("Expiring 1 record(s)\nafter 30000 ms"));
+        var e = assertThrows(java.util.concurrent.ExecutionException.class, timedOut::get);
+        var nae = (WriteNotAcknowledgedException) e.getCause();
+        assertEquals("eu", nae.region());
+        assertEquals("rg.writes.eu", nae.topic());
+        assertTrue(nae.isRetriable());  // kafka-clients' TimeoutException is a RetriableException
+        assertFalse(nae.getMessage().contains("\n"));
+        assertTrue(nae.getMessage().contains("not acknowledged (delivery timeout 30 s)"), nae.getMessage());
+        var tooLarge = p.write("eu", "users", "upsert", Map.of("id", 2), Map.of("n", 2));
+        mock.errorNext(new org.apache.kafka.common.errors.RecordTooLargeException("too large"));
+        var e2 = assertThrows(java.util.concurrent.ExecutionException.class, tooLarge::get);
+        assertFalse(((WriteNotAcknowledgedException) e2.getCause()).isRetriable());
+    }
+
+    @Test
+    void theSettingsEveryLanguageShares() {
+        var props = RegionGuardProducer.settings("127.0.0.1:9092", new java.util.Properties());
+        assertEquals("all", props.get("acks"));
+        assertEquals("true", props.get("enable.idempotence"));
+        assertEquals("30000", props.get("delivery.timeout.ms"));
+        assertEquals("30000", props.get("max.block.ms"));
+        assertEquals("10000", props.get("request.timeout.ms"));
+        assertEquals("5", props.get("max.in.flight.requests.per.connection"));
+        assertEquals(Integer.toString(Integer.MAX_VALUE), props.get("retries"));
+    }
+
+    @Test
     void aWriteWithAnOrderingKeyIsKeyedByIt() throws Exception {
         MockProducer<byte[], byte[]> mock = mock();
         try (RegionGuardProducer p = new RegionGuardProducer(mock, "rg.")) {

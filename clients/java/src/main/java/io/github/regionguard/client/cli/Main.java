@@ -11,7 +11,8 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Properties;
-import java.util.concurrent.Future;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
 
 import com.fasterxml.jackson.core.type.TypeReference;
 import com.fasterxml.jackson.databind.JsonNode;
@@ -20,6 +21,7 @@ import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.github.regionguard.client.Keys;
 import io.github.regionguard.client.RegionGuardProducer;
+import io.github.regionguard.client.WriteNotAcknowledgedException;
 import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.clients.producer.internals.BuiltInPartitioner;
 import org.apache.kafka.common.utils.Utils;
@@ -32,7 +34,8 @@ import org.apache.kafka.common.utils.Utils;
  *                                        as this producer builds and kafka-clients partitions them (JSON on stdout)
  *   produce  BOOTSTRAP PREFIX REGION     one write per stdin line {"table", "op", "key", "data"} (optionally
  *                                        with "ordering_key"), or one atomic group per line {"ordering_key",
- *                                        "ops": [...]}, in order; prints {"sent": n} once all are acknowledged
+ *                                        "ops": [...]}, in order; prints {"sent": n} once all are acknowledged,
+ *                                        or one line and exit code 3 if one was not
  *   group-vectors FILE COUNT...          for schemas/vectors/write-events.json's accepted cases with an
  *                                        ordering_key: the event rebuilt with this producer's API, its Kafka
  *                                        key and its partitions for the given partition counts (JSON)
@@ -51,7 +54,12 @@ public final class Main {
         } else if (args.length >= 2 && args[0].equals("group-vectors")) {
             groupVectors(Path.of(args[1]), List.of(args).subList(2, args.length));
         } else if (args.length == 4 && args[0].equals("produce")) {
-            produce(args[1], args[2], args[3]);
+            try {
+                produce(args[1], args[2], args[3]);
+            } catch (WriteNotAcknowledgedException e) {  // one line, exit 3 (docs/clients.md, "The command lines")
+                System.err.println("error: " + e.getMessage());
+                System.exit(3);
+            }
         } else {
             System.err.println("usage: vectors FILE | group-vectors FILE COUNT... | produce BOOTSTRAP PREFIX REGION < writes.jsonl");
             System.exit(2);
@@ -128,7 +136,7 @@ public final class Main {
     static void produce(String bootstrap, String prefix, String region) throws Exception {
         Properties extra = new Properties();
         if ("1".equals(System.getenv("RG_NO_IDEMPOTENCE"))) extra.put("enable.idempotence", "false");
-        List<Future<RecordMetadata>> sent = new ArrayList<>();
+        List<CompletableFuture<RecordMetadata>> sent = new ArrayList<>();
         try (RegionGuardProducer producer = new RegionGuardProducer(bootstrap, prefix, extra);
              BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8))) {
             for (String line; (line = in.readLine()) != null; ) {
@@ -136,15 +144,24 @@ public final class Main {
                 JsonNode w = JSON.readTree(line);
                 if (w.has("ops")) {  // an atomic group: one record keyed by its ordering key
                     sent.add(group(producer, region, w).send());
-                    continue;
+                } else {
+                    Map<String, Object> data = w.hasNonNull("data") ? JSON.convertValue(w.get("data"), MAP) : null;
+                    String orderingKey = w.hasNonNull("ordering_key") ? w.get("ordering_key").asText() : null;
+                    sent.add(producer.write(region, w.get("table").asText(), w.get("op").asText(),
+                                            JSON.convertValue(w.get("key"), MAP), data, orderingKey));
                 }
-                Map<String, Object> data = w.hasNonNull("data") ? JSON.convertValue(w.get("data"), MAP) : null;
-                String orderingKey = w.hasNonNull("ordering_key") ? w.get("ordering_key").asText() : null;
-                sent.add(producer.write(region, w.get("table").asText(), w.get("op").asText(),
-                                        JSON.convertValue(w.get("key"), MAP), data, orderingKey));
+                // a write refused before sending (no metadata within max.block.ms): stop reading, report it
+                if (sent.get(sent.size() - 1).isCompletedExceptionally()) break;
             }
             producer.flush();
-            for (Future<RecordMetadata> f : sent) f.get();  // any failed send fails the run
+            for (CompletableFuture<RecordMetadata> f : sent) {  // any failed send fails the run
+                try {
+                    f.get();
+                } catch (ExecutionException e) {
+                    if (e.getCause() instanceof WriteNotAcknowledgedException nae) throw nae;
+                    throw e;
+                }
+            }
         }
         System.out.println("{\"sent\": " + sent.size() + "}");
     }
