@@ -1,5 +1,5 @@
 """The SDK producer's delivery settings and its one error for writes Kafka did not acknowledge
-(services/client/delivery.py; the brokers themselves: tests/integration/test_producer_failover.py)."""
+(clients/python/regionguard_client/delivery.py; the brokers themselves: tests/integration/test_producer_failover.py)."""
 
 from __future__ import annotations
 
