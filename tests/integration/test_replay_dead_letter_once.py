@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from regionguard.core.kafka import replayer_group
 from tests.integration.helpers import (
     committed, ev_bytes, produce_raw, read_topic, wait_assigned, wait_until, write_event,
@@ -112,12 +114,15 @@ def test_a_reader_reset_while_a_batch_is_handled_publishes_its_dead_letters_once
     assert [d["write_id"] for d in _expired(cfg)] == [events[1]["id"]]
 
 
+@pytest.mark.parametrize("when", ["delivered", "before"])
 def test_a_handover_between_lanes_after_a_batchs_dead_letters_publishes_them_once(regions, rg_config, services,
-                                                                                 tmp_path):
+                                                                                 tmp_path, when):
     """A rebalance lands after a batch's dead letters are delivered and before its commit (the test kit's
     ``handover_mid_batch`` seam: the lane leaves its group and the partition moves to the process's other
     lane; seen once under load when a second lane joined at start-up). The revoked lane hands the batch's
-    position over synchronously: the new owner must not read it again and dead-letter it a second time."""
+    position over synchronously: the new owner must not read it again and dead-letter it a second time.
+    ``before``: the rebalance lands after the batch's writes are applied and before its dead letters are
+    produced; the new owner reads the batch again and dead-letters it, so the revoked lane must not."""
     lr = regions(["eu", "us"])
     cfg = rg_config(lr, partitions=1)
     assert cfg.load().replay.lanes >= 2, "the partition needs another lane to move to"
@@ -137,7 +142,8 @@ def test_a_handover_between_lanes_after_a_batchs_dead_letters_publishes_them_onc
 
     lr.proxy("eu").set_mode("pass")
     fired = tmp_path / "handover-fired"
-    services("replayer", ["--fired", str(fired), *cfg.cli_args("replayer", "--no-health")],
+    seam = ["--fired", str(fired), *(["--before"] if when == "before" else [])]
+    services("replayer", [*seam, *cfg.cli_args("replayer", "--no-health")],
              module="regionguard_testkit.embedded.handover_mid_batch")
     wait_until(lambda: fired.exists(), timeout=60, what="the lane's handover after the dead letters")
     group, topic = replayer_group(cfg.load(), "eu"), cfg.topic("held", "eu")

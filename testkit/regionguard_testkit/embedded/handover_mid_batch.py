@@ -3,6 +3,7 @@
 ::
 
     python -m regionguard_testkit.embedded.handover_mid_batch --fired PATH replayer --config rg.yaml ...
+    python -m regionguard_testkit.embedded.handover_mid_batch --fired PATH --before replayer --config rg.yaml ...
 
 runs the ordinary CLI with one change: the first time a replayer lane has
 delivered dead letters, it leaves its consumer group and joins it again before
@@ -12,7 +13,9 @@ start-up or a replayer stops). The batch in hand was handled for good; the
 new owner must not read it again and publish its dead letters a second time.
 In production the window is the few milliseconds between the dead letters'
 acknowledgement and the commit (seen once under load); the seam makes it
-certain. Once the lane has left, ``PATH`` is written, so a test can tell the
+certain. With ``--before`` the lane leaves after the batch's writes are applied
+and before its dead letters are produced: the new owner dead-letters the batch,
+so the old one must not. Once the lane has left, ``PATH`` is written, so a test can tell the
 handover happened. The product carries no hook for this: it is patched here,
 in the test process only.
 """
@@ -28,18 +31,21 @@ __all__ = ["install", "main"]
 LEAVE_TIMEOUT_S = 30.0
 
 
-def install(fired: Path) -> None:
+def install(fired: Path, *, before: bool = False) -> None:
     from regionguard.replayer import worker
 
     deliver = worker.ReplayWorker._dead_letters
     done = {"left": False}
 
     async def _dead_letters(self, dead, gen, stop, **kw):
-        await deliver(self, dead, gen, stop, **kw)
+        if not before:
+            await deliver(self, dead, gen, stop, **kw)
         if dead and not done["left"]:
             done["left"] = True
             _leave_and_rejoin(self)
             fired.write_text(f"lane {self.lane}\n")
+        if before:
+            await deliver(self, dead, gen, stop, **kw)
 
     worker.ReplayWorker._dead_letters = _dead_letters
 
@@ -59,13 +65,15 @@ def _leave_and_rejoin(lane) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) < 2 or argv[0] != "--fired":
-        print("usage: python -m regionguard_testkit.embedded.handover_mid_batch --fired PATH <regionguard args>",
-              file=sys.stderr)
+        print("usage: python -m regionguard_testkit.embedded.handover_mid_batch --fired PATH [--before] "
+              "<regionguard args>", file=sys.stderr)
         return 2
-    install(Path(argv[1]))
+    fired, rest = Path(argv[1]), argv[2:]
+    before = rest[:1] == ["--before"]
+    install(fired, before=before)
     from regionguard.cli import main as cli_main
 
-    return cli_main(argv[2:])
+    return cli_main(rest[1:] if before else rest)
 
 
 if __name__ == "__main__":
