@@ -106,6 +106,7 @@ class Outbox:
 async def deliver(
     producer: Producer, out: Outbox, *, retry_s: float, retry_max_s: float,
     pause: Callable[[float], Awaitable[None]], still_ours: Callable[[], bool], wait_s: float = 30.0,
+    rounds: Callable[[Confirmer], None] | None = None,
 ) -> dict[tuple[str, int], int]:
     """Produce every record of ``out`` until all are acknowledged; the highest offset per partition.
 
@@ -117,6 +118,8 @@ async def deliver(
     growing to ``retry_max_s``. Every failed produce is logged and counted
     (``regionguard_produce_errors_total``); ``still_ours()`` is asked after each paused round, and
     :class:`GiveUp` raised once it says no.
+    ``rounds(confirmer)``, when given, is told each round's :class:`Confirmer` as it is produced: the
+    replayer's revocation callback reads the last one's delivery reports (replayer/worker.py).
 
     A round that is only *unconfirmed* (the broker away, nothing refused) is waited on, never
     produced again: the router's and replayer's producers never time a record out
@@ -130,6 +133,8 @@ async def deliver(
     dead_reasons: list[str] = []  # of dead letters already acknowledged in an earlier round
     while out.items:
         confirmer = Confirmer()
+        if rounds is not None:
+            rounds(confirmer)
         sent = list(out.items)
         for it in sent:
             confirmer.produce(producer, it.topic, it.value, key=it.key, partition=it.partition, headers=it.headers)

@@ -120,6 +120,10 @@ class ReadAhead:
                     await asyncio.sleep(0.1)
                     continue
                 reset_gen = target
+                # invalidated again while the commits were read: reset again before reading. Read now, the
+                # batch carried the new generation though the reset for it came after it -- and sought
+                # back past it once the lane had handled it (a handover's new owner dead-lettered it twice)
+                continue
             gen = self.gen
             batch = await self._poll(stop, gen)
             if not batch or gen != self.gen:

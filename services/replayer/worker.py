@@ -31,7 +31,7 @@ from ..core.config import Config
 from ..core.db import ApplyResult, Plan
 from ..core.errors import BadWrite, MissingPrivilege, RegionGuardError, RegionUnavailable
 from ..core.guardlane import LaneGuard, commit_offset
-from ..core.kafka import make_consumer, make_producer, replayer_group
+from ..core.kafka import Confirmer, make_consumer, make_producer, replayer_group
 from ..core.outbox import GiveUp, Outbox, deliver
 from ..core.models import DeadReason, FailoverEvent, Policy
 from ..core.readahead import ReadAhead
@@ -43,6 +43,10 @@ from ..core.held import H_APPLIED_IN, H_FENCE
 from .region import RegionReplay
 
 log = logging.getLogger(__name__)
+
+# how long a revocation waits for the dead letters of the batch in hand to be acknowledged before it
+# commits the batch's position: they normally take milliseconds; past it the batch is read again
+HANDOVER_DELIVERY_WAIT_S = 1.0
 
 
 class Abandon(Exception):
@@ -84,6 +88,9 @@ class ReplayWorker:
         self.assignments = 0  # on_assign calls so far (core/leave.py waits on them)
         self.ownership = 0  # assign and revoke calls so far: a batch is ours to commit only if unchanged
         self._taken_in = 0  # ownership when the batch in hand was taken
+        # the batch in hand once its writes are applied: the positions it settles and its dead letters'
+        # rounds of produces; a revocation commits those positions if the rounds were acknowledged
+        self._delivering: tuple[dict[int, int], list[Confirmer]] | None = None
 
     # ---------------------------------------------------------------- state
     def is_closed(self) -> bool:
@@ -105,6 +112,7 @@ class ReplayWorker:
     def _on_revoke(self, consumer, parts) -> None:
         log.info("region %s: revoked held partitions %s%s", self.region, [tp.partition for tp in parts], self._lane_tag)
         ps = [tp.partition for tp in parts]
+        self._settle_delivered()
         # leaving is no death: clear the crash guard's start markers of partitions not committed since
         handover = self.guard.handover(ps, {p: self.settled[p] for p in ps if p in self.settled})
         if handover:
@@ -118,6 +126,30 @@ class ReplayWorker:
         for p in ps:
             self.settled.pop(p, None)
         self.reader.invalidate()
+
+    def _settle_delivered(self) -> None:
+        """At a revocation: settle the batch in hand if its writes are applied and its dead letters acknowledged.
+
+        Abandoned instead, the batch was read again by the partition's next owner -- another lane of
+        this process, as often as not -- and its dead letters published a second time with no crash
+        (seen under load when a second lane joined at start-up). So the callback, which runs on this
+        lane's loop between two of its awaits, waits (bounded) for the round of dead letters in
+        flight and hands the batch's position over with the rest (:meth:`_on_revoke`).
+        """
+        in_hand, self._delivering = self._delivering, None
+        if in_hand is None or self.ownership != self._taken_in:
+            return  # nothing applied yet, or taken in an earlier ownership: read again by the next owner
+        nxt, rounds = in_hand
+        # the last round decides: deliver() produces another only after one that failed in part
+        last = rounds[-1] if rounds else None
+        deadline = time.monotonic() + HANDOVER_DELIVERY_WAIT_S
+        while last is not None and last.pending > 0 and time.monotonic() < deadline:
+            self.producer.flush(max(0.0, deadline - time.monotonic()))  # serves the delivery reports
+        if last is not None and (last.pending > 0 or last.errors):
+            log.warning("region %s: revoked while a batch's dead letters were unconfirmed; the next owner "
+                        "reads the batch again%s", self.region, self._lane_tag)
+            return
+        self.settled.update(nxt)
 
     def _plan(self, batch: list[Record], decoded: list) -> Plan | None:
         """Statements planned ahead when every record is a valid, unexpired write (the common case)."""
@@ -234,7 +266,7 @@ class ReplayWorker:
 
         async def poison(rec: Record, err: BaseException) -> None:
             bad = BadWrite(DeadReason.poison, f"the replayer failed on it: {describe(err)}")
-            await self._dead_letters([(rec, bad, None)], gen, stop)
+            await self._dead_letters([(rec, bad, None)], gen, stop, settles=[rec])
             await self._commit([rec], gen)
 
         await process_isolating(process, poison, batch, decoded, passes=(Abandon,), stopping=stop.is_set,
@@ -278,7 +310,7 @@ class ReplayWorker:
         if recs:
             failed = {i for i, _ in res.failed}
             lag.observe(self.region, "replay", (r for i, r in enumerate(recs) if i not in failed), held=True)
-        await self._dead_letters(dead, gen, stop)
+        await self._dead_letters(dead, gen, stop, settles=batch)
         await self._commit(batch, gen)
         self.shared.lane_batch(res, dead=len(dead), expired=expired)
         outcome = {"applied": res.applied, "duplicate": res.duplicates, "stale": res.stale,
@@ -348,14 +380,22 @@ class ReplayWorker:
                 await _sleep(self.backoff, stop)
                 self.backoff = min(self.backoff * 2, self.cfg.router.retry_max_s)
 
-    async def _dead_letters(self, dead, gen: int, stop: asyncio.Event) -> None:
+    async def _dead_letters(self, dead, gen: int, stop: asyncio.Event, *, settles: list[Record]) -> None:
+        """Deliver the dead letters of ``settles``, whose writes are applied; a revocation from here on settles it."""
+        if self.ownership != self._taken_in:
+            # revoked while the writes were applied: the next owner reads the batch again (the inbox
+            # skips its writes) and dead-letters it; published here too, they were published twice
+            raise Abandon()
         out = Outbox(self.cfg.topic("dead-letter"), self.region, self.limits.dead_letter_max)
         for rec, err, wid in dead:
             out.dead_letter(rec, err, write_id=wid)
+        rounds: list[Confirmer] = []
+        self._delivering = (next_offsets(settles), rounds)
         try:
             await deliver(self.producer, out, retry_s=1.0, retry_max_s=1.0, pause=lambda s: _sleep(s, stop),
-                          still_ours=lambda: not stop.is_set() and gen == self.reader.gen)
+                          still_ours=lambda: not stop.is_set() and gen == self.reader.gen, rounds=rounds.append)
         except GiveUp:
+            self._delivering = None
             raise Abandon() from None
 
     async def _commit(self, batch: list[Record], gen: int) -> None:
@@ -370,6 +410,7 @@ class ReplayWorker:
         since it was taken abandons it uncommitted.
         """
         nxt = next_offsets(batch)
+        self._delivering = None  # settled below, or abandoned (a revocation handed it over already)
         reset = gen != self.reader.gen
         if reset and self.ownership != self._taken_in:
             raise Abandon()  # the partitions changed hands meanwhile: whoever owns them reads them again

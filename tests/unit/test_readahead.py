@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
@@ -203,6 +204,42 @@ async def test_a_reset_starts_from_the_owners_settled_position_when_the_commit_l
         ra.invalidate()
         if committed is not None:
             assert (await next_batch(ra))[0] == committed
+
+
+class HeldLookup(LogConsumer):
+    """Its next committed-offset lookup answers what was committed when asked, but only once let go."""
+
+    def __init__(self, n: int, *, committed: int | None = None) -> None:
+        super().__init__(n, committed=committed)
+        self.hold = False
+        self.asked, self.go = threading.Event(), threading.Event()
+
+    def committed(self, parts, timeout: float):
+        answer = super().committed(parts, timeout)
+        if self.hold:
+            self.hold = False
+            self.asked.set()
+            self.go.wait(5)
+        return answer
+
+
+async def test_an_invalidation_while_a_reset_reads_the_commits_gets_its_own_reset():
+    """A replayer lane assigned a partition resets its reader twice in a row (the assignment, then the
+    resume). Reading on after the first reset, the reader tagged a batch with the second generation
+    though that generation's reset was still to come: the lane handled it, then the late reset sought
+    back to the older commit and the batch was handled again (its dead letters published twice)."""
+    consumer = HeldLookup(100, committed=0)
+    ra = reader(consumer)
+    async with running(ra):
+        assert (await next_batch(ra))[0] == 0
+        consumer.hold = True
+        ra.invalidate()  # the assignment: the reset reads the commits (0) ...
+        assert await asyncio.to_thread(consumer.asked.wait, 5)
+        consumer.committed_offset = 10  # ... while what it dropped is handled elsewhere and committed
+        ra.invalidate()  # the resume
+        consumer.go.set()
+        first = (await next_batch(ra))[0]
+        assert first == 10, f"read from {first} under the second generation before its reset"
 
 
 class HeaderedMsg(Msg):

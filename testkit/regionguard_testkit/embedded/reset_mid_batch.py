@@ -26,8 +26,8 @@ def install() -> None:
     deliver = worker.ReplayWorker._dead_letters
     done = {"reset": False}
 
-    async def _dead_letters(self, dead, gen, stop):
-        await deliver(self, dead, gen, stop)
+    async def _dead_letters(self, dead, gen, stop, **kw):
+        await deliver(self, dead, gen, stop, **kw)
         if dead and not done["reset"]:
             done["reset"] = True
             self.reader.invalidate()
