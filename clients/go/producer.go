@@ -315,8 +315,11 @@ func (p *Producer) Produce(ctx context.Context, ev WriteEvent, promise func(*kgo
 // Flush waits until every queued write is acknowledged or failed.
 func (p *Producer) Flush(ctx context.Context) error { return p.client.Flush(ctx) }
 
-// Close flushes and disconnects.
+// Close flushes, for at most the delivery timeout, and disconnects: with the region's brokers gone an
+// unbounded flush would hold the app for as long as franz-go keeps retrying.
 func (p *Producer) Close() {
-	_ = p.client.Flush(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), DeliveryTimeout)
+	defer cancel()
+	_ = p.client.Flush(ctx)
 	p.client.Close()
 }

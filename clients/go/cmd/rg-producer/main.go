@@ -27,6 +27,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kversion"
@@ -167,7 +168,6 @@ func produce(bootstrap, prefix, region string) error {
 	if err != nil {
 		return err
 	}
-	defer p.Close()
 	ctx := context.Background()
 	var mu sync.Mutex
 	var firstErr error
@@ -201,12 +201,21 @@ func produce(bootstrap, prefix, region string) error {
 	if err := in.Err(); err != nil {
 		return err
 	}
-	if err := p.Flush(ctx); err != nil {
-		return err
-	}
+	// franz-go checks a record's delivery timeout only when its request ends, so with every broker
+	// silent a flush can outlast the timeout by a request or two: bound it, and on the error paths
+	// exit without Close's flush (what is still buffered was not acknowledged, and is reported so)
+	flushCtx, cancel := context.WithTimeout(ctx, regionguard.DeliveryTimeout+5*time.Second)
+	defer cancel()
+	flushErr := p.Flush(flushCtx)
+	mu.Lock()
+	defer mu.Unlock()
 	if firstErr != nil {
 		return firstErr
 	}
+	if flushErr != nil {
+		return &regionguard.NotAcknowledgedError{Region: region, Topic: p.Topic(region), ID: "(still buffered)", Err: flushErr}
+	}
+	p.Close()
 	fmt.Printf("{\"sent\": %d}\n", sent)
 	return nil
 }
