@@ -14,7 +14,7 @@ BROKER ?= apache
 test:
 	@scripts/setup.sh --test-tools
 	scripts/test-clients.sh
-	RG_BROKER=$(BROKER) .venv/bin/python -m pytest tests -q
+	RG_BROKER=$(BROKER) .venv/bin/python -m pytest tests -q --durations=25
 	RG_BROKER=tansu .venv/bin/python -m pytest tests -q -m smoke
 
 test-clients:
