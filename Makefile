@@ -103,7 +103,7 @@ REGIONAL_EVENTS ?= full,partition
 chaos-regional:
 	@scripts/setup.sh --test-tools
 	.venv/bin/python -m tests.chaos.regional --down $(REGIONAL_DOWN) --partition $(REGIONAL_PARTITION) \
-		--events $(REGIONAL_EVENTS)
+		--events $(REGIONAL_EVENTS) --png docs/img/regional-timeline.png
 
 # The image's pinned dependencies (Dockerfile): requirements.lock from pyproject.toml. `lock` writes it
 # (keeps the current pins where they still fit; UPGRADE=1 takes the newest); `lock-check` resolves again

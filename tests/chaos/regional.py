@@ -122,6 +122,7 @@ class RegionalRun:
         cut = any(e.kind not in ("full", "controller") for e in events)
         self.bed = RegionalBed(workdir, rate=rate, partitions=partitions, seed=seed, log=self.log, partitions_cut=cut)
         self._stop = threading.Event()
+        self.png: Path | None = None       # draw the timeline there at the end (--png)
 
     def log(self, msg: str) -> None:
         line = f"[{time.monotonic() - self.t0:7.1f}s {time.strftime('%H:%M:%S')}] {msg}"
@@ -198,6 +199,10 @@ class RegionalRun:
                 survivors = [r for r in bed.names if r != e.region]
                 e.survivors = produce_to_apply(model, snaps, survivors, e.start, e.end)
             report = RegionalReport(self.events, q, res, time.monotonic() - self.t0)
+            if self.png is not None:
+                from .regional_timeline import draw
+
+                self.log(f"timeline: {draw(self.png, model, snaps, self.events)}")
             ok = report.ok
             return report
         finally:
@@ -221,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--keep", action="store_true", help="keep the databases when the run fails")
+    p.add_argument("--png", type=Path, default=None, help="draw the timeline of every write's latency there")
     p.add_argument("--events", default="full,partition",
                    help=f"comma-separated event kinds, in order ({', '.join(EVENT_KINDS)})")
     args = p.parse_args(argv)
@@ -232,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="rg-regional-"))
     run = RegionalRun(workdir, default_events(args.down, args.partition, kinds), rate=args.rate, seed=args.seed)
+    run.png = args.png
     report = run.run(keep=args.keep)
     print(report.text(), flush=True)
     return 0 if report.ok else 1
