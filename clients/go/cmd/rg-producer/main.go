@@ -208,9 +208,10 @@ func produce(bootstrap, prefix, region string) error {
 	defer cancel()
 	flushErr := p.Flush(flushCtx)
 	mu.Lock()
-	defer mu.Unlock()
-	if firstErr != nil {
-		return firstErr
+	failed := firstErr
+	mu.Unlock() // before Close: a promise still running takes mu
+	if failed != nil {
+		return failed
 	}
 	if flushErr != nil {
 		return &regionguard.NotAcknowledgedError{Region: region, Topic: p.Topic(region), ID: "(still buffered)", Err: flushErr}
