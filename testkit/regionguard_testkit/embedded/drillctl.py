@@ -49,6 +49,7 @@ from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from .procs import pid_alive
 
 __all__ = ["ControlServer", "DrillClient", "DrillControlError", "state_file_path", "FAULTS"]
 
@@ -271,7 +272,7 @@ class DrillClient:
         except (OSError, ValueError) as exc:
             raise DrillControlError(f"cannot read control file {path}: {exc}") from None
         pid = doc.get("pid")
-        if isinstance(pid, int) and not _pid_alive(pid):
+        if isinstance(pid, int) and not pid_alive(pid):
             raise DrillControlError(f"the local setup that wrote {path} (pid {pid}) is not running any more")
         return cls(str(doc["url"]), str(doc.get("token", "")), source=str(path))
 
@@ -305,11 +306,3 @@ class DrillClient:
         return dict(self._request("POST", f"/v1/proxies/{region}", body))
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["ServiceProcess", "ServiceError"]
+__all__ = ["ServiceProcess", "ServiceError", "pid_alive"]
 
 
 class ServiceError(RuntimeError):
@@ -169,3 +169,14 @@ class ServiceProcess:
     def __repr__(self) -> str:
         state = "alive" if self.alive else f"rc={self.returncode}"
         return f"<ServiceProcess {self.name} pid={self.pid} {state}>"
+
+
+def pid_alive(pid: int) -> bool:
+    """True while a process with ``pid`` exists (one we may not signal counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

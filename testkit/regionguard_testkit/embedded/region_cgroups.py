@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
+from .procs import pid_alive
 
 __all__ = ["RegionCgroups", "PartitionError", "cgroup2_root", "pid_alive", "sweep_stale_cgroups", "CGROUP_PREFIX"]
 
@@ -45,16 +46,6 @@ def cgroup2_root() -> Path:
             if len(fields) > 2 and fields[2] == "cgroup2":
                 return Path(fields[1])
     raise PartitionError("no cgroup2 file system is mounted (partitions need cgroup v2)")
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _own_cgroup(root: Path) -> Path:
