@@ -1,14 +1,20 @@
-"""Router apply throughput against a raw asyncpg baseline, measured in one run.
+"""Router apply throughput against the database's own baselines, measured in one run.
 
-(a) raw: asyncpg batched dedup + upsert of N rows (inbox claim via unnest, counted
-    from the command status as the router's fast path does, then
-    ``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO UPDATE``), batches of
-    ``router.batch_max``: the fastest way we know to do the same DB work.
+(a) baselines (``bench/apply_baselines.py`` says what each does): ``raw`` (one
+    connection, serial, inbox claim + ``unnest`` upsert per batch, what the
+    router's fast path sends), ``raw_lanes`` (the same on as many connections as
+    the router has lanes), ``copy_upsert`` (binary COPY into staging + one
+    upsert, no dedup: the database's ceiling for these rows) and ``copy_inbox``
+    (the same plus the inbox claim). Each in its own fresh database.
 (b) router: N write events pre-produced to ``rg.writes.<region>``, then a real
     ``regionguard router`` subprocess applies them; timed from the inbox's
     ``applied_at`` (each batch transaction's start), group join excluded: from
     the first batch applied after the region's consumer group is Stable with
     every lane assigned, to the last batch.
+
+``--prefill 10000000`` runs every database (baselines and router) against an
+inbox already holding that many random uuid4 ids, as production's does (made
+once in a template database, then copied).
 
 Why "settled" and not simply the first batch: on a broker with
 ``group.initial.rebalance.delay.ms=0`` (the test kit's) the lane whose join
@@ -17,16 +23,20 @@ reaches the coordinator first is given every partition, applies alone for
 default delay (3 s) assigns both lanes at once. The rate from the first batch
 is printed as well, with the writes applied before the group settled.
 
-Prints both rates and the ratio router/raw. Target: ratio >= 0.7 at N=200k.
+Prints every rate and the router against each baseline; appends one CSV row a
+round to ``bench/results/router_apply.csv`` (``--csv``). Target: router/raw >= 0.7.
 
-    python bench/router_apply.py --n 200000 [--lanes 3]
+    python bench/router_apply.py --n 200000 [--lanes 3] [--prefill 10000000] [--rounds 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
+import datetime
 import json
+import subprocess
 import os
 import statistics
 import signal
@@ -45,7 +55,8 @@ sys.path.insert(0, str(ROOT))
 
 from regionguard.core.config import parse_config  # noqa: E402
 from regionguard.core.kafka import ensure_topics, producer_conf, router_group  # noqa: E402
-from regionguard.core.sql import INBOX_CLAIM_COUNT, INBOX_DDL  # noqa: E402
+from regionguard.core.sql import INBOX_DDL  # noqa: E402
+from apply_baselines import BASELINES, prefill_inbox, run_baseline  # noqa: E402
 from tests.harness.broker import Broker  # noqa: E402
 from tests.harness.services import ServiceProcess  # noqa: E402
 from tests.integration.helpers import UNDESCRIBED, group_members  # noqa: E402
@@ -54,16 +65,18 @@ ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 SCHEMA = "CREATE TABLE users (id bigint PRIMARY KEY, name text, email text, version bigint NOT NULL)"
 
 
-async def fresh_db(name: str, schema: str = SCHEMA) -> str:
+async def fresh_db(name: str, schema: str = SCHEMA, template: str | None = None) -> str:
+    """A new database with the schema and the inbox, or a copy of ``template`` (made by this function)."""
     admin = await asyncpg.connect(ADMIN_DSN)
     await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     await admin.close()
     dsn = f"postgresql://postgres@127.0.0.1:5432/{name}"
-    conn = await asyncpg.connect(dsn)
-    await conn.execute(schema)
-    await conn.execute(INBOX_DDL)
-    await conn.close()
+    if template is None:
+        conn = await asyncpg.connect(dsn)
+        await conn.execute(schema)
+        await conn.execute(INBOX_DDL)
+        await conn.close()
     return dsn
 
 
@@ -79,26 +92,6 @@ async def drop_db(name: str) -> None:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
-
-
-async def raw_baseline(dsn: str, n: int, batch: int) -> float:
-    conn = await asyncpg.connect(dsn)
-    ids = [uuid.uuid4() for _ in range(n)]
-    upsert = (
-        "INSERT INTO users (id, name, version) SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[]) "
-        "ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, version = EXCLUDED.version "
-        "WHERE users.version < EXCLUDED.version"
-    )
-    t0 = time.perf_counter()
-    for s in range(0, n, batch):
-        chunk = ids[s:s + batch]
-        async with conn.transaction():
-            status = await conn.execute(INBOX_CLAIM_COUNT, chunk, ["users"] * len(chunk), "raw")
-            keep = range(s, s + int(status.rsplit(" ", 1)[-1]))
-            await conn.execute(upsert, list(keep), [f"user{i}" for i in keep], [1] * len(keep))
-    elapsed = time.perf_counter() - t0
-    await conn.close()
-    return n / elapsed
 
 
 def user_upserts(n: int):
@@ -142,8 +135,9 @@ async def count(dsn: str) -> int:
 async def wait_applied(dsn: str, n: int, timeout: float) -> tuple[float, float]:
     """Wait until n writes are applied; return (first, last) batch start times.
 
-    Polling ``count(*)`` often would scan the inbox and steal the CPU the
-    router's PostgreSQL work needs, so we poll twice a second and take the
+    Polling ``count(*)`` often would scan the table and steal the CPU the
+    router's PostgreSQL work needs, so we poll twice a second (the users
+    table: the inbox may hold a prefill) and take the
     timing from the inbox itself: ``applied_at`` is each batch transaction's
     start, so max - min spans the run (minus the last batch's few ms).
     """
@@ -151,10 +145,10 @@ async def wait_applied(dsn: str, n: int, timeout: float) -> tuple[float, float]:
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            if await conn.fetchval("SELECT count(*) FROM regionguard_applied") >= n:
+            if await conn.fetchval("SELECT count(*) FROM users") >= n:
                 first, last = await conn.fetchrow(
                     "SELECT extract(epoch FROM min(applied_at)), extract(epoch FROM max(applied_at)) "
-                    "FROM regionguard_applied")
+                    "FROM regionguard_applied WHERE source <> 'prefill'")
                 return float(first), float(last)
             await asyncio.sleep(0.5)
     finally:
@@ -168,7 +162,7 @@ async def applied_since(dsn: str, since: float) -> tuple[int, float]:
     try:
         n, first = await conn.fetchrow(
             "SELECT count(*), extract(epoch FROM min(applied_at)) FROM regionguard_applied "
-            "WHERE applied_at >= to_timestamp($1)", since)
+            "WHERE applied_at >= to_timestamp($1) AND source <> 'prefill'", since)
         return int(n), float(first)
     finally:
         await conn.close()
@@ -193,20 +187,26 @@ def wait_settled(bootstrap: str, group: str, lanes: int, partitions: int, timeou
     raise TimeoutError(f"consumer group {group} did not settle with {lanes} lanes in {timeout}s")
 
 
-def one_round(broker: Broker, n: int, partitions: int, lanes: int | None = None) -> tuple[float, float, float]:
-    """(raw rate, router rate once its group settled, router rate from its first batch)."""
+async def raw_baseline(dsn: str, n: int, batch: int) -> float:
+    """The serial raw baseline alone (``bench/replay.py`` compares the replayer with it)."""
+    return await run_baseline("raw", dsn, n, batch, 1)
+
+
+def one_round(broker: Broker, n: int, partitions: int, lanes: int | None = None,
+              template: str | None = None) -> dict[str, float]:
+    """Rates of one round: every baseline, ``router`` (group settled) and ``router_from_first``."""
     tag = uuid.uuid4().hex[:8]
+    names = [f"rg_bench_{b}_{tag}" for b in BASELINES] + [f"rg_bench_router_{tag}"]
     try:
-        return _one_round(broker, n, partitions, tag, lanes)
+        return _one_round(broker, n, partitions, tag, lanes, template)
     finally:
-        for name in (f"rg_bench_raw_{tag}", f"rg_bench_router_{tag}"):
+        for name in names:
             asyncio.run(drop_db(name))
 
 
 def _one_round(broker: Broker, n: int, partitions: int, tag: str,
-               lanes: int | None = None) -> tuple[float, float, float]:
-    raw_dsn = asyncio.run(fresh_db(f"rg_bench_raw_{tag}"))
-    router_dsn = asyncio.run(fresh_db(f"rg_bench_router_{tag}"))
+               lanes: int | None, template: str | None) -> dict[str, float]:
+    router_dsn = asyncio.run(fresh_db(f"rg_bench_router_{tag}", template=template))
     cfg_doc = {
         "kafka": {"bootstrap": broker.bootstrap, "topic_prefix": f"bench{tag}.", "partitions": partitions},
         "regions": {"eu": {"dsn": router_dsn}},
@@ -217,8 +217,11 @@ def _one_round(broker: Broker, n: int, partitions: int, tag: str,
         cfg_doc["router"] = {"lanes": lanes, "pool_size": max(4, lanes)}
     cfg = parse_config(cfg_doc)
     ensure_topics(cfg)
-    raw_rate = asyncio.run(raw_baseline(raw_dsn, n, cfg.router.batch_max))
-    print(f"  (a) raw asyncpg batched dedup+upsert: {raw_rate:,.0f} writes/s", flush=True)
+    rates: dict[str, float] = {}
+    for name in BASELINES:
+        dsn = asyncio.run(fresh_db(f"rg_bench_{name}_{tag}", template=template))
+        rates[name] = asyncio.run(run_baseline(name, dsn, n, cfg.router.batch_max, cfg.router.lanes))
+        print(f"  (a) {name:<12} {rates[name]:>9,.0f} writes/s", flush=True)
     produce(broker.bootstrap, cfg.topic("writes", "eu"), n)
     logs = Path(tempfile.gettempdir()) / "regionguard-bench"
     cfg_path = logs / f"router-{tag}.yaml"
@@ -238,11 +241,32 @@ def _one_round(broker: Broker, n: int, partitions: int, tag: str,
     finally:
         router.terminate()
     steady_n, steady_first = asyncio.run(applied_since(router_dsn, settled))
-    router_rate, from_first = steady_n / (last - steady_first), n / (last - first)
-    print(f"  (b) router end to end (Kafka -> PostgreSQL), group settled: {router_rate:,.0f} writes/s "
+    rates["router"], rates["router_from_first"] = steady_n / (last - steady_first), n / (last - first)
+    print(f"  (b) router end to end (Kafka -> PostgreSQL), group settled: {rates['router']:,.0f} writes/s "
           f"({steady_n:,} writes in {last - steady_first:.2f} s; from its first batch: "
-          f"{from_first:,.0f} writes/s, {n - steady_n:,} applied before the group settled)", flush=True)
-    return raw_rate, router_rate, from_first
+          f"{rates['router_from_first']:,.0f} writes/s, {n - steady_n:,} applied before the group settled)",
+          flush=True)
+    print("  router against " + ", ".join(f"{b} {rates['router'] / rates[b]:.2f}" for b in BASELINES), flush=True)
+    return rates
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def append_csv(path: Path, row: dict) -> None:
+    """One row a round, so every figure in docs/benchmarks.md can be traced to a run."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
 
 
 def main() -> int:
@@ -250,31 +274,46 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--partitions", type=int, default=12)
-    ap.add_argument("--rounds", type=int, default=2, help="raw/router pairs; the machine's load varies between them")
-    ap.add_argument("--target", type=float, default=0.7)
+    ap.add_argument("--rounds", type=int, default=2, help="baseline/router rounds; the machine's load varies")
+    ap.add_argument("--target", type=float, default=0.7, help="router/raw")
     ap.add_argument("--lanes", type=int, default=None, help="router.lanes (default: the config default)")
+    ap.add_argument("--prefill", type=int, default=0, help="random ids already in every inbox")
+    ap.add_argument("--csv", type=Path, default=ROOT / "bench" / "results" / "router_apply.csv")
     args = ap.parse_args()
 
     broker = Broker.from_env()
     if not broker.is_running():
         broker.start()
+    template = f"rg_bench_tpl_{uuid.uuid4().hex[:8]}" if args.prefill else None
     try:
-        print(f"N={args.n} partitions={args.partitions} batch_max=1000 rounds={args.rounds}", flush=True)
-        ratios, from_first = [], []
+        if template:
+            dsn = asyncio.run(fresh_db(template))
+            took = asyncio.run(prefill_inbox(dsn, args.prefill))
+            print(f"inbox prefilled with {args.prefill:,} random ids in {took:.0f} s", flush=True)
+        print(f"N={args.n} partitions={args.partitions} batch_max=1000 rounds={args.rounds} "
+              f"prefill={args.prefill}", flush=True)
+        rounds = []
         for r in range(args.rounds):
             print(f"round {r + 1}:", flush=True)
-            raw, router, first = one_round(broker, args.n, args.partitions, args.lanes)
-            ratios.append(router / raw)
-            from_first.append(first / raw)
-            print(f"  ratio router/raw = {router / raw:.2f} (from the first batch: {first / raw:.2f})", flush=True)
-        med = statistics.median(ratios)
+            rates = one_round(broker, args.n, args.partitions, args.lanes, template)
+            rounds.append(rates)
+            append_csv(args.csv, {
+                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "commit": commit(), "broker": os.environ.get("RG_BROKER", "apache"), "n": args.n,
+                "lanes": args.lanes or "", "prefill": args.prefill, "round": r + 1,
+                **{k: round(v) for k, v in rates.items()}})
+        for b in BASELINES:
+            ratios = [x["router"] / x[b] for x in rounds]
+            print(f"router/{b} median {statistics.median(ratios):.2f} [{', '.join(f'{x:.2f}' for x in ratios)}]; "
+                  f"{b} median {statistics.median(x[b] for x in rounds):,.0f} writes/s")
+        med = statistics.median(x["router"] / x["raw"] for x in rounds)
         verdict = "meets" if med >= args.target else "MISSES"
-        print(f"median ratio router/raw = {med:.2f} over {len(ratios)} round(s) "
-              f"[{', '.join(f'{x:.2f}' for x in ratios)}] ({verdict} target {args.target}); "
-              f"from the first batch: median {statistics.median(from_first):.2f} "
-              f"[{', '.join(f'{x:.2f}' for x in from_first)}]")
+        print(f"median ratio router/raw = {med:.2f} over {len(rounds)} round(s) ({verdict} target {args.target}); "
+              f"router median {statistics.median(x['router'] for x in rounds):,.0f} writes/s")
         return 0
     finally:
+        if template:
+            asyncio.run(drop_db(template))
         broker.stop()
 
 
