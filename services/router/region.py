@@ -110,6 +110,12 @@ class RegionShare:
         self._next_drain_probe = now + DRAIN_PROBE_S
         self._drain_probe = asyncio.ensure_future(self._ping_draining())
 
+    async def aclose(self) -> None:
+        """Cancel a drain probe still in flight, before the pools close under it."""
+        if self._drain_probe is not None and not self._drain_probe.done():
+            self._drain_probe.cancel()
+            await asyncio.gather(self._drain_probe, return_exceptions=True)
+
     async def _ping_draining(self) -> None:
         try:
             await self.db.ping()

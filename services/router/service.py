@@ -78,11 +78,13 @@ class Router:
         # every region gets a pool: fallback applies (policy failover) may target any of them
         self.dbs = {r: RegionDB(self.cfg, r) for r in self.cfg.regions}
         cache = RowCache.maybe(self.cfg)
+        shares: list[RegionShare] = []
         for region in self.regions:
             # a producer per lane: a lane waits for its own deliveries in a thread (Confirmer)
             producers = [make_producer(self.cfg, ordered=True, **limits.producer_conf()) for _ in range(self.cfg.router.lanes)]
             share = RegionShare(self.cfg, region, db=self.dbs[region], producer=producers[0],
                                 view_closed=self.is_closed, instance=self.instance)
+            shares.append(share)
             for lane, producer in enumerate(producers):
                 self.workers.append(RegionWorker(
                     self.cfg, region, dbs=self.dbs, producer=producer, is_closed=self.is_closed,
@@ -108,6 +110,7 @@ class Router:
             for w in self.workers:
                 w.close()
                 w.producer.flush(5)
+            await asyncio.gather(*(share.aclose() for share in shares))
             for db in self.dbs.values():
                 await db.close()
             if cache is not None:

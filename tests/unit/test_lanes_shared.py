@@ -80,3 +80,28 @@ def test_replay_session_finishes_once_with_the_sum_of_its_lanes():
     assert kinds.count("replay_started") == 1 and kinds.count("replay_finished") == 1
     fin = [v for t, v in rec.sent if v.get("kind") == "replay_finished"][0]["detail"]
     assert (fin["applied"], fin["duplicates"], fin["stale"], fin["dead_lettered"], fin["expired"]) == (1000, 2, 1, 3, 1)
+
+
+def test_a_drain_probe_in_flight_is_cancelled_before_the_pools_close():
+    """The router closes its pools after its lanes; a ping still waiting on a black hole must not outlive them."""
+    import asyncio
+
+    class Blackhole:
+        pinging = False
+
+        async def ping(self) -> None:
+            self.pinging = True
+            await asyncio.Event().wait()  # never answers
+
+    async def scenario() -> asyncio.Task:
+        db = Blackhole()
+        share = RegionShare(CFG, "eu", db=db, producer=Recorder(), view_closed=lambda r: True, instance="r1")
+        share.probe_while_draining()
+        await asyncio.sleep(0)  # let the probe start (no time passes: one turn of the loop)
+        assert db.pinging
+        probe = share._drain_probe
+        await share.aclose()
+        return probe
+
+    probe = asyncio.run(scenario())
+    assert probe.cancelled()
