@@ -24,6 +24,7 @@ from .errors import (BadWrite, PoisonWrite, PreparedStatementLost, RegionGuardEr
                      classify_db_error)
 from .models import DeadReason, Op, WriteEvent, row_ops
 from .refuse import refusal, suspect_columns
+from .screen import refused_by_checks
 from .sql import (COLUMNS_QUERY, INBOX_APPLIED, INBOX_CLAIM, INBOX_CLAIM_COUNT, INBOX_DDL, INBOX_EXISTS, INBOX_RELEASE,
                   INBOX_TABLE, TableSchema, build_statement, statement_params)
 from .writes import check_columns
@@ -146,9 +147,14 @@ async def apply_writes(
             log.info("a row failed (%s); isolating rows with savepoints", cause)
             t0 = time.perf_counter()
             res = ApplyResult(careful=True)
+            refused = await _screen(conn, schemas, writes, iso, plan=plan, want_rows=want_rows, barred=barred)
             async with conn.transaction():
-                await _bisect(conn, schemas, writes, 0, res, source=source, want_rows=want_rows, barred=barred,
-                              failed_whole=True)
+                if refused:
+                    await _apply_screened(conn, schemas, writes, refused, res, source=source, want_rows=want_rows,
+                                          barred=barred)
+                else:
+                    await _bisect(conn, schemas, writes, 0, res, source=source, want_rows=want_rows, barred=barred,
+                                  failed_whole=True)
             # what the careful path costs, by the error that sent the batch there (issue 25's stalls)
             m.CAREFUL_BATCHES.labels(region, source, cause).inc()
             m.CAREFUL_SECONDS.labels(region, source, cause).inc(time.perf_counter() - t0)
@@ -175,6 +181,39 @@ async def apply_writes(
     except Exception as exc:  # noqa: BLE001 - whatever is left is about the region, not a row
         raise classify_db_error(region, exc) from exc
     return res
+
+
+async def _screen(conn, schemas, writes: list, iso: _Isolate, *, plan: Plan | None, want_rows: bool,
+                  barred: frozenset[str]) -> set[int]:
+    """The rows CHECK constraints refuse (core/screen.py), when a CHECK is what failed a batch of single rows."""
+    if not isinstance(iso.__cause__, asyncpg.CheckViolationError):
+        return set()
+    if plan is None or plan.writes is not writes or plan.want_rows != want_rows:
+        plan = plan_writes(schemas, writes, want_rows=want_rows, barred=barred)
+    if plan.groups:
+        return set()  # a group's rows stand or fall together: halving keeps that simple
+    return await refused_by_checks(conn, plan.steps)
+
+
+async def _apply_screened(conn, schemas, writes: list, refused: set[int], res: ApplyResult, *, source: str,
+                          want_rows: bool, barred: frozenset[str]) -> None:
+    """The rows no CHECK refuses as one piece (halved only if something else fails), then each refused row alone.
+
+    A refused row can never change a row (core/screen.py), so trying it after the others keeps
+    per-key order; trying it at all, rather than dead-lettering it at once, leaves the verdict
+    (constraint dead letter, or stale where a version or tombstone skips it first) to PostgreSQL.
+    """
+    rest = [i for i in range(len(writes)) if i not in refused]
+    part = ApplyResult()
+    if rest:
+        await _bisect(conn, schemas, [writes[i] for i in rest], 0, part, source=source, want_rows=want_rows,
+                      barred=barred)
+    res.add(ApplyResult(applied=part.applied, duplicates=part.duplicates, stale=part.stale, groups=part.groups))
+    res.failed.extend((rest[i], e) for i, e in part.failed)
+    res.rows.extend(part.rows)
+    for i in sorted(refused):
+        await _bisect(conn, schemas, [writes[i]], i, res, source=source, want_rows=want_rows, barred=barred)
+    res.failed.sort(key=lambda f: f[0])
 
 
 async def _bisect(conn, schemas, writes: list, offset: int, res: ApplyResult, *, source: str, want_rows: bool,
