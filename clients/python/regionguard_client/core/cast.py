@@ -55,7 +55,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
 
@@ -66,6 +66,10 @@ class CastError(ValueError):
     def __init__(self, detail: str):
         super().__init__(detail)
         self.detail = detail
+
+
+class _Ask(Exception):
+    """Raised by a caster: no exact rule here for this spelling; PostgreSQL reads it (a key's is asked, :meth:`TableCasts.asked`)."""
 
 
 class _Refused(Exception):
@@ -82,6 +86,7 @@ _INT = re.compile(r"[ \t\n\r\f\v]*[+-]?[0-9]+[ \t\n\r\f\v]*", re.ASCII)
 _DECIMAL = re.compile(r"[ \t\n\r\f\v]*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[ \t\n\r\f\v]*", re.ASCII)
 _SPECIAL = {"nan", "infinity", "+infinity", "-infinity", "inf", "+inf", "-inf"}
 _UUID = re.compile(r"(\{)?[0-9a-fA-F]{4}(?:-?[0-9a-fA-F]{4}){7}(?(1)\})", re.ASCII)
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}|[0-9]{8}", re.ASCII)  # 2026-01-02 and 20260102, as PostgreSQL reads both
 _TS = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?"
                  r"(?P<tz>Z|[+-][0-9]{2}(?::?[0-9]{2})?)?", re.ASCII)
 
@@ -123,7 +128,7 @@ def _numeric(v: Any) -> Any:
             except InvalidOperation:  # the pattern admits only what Decimal reads; kept for safety
                 raise _Refused() from None
         if v.strip().lower() in _SPECIAL:
-            return v
+            raise _Ask()  # "NaN", "nan", " Infinity": PostgreSQL's spellings, read by it
     raise _Refused()
 
 
@@ -134,7 +139,7 @@ def _floating(v: Any) -> Any:
         if _DECIMAL.fullmatch(v):
             return float(v)
         if v.strip().lower() in _SPECIAL:
-            return v
+            raise _Ask()
     raise _Refused()
 
 
@@ -192,9 +197,11 @@ def _timestamptz(v: Any) -> Any:
             try:
                 canon = datetime.fromisoformat(v).astimezone(timezone.utc).isoformat()
             except ValueError:
-                return v  # e.g. February 30th: PostgreSQL names it
+                raise _Ask() from None  # e.g. February 30th: PostgreSQL refuses it, naming why
             return v if canon == v else canon
-    return v
+    if v is None:
+        return v
+    raise _Ask()  # no offset (the session's time zone decides), "now", month names, 7 digits...
 
 
 def _timestamp(v: Any) -> Any:
@@ -204,9 +211,23 @@ def _timestamp(v: Any) -> Any:
             try:
                 canon = datetime.fromisoformat(v).isoformat()
             except ValueError:
-                return v
+                raise _Ask() from None
             return v if canon == v else canon
-    return v
+    if v is None:
+        return v
+    raise _Ask()  # an offset (PostgreSQL drops it), month names, "epoch"...
+
+
+def _date(v: Any) -> Any:
+    if v.__class__ is str and _DATE.fullmatch(v):
+        try:
+            canon = date.fromisoformat(v).isoformat()
+        except ValueError:
+            raise _Ask() from None
+        return v if canon == v else canon
+    if v is None:
+        return v
+    raise _Ask()  # "Jan 2 2026", "2026-002", "01/02/2026" (DateStyle decides), "today"...
 
 
 class _Never:
@@ -220,7 +241,11 @@ _TYPES: dict[str, tuple[Caster, type]] = {
     "text": (_text, str), "character varying": (_text, str), "character": (_character, _Never),
     "uuid": (_uuid, _Never), "boolean": (_boolean, bool),
     "timestamp with time zone": (_timestamptz, _Never), "timestamp without time zone": (_timestamp, _Never),
+    "date": (_date, _Never),
 }
+
+#: types whose every spelling has an exact rule above: their key values are never asked
+_EXACT = ("smallint", "integer", "bigint", "text", "character varying", "character", "uuid", "boolean")
 
 #: types whose data columns are cast too: those that can refuse a value, so the dead letter names it
 _REFUSING = ("smallint", "integer", "bigint", "numeric", "real", "double precision", "uuid", "boolean")
@@ -228,17 +253,49 @@ _REFUSING = ("smallint", "integer", "bigint", "numeric", "real", "double precisi
 
 @dataclass(frozen=True)
 class TableCasts:
-    """The casts of one table's columns: every typed key column, and the data columns of :data:`_REFUSING` types."""
+    """The casts of one table's columns: every typed key column, and the data columns of :data:`_REFUSING` types.
+
+    ``types`` are the columns' base types (a domain's, core/sql.py ``COLUMNS_QUERY``).
+    """
 
     types: dict[str, str]
     casts: dict[str, Caster]
     # column -> the class of its values that need no call; a column absent here needs no cast at all
     forms: dict[str, type]
+    # key column -> its base type, for key columns some spelling of which only PostgreSQL can read
+    asks: dict[str, str]
 
     @classmethod
     def of(cls, types: dict[str, str], key: tuple[str, ...]) -> "TableCasts":
         cols = [c for c, t in types.items() if t in _REFUSING] + [c for c in key if types.get(c) in _TYPES]
-        return cls(dict(types), {c: _TYPES[types[c]][0] for c in cols}, {c: _TYPES[types[c]][1] for c in cols})
+        asks = {c: types[c] for c in key if c in types and types[c] not in _EXACT}
+        return cls(dict(types), {c: _TYPES[types[c]][0] for c in cols}, {c: _TYPES[types[c]][1] for c in cols},
+                   asks)
+
+    def asked(self, key: dict) -> list[tuple[str, str, Any]]:
+        """``(column, base type, value)`` of each value of ``key`` that only PostgreSQL can bring to its form.
+
+        A value of a type with no rule here, or a spelling its rule does not read exactly
+        (:class:`_Ask`): two such spellings of one row are one row only by PostgreSQL's reading,
+        which core/spelling.py asks for. The same answer for a key before or after :meth:`row`
+        (a value asked for is one :meth:`row` leaves as it is).
+        """
+        out = []
+        for c, t in self.asks.items():
+            v = key.get(c)
+            if v is None:
+                continue
+            f = self.casts.get(c)
+            if f is not None:
+                try:
+                    f(v)
+                    continue
+                except _Ask:
+                    pass
+                except _Refused:
+                    continue  # :meth:`row` names it
+            out.append((c, t, v))
+        return out
 
     def row(self, key: dict, data: dict | None) -> tuple[dict, dict | None] | None:
         """``(key, data)`` with every cast column in its type's form; None when all already were.
@@ -246,6 +303,7 @@ class TableCasts:
         The common case (an int for an integer column, a str for a text key) costs a class check per
         value, no call: an int out of range therefore passes here, and planning names it
         (core/refuse.py) before PostgreSQL sees it. Raises :class:`CastError` naming the first column its type refuses.
+        A spelling only PostgreSQL reads is left as it is (:meth:`asked`).
         """
         form = self.forms.get
         for c, v in key.items():
@@ -269,13 +327,35 @@ class TableCasts:
                 continue
             try:
                 x = f(v)
+            except _Ask:
+                continue  # sent as it is; PostgreSQL reads it (and, for a key, core/spelling.py asks how)
             except _Refused as r:
-                shown = repr(v)
-                shown = shown if len(shown) <= 80 else shown[:77] + "..."
-                raise CastError(f"column {c!r} ({self.types.get(c)}): cannot cast {shown}"
-                                + (f" ({r.why})" if r.why else "")) from None
+                raise CastError(refused(c, self.types.get(c), v, r.why)) from None
             if x is not v:
                 if out is values:
                     out = dict(values)
                 out[c] = x
         return out
+
+
+def refused(column: str, type_: str | None, v: Any, why: str = "") -> str:
+    """The ``schema`` dead letter's detail of a value its column's type refuses."""
+    shown = repr(v)
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    return f"column {column!r} ({type_}): cannot cast {shown}" + (f" ({why})" if why else "")
+
+
+def canonical(type_: str, text: str) -> str:
+    """PostgreSQL's reading of a value (its JSON text, core/spelling.py) in the form our rule gives the same value.
+
+    "2026-01-02T03:04:05+01:00" from a session in Paris and "2026-01-02T02:04:05Z" sent in ISO
+    form must be one key: the time rules bring PostgreSQL's answer to their own form.
+    """
+    rule = _TYPES.get(type_)
+    if rule is None or type_ in _EXACT:
+        return text
+    try:
+        x = rule[0](text)
+    except (_Ask, _Refused):
+        return text
+    return x if x.__class__ is str else text
