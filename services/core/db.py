@@ -326,7 +326,7 @@ def plan_writes(schemas: dict[str, TableSchema], writes: list, *, want_rows: boo
                     w = _in_form(w, schemas)
                     if w.__class__ is BadWrite:
                         bad = w
-                if bad is None and spelled is not None:
+                if bad is None and spelled:  # empty: no key of the batch is read by PostgreSQL alone
                     bad = _spelling_refused(w, schemas, spelled)
             if bad is not None:
                 failed.append((i, bad))

@@ -19,9 +19,9 @@ The rules follow PostgreSQL 15's input functions for the text we send
 - numeric: a ``Decimal`` (ints stay ints: ``Decimal(42) == 42`` with the same
   hash); a float by its shortest repr, which is the text PostgreSQL got before;
   a decimal string, exponent allowed. "NaN" and "Infinity" spellings go on as
-  they are (PostgreSQL reads them; they are never a row's identity in practice).
+  they are (PostgreSQL reads them; as keys, it reads them for us too, below).
 - real, double precision: a float (ints stay ints, equal to their float);
-  special spellings go on as they are.
+  special spellings go on as they are, as for numeric.
 - text, character varying: a string as is; a number or bool as the text
   PostgreSQL would have stored (``str(42)``, ``"true"``). character (bpchar):
   trailing spaces dropped, which PostgreSQL ignores in comparisons.
@@ -31,10 +31,15 @@ The rules follow PostgreSQL 15's input functions for the text we send
   on/off, 1/0, t/f, y/n and unique prefixes, any case, trimmed).
 - timestamp with time zone: an ISO string with an explicit offset (or Z), at
   most microseconds, becomes the same instant in UTC; timestamp without time
-  zone: an ISO string without offset, in Python's ISO form. Any other
-  spelling goes on unchanged for PostgreSQL to read (it reads far more than we
-  parse: "now", "epoch", month names); these never fail here.
-- date, json, jsonb, arrays and any other type: the value as it is.
+  zone: an ISO string without offset, in Python's ISO form ("2026-01-02
+  03:04:05", "2026-01-02T03:04:05" and "2026-01-02T03:04:05.000000" are one).
+- date: "2026-01-02" and "20260102" become "2026-01-02".
+- json, jsonb, arrays and any other type: the value as it is.
+
+A domain follows its base type's rules (core/sql.py ``COLUMNS_QUERY`` reads
+``typbasetype`` through domains of domains): a domain over bigint is a bigint
+here, while the statement still casts to the domain, so its CHECK stays
+PostgreSQL's to enforce.
 
 Key columns are cast by every rule above: they are the row's identity. Data
 columns are cast only by the types that can refuse a value (numbers, uuid,
@@ -46,8 +51,24 @@ taken as it is, without a call: an int out of range is found later, in one
 scan per statement column (:mod:`.refuse`), and named there. Measured with
 ``bench/plan_cast.py`` (1,000 writes, bigint key and 3 columns): planning went
 from about 1.6 to 2.2 µs a write on a busy 2-core machine, of which the key
-alone is about 0.3 µs. A domain, citext or any type not named above is left
-to PostgreSQL: two spellings of such a key are still two rows to the planner.
+alone is about 0.3 µs.
+
+What no rule reads exactly, PostgreSQL reads for the planner
+(:meth:`TableCasts.asked`, regionguard's core/spelling.py): a key of a type
+with no rule here (citext, enums, inet, time, interval...), a date or time
+spelled otherwise than above ("Jan 2 2026", "2026-002", no offset for a
+timestamptz, "now"), a "NaN" or "Infinity" numeric or float key. Those values
+are sent to PostgreSQL as they are, as before; before planning, the batch's
+such key values are cast by PostgreSQL in one query (one per batch, none when
+all were read before), and its reading is the row's identity to the planner:
+the value's JSON text, brought to the form of the rule above for its type
+(:func:`canonical`), and lower-cased for citext, whose equality ignores case.
+So "2026-01-02" and "Jan 2 2026" are one row of a date key, "Alice" and
+"ALICE" one row of a citext key (stored in the case first written), and a
+value PostgreSQL refuses is the write's ``schema`` dead letter naming the
+column and the SQLSTATE. Types whose equality is not their JSON text in
+another way (an interval's "1 day" and "24 hours", text under a
+nondeterministic collation) are still two rows to the planner.
 """
 
 from __future__ import annotations
