@@ -26,13 +26,17 @@ def plan_ahead(db: RegionDB, decoded: list, *, want_rows: bool,
     """Group the batch into statements ahead of time, for the common case where every write goes direct.
 
     Runs in the read-ahead (while the previous batch is applied). None when any
-    decoded item is not ``plannable`` or the region's schema is not known yet;
-    the apply stage then plans for itself.
+    decoded item is not ``plannable``, the region's schema is not known yet, or
+    a key only PostgreSQL reads has no reading in memory (core/spelling.py); the
+    apply stage then plans for itself.
     """
     if not db.ready or not all(plannable(w) for w in decoded):
         return None
     try:
-        return plan_writes(db.schemas, decoded, want_rows=want_rows, barred=db.barred)
+        spelled = db.spellings.known(db.schemas, decoded)
+        if spelled is None:
+            return None
+        return plan_writes(db.schemas, decoded, want_rows=want_rows, barred=db.barred, spelled=spelled)
     except Exception:  # noqa: BLE001 - e.g. a table missing, a value the encoder refuses: the apply
         return None    # path plans again and isolates the write at fault (core/db.py, _split)
 

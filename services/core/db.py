@@ -25,6 +25,7 @@ from .errors import (BadWrite, PoisonWrite, PreparedStatementLost, RegionGuardEr
 from .models import DeadReason, Op, WriteEvent, row_ops
 from .refuse import refusal, suspect_columns
 from .screen import refused_by_checks
+from .spelling import Spelled, Spellings, identity, refusal as spelling_refusal
 from .sql import (COLUMNS_QUERY, INBOX_APPLIED, INBOX_CLAIM, INBOX_CLAIM_COUNT, INBOX_DDL, INBOX_EXISTS, INBOX_RELEASE,
                   INBOX_TABLE, TableSchema, build_statement, statement_params)
 from .writes import check_columns
@@ -51,12 +52,15 @@ class ApplyResult:
         self.failed.extend((i + offset, e) for i, e in other.failed)
 
 
-def _row_id(w) -> tuple:
+def _row_id(w, schemas: dict[str, TableSchema] | None = None, spelled: Spelled | None = None) -> tuple:
     k = w.key
+    if spelled:  # some key of the batch is read by PostgreSQL alone: its reading names the row
+        k = identity(k, schemas[w.table], spelled)
     return (w.table, *k.values()) if len(k) == 1 else (w.table, *sorted(k.items()))
 
 
-def _levels(items: list[tuple[int, WriteEvent]], schemas: dict[str, TableSchema]) -> list[list[tuple[int, object]]]:
+def _levels(items: list[tuple[int, WriteEvent]], schemas: dict[str, TableSchema],
+            spelled: Spelled | None = None) -> list[list[tuple[int, object]]]:
     """Order row operations into levels run in sequence; each level is one statement per shape.
 
     A row operation goes to a level above every earlier one it may depend on:
@@ -71,7 +75,7 @@ def _levels(items: list[tuple[int, WriteEvent]], schemas: dict[str, TableSchema]
     different ordering keys) may fail the fast path; the careful path then applies in batch order.
     """
     if all(w.ops is None and w.ordering_key is None for _, w in items):
-        ids = [_row_id(w) for _, w in items]
+        ids = [_row_id(w, schemas, spelled) for _, w in items]
         if len(set(ids)) == len(ids):
             return [items] if items else []  # the common case: single rows, every row once
     row_level: dict[tuple, int] = {}
@@ -83,11 +87,12 @@ def _levels(items: list[tuple[int, WriteEvent]], schemas: dict[str, TableSchema]
         top = base
         for op in row_ops(w):
             shape = _shape(op, schemas)
-            need = max(base, row_level.get(_row_id(op), -1) + 1)
+            rid = _row_id(op, schemas, spelled)
+            need = max(base, row_level.get(rid, -1) + 1)
             if level is not None:
                 need = max(need, level if shape == prev_shape else level + 1)
             level, prev_shape = need, shape
-            row_level[_row_id(op)] = level
+            row_level[rid] = level
             top = max(top, level)
             while len(levels) <= level:
                 levels.append([])
@@ -115,6 +120,7 @@ async def apply_writes(
     want_rows: bool = False,
     plan: Plan | None = None,
     barred: frozenset[str] = frozenset(),
+    spellings: Spellings | None = None,
 ) -> ApplyResult:
     """Apply ``writes`` in one transaction, at most once each, in order per row.
 
@@ -131,30 +137,39 @@ async def apply_writes(
 
     ``barred`` names the tables this region may not hold (data residency): a
     write of one fails as a ``schema`` dead letter, whether or not the table exists.
+
+    ``spellings``: the region's readings of key values only PostgreSQL reads (core/spelling.py);
+    those the batch needs and it lacks are asked for first, in one query.
     """
     if not writes:
         return ApplyResult()
+    spelled: Spelled = {}
     try:
+        if plan is not None and plan.writes is writes:
+            spelled = plan.spelled
+        else:
+            spelled = await (spellings or Spellings()).learn(conn, schemas, writes)
+        kw = dict(barred=barred, spelled=spelled)
         try:
             try:
                 return await _apply(conn, schemas, writes, source=source, careful=False, want_rows=want_rows,
-                                    plan=plan, count_only=True, barred=barred)
+                                    plan=plan, count_only=True, **kw)
             except _Duplicates:
                 return await _apply(conn, schemas, writes, source=source, careful=False, want_rows=want_rows,
-                                    plan=plan, barred=barred)
+                                    plan=plan, **kw)
         except _Isolate as iso:
             cause = type(iso.__cause__).__name__
             log.info("a row failed (%s); isolating rows with savepoints", cause)
             t0 = time.perf_counter()
             res = ApplyResult(careful=True)
-            refused = await _screen(conn, schemas, writes, iso, plan=plan, want_rows=want_rows, barred=barred)
+            refused = await _screen(conn, schemas, writes, iso, plan=plan, want_rows=want_rows, **kw)
             async with conn.transaction():
                 if refused:
                     await _apply_screened(conn, schemas, writes, refused, res, source=source, want_rows=want_rows,
-                                          barred=barred)
+                                          **kw)
                 else:
-                    await _bisect(conn, schemas, writes, 0, res, source=source, want_rows=want_rows, barred=barred,
-                                  failed_whole=True)
+                    await _bisect(conn, schemas, writes, 0, res, source=source, want_rows=want_rows,
+                                  failed_whole=True, **kw)
             # what the careful path costs, by the error that sent the batch there (issue 25's stalls)
             m.CAREFUL_BATCHES.labels(region, source, cause).inc()
             m.CAREFUL_SECONDS.labels(region, source, cause).inc(time.perf_counter() - t0)
@@ -175,7 +190,7 @@ async def apply_writes(
     try:
         async with conn.transaction():
             await _split(conn, schemas, writes, 0, res, source=source, region=region, want_rows=want_rows,
-                         barred=barred)
+                         barred=barred, spelled=spelled)
     except RegionGuardError:
         raise
     except Exception as exc:  # noqa: BLE001 - whatever is left is about the region, not a row
@@ -184,19 +199,19 @@ async def apply_writes(
 
 
 async def _screen(conn, schemas, writes: list, iso: _Isolate, *, plan: Plan | None, want_rows: bool,
-                  barred: frozenset[str]) -> set[int]:
+                  barred: frozenset[str], spelled: Spelled | None = None) -> set[int]:
     """The rows CHECK constraints refuse (core/screen.py), when a CHECK is what failed a batch of single rows."""
     if not isinstance(iso.__cause__, asyncpg.CheckViolationError):
         return set()
     if plan is None or plan.writes is not writes or plan.want_rows != want_rows:
-        plan = plan_writes(schemas, writes, want_rows=want_rows, barred=barred)
+        plan = plan_writes(schemas, writes, want_rows=want_rows, barred=barred, spelled=spelled)
     if plan.groups:
         return set()  # a group's rows stand or fall together: halving keeps that simple
     return await refused_by_checks(conn, plan.steps)
 
 
 async def _apply_screened(conn, schemas, writes: list, refused: set[int], res: ApplyResult, *, source: str,
-                          want_rows: bool, barred: frozenset[str]) -> None:
+                          want_rows: bool, barred: frozenset[str], spelled: Spelled | None = None) -> None:
     """The rows no CHECK refuses as one piece (halved only if something else fails), then each refused row alone.
 
     A refused row can never change a row (core/screen.py), so trying it after the others keeps
@@ -207,17 +222,18 @@ async def _apply_screened(conn, schemas, writes: list, refused: set[int], res: A
     part = ApplyResult()
     if rest:
         await _bisect(conn, schemas, [writes[i] for i in rest], 0, part, source=source, want_rows=want_rows,
-                      barred=barred)
+                      barred=barred, spelled=spelled)
     res.add(ApplyResult(applied=part.applied, duplicates=part.duplicates, stale=part.stale, groups=part.groups))
     res.failed.extend((rest[i], e) for i, e in part.failed)
     res.rows.extend(part.rows)
     for i in sorted(refused):
-        await _bisect(conn, schemas, [writes[i]], i, res, source=source, want_rows=want_rows, barred=barred)
+        await _bisect(conn, schemas, [writes[i]], i, res, source=source, want_rows=want_rows, barred=barred,
+                      spelled=spelled)
     res.failed.sort(key=lambda f: f[0])
 
 
 async def _bisect(conn, schemas, writes: list, offset: int, res: ApplyResult, *, source: str, want_rows: bool,
-                  barred: frozenset[str], failed_whole: bool = False) -> bool:
+                  barred: frozenset[str], failed_whole: bool = False, spelled: Spelled | None = None) -> bool:
     """Apply ``writes`` by the fast path in a savepoint; where a row fails, each half in turn; one write alone, carefully.
 
     The careful path redoes a whole batch with a savepoint per statement, per group and, in a
@@ -230,14 +246,15 @@ async def _bisect(conn, schemas, writes: list, offset: int, res: ApplyResult, *,
     Returns whether ``writes`` applied whole at the first try.
     """
     if len(writes) == 1:
-        part = await _apply(conn, schemas, writes, source=source, careful=True, want_rows=want_rows, barred=barred)
+        part = await _apply(conn, schemas, writes, source=source, careful=True, want_rows=want_rows, barred=barred,
+                            spelled=spelled)
         res.add(part, offset)
         res.rows.extend(part.rows)
         return not part.failed
     if not failed_whole:
         try:
             part = await _apply(conn, schemas, writes, source=source, careful=False, want_rows=want_rows,
-                                barred=barred)
+                                barred=barred, spelled=spelled)
         except _Isolate:
             pass
         else:
@@ -245,7 +262,7 @@ async def _bisect(conn, schemas, writes: list, offset: int, res: ApplyResult, *,
             res.rows.extend(part.rows)
             return True
     mid = len(writes) // 2
-    kw = dict(source=source, want_rows=want_rows, barred=barred)
+    kw = dict(source=source, want_rows=want_rows, barred=barred, spelled=spelled)
     first_whole = await _bisect(conn, schemas, writes[:mid], offset, res, **kw)
     # the first half applied whole, so what failed is in the second: split it at once
     await _bisect(conn, schemas, writes[mid:], offset + mid, res, failed_whole=first_whole, **kw)
@@ -253,7 +270,7 @@ async def _bisect(conn, schemas, writes: list, offset: int, res: ApplyResult, *,
 
 
 async def _split(conn, schemas, writes: list, offset: int, res: ApplyResult, *, source: str, region: str,
-                 want_rows: bool, barred: frozenset[str] = frozenset()) -> None:
+                 want_rows: bool, barred: frozenset[str] = frozenset(), spelled: Spelled | None = None) -> None:
     """Apply ``writes`` in a savepoint; on a row-level failure, each half in turn, down to one write.
 
     Halves go in order, so per-key order holds; a write that fails alone is dead-lettered with the
@@ -262,7 +279,7 @@ async def _split(conn, schemas, writes: list, offset: int, res: ApplyResult, *, 
     """
     try:
         part = await _apply(conn, schemas, writes, source=source, careful=True, want_rows=want_rows,
-                            barred=barred)
+                            barred=barred, spelled=spelled)
     except Exception as exc:  # noqa: BLE001 - classified by type below
         err = classify_db_error(region, exc)
         if err.retriable:
@@ -276,9 +293,9 @@ async def _split(conn, schemas, writes: list, offset: int, res: ApplyResult, *, 
             return
         mid = len(writes) // 2
         await _split(conn, schemas, writes[:mid], offset, res, source=source, region=region, want_rows=want_rows,
-                     barred=barred)
+                     barred=barred, spelled=spelled)
         await _split(conn, schemas, writes[mid:], offset + mid, res, source=source, region=region,
-                     want_rows=want_rows, barred=barred)
+                     want_rows=want_rows, barred=barred, spelled=spelled)
         return
     res.add(part, offset)
     res.rows.extend(part.rows)
@@ -300,13 +317,18 @@ class Plan:
     want_rows: bool
     todo: list[tuple[int, WriteEvent]] = field(default_factory=list)  # (index, event) to apply, batch order
     groups: int = 0  # atomic write groups among ``todo``
+    spelled: Spelled = field(default_factory=dict)  # PostgreSQL's readings of keys it alone reads (core/spelling.py)
 
 
 def plan_writes(schemas: dict[str, TableSchema], writes: list, *, want_rows: bool = False,
-                only: set | None = None, barred: frozenset[str] = frozenset()) -> Plan:
+                only: set | None = None, barred: frozenset[str] = frozenset(),
+                spelled: Spelled | None = None) -> Plan:
     """Group writes into statements; ``only`` restricts to claimed ids (default: every first occurrence).
 
     ``barred``: the tables the database's region may not hold (``allowed_regions``); their writes fail.
+    ``spelled``: PostgreSQL's readings of the key values only it reads (core/spelling.py), every one
+    the batch holds: a refused one is its write's ``schema`` dead letter, and two spellings it reads
+    as one are one row. Without it (None) such values are planned as they are spelled.
 
     Ids are compared by ``UUID.int``: ``uuid.UUID`` hashes in Python, which
     measured at a tenth of planning.
@@ -344,19 +366,33 @@ def plan_writes(schemas: dict[str, TableSchema], writes: list, *, want_rows: boo
                     w = _in_form(w, schemas)
                     if w.__class__ is BadWrite:
                         bad = w
+                if bad is None and spelled:  # empty: no key of the batch is read by PostgreSQL alone
+                    bad = _spelling_refused(w, schemas, spelled)
             if bad is not None:
                 failed.append((i, bad))
             else:
                 todo.append((i, w))
     firsts = [writes[i] for i in first.values()]
-    steps = _steps(todo, schemas, want_rows)
+    steps = _steps(todo, schemas, want_rows, spelled)
     refused = _refused(steps, todo)
     if refused:  # rare: plan again without them, so no statement fails for them (core/refuse.py)
         failed = sorted([*failed, *refused.items()], key=lambda f: f[0])
         todo = [(i, w) for i, w in todo if i not in refused]
-        steps = _steps(todo, schemas, want_rows)
+        steps = _steps(todo, schemas, want_rows, spelled)
     return Plan(writes, [w.id for w in firsts], [_inbox_table(w) for w in firsts], failed,
-                steps, want_rows, todo, sum(1 for _, w in todo if w.ops is not None))
+                steps, want_rows, todo, sum(1 for _, w in todo if w.ops is not None), spelled or {})
+
+
+def _spelling_refused(w, schemas: dict[str, TableSchema], spelled: Spelled) -> BadWrite | None:
+    """A ``schema`` BadWrite when PostgreSQL refused a key value of ``w`` that only it reads."""
+    for at, op in enumerate(row_ops(w)):
+        schema = schemas[op.table]
+        if not schema.casts.asks:
+            continue
+        detail = spelling_refusal(op.key, schema, spelled)
+        if detail is not None:
+            return BadWrite(DeadReason.schema, detail if w.ops is None else f"ops[{at}]: {detail}")
+    return None
 
 
 def _refused(steps: list, todo: list[tuple[int, WriteEvent]]) -> dict[int, BadWrite]:
@@ -388,9 +424,10 @@ def _refused(steps: list, todo: list[tuple[int, WriteEvent]]) -> dict[int, BadWr
     return out
 
 
-def _steps(todo: list[tuple[int, WriteEvent]], schemas: dict[str, TableSchema], want_rows: bool) -> list:
+def _steps(todo: list[tuple[int, WriteEvent]], schemas: dict[str, TableSchema], want_rows: bool,
+           spelled: Spelled | None = None) -> list:
     steps = []
-    for level in _levels(todo, schemas):
+    for level in _levels(todo, schemas, spelled):
         shapes: dict[tuple, list[tuple[int, object]]] = defaultdict(list)
         for i, op in level:
             shapes[_shape(op, schemas)].append((i, op))
@@ -409,10 +446,10 @@ def _inbox_table(w) -> str:
 
 async def _apply(conn, schemas, writes: list[WriteEvent], *, source: str, careful: bool,
                  want_rows: bool, plan: Plan | None = None, count_only: bool = False,
-                 barred: frozenset[str] = frozenset()) -> ApplyResult:
+                 barred: frozenset[str] = frozenset(), spelled: Spelled | None = None) -> ApplyResult:
     res = ApplyResult()
     if plan is None or plan.writes is not writes or plan.want_rows != want_rows:
-        plan = plan_writes(schemas, writes, want_rows=want_rows, barred=barred)
+        plan = plan_writes(schemas, writes, want_rows=want_rows, barred=barred, spelled=spelled)
     async with conn.transaction():
         if count_only:
             status = await conn.execute(INBOX_CLAIM_COUNT, plan.ids, plan.tables, source)
@@ -423,7 +460,7 @@ async def _apply(conn, schemas, writes: list[WriteEvent], *, source: str, carefu
             claimed = {r[0] for r in await conn.fetch(INBOX_CLAIM, plan.ids, plan.tables, source)}
             n_claimed = len(claimed)
             if n_claimed != len(plan.ids):  # some were applied before: plan again for the rest
-                plan = plan_writes(schemas, writes, want_rows=want_rows, only=claimed, barred=barred)
+                plan = plan_writes(schemas, writes, want_rows=want_rows, only=claimed, barred=barred, spelled=spelled)
         res.failed.extend(plan.failed)
         planned_failed = len(plan.failed)  # groups among these were never counted in ``plan.groups``
         res.duplicates = len(writes) - n_claimed
@@ -457,7 +494,7 @@ async def _apply_in_order(conn, schemas, plan: Plan, res: ApplyResult, want_rows
     singles: list[tuple[int, WriteEvent]] = []
 
     async def flush() -> None:
-        for rows, schema, op, cols, _stmt, _params in _steps(singles, schemas, want_rows):
+        for rows, schema, op, cols, _stmt, _params in _steps(singles, schemas, want_rows, plan.spelled):
             await _apply_group(conn, schema, op, cols, rows, res, want_rows)
         singles.clear()
 
@@ -672,6 +709,8 @@ class RegionDB:
         self.pool_size = pool_size or cfg.router.pool_size
         self.pool: asyncpg.Pool | None = None
         self.schemas: dict[str, TableSchema] = {}
+        #: PostgreSQL's readings of key values only it reads (core/spelling.py), for the planner
+        self.spellings = Spellings()
         #: tables this region may not hold (data residency): never required, never written
         self.barred = frozenset(t for t in cfg.tables if not cfg.allowed_in(t, region))
         self.ready = False
@@ -700,6 +739,7 @@ class RegionDB:
             async with pool.acquire() as conn:
                 await ensure_inbox(conn)
                 self.schemas = await load_schemas(conn, self.cfg)
+                self.spellings.forget()
         except RegionGuardError:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -720,7 +760,7 @@ class RegionDB:
             raise classify_db_error(self.region, exc) from exc
         try:
             return await apply_writes(conn, self.schemas, writes, source=source, region=self.region,
-                                      want_rows=want_rows, plan=plan, barred=self.barred)
+                                      want_rows=want_rows, plan=plan, barred=self.barred, spellings=self.spellings)
         except (RegionUnavailable, PreparedStatementLost, asyncio.CancelledError):
             try:
                 # a half-dead or mid-query socket must not go back to the pool, nor one whose
@@ -774,6 +814,7 @@ class RegionDB:
                     raise RegionNotReady(f"region {self.region} is read-only")
                 await ensure_inbox(conn)
                 self.schemas = await load_schemas(conn, self.cfg)
+                self.spellings.forget()
                 missing = [t for t in self.cfg.tables if t not in self.schemas and t not in self.barred]
                 if missing:
                     raise RegionNotReady(f"region {self.region} lacks allow-listed table {missing[0]!r}")
@@ -799,8 +840,10 @@ async def load_schemas(conn: asyncpg.Connection, cfg: Config) -> dict[str, Table
         if not rows:
             continue
         types = {r["column_name"]: r["data_type"] for r in rows}
+        bases = {r["column_name"]: r["base_type"] for r in rows if r["base_type"] and r["base_type"] != r["data_type"]}
         allowed = set(types) if t.columns is None else set(t.columns) & set(types)
-        out[name] = TableSchema(name=name, key=t.key, version=t.version, columns=frozenset(allowed), types=types)
+        out[name] = TableSchema(name=name, key=t.key, version=t.version, columns=frozenset(allowed), types=types,
+                                bases=bases)
     return out
 
 

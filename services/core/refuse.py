@@ -54,7 +54,7 @@ def suspect_columns(schema: TableSchema, columns: tuple[str, ...], params: list)
     ignored).
     """
     out = []
-    types = schema.types
+    types = schema.bases  # a domain's values follow its base type's rules
     for c, text in zip(columns, params):
         t = types.get(c, "text")
         if _NUL_JSON in text and t != "json":
@@ -68,7 +68,7 @@ def suspect_columns(schema: TableSchema, columns: tuple[str, ...], params: list)
 
 def refusal(schema: TableSchema, column: str, value: Any) -> str | None:
     """Why PostgreSQL would refuse ``value`` in ``column`` (the dead letter's detail), or None."""
-    t = schema.types.get(column, "text")
+    t = schema.bases.get(column, "text")
     bounds = _INTEGERS.get(t)
     if bounds is not None and value.__class__ is int and not bounds[0] <= value <= bounds[1]:
         shown = repr(value)

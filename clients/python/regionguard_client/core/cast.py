@@ -19,9 +19,9 @@ The rules follow PostgreSQL 15's input functions for the text we send
 - numeric: a ``Decimal`` (ints stay ints: ``Decimal(42) == 42`` with the same
   hash); a float by its shortest repr, which is the text PostgreSQL got before;
   a decimal string, exponent allowed. "NaN" and "Infinity" spellings go on as
-  they are (PostgreSQL reads them; they are never a row's identity in practice).
+  they are (PostgreSQL reads them; as keys, it reads them for us too, below).
 - real, double precision: a float (ints stay ints, equal to their float);
-  special spellings go on as they are.
+  special spellings go on as they are, as for numeric.
 - text, character varying: a string as is; a number or bool as the text
   PostgreSQL would have stored (``str(42)``, ``"true"``). character (bpchar):
   trailing spaces dropped, which PostgreSQL ignores in comparisons.
@@ -31,10 +31,15 @@ The rules follow PostgreSQL 15's input functions for the text we send
   on/off, 1/0, t/f, y/n and unique prefixes, any case, trimmed).
 - timestamp with time zone: an ISO string with an explicit offset (or Z), at
   most microseconds, becomes the same instant in UTC; timestamp without time
-  zone: an ISO string without offset, in Python's ISO form. Any other
-  spelling goes on unchanged for PostgreSQL to read (it reads far more than we
-  parse: "now", "epoch", month names); these never fail here.
-- date, json, jsonb, arrays and any other type: the value as it is.
+  zone: an ISO string without offset, in Python's ISO form ("2026-01-02
+  03:04:05", "2026-01-02T03:04:05" and "2026-01-02T03:04:05.000000" are one).
+- date: "2026-01-02" and "20260102" become "2026-01-02".
+- json, jsonb, arrays and any other type: the value as it is.
+
+A domain follows its base type's rules (core/sql.py ``COLUMNS_QUERY`` reads
+``typbasetype`` through domains of domains): a domain over bigint is a bigint
+here, while the statement still casts to the domain, so its CHECK stays
+PostgreSQL's to enforce.
 
 Key columns are cast by every rule above: they are the row's identity. Data
 columns are cast only by the types that can refuse a value (numbers, uuid,
@@ -46,8 +51,24 @@ taken as it is, without a call: an int out of range is found later, in one
 scan per statement column (:mod:`.refuse`), and named there. Measured with
 ``bench/plan_cast.py`` (1,000 writes, bigint key and 3 columns): planning went
 from about 1.6 to 2.2 µs a write on a busy 2-core machine, of which the key
-alone is about 0.3 µs. A domain, citext or any type not named above is left
-to PostgreSQL: two spellings of such a key are still two rows to the planner.
+alone is about 0.3 µs.
+
+What no rule reads exactly, PostgreSQL reads for the planner
+(:meth:`TableCasts.asked`, regionguard's core/spelling.py): a key of a type
+with no rule here (citext, enums, inet, time, interval...), a date or time
+spelled otherwise than above ("Jan 2 2026", "2026-002", no offset for a
+timestamptz, "now"), a "NaN" or "Infinity" numeric or float key. Those values
+are sent to PostgreSQL as they are, as before; before planning, the batch's
+such key values are cast by PostgreSQL in one query (one per batch, none when
+all were read before), and its reading is the row's identity to the planner:
+the value's JSON text, brought to the form of the rule above for its type
+(:func:`canonical`), and lower-cased for citext, whose equality ignores case.
+So "2026-01-02" and "Jan 2 2026" are one row of a date key, "Alice" and
+"ALICE" one row of a citext key (stored in the case first written), and a
+value PostgreSQL refuses is the write's ``schema`` dead letter naming the
+column and the SQLSTATE. Types whose equality is not their JSON text in
+another way (an interval's "1 day" and "24 hours", text under a
+nondeterministic collation) are still two rows to the planner.
 """
 
 from __future__ import annotations
@@ -55,7 +76,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
 
@@ -66,6 +87,10 @@ class CastError(ValueError):
     def __init__(self, detail: str):
         super().__init__(detail)
         self.detail = detail
+
+
+class _Ask(Exception):
+    """Raised by a caster: no exact rule here for this spelling; PostgreSQL reads it (a key's is asked, :meth:`TableCasts.asked`)."""
 
 
 class _Refused(Exception):
@@ -82,6 +107,7 @@ _INT = re.compile(r"[ \t\n\r\f\v]*[+-]?[0-9]+[ \t\n\r\f\v]*", re.ASCII)
 _DECIMAL = re.compile(r"[ \t\n\r\f\v]*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[ \t\n\r\f\v]*", re.ASCII)
 _SPECIAL = {"nan", "infinity", "+infinity", "-infinity", "inf", "+inf", "-inf"}
 _UUID = re.compile(r"(\{)?[0-9a-fA-F]{4}(?:-?[0-9a-fA-F]{4}){7}(?(1)\})", re.ASCII)
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}|[0-9]{8}", re.ASCII)  # 2026-01-02 and 20260102, as PostgreSQL reads both
 _TS = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?"
                  r"(?P<tz>Z|[+-][0-9]{2}(?::?[0-9]{2})?)?", re.ASCII)
 
@@ -123,7 +149,7 @@ def _numeric(v: Any) -> Any:
             except InvalidOperation:  # the pattern admits only what Decimal reads; kept for safety
                 raise _Refused() from None
         if v.strip().lower() in _SPECIAL:
-            return v
+            raise _Ask()  # "NaN", "nan", " Infinity": PostgreSQL's spellings, read by it
     raise _Refused()
 
 
@@ -134,7 +160,7 @@ def _floating(v: Any) -> Any:
         if _DECIMAL.fullmatch(v):
             return float(v)
         if v.strip().lower() in _SPECIAL:
-            return v
+            raise _Ask()
     raise _Refused()
 
 
@@ -192,9 +218,11 @@ def _timestamptz(v: Any) -> Any:
             try:
                 canon = datetime.fromisoformat(v).astimezone(timezone.utc).isoformat()
             except ValueError:
-                return v  # e.g. February 30th: PostgreSQL names it
+                raise _Ask() from None  # e.g. February 30th: PostgreSQL refuses it, naming why
             return v if canon == v else canon
-    return v
+    if v is None:
+        return v
+    raise _Ask()  # no offset (the session's time zone decides), "now", month names, 7 digits...
 
 
 def _timestamp(v: Any) -> Any:
@@ -204,9 +232,23 @@ def _timestamp(v: Any) -> Any:
             try:
                 canon = datetime.fromisoformat(v).isoformat()
             except ValueError:
-                return v
+                raise _Ask() from None
             return v if canon == v else canon
-    return v
+    if v is None:
+        return v
+    raise _Ask()  # an offset (PostgreSQL drops it), month names, "epoch"...
+
+
+def _date(v: Any) -> Any:
+    if v.__class__ is str and _DATE.fullmatch(v):
+        try:
+            canon = date.fromisoformat(v).isoformat()
+        except ValueError:
+            raise _Ask() from None
+        return v if canon == v else canon
+    if v is None:
+        return v
+    raise _Ask()  # "Jan 2 2026", "2026-002", "01/02/2026" (DateStyle decides), "today"...
 
 
 class _Never:
@@ -220,7 +262,11 @@ _TYPES: dict[str, tuple[Caster, type]] = {
     "text": (_text, str), "character varying": (_text, str), "character": (_character, _Never),
     "uuid": (_uuid, _Never), "boolean": (_boolean, bool),
     "timestamp with time zone": (_timestamptz, _Never), "timestamp without time zone": (_timestamp, _Never),
+    "date": (_date, _Never),
 }
+
+#: types whose every spelling has an exact rule above: their key values are never asked
+_EXACT = ("smallint", "integer", "bigint", "text", "character varying", "character", "uuid", "boolean")
 
 #: types whose data columns are cast too: those that can refuse a value, so the dead letter names it
 _REFUSING = ("smallint", "integer", "bigint", "numeric", "real", "double precision", "uuid", "boolean")
@@ -228,17 +274,49 @@ _REFUSING = ("smallint", "integer", "bigint", "numeric", "real", "double precisi
 
 @dataclass(frozen=True)
 class TableCasts:
-    """The casts of one table's columns: every typed key column, and the data columns of :data:`_REFUSING` types."""
+    """The casts of one table's columns: every typed key column, and the data columns of :data:`_REFUSING` types.
+
+    ``types`` are the columns' base types (a domain's, core/sql.py ``COLUMNS_QUERY``).
+    """
 
     types: dict[str, str]
     casts: dict[str, Caster]
     # column -> the class of its values that need no call; a column absent here needs no cast at all
     forms: dict[str, type]
+    # key column -> its base type, for key columns some spelling of which only PostgreSQL can read
+    asks: dict[str, str]
 
     @classmethod
     def of(cls, types: dict[str, str], key: tuple[str, ...]) -> "TableCasts":
         cols = [c for c, t in types.items() if t in _REFUSING] + [c for c in key if types.get(c) in _TYPES]
-        return cls(dict(types), {c: _TYPES[types[c]][0] for c in cols}, {c: _TYPES[types[c]][1] for c in cols})
+        asks = {c: types[c] for c in key if c in types and types[c] not in _EXACT}
+        return cls(dict(types), {c: _TYPES[types[c]][0] for c in cols}, {c: _TYPES[types[c]][1] for c in cols},
+                   asks)
+
+    def asked(self, key: dict) -> list[tuple[str, str, Any]]:
+        """``(column, base type, value)`` of each value of ``key`` that only PostgreSQL can bring to its form.
+
+        A value of a type with no rule here, or a spelling its rule does not read exactly
+        (:class:`_Ask`): two such spellings of one row are one row only by PostgreSQL's reading,
+        which core/spelling.py asks for. The same answer for a key before or after :meth:`row`
+        (a value asked for is one :meth:`row` leaves as it is).
+        """
+        out = []
+        for c, t in self.asks.items():
+            v = key.get(c)
+            if v is None:
+                continue
+            f = self.casts.get(c)
+            if f is not None:
+                try:
+                    f(v)
+                    continue
+                except _Ask:
+                    pass
+                except _Refused:
+                    continue  # :meth:`row` names it
+            out.append((c, t, v))
+        return out
 
     def row(self, key: dict, data: dict | None) -> tuple[dict, dict | None] | None:
         """``(key, data)`` with every cast column in its type's form; None when all already were.
@@ -246,6 +324,7 @@ class TableCasts:
         The common case (an int for an integer column, a str for a text key) costs a class check per
         value, no call: an int out of range therefore passes here, and planning names it
         (core/refuse.py) before PostgreSQL sees it. Raises :class:`CastError` naming the first column its type refuses.
+        A spelling only PostgreSQL reads is left as it is (:meth:`asked`).
         """
         form = self.forms.get
         for c, v in key.items():
@@ -269,13 +348,35 @@ class TableCasts:
                 continue
             try:
                 x = f(v)
+            except _Ask:
+                continue  # sent as it is; PostgreSQL reads it (and, for a key, core/spelling.py asks how)
             except _Refused as r:
-                shown = repr(v)
-                shown = shown if len(shown) <= 80 else shown[:77] + "..."
-                raise CastError(f"column {c!r} ({self.types.get(c)}): cannot cast {shown}"
-                                + (f" ({r.why})" if r.why else "")) from None
+                raise CastError(refused(c, self.types.get(c), v, r.why)) from None
             if x is not v:
                 if out is values:
                     out = dict(values)
                 out[c] = x
         return out
+
+
+def refused(column: str, type_: str | None, v: Any, why: str = "") -> str:
+    """The ``schema`` dead letter's detail of a value its column's type refuses."""
+    shown = repr(v)
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    return f"column {column!r} ({type_}): cannot cast {shown}" + (f" ({why})" if why else "")
+
+
+def canonical(type_: str, text: str) -> str:
+    """PostgreSQL's reading of a value (its JSON text, core/spelling.py) in the form our rule gives the same value.
+
+    "2026-01-02T03:04:05+01:00" from a session in Paris and "2026-01-02T02:04:05Z" sent in ISO
+    form must be one key: the time rules bring PostgreSQL's answer to their own form.
+    """
+    rule = _TYPES.get(type_)
+    if rule is None or type_ in _EXACT:
+        return text
+    try:
+        x = rule[0](text)
+    except (_Ask, _Refused):
+        return text
+    return x if x.__class__ is str else text

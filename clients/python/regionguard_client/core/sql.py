@@ -68,11 +68,15 @@ class TableSchema:
     version: str | None
     columns: frozenset[str]
     types: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    # column -> its base type where it differs (a domain's, COLUMNS_QUERY): the type whose rules its
+    # values follow; the statements still cast to ``types``, so a domain's CHECK is PostgreSQL's to enforce
+    bases: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
     # how its columns' values are brought to their types' forms (core/cast.py): built once per schema
     casts: TableCasts = field(init=False, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "casts", TableCasts.of(self.types, self.key))
+        object.__setattr__(self, "bases", {**self.types, **self.bases})
+        object.__setattr__(self, "casts", TableCasts.of(self.bases, self.key))
 
     def check_columns(self, names) -> str | None:
         """Return the first name that is not an allowed column, else None."""
@@ -130,9 +134,17 @@ INBOX_APPLIED = f"SELECT write_id::text FROM {INBOX_TABLE} WHERE write_id = ANY(
 INBOX_RELEASE = f"DELETE FROM {INBOX_TABLE} WHERE write_id = ANY($1::uuid[])"
 
 # format_type(oid, NULL): the base type without typmod, so the final assignment
-# to the column still enforces varchar(n) / numeric(p,s) with an error, not a silent cut
+# to the column still enforces varchar(n) / numeric(p,s) with an error, not a silent cut.
+# base_type: a domain's underlying type, through domains of domains (typbasetype), whose rules
+# its values follow (core/cast.py); the type itself for any other
 COLUMNS_QUERY = """
-SELECT a.attname AS column_name, format_type(a.atttypid, NULL) AS data_type
+SELECT a.attname AS column_name, format_type(a.atttypid, NULL) AS data_type,
+       format_type((WITH RECURSIVE d(oid, typtype, typbasetype) AS (
+                        SELECT t.oid, t.typtype, t.typbasetype FROM pg_type t WHERE t.oid = a.atttypid
+                        UNION ALL
+                        SELECT t.oid, t.typtype, t.typbasetype FROM pg_type t JOIN d ON t.oid = d.typbasetype
+                        WHERE d.typtype = 'd')
+                    SELECT d.oid FROM d WHERE d.typtype <> 'd'), NULL) AS base_type
 FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -145,10 +157,21 @@ _TYPE = re.compile(r'^[A-Za-z_][A-Za-z0-9_ ."$]*(\[\])*$')
 
 def cast_type(table: TableSchema, column: str) -> str:
     """The SQL type a text value of ``column`` is cast to (from the catalog, never from events)."""
-    t = table.types.get(column, "text")
+    return checked_type(table.types.get(column, "text"), f"{table.name}.{column}")
+
+
+def checked_type(t: str, where: str) -> str:
+    """``t``, a type name as the catalog's format_type spells it, or UnsafeIdentifier."""
     if not _TYPE.match(t):
-        raise UnsafeIdentifier(f"refusing type {t!r} of {table.name}.{column}")
+        raise UnsafeIdentifier(f"refusing type {t!r} of {where}")
     return t
+
+
+def value_text(t: str, v: Any) -> str | None:
+    """The text a value of a column of type ``t`` travels as: what :func:`column_arrays` sends."""
+    if t in ("json", "jsonb"):
+        return None if v is None else orjson.dumps(v).decode()
+    return pg_text(v, t.endswith("[]"))
 
 
 def pg_text(v: Any, array: bool = False) -> str | None:
