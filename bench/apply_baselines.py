@@ -36,6 +36,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import asyncpg
+from uuid6 import uuid7
 
 from regionguard.core.sql import INBOX_CLAIM_COUNT
 
@@ -96,7 +97,7 @@ async def run_baseline(name: str, dsn: str, n: int, batch: int, lanes: int) -> f
         for conn in conns:
             await conn.execute(STAGE_ROWS)
             await conn.execute(STAGE_IDS)
-        ids = [uuid.uuid4() for _ in range(n)]
+        ids = [uuid7() for _ in range(n)]  # as the SDK makes them (bench/inbox_ids.py says why)
         starts = list(range(0, n, batch))
 
         async def lane(k: int) -> None:

@@ -48,6 +48,7 @@ from pathlib import Path
 
 import asyncpg
 import yaml
+from uuid6 import uuid7
 from confluent_kafka import Producer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,9 +96,9 @@ async def drop_db(name: str) -> None:
 
 
 def user_upserts(n: int):
-    """(Kafka key, value) of n single-row upserts of users 0..n-1."""
+    """(Kafka key, value) of n single-row upserts of users 0..n-1, with UUIDv7 ids as the SDK makes them."""
     for i in range(n):
-        ev = {"id": str(uuid.uuid4()), "region": "eu", "table": "users", "op": "upsert",
+        ev = {"id": str(uuid7()), "region": "eu", "table": "users", "op": "upsert",
               "key": {"id": i}, "data": {"name": f"user{i}", "version": 1}}
         yield f"users/{i}".encode(), json.dumps(ev).encode()
 

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
+from uuid6 import uuid7
 
 from .core.config import Config, UsageError, load_config
 from .core.kafka import Confirmer, KafkaDeliveryError, make_producer
@@ -63,7 +64,7 @@ class WriteProducer:
         if region not in self.cfg.regions:
             raise ValueError(f"unknown region {region!r}")
         ev = WriteEvent(
-            id=id or uuid.uuid4(), region=region, table=table, op=Op(op), key=key, data=data,
+            id=id or uuid7(), region=region, table=table, op=Op(op), key=key, data=data,
             policy=Policy(policy), fallback_regions=fallback_regions or [], expires_at=expires_at, meta=meta or {},
             ordering_key=ordering_key,
         )
@@ -82,7 +83,7 @@ class WriteProducer:
         """
         if region not in self.cfg.regions:
             raise ValueError(f"unknown region {region!r}")
-        return WriteGroup(self, dict(id=id or uuid.uuid4(), region=region, ordering_key=ordering_key,
+        return WriteGroup(self, dict(id=id or uuid7(), region=region, ordering_key=ordering_key,
                                      policy=Policy(policy), fallback_regions=fallback_regions or [],
                                      expires_at=expires_at, meta=meta or {}))
 
