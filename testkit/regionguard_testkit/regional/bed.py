@@ -286,6 +286,18 @@ class RegionalBed:
             self.partition.heal()
         return time.time()
 
+    def watch(self, region: str, out: Path, interval: float = 0.2) -> ServiceProcess:
+        """Start :mod:`.watch` inside ``region``'s network (so a node cut off from it never answers):
+        leaders, ISRs, the routers' group coordinators and /metrics, appended to ``out``."""
+        assert self.kafka is not None
+        argv = ["--bootstrap", self.kafka.bootstrap, "--prefix", self.prefix, "--out", str(out),
+                "--interval", str(interval)]
+        for r in self.names:
+            argv += ["--metrics", f"router-{r}=http://{self.addr[r]}:{self.ports[f'router-{r}']}/metrics"]
+        name = f"watch-{region}"
+        self.procs.pop(name, None)
+        return self._service(name, region, argv, module="regionguard_testkit.regional.watch")
+
     # ------------------------------------------------------------------ teardown
     def stop_producers(self, timeout: float = 90.0) -> None:
         """SIGTERM every producer (each flushes its last batch), then wait."""
