@@ -5,7 +5,11 @@ the actions it returns:
 
 * a newly assigned partition: is its held partition empty (``direct``) or
   not (``held``), and up to which offset an earlier owner may have applied
-  records without committing them (:class:`~.apply.Uncertain`);
+  records without committing them (:class:`~.apply.Uncertain`). A lookup that
+  fails is tried again (:data:`LOOKUP_RETRY_S`) while the partition stays
+  paused: guessing ``held`` sent every later write of a healthy region through
+  the held topic and the replayer until the next drain, which during a network
+  partition (the held partition's leader cut off) meant until the heal;
 * the region closed again: produce a *fence* into each held partition and
   pause it (``draining``);
 * draining: has the replayer's committed offset passed the fence -- or is
@@ -44,6 +48,9 @@ INEXACT_MARGIN = 100_000
 #: normally moves first; reading again covers a read that failed or timed out).
 RESCAN_S = 5.0
 
+#: Seconds before a new partition whose held-topic lookup failed is looked up again (it stays paused).
+LOOKUP_RETRY_S = 0.5
+
 #: Seconds between two looks at the replayer's committed offsets while partitions drain.
 DRAIN_CHECK_S = 0.05
 
@@ -66,10 +73,12 @@ class Switch:
         # held partition -> (offsets, when) of the last read by _only_fences_left that found a record to replay
         self._scanned: dict[int, tuple[tuple[int, int], float]] = {}
         self._replayer = fences.ReplayerWatch()
+        self._lookup_after: dict[int, float] = {}   # new partition -> when its failed lookup is tried again
 
     async def step(self) -> None:
         """One round between batches: look up new partitions, fence, check draining ones, report."""
-        pending = self.modes.pending_lookup()
+        now = time.monotonic()
+        pending = [p for p in self.modes.pending_lookup() if self._lookup_after.get(p, 0.0) <= now]
         if pending:
             await self._look_up(pending)
         await self.share.probe_if_due()
@@ -92,12 +101,16 @@ class Switch:
             try:
                 ends[p] = await asyncio.to_thread(
                     self.consumer.get_watermark_offsets, TopicPartition(self.held_topic, p), 5.0, False)
+                self._lookup_after.pop(p, None)
             except KafkaException as exc:
-                log.warning("region %s: held watermark lookup failed (%s); treating p%d as held", self.region,
-                            exc, p)
+                log.warning("region %s: held watermark lookup failed (%s); p%d stays paused, looked up again "
+                            "in %.1f s", self.region, exc, p, LOOKUP_RETRY_S)
+                self._lookup_after[p] = time.monotonic() + LOOKUP_RETRY_S
+        if not ends:
+            return
         await self._handled_by_earlier_owners(ends)
-        for p in ps:
-            self.modes.looked_up(p, ends[p][1] if p in ends else 1)
+        for p in ends:
+            self.modes.looked_up(p, ends[p][1])
             self.uncertain.assigned(p, await self._end_at_assignment(p))
             if p not in self.paused:  # a pause from an earlier ownership of p outlives the rebalance
                 self.consumer.resume([TopicPartition(self.topic, p)])

@@ -208,3 +208,55 @@ def test_a_scan_older_than_the_last_held_record_proves_nothing():
     m.held_confirmed(0, 9)  # e.g. a fence again after a failed produce
     assert m.only_fences_left(0, *rng) == []
     assert m.mode(0) is Mode.draining
+
+
+async def test_a_failed_held_lookup_is_retried_not_taken_for_held(monkeypatch) -> None:
+    """Issue 26: a new partition whose held-topic lookup fails (the held partition's leader cut off by a
+    network partition, or not yet in the client's metadata) stays paused and is looked up again; it
+    used to be taken for held, and every later write of the healthy region went through the held topic
+    and the replayer until the heal."""
+    from types import SimpleNamespace
+
+    from confluent_kafka import KafkaError, KafkaException
+
+    from regionguard.core.config import parse_config
+    from regionguard.router import switch as switch_mod
+    from regionguard.router.uncertain import Uncertain
+
+    monkeypatch.setattr(switch_mod, "LOOKUP_RETRY_S", 0.0, raising=False)
+    answers = {"h": [KafkaException(KafkaError(KafkaError._UNKNOWN_PARTITION)), (0, 0)]}
+    resumed: list[int] = []
+
+    class Consumer:
+        def get_watermark_offsets(self, tp, timeout=5.0, cached=False):
+            if tp.topic == "rg.held.eu":
+                a = answers["h"].pop(0)
+                if isinstance(a, Exception):
+                    raise a
+                return a
+            return (0, 12)
+
+        def list_topics(self, topic=None, timeout=5.0):
+            return SimpleNamespace(cluster_id="abc")
+
+        def resume(self, tps):
+            resumed.extend(tp.partition for tp in tps)
+
+        def pause(self, tps):
+            pass
+
+    cfg = parse_config({"regions": {"eu": {"dsn": "postgresql://u@h/db"}}, "tables": {"users": {"key": ["id"]}}})
+    modes = PartitionModes()
+    modes.assigned([2])
+
+    async def probe() -> None:
+        return None
+
+    share = SimpleNamespace(probe_if_due=probe, is_closed=lambda r: True, report=lambda *a: None)  # region healthy
+    sw = switch_mod.Switch(cfg, "eu", consumer=Consumer(), offsets_reader=None, producer=None,  # type: ignore[arg-type]
+                           modes=modes, uncertain=Uncertain(), paused=set(), share=share,  # type: ignore[arg-type]
+                           reader=None, instance="router-eu")  # type: ignore[arg-type]
+    await sw._look_up(modes.pending_lookup())
+    assert modes.mode(2) is Mode.new and resumed == []   # not decided, still paused
+    await sw.step()
+    assert modes.mode(2) is Mode.direct and resumed == [2]
