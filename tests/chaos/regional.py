@@ -115,14 +115,16 @@ class RegionalReport:
 class RegionalRun:
     def __init__(self, workdir: Path, events: list[Event], *, rate: float = 100.0, warmup_s: float = 8.0,
                  settle_s: float = 5.0, partitions: int = 6, seed: int = 1, converge_timeout: float = 240.0,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, broker_config: dict[str, str] | None = None,
+                 client: dict[str, str] | None = None) -> None:
         self.workdir = workdir
         self.events = events
         self.warmup_s, self.settle_s, self.converge_timeout = warmup_s, settle_s, converge_timeout
         self.t0 = time.monotonic()
         self._log = log or (lambda s: print(s, flush=True))
         cut = any(e.kind not in ("full", "controller") for e in events)
-        self.bed = RegionalBed(workdir, rate=rate, partitions=partitions, seed=seed, log=self.log, partitions_cut=cut)
+        self.bed = RegionalBed(workdir, rate=rate, partitions=partitions, seed=seed, log=self.log, partitions_cut=cut,
+                               broker_config=broker_config, client=client)
         self._stop = threading.Event()
         self.png: Path | None = None       # draw the timeline there at the end (--png)
         self.watch = False                 # record leaders, ISRs, coordinators, router modes per event (--watch)
@@ -249,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--png", type=Path, default=None, help="draw the timeline of every write's latency there")
     p.add_argument("--watch", action="store_true",
                    help="record Kafka's leaders and ISRs, coordinators and routers' modes; print each event per second")
+    p.add_argument("--broker", action="append", default=[], metavar="KEY=VALUE",
+                   help="a broker setting over the bed's (docs/topology.md), e.g. replica.lag.time.max.ms=5000")
+    p.add_argument("--client", action="append", default=[], metavar="KEY=VALUE",
+                   help="a librdkafka setting in every region's kafka.client (services and producers)")
     p.add_argument("--events", default="full,partition",
                    help=f"comma-separated event kinds, in order ({', '.join(EVENT_KINDS)})")
     args = p.parse_args(argv)
@@ -260,7 +266,12 @@ def main(argv: list[str] | None = None) -> int:
     # a SIGTERM (make interrupted, a CI timeout) still tears the bed down: brokers, services, cgroups, nft table
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="rg-regional-"))
-    run = RegionalRun(workdir, default_events(args.down, args.partition, kinds), rate=args.rate, seed=args.seed)
+    pairs = lambda items: dict(i.split("=", 1) for i in items)  # noqa: E731
+    bad = [i for i in args.broker + args.client if "=" not in i]
+    if bad:
+        p.error(f"not KEY=VALUE: {', '.join(bad)}")
+    run = RegionalRun(workdir, default_events(args.down, args.partition, kinds), rate=args.rate, seed=args.seed,
+                      broker_config=pairs(args.broker), client=pairs(args.client))
     run.png = args.png
     run.watch = args.watch
     report = run.run(keep=args.keep)

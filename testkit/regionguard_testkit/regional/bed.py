@@ -75,7 +75,8 @@ class RegionalBed:
     def __init__(self, workdir: str | Path, *, regions: tuple[str, ...] = ("r0", "r1", "r2"), partitions: int = 6,
                  rate: float = 100.0, heap: str = "384m", seed: int = 1,
                  wrap: Callable[[str, list[str]], list[str]] | None = None, partitions_cut: bool = False,
-                 broker_config: dict[str, str] | None = None, log: Callable[[str], None] | None = None) -> None:
+                 broker_config: dict[str, str] | None = None, log: Callable[[str], None] | None = None,
+                 client: dict[str, Any] | None = None) -> None:
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.logdir = self.workdir / "logs"
@@ -85,6 +86,7 @@ class RegionalBed:
         self.wrap = wrap
         self.broker_config = {**BROKER_CONFIG, **(broker_config or {})}
         self.log = log or (lambda _s: None)
+        self.client = dict(client or {})                 # kafka.client of every region's config
         self.prefix = f"rg{uuid.uuid4().hex[:8]}"
         self.kafka: ApacheKafka | None = None
         self.regions: LocalRegions | None = None
@@ -128,7 +130,8 @@ class RegionalBed:
                         f"{self.regions.databases[r]}?sslmode=disable" for r in self.names}
         for i, r in enumerate(self.names):
             overrides: dict[str, Any] = {
-                "kafka": {"replication_factor": 3, "min_insync_replicas": 2, "client_rack": r},
+                "kafka": {"replication_factor": 3, "min_insync_replicas": 2, "client_rack": r,
+                          **({"client": self.client} if self.client else {})},
                 "metrics": {"host": self.addr[r], "port": 0},
                 "health": HEALTH_CONFIG,
             }
