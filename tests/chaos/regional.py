@@ -145,6 +145,7 @@ class RegionalRun:
             assert bed.kafka is not None
             e.region = bed.names[bed.kafka.active_controller() - 1]
             self.log(f"the active controller is {e.region}'s node")
+        self.log(f"preferred leaders: {bed.prefer_leaders()} partitions moved back")
         watcher = None
         if self.watch:
             e.watch = self.workdir / f"watch-{len([x for x in self.events if x.watch])}-{e.kind}-{e.region}.jsonl"
