@@ -293,7 +293,8 @@ class RegionalBed:
         """Every partition led by its preferred replica again, as Kafka's own leader rebalance does
         after a while (``leader.imbalance.check.interval.seconds``, 300 s): a broker fenced once under
         load leads nothing until then, and an event of its region would cost nothing. So every event
-        starts with the failed region leading its share. Returns how many partitions were moved."""
+        starts with the failed region leading its share. Returns how many partitions were off their
+        preferred replica (best effort: after ``timeout`` the event starts anyway, with a warning)."""
         from confluent_kafka import ElectionType, TopicPartition
         from confluent_kafka.admin import AdminClient
 
@@ -311,11 +312,14 @@ class RegionalBed:
             if not off:
                 return moved
             try:
-                admin.elect_leaders(ElectionType.PREFERRED, off, request_timeout=10).result(timeout=15)
+                # no request_timeout: confluent-kafka 2.16 refuses it ("more argument specifiers than keyword list")
+                admin.elect_leaders(ElectionType.PREFERRED, off).result(timeout=15)
             except Exception as exc:  # noqa: BLE001 - a replica still catching up: asked again below
                 self.log(f"preferred leader election: {exc}")
             time.sleep(0.5)
-        raise BedError(f"partitions not led by their preferred replicas after {timeout}s")
+        # best effort: an event on an unbalanced cluster is still an event (the report says so)
+        self.log(f"warning: partitions not all led by their preferred replicas after {timeout}s")
+        return moved
 
     def watch(self, region: str, out: Path, interval: float = 0.2) -> ServiceProcess:
         """Start :mod:`.watch` inside ``region``'s network (so a node cut off from it never answers):
