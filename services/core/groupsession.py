@@ -19,6 +19,15 @@ single broker there is no failover to outlive and the session stays at 6 s.
 The cost is the other side of the same timer: a member that crashed is replaced
 that much later. ``session.timeout.ms`` in ``kafka.client`` wins over this.
 
+The same fencing time bounds how long a request to a broker that stopped answering is worth
+waiting for (``socket.timeout.ms``, and ``request.timeout.ms`` for produce requests): by then
+the controller has fenced that broker and moved its leaderships and coordinators, so the request
+is given up, the connection closed and the client's metadata refreshed, and the retry reaches the
+new leader. librdkafka's defaults (60 s, 30 s) are for brokers that die with a reset: a broker
+cut off by a network partition answers nothing, and a router's offset commit to a coordinator on
+it held back its heartbeats and its revocation for up to a minute (issue 26, the partition run).
+Never under :data:`MIN_REQUEST_TIMEOUT_MS`; ``kafka.client`` wins here too.
+
 Ours by hand: it is a rule about regionguard's groups; the read is one DescribeConfigs.
 """
 
@@ -36,12 +45,24 @@ log = logging.getLogger(__name__)
 
 FENCE_KEY = "broker.session.timeout.ms"
 
+#: The shortest request timeout given to the services' clients: a loaded broker's answers take
+#: well under this; a timeout closes the connection (librdkafka ``socket.max.fails``), so a
+#: too-short one would cut connections to brokers that are only slow.
+MIN_REQUEST_TIMEOUT_MS = 3000
+
+REQUEST_KEYS = ("socket.timeout.ms", "request.timeout.ms")
+
 
 def session_ms(fence_ms: int | None, margin_s: float) -> int:
     """The group session for brokers that fence a silent broker after ``fence_ms`` (None: unknown)."""
     if fence_ms is None:
         return MIN_SESSION_TIMEOUT_MS
     return max(MIN_SESSION_TIMEOUT_MS, min(MAX_SESSION_TIMEOUT_MS, fence_ms + int(round(margin_s * 1000))))
+
+
+def request_timeout_ms(fence_ms: int | None) -> int | None:
+    """How long a service's client waits for a broker's answer (None: librdkafka's default)."""
+    return None if fence_ms is None else max(MIN_REQUEST_TIMEOUT_MS, fence_ms)
 
 
 def read_fence_ms(cfg: Config, timeout: float = 10.0) -> int | None:
@@ -71,15 +92,30 @@ def read_fence_ms(cfg: Config, timeout: float = 10.0) -> int | None:
 
 
 def group_settings(cfg: Config, service: str, fence_ms: int | None) -> dict[str, Any]:
-    """The ``session.timeout.ms`` a service's group consumers ask for ({} when ``kafka.client`` sets it)."""
+    """The ``session.timeout.ms`` a service's group consumers ask for ({} when ``kafka.client`` sets it),
+    and the ``socket.timeout.ms`` of its clients when the brokers' fencing time is known
+    (:func:`client_timeouts` picks it for the other clients)."""
     if "session.timeout.ms" in cfg.kafka.client:
         return {}
     session = session_ms(fence_ms, cfg.kafka.group_session_margin_s)
+    out: dict[str, Any] = {"session.timeout.ms": session}
+    request = request_timeout_ms(fence_ms)
     if fence_ms is not None:
         log.info("%s: group session %d ms (the brokers fence a silent broker after %d ms, plus "
-                 "kafka.group_session_margin_s): a lost group coordinator costs no rejoin",
-                 service, session, fence_ms)
-    return {"session.timeout.ms": session}
+                 "kafka.group_session_margin_s): a lost group coordinator costs no rejoin; requests to a "
+                 "silent broker are given up after %d ms", service, session, fence_ms, request)
+    if request is not None and "socket.timeout.ms" not in cfg.kafka.client:
+        out["socket.timeout.ms"] = request
+    return out
+
+
+def client_timeouts(group: dict[str, Any] | None, *, producer: bool = False) -> dict[str, Any]:
+    """The request timeouts of :func:`group_settings` for a service's other clients (its producers
+    also give up a produce request after it: ``request.timeout.ms``)."""
+    ms = (group or {}).get("socket.timeout.ms")
+    if ms is None:
+        return {}
+    return {"socket.timeout.ms": ms, **({"request.timeout.ms": ms} if producer else {})}
 
 
 def at_start(cfg: Config, service: str) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from ..core.config import Config
 from ..core.db import ApplyResult, Plan
 from ..core.errors import BadWrite, MissingPrivilege, RegionGuardError, RegionUnavailable
 from ..core.guardlane import LaneGuard, commit_offset
+from ..core.groupsession import client_timeouts
 from ..core.kafka import Confirmer, make_consumer, make_producer, replayer_group
 from ..core.outbox import GiveUp, Outbox, deliver
 from ..core.models import DeadReason, FailoverEvent, Policy
@@ -60,7 +61,8 @@ class ReplayWorker:
         self.cfg, self.region, self.lane = cfg, region, lane
         self.limits = limits or default_limits(cfg)
         self.topic = cfg.topic("held", region)
-        self.producer = make_producer(cfg, ordered=True, **self.limits.producer_conf())
+        self.producer = make_producer(cfg, ordered=True, **self.limits.producer_conf(),
+                                      **client_timeouts(group, producer=True))
         self.shared = shared
         self.db = self.shared.db
         self.cache = self.shared.cache

@@ -12,7 +12,7 @@ from ..core import metrics
 from ..core.config import Config, load_config
 from ..core.db import RegionDB
 from ..core.gctune import tune_for_throughput
-from ..core.groupsession import at_start as group_session
+from ..core.groupsession import at_start as group_session, client_timeouts
 from ..core.inbox import InboxPruner
 from ..core.kafka import ensure_topics, make_producer, read_limits
 from ..core.leave import leave_in_turn
@@ -81,7 +81,9 @@ class Router:
         shares: list[RegionShare] = []
         for region in self.regions:
             # a producer per lane: a lane waits for its own deliveries in a thread (Confirmer)
-            producers = [make_producer(self.cfg, ordered=True, **limits.producer_conf()) for _ in range(self.cfg.router.lanes)]
+            producers = [make_producer(self.cfg, ordered=True, **limits.producer_conf(),
+                                       **client_timeouts(group, producer=True))
+                         for _ in range(self.cfg.router.lanes)]
             share = RegionShare(self.cfg, region, db=self.dbs[region], producer=producers[0],
                                 view_closed=self.is_closed, instance=self.instance)
             shares.append(share)

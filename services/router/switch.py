@@ -5,7 +5,13 @@ the actions it returns:
 
 * a newly assigned partition: is its held partition empty (``direct``) or
   not (``held``), and up to which offset an earlier owner may have applied
-  records without committing them (:class:`~.apply.Uncertain`);
+  records without committing them (:class:`~.apply.Uncertain`). A lookup that
+  fails is tried again (:data:`LOOKUP_RETRY_S`, after a metadata refresh of the
+  held topic: the usual cause is a leader that moved) while the partition stays
+  paused, for up to :data:`LOOKUP_GIVE_UP_S`; only then is it taken for held.
+  Taking it for held at once sent every later write of a healthy region through
+  the held topic and the replayer until the next drain, which during a network
+  partition (the held partition's leader cut off) meant until the heal;
 * the region closed again: produce a *fence* into each held partition and
   pause it (``draining``);
 * draining: has the replayer's committed offset passed the fence -- or is
@@ -44,6 +50,13 @@ INEXACT_MARGIN = 100_000
 #: normally moves first; reading again covers a read that failed or timed out).
 RESCAN_S = 5.0
 
+#: Seconds before a new partition whose held-topic lookup failed is looked up again (it stays paused).
+LOOKUP_RETRY_S = 0.5
+
+#: Seconds of failed lookups after which a new partition is taken for held after all (it is never
+#: left paused for good when the lookup cannot succeed; held is always safe, only slower).
+LOOKUP_GIVE_UP_S = 15.0
+
 #: Seconds between two looks at the replayer's committed offsets while partitions drain.
 DRAIN_CHECK_S = 0.05
 
@@ -66,10 +79,16 @@ class Switch:
         # held partition -> (offsets, when) of the last read by _only_fences_left that found a record to replay
         self._scanned: dict[int, tuple[tuple[int, int], float]] = {}
         self._replayer = fences.ReplayerWatch()
+        self._lookup_after: dict[int, float] = {}   # new partition -> when its failed lookup is tried again
+        self._lookup_failing: dict[int, float] = {}  # new partition -> when its lookups started failing
 
     async def step(self) -> None:
         """One round between batches: look up new partitions, fence, check draining ones, report."""
-        pending = self.modes.pending_lookup()
+        now = time.monotonic()
+        new = self.modes.pending_lookup()
+        for p in set(self._lookup_failing) - set(new):  # revoked meanwhile: a later ownership starts afresh
+            del self._lookup_failing[p]
+        pending = [p for p in new if self._lookup_after.get(p, 0.0) <= now]
         if pending:
             await self._look_up(pending)
         await self.share.probe_if_due()
@@ -88,15 +107,35 @@ class Switch:
     async def _look_up(self, ps: list[int]) -> None:
         """Each new partition: held topic empty or not, what an earlier owner handled (:mod:`.handled`)."""
         ends: dict[int, tuple[int, int]] = {}
+        given_up: list[int] = []   # taken for held, as if the held partition had records
+        failed = False
         for p in ps:
             try:
                 ends[p] = await asyncio.to_thread(
                     self.consumer.get_watermark_offsets, TopicPartition(self.held_topic, p), 5.0, False)
+                self._lookup_after.pop(p, None)
+                self._lookup_failing.pop(p, None)
             except KafkaException as exc:
-                log.warning("region %s: held watermark lookup failed (%s); treating p%d as held", self.region,
-                            exc, p)
+                failed = True
+                now = time.monotonic()
+                if now - self._lookup_failing.setdefault(p, now) >= LOOKUP_GIVE_UP_S:
+                    log.warning("region %s: held watermark lookup failed (%s) for %.0f s; treating p%d as held",
+                                self.region, exc, LOOKUP_GIVE_UP_S, p)
+                    given_up.append(p)
+                    self._lookup_failing.pop(p, None)
+                    continue
+                log.warning("region %s: held watermark lookup failed (%s); p%d stays paused, looked up again "
+                            "in %.1f s", self.region, exc, p, LOOKUP_RETRY_S)
+                self._lookup_after[p] = now + LOOKUP_RETRY_S
+        if failed:
+            try:  # a leader that moved is the usual cause: the next lookup asks the new one
+                await asyncio.to_thread(self.consumer.list_topics, self.held_topic, 5.0)
+            except KafkaException:
+                pass
+        if not ends and not given_up:
+            return
         await self._handled_by_earlier_owners(ends)
-        for p in ps:
+        for p in [*ends, *given_up]:
             self.modes.looked_up(p, ends[p][1] if p in ends else 1)
             self.uncertain.assigned(p, await self._end_at_assignment(p))
             if p not in self.paused:  # a pause from an earlier ownership of p outlives the rebalance

@@ -40,6 +40,7 @@ from ..core.batch import next_batch_max, next_offsets, plan_ahead, process_isola
 from ..core.config import Config
 from ..core.db import Plan, RegionDB
 from ..core.guardlane import LaneGuard, commit_offset
+from ..core.groupsession import client_timeouts
 from ..core.kafka import make_consumer, replayer_group, router_group
 from ..core.outbox import GiveUp, Outbox, deliver
 from ..core.readahead import ReadAhead
@@ -89,7 +90,7 @@ class RegionWorker:
         self.handled = Handled()
         self.consumer = make_consumer(cfg, router_group(cfg, region), region=region,
                                       **{"queued.max.messages.kbytes": 4096, **(group or {})})
-        self.offsets_reader = make_consumer(cfg, replayer_group(cfg, region), region=region)
+        self.offsets_reader = make_consumer(cfg, replayer_group(cfg, region), region=region, **client_timeouts(group))
         self.guard = LaneGuard(self.consumer, topic=self.topic, batch_max=cfg.router.batch_max,
                                service="router", name=self._name())
         self.reader = ReadAhead(self.consumer, topic=self.topic, batch_max=cfg.router.batch_max,

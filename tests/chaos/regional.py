@@ -56,6 +56,8 @@ class Event:
     converge: Convergence | None = None
     in_sync_s: float | None = None     # from the return until every partition had its full ISR again
     survivors: dict[str, list[float]] = field(default_factory=dict)   # region -> latencies (s)
+    watch: Path | None = None          # the watcher's timeline (--watch)
+    story: str = ""                    # where the seconds went, per second (regional_story.py)
 
     def p99_ms(self) -> int:
         return round(1000 * max((percentile(v, 0.99) for v in self.survivors.values()), default=0.0))
@@ -103,7 +105,7 @@ class RegionalReport:
 
     def text(self) -> str:
         out = ["regional run: events"]
-        out += [f"  {i}. {e.row()}" for i, e in enumerate(self.events, 1)]
+        out += [f"  {i}. {e.row()}" + (f"\n{e.story}" if e.story else "") for i, e in enumerate(self.events, 1)]
         out += [f"quiescence: {'ok' if self.quiesce.ok else 'NOT reached: ' + self.quiesce.detail} "
                 f"after {self.quiesce.seconds:.0f} s", self.check.report(),
                 f"run {self.seconds:.0f} s -> {'PASS' if self.ok else 'FAIL'}", self.line()]
@@ -113,16 +115,19 @@ class RegionalReport:
 class RegionalRun:
     def __init__(self, workdir: Path, events: list[Event], *, rate: float = 100.0, warmup_s: float = 8.0,
                  settle_s: float = 5.0, partitions: int = 6, seed: int = 1, converge_timeout: float = 240.0,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, broker_config: dict[str, str] | None = None,
+                 client: dict[str, str] | None = None) -> None:
         self.workdir = workdir
         self.events = events
         self.warmup_s, self.settle_s, self.converge_timeout = warmup_s, settle_s, converge_timeout
         self.t0 = time.monotonic()
         self._log = log or (lambda s: print(s, flush=True))
         cut = any(e.kind not in ("full", "controller") for e in events)
-        self.bed = RegionalBed(workdir, rate=rate, partitions=partitions, seed=seed, log=self.log, partitions_cut=cut)
+        self.bed = RegionalBed(workdir, rate=rate, partitions=partitions, seed=seed, log=self.log, partitions_cut=cut,
+                               broker_config=broker_config, client=client)
         self._stop = threading.Event()
         self.png: Path | None = None       # draw the timeline there at the end (--png)
+        self.watch = False                 # record leaders, ISRs, coordinators, router modes per event (--watch)
 
     def log(self, msg: str) -> None:
         line = f"[{time.monotonic() - self.t0:7.1f}s {time.strftime('%H:%M:%S')}] {msg}"
@@ -140,6 +145,12 @@ class RegionalRun:
             assert bed.kafka is not None
             e.region = bed.names[bed.kafka.active_controller() - 1]
             self.log(f"the active controller is {e.region}'s node")
+        self.log(f"preferred leaders: {bed.prefer_leaders()} partitions moved back")
+        watcher = None
+        if self.watch:
+            e.watch = self.workdir / f"watch-{len([x for x in self.events if x.watch])}-{e.kind}-{e.region}.jsonl"
+            watcher = bed.watch(next(r for r in bed.names if r != e.region), e.watch)
+            self._hold(2.0)   # its first full picture before the fault
         if e.kind in ("full", "controller"):
             e.start = bed.kill_region(e.region)
             self.log(f"full regional event: {e.region}'s broker node, services and producer SIGKILLed, "
@@ -173,6 +184,8 @@ class RegionalRun:
         in_sync = wait_in_sync(bed, timeout=self.converge_timeout)
         e.in_sync_s = in_sync - e.end if in_sync is not None else None
         self.log(f"Kafka fully in sync: {e.in_sync_s}")
+        if watcher is not None:
+            watcher.terminate(10)
         self._hold(self.settle_s)
 
     def run(self, *, keep: bool = False) -> RegionalReport:
@@ -198,6 +211,13 @@ class RegionalRun:
             for e in self.events:
                 survivors = [r for r in bed.names if r != e.region]
                 e.survivors = produce_to_apply(model, snaps, survivors, e.start, e.end)
+                if e.watch is not None:
+                    from regionguard_testkit.regional.watch import load
+
+                    from .regional_story import story
+
+                    e.story = story(load(e.watch), bed.journals, {r: s.applied_times for r, s in snaps.items()},
+                                    bed.node_of(e.region), e.start, e.end)
             report = RegionalReport(self.events, q, res, time.monotonic() - self.t0)
             if self.png is not None:
                 from .regional_timeline import draw
@@ -212,10 +232,13 @@ class RegionalRun:
 
 
 def default_events(down_s: float, partition_s: float, kinds: tuple[str, ...] = ("full", "partition")) -> list[Event]:
-    """One event of each of ``kinds``, each on another region (r0, r1, r2, r0, ...)."""
+    """One event of each of ``kinds``, each on another region (r0, r1, r2, r0, ...); ``kind:rX`` names it."""
     regions = ("r0", "r1", "r2")
-    return [Event(k, regions[i % 3], down_s if k in ("full", "controller") else partition_s)
-            for i, k in enumerate(kinds)]
+    out = []
+    for i, spec in enumerate(kinds):
+        k, _, region = spec.partition(":")
+        out.append(Event(k, region or regions[i % 3], down_s if k in ("full", "controller") else partition_s))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,18 +250,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--keep", action="store_true", help="keep the databases when the run fails")
     p.add_argument("--png", type=Path, default=None, help="draw the timeline of every write's latency there")
+    p.add_argument("--watch", action="store_true",
+                   help="record Kafka's leaders and ISRs, coordinators and routers' modes; print each event per second")
+    p.add_argument("--broker", action="append", default=[], metavar="KEY=VALUE",
+                   help="a broker setting over the bed's (docs/topology.md), e.g. replica.lag.time.max.ms=5000")
+    p.add_argument("--client", action="append", default=[], metavar="KEY=VALUE",
+                   help="a librdkafka setting in every region's kafka.client (services and producers)")
     p.add_argument("--events", default="full,partition",
                    help=f"comma-separated event kinds, in order ({', '.join(EVENT_KINDS)})")
     args = p.parse_args(argv)
     kinds = tuple(k.strip() for k in args.events.split(",") if k.strip())
-    unknown = [k for k in kinds if k not in EVENT_KINDS]
+    unknown = [k for k in kinds if k.partition(":")[0] not in EVENT_KINDS
+               or k.partition(":")[2] not in ("", "r0", "r1", "r2")]
     if unknown or not kinds:
         p.error(f"unknown event kind(s) {', '.join(unknown) or '(none)'}; known: {', '.join(EVENT_KINDS)}")
     # a SIGTERM (make interrupted, a CI timeout) still tears the bed down: brokers, services, cgroups, nft table
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="rg-regional-"))
-    run = RegionalRun(workdir, default_events(args.down, args.partition, kinds), rate=args.rate, seed=args.seed)
+    pairs = lambda items: dict(i.split("=", 1) for i in items)  # noqa: E731
+    bad = [i for i in args.broker + args.client if "=" not in i]
+    if bad:
+        p.error(f"not KEY=VALUE: {', '.join(bad)}")
+    run = RegionalRun(workdir, default_events(args.down, args.partition, kinds), rate=args.rate, seed=args.seed,
+                      broker_config=pairs(args.broker), client=pairs(args.client))
     run.png = args.png
+    run.watch = args.watch
     report = run.run(keep=args.keep)
     print(report.text(), flush=True)
     return 0 if report.ok else 1

@@ -208,3 +208,74 @@ def test_a_scan_older_than_the_last_held_record_proves_nothing():
     m.held_confirmed(0, 9)  # e.g. a fence again after a failed produce
     assert m.only_fences_left(0, *rng) == []
     assert m.mode(0) is Mode.draining
+
+
+async def test_a_failed_held_lookup_is_retried_not_taken_for_held(monkeypatch) -> None:
+    """Issue 26: a new partition whose held-topic lookup fails (the held partition's leader cut off by a
+    network partition, or not yet in the client's metadata) stays paused and is looked up again after a
+    metadata refresh; it used to be taken for held, and every later write of the healthy region went
+    through the held topic and the replayer until the heal. After LOOKUP_GIVE_UP_S it is taken for held
+    after all: never paused for good."""
+    from regionguard.router import switch as switch_mod
+
+    monkeypatch.setattr(switch_mod, "LOOKUP_RETRY_S", 0.0, raising=False)
+    sw, modes, consumer = _switch_with_held_lookups(["fail", (0, 0)])
+    await sw._look_up(modes.pending_lookup())
+    assert modes.mode(2) is Mode.new and consumer.resumed == []   # not decided, still paused
+    assert consumer.refreshed == ["rg.held.eu"]                    # the next lookup asks the current leader
+    await sw.step()
+    assert modes.mode(2) is Mode.direct and consumer.resumed == [2]
+
+    monkeypatch.setattr(switch_mod, "LOOKUP_GIVE_UP_S", 0.0, raising=False)
+    sw, modes, consumer = _switch_with_held_lookups(["fail"])
+    await sw._look_up(modes.pending_lookup())
+    assert modes.mode(2) is Mode.held and consumer.resumed == [2]
+
+
+def _switch_with_held_lookups(answers: list):
+    """A router lane's Switch for region eu owning p2 whose held-topic lookups answer ``answers`` in turn."""
+    from types import SimpleNamespace
+
+    from confluent_kafka import KafkaError, KafkaException
+
+    from regionguard.core.config import parse_config
+    from regionguard.router.switch import Switch
+    from regionguard.router.uncertain import Uncertain
+
+    class Consumer:
+        def __init__(self) -> None:
+            self.resumed: list[int] = []
+            self.refreshed: list[str] = []
+
+        def get_watermark_offsets(self, tp, timeout=5.0, cached=False):
+            if tp.topic != "rg.held.eu":
+                return (0, 12)
+            a = answers.pop(0)
+            if a == "fail":
+                raise KafkaException(KafkaError(KafkaError._UNKNOWN_PARTITION))
+            return a
+
+        def list_topics(self, topic=None, timeout=5.0):
+            if topic == "rg.held.eu":
+                self.refreshed.append(topic)
+            return SimpleNamespace(cluster_id="abc")
+
+        def resume(self, tps):
+            self.resumed.extend(tp.partition for tp in tps)
+
+        def pause(self, tps):
+            pass
+
+    cfg = parse_config({"regions": {"eu": {"dsn": "postgresql://u@h/db"}}, "tables": {"users": {"key": ["id"]}}})
+    modes = PartitionModes()
+    modes.assigned([2])
+
+    async def probe() -> None:
+        return None
+
+    share = SimpleNamespace(probe_if_due=probe, is_closed=lambda r: True, report=lambda *a: None)  # region healthy
+    consumer = Consumer()
+    sw = Switch(cfg, "eu", consumer=consumer, offsets_reader=None, producer=None,  # type: ignore[arg-type]
+                modes=modes, uncertain=Uncertain(), paused=set(), share=share,  # type: ignore[arg-type]
+                reader=None, instance="router-eu")  # type: ignore[arg-type]
+    return sw, modes, consumer

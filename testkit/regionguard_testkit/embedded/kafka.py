@@ -69,6 +69,13 @@ rootLogger.level = WARN
 rootLogger.appenderRef.out.ref = OUT
 logger.server.name = kafka.server.KafkaRaftServer
 logger.server.level = INFO
+# fencing, elections and ISR changes: a failover's timeline (docs/chaos.md, the regional run)
+logger.fence.name = org.apache.kafka.controller.ClusterControlManager
+logger.fence.level = INFO
+logger.beat.name = org.apache.kafka.controller.BrokerHeartbeatManager
+logger.beat.level = INFO
+logger.isr.name = kafka.cluster.Partition
+logger.isr.level = INFO
 """
 
 

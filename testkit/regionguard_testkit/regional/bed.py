@@ -75,7 +75,8 @@ class RegionalBed:
     def __init__(self, workdir: str | Path, *, regions: tuple[str, ...] = ("r0", "r1", "r2"), partitions: int = 6,
                  rate: float = 100.0, heap: str = "384m", seed: int = 1,
                  wrap: Callable[[str, list[str]], list[str]] | None = None, partitions_cut: bool = False,
-                 broker_config: dict[str, str] | None = None, log: Callable[[str], None] | None = None) -> None:
+                 broker_config: dict[str, str] | None = None, log: Callable[[str], None] | None = None,
+                 client: dict[str, Any] | None = None) -> None:
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.logdir = self.workdir / "logs"
@@ -85,6 +86,7 @@ class RegionalBed:
         self.wrap = wrap
         self.broker_config = {**BROKER_CONFIG, **(broker_config or {})}
         self.log = log or (lambda _s: None)
+        self.client = dict(client or {})                 # kafka.client of every region's config
         self.prefix = f"rg{uuid.uuid4().hex[:8]}"
         self.kafka: ApacheKafka | None = None
         self.regions: LocalRegions | None = None
@@ -128,7 +130,8 @@ class RegionalBed:
                         f"{self.regions.databases[r]}?sslmode=disable" for r in self.names}
         for i, r in enumerate(self.names):
             overrides: dict[str, Any] = {
-                "kafka": {"replication_factor": 3, "min_insync_replicas": 2, "client_rack": r},
+                "kafka": {"replication_factor": 3, "min_insync_replicas": 2, "client_rack": r,
+                          **({"client": self.client} if self.client else {})},
                 "metrics": {"host": self.addr[r], "port": 0},
                 "health": HEALTH_CONFIG,
             }
@@ -285,6 +288,50 @@ class RegionalBed:
         if self.partition is not None:
             self.partition.heal()
         return time.time()
+
+    def prefer_leaders(self, timeout: float = 30.0) -> int:
+        """Every partition led by its preferred replica again, as Kafka's own leader rebalance does
+        after a while (``leader.imbalance.check.interval.seconds``, 300 s): a broker fenced once under
+        load leads nothing until then, and an event of its region would cost nothing. So every event
+        starts with the failed region leading its share. Returns how many partitions were off their
+        preferred replica (best effort: after ``timeout`` the event starts anyway, with a warning)."""
+        from confluent_kafka import ElectionType, TopicPartition
+        from confluent_kafka.admin import AdminClient
+
+        assert self.kafka is not None
+        admin = AdminClient({"bootstrap.servers": self.kafka.bootstrap})
+        deadline = time.monotonic() + timeout
+        moved = -1
+        while time.monotonic() < deadline:
+            md = admin.list_topics(timeout=10)
+            off = [TopicPartition(t, p.id) for t, tm in md.topics.items()
+                   if t.startswith(self.prefix) or t == "__consumer_offsets"
+                   for p in tm.partitions.values() if p.replicas and p.leader != p.replicas[0]]
+            if moved < 0:
+                moved = len(off)
+            if not off:
+                return moved
+            try:
+                # no request_timeout: confluent-kafka 2.16 refuses it ("more argument specifiers than keyword list")
+                admin.elect_leaders(ElectionType.PREFERRED, off).result(timeout=15)
+            except Exception as exc:  # noqa: BLE001 - a replica still catching up: asked again below
+                self.log(f"preferred leader election: {exc}")
+            time.sleep(0.5)
+        # best effort: an event on an unbalanced cluster is still an event (the report says so)
+        self.log(f"warning: partitions not all led by their preferred replicas after {timeout}s")
+        return moved
+
+    def watch(self, region: str, out: Path, interval: float = 0.2) -> ServiceProcess:
+        """Start :mod:`.watch` inside ``region``'s network (so a node cut off from it never answers):
+        leaders, ISRs, the routers' group coordinators and /metrics, appended to ``out``."""
+        assert self.kafka is not None
+        argv = ["--bootstrap", self.kafka.bootstrap, "--prefix", self.prefix, "--out", str(out),
+                "--interval", str(interval)]
+        for r in self.names:
+            argv += ["--metrics", f"router-{r}=http://{self.addr[r]}:{self.ports[f'router-{r}']}/metrics"]
+        name = f"watch-{region}"
+        self.procs.pop(name, None)
+        return self._service(name, region, argv, module="regionguard_testkit.regional.watch")
 
     # ------------------------------------------------------------------ teardown
     def stop_producers(self, timeout: float = 90.0) -> None:
