@@ -1,4 +1,4 @@
-"""Isolating the bad rows of a failing statement: halves down to 32 rows, then one by one (core/db.py
+"""Isolating the bad rows of a failing statement: halves down to 32 rows, then one by one (core/apply.py
 ``_apply_group``), against one by one throughout (before), interleaved in the same run on the local
 PostgreSQL (127.0.0.1:5432, a scratch database). 1,000 upserts per batch, 1/10/100/300 of them
 breaking a CHECK constraint; prints the median of 5 alternated rounds each and the ratio new/old.
@@ -15,7 +15,8 @@ import time
 import uuid
 
 import asyncpg
-from regionguard.core import db as dbmod
+from regionguard.core import apply as dbmod
+from regionguard.core.db import ensure_inbox, load_schemas
 from regionguard.core.config import parse_config
 from regionguard.core.models import WriteEvent
 from regionguard.core.errors import BadWrite, PoisonWrite, classify_db_error
@@ -47,9 +48,9 @@ async def main():
     try:
         conn = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:5432/{name}")
         await conn.execute("CREATE TABLE orders (id bigint PRIMARY KEY, amount numeric CHECK (amount >= 0), status text)")
-        await dbmod.ensure_inbox(conn)
+        await ensure_inbox(conn)
         cfg = parse_config({"regions": {"eu": {"dsn": "x"}}, "tables": {"orders": {"key": ["id"]}}})
-        schemas = await dbmod.load_schemas(conn, cfg)
+        schemas = await load_schemas(conn, cfg)
         base = [0]
         async def once(impl, bad_n):
             dbmod._apply_group = impl

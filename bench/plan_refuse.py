@@ -14,7 +14,7 @@ import statistics
 import timeit
 import uuid
 
-from regionguard.core import db, wire
+from regionguard.core import plan as db, wire  # planning lives in core/plan.py
 from regionguard.core.sql import TableSchema
 
 USERS = TableSchema("users", ("id",), "version", frozenset({"id", "name", "email", "version"}),

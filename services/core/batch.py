@@ -38,7 +38,7 @@ def plan_ahead(db: RegionDB, decoded: list, *, want_rows: bool,
             return None
         return plan_writes(db.schemas, decoded, want_rows=want_rows, barred=db.barred, spelled=spelled)
     except Exception:  # noqa: BLE001 - e.g. a table missing, a value the encoder refuses: the apply
-        return None    # path plans again and isolates the write at fault (core/db.py, _split)
+        return None    # path plans again and isolates the write at fault (core/apply.py, _split)
 
 
 #: rows a lane reads after a batch in which a row failed a statement
@@ -49,7 +49,7 @@ def next_batch_max(current: int, ceiling: int, *, careful: bool) -> int:
     """How many records a lane reads next: :data:`CAREFUL_BATCH` after a batch redone in pieces, else twice as many, up to ``ceiling``.
 
     Finding a row PostgreSQL refuses costs statements in proportion to the batch's rows
-    (core/db.py ``_bisect``), and its partitions stand still until the whole batch commits: 1,000
+    (core/apply.py ``_bisect``), and its partitions stand still until the whole batch commits: 1,000
     rows with a few bad ones took 5-10 s on a busy machine (issue 25). Where bad rows come in a
     stream, small batches keep each partition moving; clean batches bring the size back.
     """

@@ -1,6 +1,6 @@
 """The rows of a failed batch that a table's CHECK constraints refuse, found in one statement a shape.
 
-A batch whose fast path fails on a row is redone in halves (core/db.py ``_bisect``): about
+A batch whose fast path fails on a row is redone in halves (core/apply.py ``_bisect``): about
 fifteen statements for one bad row among 1,000, but where bad rows are dense (a producer
 sending out-of-range quantities, the fuzzer's 14% in one phase) nearly every row ends up alone
 and a batch of 150 took 7-13 s on a loaded machine while its partitions stood still (issue 25).

@@ -1,4 +1,4 @@
-"""What PostgreSQL would refuse, found in planning (core/refuse.py, core/db.py plan_writes): pure, no I/O."""
+"""What PostgreSQL would refuse, found in planning (core/refuse.py, core/plan.py plan_writes): pure, no I/O."""
 
 from __future__ import annotations
 
