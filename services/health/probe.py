@@ -26,8 +26,17 @@ Each :meth:`RegionProber.probe` returns one :class:`~regionguard.core.models.Obs
   (docs/health.md, "Recovery after a heal").
 - one deadline, ``health.timeout_s``, covers connect and query together
   (``asyncio.timeout`` around everything, plus asyncpg's own connect
-  timeout). On timeout the connection is ``terminate()``-d, so a blackholed
+  timeout). On timeout the connection is ``terminate()``-d (its socket
+  aborted; a connect cancelled half-way is closed by asyncpg), so a blackholed
   region (TCP accepted, nothing ever answered) can never hang a probe.
+- every fresh connection (probe, recheck, spare) passes a
+  :class:`~regionguard.health.freshgate.FreshGate`: at most a few in flight
+  per region, and, while fresh attempts keep failing, spaced by a jittered
+  exponential backoff. A probe turned away while the path is failing reports
+  the last failure kind without connecting; one that finds every slot taken
+  before anything failed waits for a slot within its deadline. Without it a
+  starved server got a fresh connection (a forked backend) per probe from
+  every observer, hundreds at a time (docs/health.md, "Probes under load").
 
 Kinds (classified by exception type / SQLSTATE, never by message text):
 ``ok, timeout, refused, reset, auth, read_only, recovery, error``
@@ -58,6 +67,7 @@ from ..core.dsn import dsn_host
 from ..core.errors import RegionUnavailable, classify_db_error
 from ..core.models import Observation
 from ..core.supervise import swallowed
+from .freshgate import FreshGate
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +187,11 @@ class ProbeTally:
         self.counts["ok"] = self.counts.get("ok", 0) + 1
         self._maybe_report()
 
+    def held_back(self, kind: str) -> None:
+        """A probe the fresh-connection gate turned away: it reported the last kind without connecting."""
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        self._maybe_report()
+
     def failed(self, kind: str, exc: BaseException, fresh: bool) -> None:
         self.counts[kind] = self.counts.get(kind, 0) + 1
         state = getattr(exc, "sqlstate", None)
@@ -202,13 +217,15 @@ class RegionProber:
     """Probes one region; :meth:`probe` never raises and never outlives ``timeout_s``."""
 
     def __init__(self, region: str, dsn: str, health: HealthConfig, observer: str, *,
-                 lag: LoopLagMonitor | None = None, connect: Connector = asyncpg.connect) -> None:
+                 lag: LoopLagMonitor | None = None, connect: Connector = asyncpg.connect,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.region = region
         self.dsn = dsn
         self.cfg = health
         self.observer = observer
         self.lag = lag
         self._connect = connect
+        self._clock = clock  # the gate's backoff runs on it (tests inject one)
         self._idle: list[asyncpg.Connection] = []
         self._n = 0
         self.escalated = False
@@ -217,6 +234,9 @@ class RegionProber:
         self.stalled = 0  # probes discarded because our own loop stalled
         self.rechecks = 0  # background rechecks that ended an escalation
         self._conn_failures = 0  # connection-level failures seen (a recheck started before one can't de-escalate)
+        self.gate = FreshGate(health.timeout_s)
+        self.held = 0  # probes the gate turned away (reported the last failure kind without connecting)
+        self._turn: asyncio.Event | None = None  # set when a fresh-connection slot is given back
         self._tally = ProbeTally(region)
 
     # ---- connections -------------------------------------------------------------------
@@ -248,13 +268,32 @@ class RegionProber:
         for c in idle:
             c.terminate()
 
+    def _release(self) -> None:
+        """Give a fresh-connection slot back (after the outcome went to the gate) and wake a waiting probe."""
+        self.gate.release()
+        if self._turn is not None:
+            self._turn.set()
+            self._turn = None
+
+    async def _next_turn(self) -> None:
+        if self._turn is None:
+            self._turn = asyncio.Event()
+        await self._turn.wait()
+
     def _maybe_refill(self) -> None:
-        """One background connection task at a time: a spare (normal) or a recheck (escalated)."""
+        """One background connection task at a time: a spare (normal) or a recheck (escalated).
+
+        Both take a gate slot (the cap) but ignore its backoff: one at a time already, and the recheck
+        is what notices a region that is back but slow to connect (its deadline is longer)."""
         if self._closed or (self._refill is not None and not self._refill.done()):
+            return
+        if not self.escalated and len(self._idle) >= KEEP_IDLE:
+            return
+        if self.gate.admit(self._clock(), backoff=False) != "go":
             return
         if self.escalated:
             self._refill = asyncio.get_running_loop().create_task(self._recheck(), name=f"recheck:{self.region}")
-        elif len(self._idle) < KEEP_IDLE:
+        else:
             self._refill = asyncio.get_running_loop().create_task(self._refill_one(), name=f"refill:{self.region}")
 
     async def _recheck(self) -> None:
@@ -263,20 +302,25 @@ class RegionProber:
         conn = None
         deadline = self.cfg.timeout_s * RECHECK_TIMEOUTS
         try:
-            async with asyncio.timeout(deadline):
-                conn = await self._open(deadline)
-                await conn.execute(WRITABLE_CHECK)
-        except BaseException as exc:  # noqa: BLE001 - the probes report the region (counted, DEBUG line)
-            if conn is not None:
-                conn.terminate()
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            swallowed("health.probe", exc, what=f"rechecking fresh connections to {self.region}", logger=log,
-                      level=logging.DEBUG)
-            return
-        if not self.escalated or self._conn_failures != seen or self._closed:
-            conn.terminate()  # a connection-level failure since we started: it proves nothing
-            return
+            try:
+                async with asyncio.timeout(deadline):
+                    conn = await self._open(deadline)
+                    await conn.execute(WRITABLE_CHECK)
+            except BaseException as exc:  # noqa: BLE001 - the probes report the region (counted, DEBUG line)
+                if conn is not None:
+                    conn.terminate()
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                self.gate.failed(observation_kind(exc), self._clock())
+                swallowed("health.probe", exc, what=f"rechecking fresh connections to {self.region}", logger=log,
+                          level=logging.DEBUG)
+                return
+            if not self.escalated or self._conn_failures != seen or self._closed:
+                conn.terminate()  # a connection-level failure since we started: it proves nothing
+                return
+            self.gate.succeeded()
+        finally:
+            self._release()
         self.escalated = False
         self.rechecks += 1
         log.info("region %s: a fresh connection works again (within %.1fs, slower than a probe's %.3fs); "
@@ -288,6 +332,7 @@ class RegionProber:
         try:
             async with asyncio.timeout(self.cfg.timeout_s * 2):
                 conn = await self._open(self.cfg.timeout_s * 2)
+            self.gate.succeeded()
             self._keep(conn)
         except BaseException as exc:  # noqa: BLE001 - a probe will report it (counted, DEBUG line)
             if conn is not None:
@@ -296,18 +341,30 @@ class RegionProber:
                 raise
             swallowed("health.probe", exc, what=f"opening a spare connection to {self.region}", logger=log,
                       level=logging.DEBUG)
+        finally:
+            self._release()
 
     # ---- probing -----------------------------------------------------------------------
     async def probe(self) -> Observation | None:
         """One probe. Returns None only when our own event loop stalled past the deadline."""
         self._n += 1
-        fresh = self.escalated or not self._idle or (self._n % self.cfg.fresh_connection_every == 0)
+        nth = self._n % self.cfg.fresh_connection_every == 0
         conn: asyncpg.Connection | None = None
         started = time.monotonic()
         kind = "ok"
+        fresh = slot = False
+        admitted = "go"
         try:
             async with asyncio.timeout(self.cfg.timeout_s):
+                while fresh := (self.escalated or not self._idle or nth):
+                    admitted = self.gate.admit(self._clock())
+                    if admitted != "wait":
+                        break
+                    await self._next_turn()  # every slot taken, nothing failed yet: a slot within the deadline
+                if fresh and admitted == "failing":
+                    return self._held_back(started)
                 if fresh:
+                    slot = True
                     conn = await self._open(self.cfg.timeout_s)
                     await conn.execute(WRITABLE_CHECK)
                 else:
@@ -316,6 +373,8 @@ class RegionProber:
         except asyncio.CancelledError:
             if conn is not None:
                 conn.terminate()
+            if slot:
+                self._release()
             raise
         except BaseException as exc:  # noqa: BLE001 - every failure becomes an observation
             kind = observation_kind(exc)
@@ -324,6 +383,14 @@ class RegionProber:
                 conn = None
             self._tally.failed(kind, exc, fresh)
         latency = time.monotonic() - started
+        stalled = (kind == "timeout" and self.lag is not None
+                   and self.lag.max_lag_since(started) >= self.cfg.timeout_s / 2)
+        if slot:  # the outcome first, so a probe woken by the release sees it
+            if kind == "ok":
+                self.gate.succeeded()
+            elif not stalled:  # our own stall says nothing about the path
+                self.gate.failed(kind, self._clock())
+            self._release()
         if kind == "ok":
             self._tally.ok()
             if fresh and self.escalated:
@@ -343,15 +410,23 @@ class RegionProber:
                 self._drop_idle()  # a region whose connections break gets no benefit of the doubt
             elif self.escalated:  # a timeout: maybe only slow; a recheck with a longer deadline tells
                 self._maybe_refill()
-            if kind == "timeout" and self.lag is not None:
-                stall = self.lag.max_lag_since(started)
-                if stall >= self.cfg.timeout_s / 2:
-                    self.stalled += 1
-                    log.warning("probe %s: timed out while this process stalled %.3fs; not counted",
-                                self.region, stall)
-                    return None
+            if stalled:
+                self.stalled += 1
+                log.warning("probe %s: timed out while this process stalled %.3fs; not counted",
+                            self.region, self.lag.max_lag_since(started) if self.lag else 0.0)
+                return None
         return Observation(region=self.region, observer=self.observer, ok=kind == "ok",
                            latency_s=round(latency, 6), kind=kind)
+
+    def _held_back(self, started: float) -> Observation:
+        """The gate turned a fresh probe away: the path is still failing as far as we know; say so."""
+        kind = self.gate.last_kind or "error"
+        self.held += 1
+        self._tally.held_back(kind)
+        if kind == "timeout" and self.escalated:
+            self._maybe_refill()  # the recheck (cap only) still tells a slow region from a dead one
+        return Observation(region=self.region, observer=self.observer, ok=False,
+                           latency_s=round(time.monotonic() - started, 6), kind=kind)
 
     async def close(self) -> None:
         self._closed = True
