@@ -31,10 +31,10 @@ Each :meth:`RegionProber.probe` returns one :class:`~regionguard.core.models.Obs
   region (TCP accepted, nothing ever answered) can never hang a probe.
 - every fresh connection (probe, recheck, spare) passes a
   :class:`~regionguard.health.freshgate.FreshGate`: at most a few in flight
-  per region, and, while fresh attempts keep failing, spaced by a jittered
-  exponential backoff. A probe turned away while the path is failing reports
-  the last failure kind without connecting; one that finds every slot taken
-  before anything failed waits for a slot within its deadline. Without it a
+  per region (a probe finding all taken waits for one within its deadline),
+  and, once fresh attempts keep failing, spaced by a jittered exponential
+  backoff. A probe the backoff turns away reports the last failure kind
+  without connecting. Without it a
   starved server got a fresh connection (a forked backend) per probe from
   every observer, hundreds at a time (docs/health.md, "Probes under load").
 
@@ -236,7 +236,7 @@ class RegionProber:
         self._conn_failures = 0  # connection-level failures seen (a recheck started before one can't de-escalate)
         self.gate = FreshGate(health.timeout_s)
         self.held = 0  # probes the gate turned away (reported the last failure kind without connecting)
-        self._turn: asyncio.Event | None = None  # set when a fresh-connection slot is given back
+        self._turn: asyncio.Event | None = None  # set when a slot is given back or a connection kept
         self._tally = ProbeTally(region)
 
     # ---- connections -------------------------------------------------------------------
@@ -250,6 +250,7 @@ class RegionProber:
         if self._closed or conn.is_closed():
             return
         self._idle.append(conn)
+        self._wake()  # a probe waiting out a backoff may use it
         while len(self._idle) > KEEP_IDLE:
             old = self._idle.pop(0)
             asyncio.get_running_loop().create_task(self._close_quietly(old))
@@ -271,11 +272,15 @@ class RegionProber:
     def _release(self) -> None:
         """Give a fresh-connection slot back (after the outcome went to the gate) and wake a waiting probe."""
         self.gate.release()
+        self._wake()
+
+    def _wake(self) -> None:
         if self._turn is not None:
             self._turn.set()
             self._turn = None
 
     async def _next_turn(self) -> None:
+        """Until a slot is given back or a connection kept."""
         if self._turn is None:
             self._turn = asyncio.Event()
         await self._turn.wait()
@@ -283,18 +288,24 @@ class RegionProber:
     def _maybe_refill(self) -> None:
         """One background connection task at a time: a spare (normal) or a recheck (escalated).
 
-        Both take a gate slot (the cap) but ignore its backoff: one at a time already, and the recheck
-        is what notices a region that is back but slow to connect (its deadline is longer)."""
+        Either takes a gate slot (the cap) but ignores its backoff: one at a time already, and the
+        recheck is what notices a region that is back but slow to connect (its deadline is longer)."""
         if self._closed or (self._refill is not None and not self._refill.done()):
             return
         if not self.escalated and len(self._idle) >= KEEP_IDLE:
             return
         if self.gate.admit(self._clock(), backoff=False) != "go":
             return
-        if self.escalated:
-            self._refill = asyncio.get_running_loop().create_task(self._recheck(), name=f"recheck:{self.region}")
-        else:
-            self._refill = asyncio.get_running_loop().create_task(self._refill_one(), name=f"refill:{self.region}")
+        self._refill = asyncio.get_running_loop().create_task(self._background(), name=f"refill:{self.region}")
+
+    async def _background(self) -> None:
+        try:
+            if self.escalated:
+                await self._recheck()
+            elif len(self._idle) < KEEP_IDLE:
+                await self._refill_one()
+        finally:
+            self._release()
 
     async def _recheck(self) -> None:
         """Escalated: do new connections work at all (a longer deadline than a probe's)? Then de-escalate."""
@@ -302,25 +313,22 @@ class RegionProber:
         conn = None
         deadline = self.cfg.timeout_s * RECHECK_TIMEOUTS
         try:
-            try:
-                async with asyncio.timeout(deadline):
-                    conn = await self._open(deadline)
-                    await conn.execute(WRITABLE_CHECK)
-            except BaseException as exc:  # noqa: BLE001 - the probes report the region (counted, DEBUG line)
-                if conn is not None:
-                    conn.terminate()
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                self.gate.failed(observation_kind(exc), self._clock())
-                swallowed("health.probe", exc, what=f"rechecking fresh connections to {self.region}", logger=log,
-                          level=logging.DEBUG)
-                return
-            if not self.escalated or self._conn_failures != seen or self._closed:
-                conn.terminate()  # a connection-level failure since we started: it proves nothing
-                return
-            self.gate.succeeded()
-        finally:
-            self._release()
+            async with asyncio.timeout(deadline):
+                conn = await self._open(deadline)
+                await conn.execute(WRITABLE_CHECK)
+        except BaseException as exc:  # noqa: BLE001 - the probes report the region (counted, DEBUG line)
+            if conn is not None:
+                conn.terminate()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            self.gate.failed(observation_kind(exc), self._clock())
+            swallowed("health.probe", exc, what=f"rechecking fresh connections to {self.region}", logger=log,
+                      level=logging.DEBUG)
+            return
+        if not self.escalated or self._conn_failures != seen or self._closed:
+            conn.terminate()  # a connection-level failure since we started: it proves nothing
+            return
+        self.gate.succeeded()
         self.escalated = False
         self.rechecks += 1
         log.info("region %s: a fresh connection works again (within %.1fs, slower than a probe's %.3fs); "
@@ -341,8 +349,6 @@ class RegionProber:
                 raise
             swallowed("health.probe", exc, what=f"opening a spare connection to {self.region}", logger=log,
                       level=logging.DEBUG)
-        finally:
-            self._release()
 
     # ---- probing -----------------------------------------------------------------------
     async def probe(self) -> Observation | None:
@@ -360,8 +366,8 @@ class RegionProber:
                     admitted = self.gate.admit(self._clock())
                     if admitted != "wait":
                         break
-                    await self._next_turn()  # every slot taken, nothing failed yet: a slot within the deadline
-                if fresh and admitted == "failing":
+                    await self._next_turn()  # every slot taken: wait for one within the deadline
+                if fresh and admitted == "backoff":
                     return self._held_back(started)
                 if fresh:
                     slot = True
@@ -419,11 +425,11 @@ class RegionProber:
                            latency_s=round(latency, 6), kind=kind)
 
     def _held_back(self, started: float) -> Observation:
-        """The gate turned a fresh probe away: the path is still failing as far as we know; say so."""
+        """The gate's backoff turned a fresh probe away after a clear failure: report it again."""
         kind = self.gate.last_kind or "error"
         self.held += 1
         self._tally.held_back(kind)
-        if kind == "timeout" and self.escalated:
+        if self.escalated and kind == "timeout":
             self._maybe_refill()  # the recheck (cap only) still tells a slow region from a dead one
         return Observation(region=self.region, observer=self.observer, ok=False,
                            latency_s=round(time.monotonic() - started, 6), kind=kind)

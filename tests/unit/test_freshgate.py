@@ -8,7 +8,7 @@ import errno
 import random
 
 from regionguard.core.config import HealthConfig
-from regionguard.health.freshgate import BACKOFF_MAX_S, FRESH_IN_FLIGHT, FreshGate
+from regionguard.health.freshgate import BACKOFF_AFTER, BACKOFF_MAX_S, FRESH_IN_FLIGHT, FreshGate
 from regionguard.health.probe import RegionProber
 
 
@@ -23,26 +23,32 @@ class Fixed(random.Random):
         return self.x
 
 
-def test_cap_counts_slots_and_waits_only_while_nothing_failed():
+def test_cap_counts_slots_and_a_full_gate_makes_probes_wait():
     g = FreshGate(0.3, cap=2)
     assert [g.admit(0.0), g.admit(0.0)] == ["go", "go"] and g.in_flight == 2
-    assert g.admit(0.0) == "wait"  # every slot taken, nothing known to fail: the probe waits for one
+    assert g.admit(0.0) == "wait"  # every slot taken: the probe waits for one (within its deadline)
     g.failed("timeout", 0.3)
-    assert g.admit(0.3) == "failing" and g.last_kind == "timeout"  # now it reports what it knows
+    assert g.admit(0.3) == "wait"  # one failure starts no backoff
     g.release()
-    assert g.admit(0.3) == "go"  # one failure: no backoff yet (a lost reply is no outage)
+    assert g.admit(0.3) == "go" and g.last_kind == "timeout"
     g.release()
     g.release()
     g.release()  # never below zero
     assert g.in_flight == 0
 
 
-def test_backoff_doubles_from_the_second_failure_up_to_the_bound_with_jitter():
+def test_backoff_starts_at_the_eighth_failure_in_a_row_doubles_up_to_the_bound_with_jitter():
+    assert BACKOFF_AFTER == 8  # the breaker's default consecutive_failures
     for x, share in ((0.0, 0.5), (0.999999, 1.0)):
         g = FreshGate(0.3, rng=Fixed(x))
-        delays = [round(g.failed("refused", 10.0), 3) for _ in range(7)]
-        assert delays == [round(d * share, 3) for d in (0.0, 0.3, 0.6, BACKOFF_MAX_S, BACKOFF_MAX_S,
-                                                        BACKOFF_MAX_S, BACKOFF_MAX_S)], (x, delays)
+        delays = [round(g.failed("refused", 10.0), 3) for _ in range(12)]
+        assert delays == [0.0] * 7 + [round(d * share, 3) for d in (0.3, 0.6, BACKOFF_MAX_S, BACKOFF_MAX_S,
+                                                                     BACKOFF_MAX_S)], (x, delays)
+    g = FreshGate(0.3)
+    for _ in range(BACKOFF_AFTER - 1):
+        g.failed("refused", 0.0)
+    g.succeeded()  # a success in between: the count starts over
+    assert g.failed("refused", 0.0) == 0.0 and g.admit(0.0) == "go"
 
 
 def test_attempts_are_spaced_until_one_succeeds():
@@ -50,27 +56,29 @@ def test_attempts_are_spaced_until_one_succeeds():
     now = 0.0
     starts = []
     while now < 10.0:  # a probe every 50 ms; every attempt fails at once (refused)
-        if g.admit(now) == "go":
+        verdict = g.admit(now)
+        assert verdict in ("go", "backoff")
+        if verdict == "go":
             starts.append(now)
             g.failed("refused", now)
             g.release()
         now = round(now + 0.05, 2)
     gaps = [round(b - a, 2) for a, b in zip(starts, starts[1:])]
-    # 200 probes, 22 attempts: at once, then 0.15, 0.3, and every 0.5 s (half of the 1 s bound: the jitter)
-    assert gaps[:3] == [0.05, 0.15, 0.3] and set(gaps[3:]) == {0.5}, gaps
-    assert len(starts) == 22
+    # 200 probes, 28 attempts: eight in a row, then 0.15, 0.3, and every 0.5 s (half the 1 s bound: jitter)
+    assert gaps[:9] == [0.05] * 7 + [0.15, 0.3] and set(gaps[9:]) == {0.5}, gaps
+    assert len(starts) == 28
     g.succeeded()
-    assert not g.failing and g.admit(now) == "go"
+    assert g.admit(now) == "go"
 
 
 def test_recheck_and_spares_obey_the_cap_but_not_the_backoff():
-    g = FreshGate(0.3)
-    g.failed("timeout", 0.0)
-    g.failed("timeout", 0.0)
-    assert g.admit(0.01) == "failing"
+    g = FreshGate(0.3, cap=2)
+    for _ in range(BACKOFF_AFTER):
+        g.failed("timeout", 0.0)
+    assert g.admit(0.01) == "backoff"
     assert g.admit(0.01, backoff=False) == "go"
     assert g.admit(0.01, backoff=False) == "go"
-    assert g.admit(0.01, backoff=False) == "failing"  # the cap holds for them too
+    assert g.admit(0.01, backoff=False) == "wait"  # the cap holds for them too
 
 
 # ---- the prober obeying the gate -----------------------------------------------------------------
@@ -129,20 +137,20 @@ async def test_failing_connects_are_attempted_a_bounded_number_of_times_not_once
         p = prober(server, now)
         obs = [await p.probe() for _ in range(100)]  # the clock stands still: all within one backoff
         assert [o.kind for o in obs] == [kind] * 100 and not any(o.ok for o in obs)
-        assert server.attempts == 2 and p.held == 98, (kind, server.attempts)
+        assert server.attempts == BACKOFF_AFTER and p.held == 100 - BACKOFF_AFTER, (kind, server.attempts)
         now[0] += BACKOFF_MAX_S
-        assert (await p.probe()).kind == kind and server.attempts == 3  # one more once the backoff is over
+        assert (await p.probe()).kind == kind and server.attempts == BACKOFF_AFTER + 1  # once the backoff is over
         server.error = None
         now[0] += BACKOFF_MAX_S
-        assert (await p.probe()).ok and server.attempts == 4 and not p.gate.failing
+        assert (await p.probe()).ok and server.attempts == BACKOFF_AFTER + 2 and p.gate.failures == 0
         await p.close()
 
 
-async def test_probes_beyond_the_cap_wait_for_a_slot_while_nothing_failed():
+async def test_probes_beyond_the_cap_wait_for_a_slot():
     server, now = Server(), [0.0]
     server.gate = asyncio.Event()
     p = prober(server, now)
-    probes = [asyncio.ensure_future(p.probe()) for _ in range(6)]  # no kept connection yet: all want fresh
+    probes = [asyncio.ensure_future(p.probe()) for _ in range(2 * FRESH_IN_FLIGHT)]  # no kept connection yet: all want fresh
     for _ in range(5):
         await asyncio.sleep(0)
     assert server.in_flight == FRESH_IN_FLIGHT and p.gate.in_flight == FRESH_IN_FLIGHT

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from regionguard.core.config import HealthConfig
-from regionguard.health.freshgate import BACKOFF_MAX_S
+from regionguard.health.freshgate import BACKOFF_AFTER, BACKOFF_MAX_S
 from regionguard.health.probe import WRITABLE_CHECK, LoopLagMonitor, ProbeTally, RegionProber, observation_kind
 
 
@@ -116,8 +116,9 @@ async def test_connection_failure_escalates_to_fresh_connections_until_one_works
     await p.probe()  # kept connection: still fine (a listener can die while old connections live)
     o = await p.probe()  # 4th: fresh -> refused
     assert (o.ok, o.kind) == (False, "refused") and p.escalated
-    for _ in range(3):  # every probe now needs a fresh connection (kept ones were dropped)
+    for _ in range(BACKOFF_AFTER + 2):  # every probe now needs a fresh connection (kept ones were dropped)
         assert (await p.probe()).kind == "refused"
+    assert p.held == 3  # the eighth refused fresh attempt in a row started the backoff: held back since
     s.connect_error = None
     assert (await p.probe()).kind == "refused" and p.escalated  # backing off: held back, still "refused"
     clock[0] += BACKOFF_MAX_S  # the backoff is over: the next probe tries a fresh connection, which works
