@@ -188,7 +188,7 @@ class ProbeTally:
         self._maybe_report()
 
     def held_back(self, kind: str) -> None:
-        """A probe the fresh-connection gate turned away: it reported the last kind without connecting."""
+        """A probe the fresh-connection backoff turned away: it reported the last kind without connecting."""
         self.counts[kind] = self.counts.get(kind, 0) + 1
         self._maybe_report()
 
@@ -235,7 +235,7 @@ class RegionProber:
         self.rechecks = 0  # background rechecks that ended an escalation
         self._conn_failures = 0  # connection-level failures seen (a recheck started before one can't de-escalate)
         self.gate = FreshGate(health.timeout_s)
-        self.held = 0  # probes the gate turned away (reported the last failure kind without connecting)
+        self.held = 0  # probes the backoff turned away (reported the last failure kind without connecting)
         self._turn: asyncio.Event | None = None  # set when a slot is given back or a connection kept
         self._tally = ProbeTally(region)
 
@@ -250,7 +250,7 @@ class RegionProber:
         if self._closed or conn.is_closed():
             return
         self._idle.append(conn)
-        self._wake()  # a probe waiting out a backoff may use it
+        self._wake()  # a probe waiting for a fresh-connection slot may use this one instead
         while len(self._idle) > KEEP_IDLE:
             old = self._idle.pop(0)
             asyncio.get_running_loop().create_task(self._close_quietly(old))
@@ -425,7 +425,7 @@ class RegionProber:
                            latency_s=round(latency, 6), kind=kind)
 
     def _held_back(self, started: float) -> Observation:
-        """The gate's backoff turned a fresh probe away after a clear failure: report it again."""
+        """The gate's backoff turned a fresh probe away: the path still fails as far as we know; say so."""
         kind = self.gate.last_kind or "error"
         self.held += 1
         self._tally.held_back(kind)
