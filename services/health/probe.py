@@ -26,8 +26,17 @@ Each :meth:`RegionProber.probe` returns one :class:`~regionguard.core.models.Obs
   (docs/health.md, "Recovery after a heal").
 - one deadline, ``health.timeout_s``, covers connect and query together
   (``asyncio.timeout`` around everything, plus asyncpg's own connect
-  timeout). On timeout the connection is ``terminate()``-d, so a blackholed
+  timeout). On timeout the connection is ``terminate()``-d (its socket
+  aborted; a connect cancelled half-way is closed by asyncpg), so a blackholed
   region (TCP accepted, nothing ever answered) can never hang a probe.
+- every fresh connection (probe, recheck, spare) passes a
+  :class:`~regionguard.health.freshgate.FreshGate`: at most a few in flight
+  per region (a probe finding all taken waits for one within its deadline),
+  and, once fresh attempts keep failing, spaced by a jittered exponential
+  backoff. A probe the backoff turns away reports the last failure kind
+  without connecting. Without it a
+  starved server got a fresh connection (a forked backend) per probe from
+  every observer, hundreds at a time (docs/health.md, "Probes under load").
 
 Kinds (classified by exception type / SQLSTATE, never by message text):
 ``ok, timeout, refused, reset, auth, read_only, recovery, error``
@@ -58,6 +67,7 @@ from ..core.dsn import dsn_host
 from ..core.errors import RegionUnavailable, classify_db_error
 from ..core.models import Observation
 from ..core.supervise import swallowed
+from .freshgate import FreshGate
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +187,11 @@ class ProbeTally:
         self.counts["ok"] = self.counts.get("ok", 0) + 1
         self._maybe_report()
 
+    def held_back(self, kind: str) -> None:
+        """A probe the fresh-connection backoff turned away: it reported the last kind without connecting."""
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        self._maybe_report()
+
     def failed(self, kind: str, exc: BaseException, fresh: bool) -> None:
         self.counts[kind] = self.counts.get(kind, 0) + 1
         state = getattr(exc, "sqlstate", None)
@@ -202,13 +217,15 @@ class RegionProber:
     """Probes one region; :meth:`probe` never raises and never outlives ``timeout_s``."""
 
     def __init__(self, region: str, dsn: str, health: HealthConfig, observer: str, *,
-                 lag: LoopLagMonitor | None = None, connect: Connector = asyncpg.connect) -> None:
+                 lag: LoopLagMonitor | None = None, connect: Connector = asyncpg.connect,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.region = region
         self.dsn = dsn
         self.cfg = health
         self.observer = observer
         self.lag = lag
         self._connect = connect
+        self._clock = clock  # the gate's backoff runs on it (tests inject one)
         self._idle: list[asyncpg.Connection] = []
         self._n = 0
         self.escalated = False
@@ -217,6 +234,9 @@ class RegionProber:
         self.stalled = 0  # probes discarded because our own loop stalled
         self.rechecks = 0  # background rechecks that ended an escalation
         self._conn_failures = 0  # connection-level failures seen (a recheck started before one can't de-escalate)
+        self.gate = FreshGate(health.timeout_s)
+        self.held = 0  # probes the backoff turned away (reported the last failure kind without connecting)
+        self._turn: asyncio.Event | None = None  # set when a slot is given back or a connection kept
         self._tally = ProbeTally(region)
 
     # ---- connections -------------------------------------------------------------------
@@ -230,6 +250,7 @@ class RegionProber:
         if self._closed or conn.is_closed():
             return
         self._idle.append(conn)
+        self._wake()  # a probe waiting for a fresh-connection slot may use this one instead
         while len(self._idle) > KEEP_IDLE:
             old = self._idle.pop(0)
             asyncio.get_running_loop().create_task(self._close_quietly(old))
@@ -248,14 +269,43 @@ class RegionProber:
         for c in idle:
             c.terminate()
 
+    def _release(self) -> None:
+        """Give a fresh-connection slot back (after the outcome went to the gate) and wake a waiting probe."""
+        self.gate.release()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._turn is not None:
+            self._turn.set()
+            self._turn = None
+
+    async def _next_turn(self) -> None:
+        """Until a slot is given back or a connection kept."""
+        if self._turn is None:
+            self._turn = asyncio.Event()
+        await self._turn.wait()
+
     def _maybe_refill(self) -> None:
-        """One background connection task at a time: a spare (normal) or a recheck (escalated)."""
+        """One background connection task at a time: a spare (normal) or a recheck (escalated).
+
+        Either takes a gate slot (the cap) but ignores its backoff: one at a time already, and the
+        recheck is what notices a region that is back but slow to connect (its deadline is longer)."""
         if self._closed or (self._refill is not None and not self._refill.done()):
             return
-        if self.escalated:
-            self._refill = asyncio.get_running_loop().create_task(self._recheck(), name=f"recheck:{self.region}")
-        elif len(self._idle) < KEEP_IDLE:
-            self._refill = asyncio.get_running_loop().create_task(self._refill_one(), name=f"refill:{self.region}")
+        if not self.escalated and len(self._idle) >= KEEP_IDLE:
+            return
+        if self.gate.admit(self._clock(), backoff=False) != "go":
+            return
+        self._refill = asyncio.get_running_loop().create_task(self._background(), name=f"refill:{self.region}")
+
+    async def _background(self) -> None:
+        try:
+            if self.escalated:
+                await self._recheck()
+            elif len(self._idle) < KEEP_IDLE:
+                await self._refill_one()
+        finally:
+            self._release()
 
     async def _recheck(self) -> None:
         """Escalated: do new connections work at all (a longer deadline than a probe's)? Then de-escalate."""
@@ -271,12 +321,14 @@ class RegionProber:
                 conn.terminate()
             if isinstance(exc, asyncio.CancelledError):
                 raise
+            self.gate.failed(observation_kind(exc), self._clock())
             swallowed("health.probe", exc, what=f"rechecking fresh connections to {self.region}", logger=log,
                       level=logging.DEBUG)
             return
         if not self.escalated or self._conn_failures != seen or self._closed:
             conn.terminate()  # a connection-level failure since we started: it proves nothing
             return
+        self.gate.succeeded()
         self.escalated = False
         self.rechecks += 1
         log.info("region %s: a fresh connection works again (within %.1fs, slower than a probe's %.3fs); "
@@ -288,6 +340,7 @@ class RegionProber:
         try:
             async with asyncio.timeout(self.cfg.timeout_s * 2):
                 conn = await self._open(self.cfg.timeout_s * 2)
+            self.gate.succeeded()
             self._keep(conn)
         except BaseException as exc:  # noqa: BLE001 - a probe will report it (counted, DEBUG line)
             if conn is not None:
@@ -301,13 +354,23 @@ class RegionProber:
     async def probe(self) -> Observation | None:
         """One probe. Returns None only when our own event loop stalled past the deadline."""
         self._n += 1
-        fresh = self.escalated or not self._idle or (self._n % self.cfg.fresh_connection_every == 0)
+        nth = self._n % self.cfg.fresh_connection_every == 0
         conn: asyncpg.Connection | None = None
         started = time.monotonic()
         kind = "ok"
+        fresh = slot = False
+        admitted = "go"
         try:
             async with asyncio.timeout(self.cfg.timeout_s):
+                while fresh := (self.escalated or not self._idle or nth):
+                    admitted = self.gate.admit(self._clock())
+                    if admitted != "wait":
+                        break
+                    await self._next_turn()  # every slot taken: wait for one within the deadline
+                if fresh and admitted == "backoff":
+                    return self._held_back(started)
                 if fresh:
+                    slot = True
                     conn = await self._open(self.cfg.timeout_s)
                     await conn.execute(WRITABLE_CHECK)
                 else:
@@ -316,6 +379,8 @@ class RegionProber:
         except asyncio.CancelledError:
             if conn is not None:
                 conn.terminate()
+            if slot:
+                self._release()
             raise
         except BaseException as exc:  # noqa: BLE001 - every failure becomes an observation
             kind = observation_kind(exc)
@@ -324,6 +389,14 @@ class RegionProber:
                 conn = None
             self._tally.failed(kind, exc, fresh)
         latency = time.monotonic() - started
+        stalled = (kind == "timeout" and self.lag is not None
+                   and self.lag.max_lag_since(started) >= self.cfg.timeout_s / 2)
+        if slot:  # the outcome first, so a probe woken by the release sees it
+            if kind == "ok":
+                self.gate.succeeded()
+            elif not stalled:  # our own stall says nothing about the path
+                self.gate.failed(kind, self._clock())
+            self._release()
         if kind == "ok":
             self._tally.ok()
             if fresh and self.escalated:
@@ -343,15 +416,23 @@ class RegionProber:
                 self._drop_idle()  # a region whose connections break gets no benefit of the doubt
             elif self.escalated:  # a timeout: maybe only slow; a recheck with a longer deadline tells
                 self._maybe_refill()
-            if kind == "timeout" and self.lag is not None:
-                stall = self.lag.max_lag_since(started)
-                if stall >= self.cfg.timeout_s / 2:
-                    self.stalled += 1
-                    log.warning("probe %s: timed out while this process stalled %.3fs; not counted",
-                                self.region, stall)
-                    return None
+            if stalled:
+                self.stalled += 1
+                log.warning("probe %s: timed out while this process stalled %.3fs; not counted",
+                            self.region, self.lag.max_lag_since(started) if self.lag else 0.0)
+                return None
         return Observation(region=self.region, observer=self.observer, ok=kind == "ok",
                            latency_s=round(latency, 6), kind=kind)
+
+    def _held_back(self, started: float) -> Observation:
+        """The gate's backoff turned a fresh probe away: the path still fails as far as we know; say so."""
+        kind = self.gate.last_kind or "error"
+        self.held += 1
+        self._tally.held_back(kind)
+        if self.escalated and kind == "timeout":
+            self._maybe_refill()  # the recheck (cap only) still tells a slow region from a dead one
+        return Observation(region=self.region, observer=self.observer, ok=False,
+                           latency_s=round(time.monotonic() - started, 6), kind=kind)
 
     async def close(self) -> None:
         self._closed = True

@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 from regionguard.core.config import HealthConfig
+from regionguard.health.freshgate import BACKOFF_AFTER, BACKOFF_MAX_S
 from regionguard.health.probe import WRITABLE_CHECK, LoopLagMonitor, ProbeTally, RegionProber, observation_kind
 
 
@@ -87,9 +88,12 @@ class Script:
         return self.query_error
 
 
+clock = [1000.0]  # the gate's clock: moved by hand, never by sleeping
+
+
 def prober(script, **kw):
     cfg = HealthConfig(**{"fresh_connection_every": 4, "timeout_s": 0.3, **kw})
-    return RegionProber("eu", "postgresql://x@h/db", cfg, "h1", connect=script.connect)
+    return RegionProber("eu", "postgresql://x@h/db", cfg, "h1", connect=script.connect, clock=lambda: clock[0])
 
 
 async def test_kept_connection_and_every_nth_fresh_with_writability_check():
@@ -112,9 +116,12 @@ async def test_connection_failure_escalates_to_fresh_connections_until_one_works
     await p.probe()  # kept connection: still fine (a listener can die while old connections live)
     o = await p.probe()  # 4th: fresh -> refused
     assert (o.ok, o.kind) == (False, "refused") and p.escalated
-    for _ in range(3):  # every probe now tries a fresh connection (kept ones were dropped)
+    for _ in range(BACKOFF_AFTER + 2):  # every probe now needs a fresh connection (kept ones were dropped)
         assert (await p.probe()).kind == "refused"
+    assert p.held == 3  # the eighth refused fresh attempt in a row started the backoff: held back since
     s.connect_error = None
+    assert (await p.probe()).kind == "refused" and p.escalated  # backing off: held back, still "refused"
+    clock[0] += BACKOFF_MAX_S  # the backoff is over: the next probe tries a fresh connection, which works
     assert (await p.probe()).ok and not p.escalated
     await p.close()
 
@@ -209,7 +216,8 @@ async def test_recheck_never_ends_escalation_for_a_dead_or_refusing_region():
     assert p.escalated and p.rechecks == 0
     s.connect_delay, s.query_error = 0.0, None
     s.connect_error = ConnectionRefusedError(errno.ECONNREFUSED, "refused")
-    for _ in range(3):  # a clear answer starts no recheck
+    clock[0] += BACKOFF_MAX_S  # past the backoff the failed rechecks started: the next probe connects
+    for _ in range(3):  # a clear answer starts no recheck (nor does repeating it while backing off)
         assert (await p.probe()).kind == "refused"
         assert p._refill is None or p._refill.done()
     await p.close()
