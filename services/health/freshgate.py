@@ -42,8 +42,11 @@ from __future__ import annotations
 import random
 from typing import Literal
 
-#: fresh connections in flight per region and observer (probe, recheck and spare together)
-FRESH_IN_FLIGHT = 3
+#: fresh connections in flight per region and observer (probe, recheck and spare together). 3 was
+#: enough against a blackhole, but with 10% of replies lost on a loaded machine it made probes wait
+#: for a slot and fail: 1 false open in one of two 60 s flapping runs (main: 0); 8 flapped as main did
+#: in-process, and three observers still hold at most 8 x 3 backends per region, not 900
+FRESH_IN_FLIGHT = 8
 #: failed fresh attempts in a row before the backoff starts (the breaker's default consecutive_failures)
 BACKOFF_AFTER = 8
 #: longest wait between fresh attempts while failing; bounds how late a healed region is noticed

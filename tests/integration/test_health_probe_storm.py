@@ -74,8 +74,9 @@ async def test_a_dead_or_starved_region_gets_a_bounded_number_of_fresh_connectio
     # every probe past the ones already in flight reports the failure (nothing says "ok" on a dead path)
     assert not any(o.ok for o in during[10:]), [o.kind for o in during]
     assert {o.kind for o in during[10:]} == {"timeout"}, [o.kind for o in during]
-    # bounded by the cap and the backoff, not by the probe rate (was about one per probe)
-    assert accepted <= 2 * FRESH_IN_FLIGHT + len(during) // 5, (accepted, len(during))
+    # bounded by the cap and the backoff, not by the probe rate (was about one per probe: 103-105 of
+    # 100); the cap's first round, the 8 failures before the backoff, then about one a backoff step
+    assert accepted <= 3 * FRESH_IN_FLIGHT + len(during) // 5, (accepted, len(during))
     # torn down means gone: no socket left at the proxy, no backend left at the server
     await asyncio.to_thread(proxy.set_mode, "pass")
     await poll(lambda: proxy.stats.active == 0, 15, "the proxy to hold no connection of the prober")
