@@ -137,8 +137,12 @@ const producerOptions = (brokers, idempotent) => {
     ? { bootstrapBrokers: typeof brokers === "string" ? brokers.split(",") : brokers } : brokers;
   return {
     clientId: "regionguard-node",
-    timeout: REQUEST_TIMEOUT_MS,
-    retries: 5, retryDelay: RESEND_DELAY_MS,  // the library's own tries; the delivery timeout bounds the rest
+    // requestTimeout is how long the client waits for an answer (its default, 30 s, is the whole delivery
+    // timeout: behind a frozen leader no write was ever tried again); timeout is the broker's own wait
+    requestTimeout: REQUEST_TIMEOUT_MS, timeout: REQUEST_TIMEOUT_MS,
+    // no tries of the library's own: after a failed request it asked the same (first) bootstrap broker
+    // for metadata again, and with that broker frozen no write behind it got through within 30 s
+    retries: 0,
     metadataMaxAge: 3000,                     // a leader that moved is looked up again soon
     maxInflights: 1,                          // writes sent one after another, even not awaited, keep their order
     ...own,
@@ -152,7 +156,21 @@ class RegionGuardProducer {
     this.prefix = topicPrefix;
     this.deliveryTimeoutMs = deliveryTimeoutMs;
     this.options = producerOptions(brokers, idempotent);
+    this.renewals = 0;
+    this.bootstrap = this.options.bootstrapBrokers;  // the order the current client tries them in
     this.producer = new Producer(this.options);
+  }
+  // A failed send is tried again on a new client (new connections, a new producer id) whose bootstrap
+  // list starts one broker further: a broker that stopped answering is then not the one asked where
+  // the leaders are. The old client is closed; a send still on it fails and is tried again too.
+  renew(failed) {
+    if (this.producer !== failed) return;  // another send renewed it already
+    this.renewals += 1;
+    const all = this.options.bootstrapBrokers;
+    const k = this.renewals % all.length;
+    this.bootstrap = [...all.slice(k), ...all.slice(0, k)];
+    this.producer = new Producer({ ...this.options, bootstrapBrokers: this.bootstrap });
+    failed.close(true).catch(() => {});
   }
   topic(region) { return `${this.prefix}writes.${region}`; }
   // Optional: the first send connects (kept for the kafkajs-era API).
@@ -162,11 +180,14 @@ class RegionGuardProducer {
   // Tries the send until Kafka acknowledges it, the error is final, or `state.expired`.
   async sendUntilAcknowledged(messages, state) {
     for (;;) {
+      const producer = this.producer;
       try {
-        return await this.producer.send({ messages });
+        return await producer.send({ messages });
       } catch (err) {
         state.last = err;
-        if (state.expired || !isRetriable(err)) throw err;
+        // a send on a client renewed meanwhile failed because it was closed: tried again whatever the error
+        if (state.expired || (producer === this.producer && !isRetriable(err))) throw err;
+        this.renew(producer);
         await sleep(RESEND_DELAY_MS);
         if (state.expired) throw err;
       }

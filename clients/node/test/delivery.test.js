@@ -7,9 +7,10 @@ const { DELIVERY_TIMEOUT_MS, REQUEST_TIMEOUT_MS, RegionGuardProducer, WriteNotAc
 
 // A @platformatic/kafka stand-in: send() answers with the next of `outcomes` (an Error rejects, "hang"
 // never settles, as with brokers gone silent, anything else resolves), the last one repeated.
+// A renewed client is a new stand-in on the same outcomes; `sent` records every client's sends.
 const standIn = (p, outcomes) => {
   const sent = [];
-  p.producer = {
+  const fake = () => ({
     close: async () => {},
     send: (options) => {
       sent.push(options);
@@ -17,6 +18,13 @@ const standIn = (p, outcomes) => {
       if (o === "hang") return new Promise(() => {});
       return o instanceof Error ? Promise.reject(o) : Promise.resolve({ offsets: [] });
     },
+  });
+  p.producer.close(true).catch(() => {});
+  p.producer = fake();
+  p.renew = function renew(failed) {
+    if (this.producer !== failed) return;
+    this.renewals += 1;
+    this.producer = fake();
   };
   return sent;
 };
@@ -30,6 +38,7 @@ test("the settings every language shares", async () => {
     assert.strictEqual(p.options.idempotent, true);
     assert.strictEqual(p.options.acks, ProduceAcks.ALL);
     assert.strictEqual(p.options.acks, -1);
+    assert.strictEqual(p.options.requestTimeout, REQUEST_TIMEOUT_MS);  // the client's wait for an answer
     assert.strictEqual(p.options.timeout, REQUEST_TIMEOUT_MS);
     assert.strictEqual(REQUEST_TIMEOUT_MS, 10000);
     assert.strictEqual(p.options.maxInflights, 1);
@@ -67,6 +76,20 @@ test("a send the library gave up on is tried again within the delivery timeout",
   assert.strictEqual(sent[2].messages[0].key.toString(), "users/1");
   assert.strictEqual(JSON.parse(sent[2].messages[0].value).id, token.id);
   assert.deepStrictEqual(sent[0].messages, sent[2].messages);  // the same records: the same ids
+});
+
+test("a renewed client asks another broker first; a second renewal for the same failure is a no-op", async () => {
+  const p = new RegionGuardProducer("a:1,b:2,c:3", "rg.");
+  const first = p.producer;
+  p.renew(first);
+  assert.notStrictEqual(p.producer, first);
+  assert.deepStrictEqual(p.bootstrap, ["b:2", "c:3", "a:1"]);
+  const second = p.producer;
+  p.renew(first);  // a send that failed on the old client: already renewed
+  assert.strictEqual(p.producer, second);
+  p.renew(second);
+  assert.deepStrictEqual(p.bootstrap, ["c:3", "a:1", "b:2"]);
+  await p.disconnect();
 });
 
 test("retriable by the cause's type: a lost broker is, a refused record is not", async () => {
