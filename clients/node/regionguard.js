@@ -120,6 +120,12 @@ class WriteNotAcknowledgedError extends Error {
   }
 }
 
+const STUCK = Symbol("stuck");
+
+class AttemptTimeout extends Error {
+  constructor(ms) { super(`no answer to one try within ${ms / 1000} s`); this.name = "AttemptTimeout"; }
+}
+
 class DeliveryTimeout extends Error {
   constructor(last) {
     super(last ? `no acknowledgement; last try: ${describe(last)}` : "no acknowledgement");
@@ -156,6 +162,7 @@ class RegionGuardProducer {
     this.prefix = topicPrefix;
     this.deliveryTimeoutMs = deliveryTimeoutMs;
     this.options = producerOptions(brokers, idempotent);
+    this.attemptTimeoutMs = REQUEST_TIMEOUT_MS;
     this.renewals = 0;
     this.bootstrap = this.options.bootstrapBrokers;  // the order the current client tries them in
     this.producer = new Producer(this.options);
@@ -181,8 +188,17 @@ class RegionGuardProducer {
   async sendUntilAcknowledged(messages, state) {
     for (;;) {
       const producer = this.producer;
+      let timer;
       try {
-        return await producer.send({ messages });
+        // a try the library neither answers nor fails within a request timeout is given up here:
+        // behind a frozen leader a send hung past the delivery timeout although requestTimeout was set
+        // (a timer that resolves, never rejects: nothing is left to reject unheard once the try is over)
+        const stuck = new Promise((ok) => { timer = setTimeout(ok, this.attemptTimeoutMs, STUCK); });
+        const send = producer.send({ messages });
+        send.catch(() => {});  // once given up, its outcome is no one's
+        const result = await Promise.race([send, stuck]);
+        if (result === STUCK) throw new AttemptTimeout(this.attemptTimeoutMs);
+        return result;
       } catch (err) {
         state.last = err;
         // a send on a client renewed meanwhile failed because it was closed: tried again whatever the error
@@ -190,6 +206,8 @@ class RegionGuardProducer {
         this.renew(producer);
         await sleep(RESEND_DELAY_MS);
         if (state.expired) throw err;
+      } finally {
+        clearTimeout(timer);
       }
     }
   }

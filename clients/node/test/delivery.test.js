@@ -78,6 +78,15 @@ test("a send the library gave up on is tried again within the delivery timeout",
   assert.deepStrictEqual(sent[0].messages, sent[2].messages);  // the same records: the same ids
 });
 
+test("a try the library never answers is given up after the attempt timeout and sent again on a new client", async () => {
+  const p = new RegionGuardProducer("127.0.0.1:9092", "rg.", { deliveryTimeoutMs: 5000 });
+  p.attemptTimeoutMs = 30;
+  const sent = standIn(p, ["hang", "ok"]);
+  await p.write("eu", "users", "upsert", { id: 1 }, { n: 1 });
+  assert.strictEqual(sent.length, 2);
+  assert.strictEqual(p.renewals, 1);
+});
+
 test("a renewed client asks another broker first; a second renewal for the same failure is a no-op", async () => {
   const p = new RegionGuardProducer("a:1,b:2,c:3", "rg.");
   const first = p.producer;
