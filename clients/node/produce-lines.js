@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Publish many regionguard writes from Node.js (kafkajs), one per stdin line, in order.
+// Publish many regionguard writes from Node.js (@platformatic/kafka), one per stdin line, in order.
 //
 //   node produce-lines.js [produce] <bootstrap> <topic-prefix> <region> < writes.jsonl
 //   each line: {"table": "users", "op": "upsert", "key": {"id": 42}, "data": {"name": "Ada", "version": 7}}
@@ -7,17 +7,16 @@
 //     {"ordering_key": "customer/42", "ops": [{"table", "op", "key", "data"}, ...]}: one record
 //   node produce-lines.js group-vectors <write-events.json> <count>...
 //     for the vectors' accepted cases with an ordering_key: the event rebuilt with regionguard.js,
-//     its Kafka key and kafkajs' partitions for the given partition counts (JSON)
+//     its Kafka key and the client's partitions for the given partition counts (JSON)
 //
 // Same contract as produce.js (regionguard.js): key `<table>/<key values in sorted column order,
-// joined by "/">` or the ordering key, kafkajs' DefaultPartitioner (Java's murmur2), a WriteEvent
+// joined by "/">` or the ordering key, Java's murmur2 partition, a WriteEvent
 // with a fresh UUID id, acks=all, and an idempotent producer (RG_NO_IDEMPOTENCE=1 turns it off for
 // brokers without InitProducerId, such as tansu; the event id still makes a duplicate harmless).
 // Prints {"sent": n} once every write is acknowledged; one line and exit code 3 if one was not.
 const fs = require("fs");
 const readline = require("readline");
-const { Kafka, Partitioners, logLevel } = require("kafkajs");
-const { REQUEST_TIMEOUT_MS, WriteNotAcknowledgedError, kafkaKey, writeEvent, groupEvent, recordKey,
+const { WriteNotAcknowledgedError, kafkaKey, writeEvent, groupEvent, recordKey, partition: partitionOf,
         RegionGuardProducer } = require("./regionguard");
 
 // A line's event: a group built op by op with groupEvent, else a single-row write.
@@ -40,10 +39,7 @@ function groupVectors(file, counts) {
     const event = lineEvent(doc.topic_region, w);
     const key = recordKey(event);
     const partition = {};
-    for (const n of counts) {
-      const partitionMetadata = Array.from({ length: Number(n) }, (_, i) => ({ partitionId: i, leader: 0 }));
-      partition[n] = Partitioners.DefaultPartitioner()({ topic: "t", partitionMetadata, message: { key } });
-    }
+    for (const n of counts) partition[n] = partitionOf(key, Number(n));
     out.push({ name: c.name, key_hex: Buffer.from(key, "utf8").toString("hex"), partition, value: event });
   }
   console.log(JSON.stringify(out));
@@ -54,9 +50,7 @@ async function main() {
   if (args[0] === "group-vectors") return groupVectors(args[1], args.slice(2));
   if (args[0] === "produce") args.shift();  // the same command line as the Java and Go examples
   const [bootstrap, prefix, region] = args;
-  const kafka = new Kafka({ clientId: "node-example", brokers: bootstrap.split(","), logLevel: logLevel.NOTHING,
-                            requestTimeout: REQUEST_TIMEOUT_MS });
-  const producer = new RegionGuardProducer(kafka, prefix, { idempotent: process.env.RG_NO_IDEMPOTENCE !== "1" });
+  const producer = new RegionGuardProducer(bootstrap, prefix, { idempotent: process.env.RG_NO_IDEMPOTENCE !== "1" });
   // Lines are sent as they arrive, in order: each batch (up to 100 lines read meanwhile) is sent once
   // the one before it is acknowledged; after a failure nothing more is sent.
   let batch = [];
@@ -82,7 +76,7 @@ async function main() {
     await chain;
   } finally {
     clearInterval(ticker);
-    // bounded: with the brokers gone silent kafkajs' disconnect would wait for them
+    // bounded: with the brokers gone silent a close could wait for them
     await Promise.race([producer.disconnect().catch(() => {}), new Promise((ok) => setTimeout(ok, 2000).unref())]);
   }
   console.log(JSON.stringify({ sent }));

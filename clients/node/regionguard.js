@@ -1,24 +1,21 @@
-// regionguard's client for Node.js (kafkajs): keys, partitions, events, atomic write groups
-// (docs/clients.md; docs/contract.md). kafkajs is unmaintained, but the maintained
-// @confluentinc/kafka-javascript cannot be installed where this project builds: its npm install
-// fetches a prebuilt librdkafka from GitHub, then builds librdkafka from sources it also downloads
-// (zlib, OpenSSL, zstd, curl) - docs/clients.md, "Why kafkajs".
+// regionguard's client for Node.js (@platformatic/kafka): keys, partitions, events, atomic write groups
+// (docs/clients.md; docs/contract.md). @platformatic/kafka is maintained and pure JavaScript; it needs
+// Node.js 22.22 or newer (docs/clients.md, "Why @platformatic/kafka"). What is written here by hand is
+// ours: the contract's key and partition rule, the events, and the delivery timeout the library lacks.
 //
-//   const { Kafka } = require("kafkajs");
 //   const { RegionGuardProducer } = require("@regionguard/client");
-//   const kafka = new Kafka({ brokers: ["127.0.0.1:9092"], requestTimeout: REQUEST_TIMEOUT_MS });
-//   const p = new RegionGuardProducer(kafka, "rg.");         // acks=all, Java's murmur2 partitioner
-//   await p.connect();
+//   const p = new RegionGuardProducer("127.0.0.1:9092", "rg.");   // acks=all, idempotent, Java's murmur2
 //   await p.write("us-east-1", "users", "upsert", { id: 42 }, { name: "Ada", version: 7 });
 //   // an atomic write group: ONE record keyed by its ordering key; the router applies the ops in
-//   // one transaction, in order, all or nothing (DESIGN.md, "Atomic write groups and ordering keys")
+//   // one transaction, in order, all or nothing (docs/contract.md, "Atomic write groups and ordering keys")
 //   await p.group("us-east-1", { orderingKey: "customer/42" }, (g) => {
 //     g.insert("orders", { id: 7 }, { user_id: 42, amount: 30 });
 //     g.insert("order_items", { order_id: 7, line: 1 }, { sku: "A1", qty: 2 });
 //   });
 //   await p.disconnect();
 const crypto = require("crypto");
-const { KafkaJSProtocolError, Partitioners } = require("kafkajs");
+const { Producer, ProduceAcks, murmur2, ProtocolError, UserError, AuthenticationError, UnsupportedApiError,
+        UnsupportedError, UnsupportedFormatError, UnsupportedCompressionError } = require("@platformatic/kafka");
 
 const MAX_GROUP_OPS = 1000;
 
@@ -64,80 +61,171 @@ const groupEvent = (region, { orderingKey, policy = "hold", fallbackRegions = []
 // The record's Kafka key: the ordering key when the event has one, else the row's.
 const recordKey = (event) => (event.ordering_key != null ? event.ordering_key : kafkaKey(event.table, event.key));
 
-// The partition of a keyed record among `partitions`: (murmur2(key) & 0x7fffffff) % partitions, Java's
-// default, as the producer's partitioner (kafkajs' DefaultPartitioner) picks it; no broker needed.
+// Java's keyed-record hash, murmur2(key) & 0x7fffffff. @platformatic/kafka's default partitioner takes
+// murmur2 >>> 0 instead, which puts about half the keys in another partition than Java's: the producer
+// is given this one, and the library takes it modulo the topic's partitions.
+const javaHash = (key) => murmur2(Buffer.isBuffer(key) ? key : Buffer.from(key, "utf8")) & 0x7fffffff;
+
+// The partition of a keyed record among `partitions`, as the producer picks it; no broker needed.
 const partition = (key, partitions) => {
   if (!Number.isInteger(partitions) || partitions < 1) throw new Error(`partitions must be at least 1, got ${partitions}`);
-  const partitionMetadata = Array.from({ length: partitions }, (_, i) => ({ partitionId: i, leader: 0 }));
-  return Partitioners.DefaultPartitioner()({ topic: "t", partitionMetadata, message: { key } });
+  return javaHash(key) % partitions;
 };
 
 const message = (event) => ({ key: recordKey(event), value: JSON.stringify(event) });
 
 // How long Kafka has to acknowledge a write before the send rejects with WriteNotAcknowledgedError
 // (docs/producers.md, "When brokers fail": the same in every language). It rides out a leader move
-// (the broker session timeout, 9 s by default, then an election); kafkajs has no delivery timeout
-// of its own, and its idempotent producer retries forever, so a dead region never failed a send.
+// (the broker session timeout, 9 s by default, then an election). @platformatic/kafka has no delivery
+// timeout: it gives up after a number of retries, so the send is tried again here until this passes.
 const DELIVERY_TIMEOUT_MS = 30000;
-// Give the Kafka client `requestTimeout: REQUEST_TIMEOUT_MS`: a request to a leader gone silent is
-// then retried to the new leader in time (kafkajs' default waits 30 s).
+// A request to a leader gone silent (a region cut off) is given up after this and sent again, to the
+// new leader once the metadata says so.
 const REQUEST_TIMEOUT_MS = 10000;
+// Between two tries of a send the library gave up on: long enough not to spin on a broker that is
+// down, short enough that a moved leader is found soon.
+const RESEND_DELAY_MS = 250;
+
+// The errors the broker or the client would repeat (a record too large, a bad option, no such API):
+// by the library's error types, never their text. Timeouts and lost connections are worth a new try.
+const FINAL_ERRORS = [UserError, AuthenticationError, UnsupportedApiError, UnsupportedError, UnsupportedFormatError,
+                      UnsupportedCompressionError];
+const causes = (err) => [err, ...(Array.isArray(err?.errors) ? err.errors.flatMap(causes) : []),
+                         ...(err?.cause instanceof Error ? causes(err.cause) : [])];
+const isRetriable = (err) => !causes(err).some((e) => (e instanceof ProtocolError && e.canRetry === false)
+                                                    || FINAL_ERRORS.some((type) => e instanceof type));
+// One line: the error and its innermost cause (the library nests a retried request's errors).
+const describe = (err) => {
+  if (!(err instanceof Error)) return String(err);
+  const all = causes(err);
+  const last = all[all.length - 1];
+  return (last === err ? `${err.name}: ${err.message}` : `${err.name}: ${err.message}; ${last.name}: ${last.message}`)
+    .replace(/\s+/g, " ");
+};
 
 // Kafka did not acknowledge these writes: their region's brokers are gone, the delivery timeout
-// passed, or the broker refused them. `retriable` comes from kafkajs' error types, never its text:
-// send the same events again (same ids: the inbox applies each once). kafkajs cannot cancel a send,
-// so until `disconnect()` it may still deliver them: a write reported here may still be applied.
+// passed, or the broker refused them. `retriable` comes from the cause's type, never its text: send
+// the same events again (same ids: the inbox applies each once). A send cannot be taken back, so a
+// write reported here may still have reached Kafka.
 class WriteNotAcknowledgedError extends Error {
   constructor(region, topic, ids, cause, deliveryTimeoutMs) {
-    const why = cause instanceof Error ? `${cause.name}: ${cause.message}` : String(cause);
     super(`${ids.length} write(s) to region ${region} (topic ${topic}) not acknowledged ` +
-          `(delivery timeout ${deliveryTimeoutMs / 1000} s): ${why}`.replace(/\s+/g, " "));
+          `(delivery timeout ${deliveryTimeoutMs / 1000} s): ${describe(cause)}`);
     this.name = "WriteNotAcknowledgedError";
     this.region = region;
     this.topic = topic;
     this.ids = ids;
     this.cause = cause;
-    // a refusal the broker would repeat (too large, invalid) is not retriable; timeouts and lost brokers are
-    this.retriable = !(cause instanceof KafkaJSProtocolError && cause.retriable === false);
+    this.retriable = isRetriable(cause);
   }
+}
+
+const STUCK = Symbol("stuck");
+
+class AttemptTimeout extends Error {
+  constructor(ms) { super(`no answer to one try within ${ms / 1000} s`); this.name = "AttemptTimeout"; }
 }
 
 class DeliveryTimeout extends Error {
-  constructor() { super("no acknowledgement"); this.name = "DeliveryTimeout"; }
+  constructor(last) {
+    super(last ? `no acknowledgement; last try: ${describe(last)}` : "no acknowledgement");
+    this.name = "DeliveryTimeout";
+  }
 }
+
+const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
+
+// The Producer's options: `brokers` is "host:port,..." or an array of them, or @platformatic/kafka's
+// own options ({ bootstrapBrokers, tls, sasl, ... }), which may change the rest but not acks,
+// idempotence nor the partitioner, the contract's.
+const producerOptions = (brokers, idempotent) => {
+  const own = typeof brokers === "string" || Array.isArray(brokers)
+    ? { bootstrapBrokers: typeof brokers === "string" ? brokers.split(",") : brokers } : brokers;
+  return {
+    clientId: "regionguard-node",
+    // requestTimeout is how long the client waits for an answer (its default, 30 s, is the whole delivery
+    // timeout: behind a frozen leader no write was ever tried again); timeout is the broker's own wait
+    requestTimeout: REQUEST_TIMEOUT_MS, timeout: REQUEST_TIMEOUT_MS,
+    // no tries of the library's own: after a failed request it asked the same (first) bootstrap broker
+    // for metadata again, and with that broker frozen no write behind it got through within 30 s
+    retries: 0,
+    metadataMaxAge: 3000,                     // a leader that moved is looked up again soon
+    maxInflights: 1,                          // writes sent one after another, even not awaited, keep their order
+    ...own,
+    idempotent, acks: ProduceAcks.ALL, partitioner: (_message, key) => javaHash(key),
+  };
+};
 
 class RegionGuardProducer {
   // `idempotent: false` for brokers without InitProducerId (tansu); the event id still makes a duplicate harmless.
-  constructor(kafka, topicPrefix, { idempotent = true, deliveryTimeoutMs = DELIVERY_TIMEOUT_MS } = {}) {
+  constructor(brokers, topicPrefix, { idempotent = true, deliveryTimeoutMs = DELIVERY_TIMEOUT_MS } = {}) {
     this.prefix = topicPrefix;
     this.deliveryTimeoutMs = deliveryTimeoutMs;
-    // DefaultPartitioner is Java's murmur2 partitioner, the contract's. Retries stay unlimited (kafkajs'
-    // idempotent default; limiting them desynchronises its sequence numbers) but at most 1 s apart, so a
-    // moved leader is found at once; the delivery timeout bounds the wait. One request in flight keeps order.
-    // metadataMaxAge 3 s: kafkajs refreshes metadata after a lost connection but not after a request
-    // timeout, so with its 5-minute default it kept sending to a leader that went silent (a region cut
-    // off) long after the leader had moved; a send attempt refreshes metadata older than this.
-    this.producer = kafka.producer({ idempotent, maxInFlightRequests: 1, createPartitioner: Partitioners.DefaultPartitioner,
-                                     metadataMaxAge: 3000,
-                                     retry: { initialRetryTime: 100, maxRetryTime: 1000, retries: Number.MAX_SAFE_INTEGER } });
+    this.options = producerOptions(brokers, idempotent);
+    this.attemptTimeoutMs = REQUEST_TIMEOUT_MS;
+    this.renewals = 0;
+    this.bootstrap = this.options.bootstrapBrokers;  // the order the current client tries them in
+    this.producer = new Producer(this.options);
+  }
+  // A failed send is tried again on a new client (new connections, a new producer id) whose bootstrap
+  // list starts one broker further: a broker that stopped answering is then not the one asked where
+  // the leaders are. The old client is closed; a send still on it fails and is tried again too.
+  renew(failed) {
+    if (this.producer !== failed) return;  // another send renewed it already
+    this.renewals += 1;
+    const all = this.options.bootstrapBrokers;
+    const k = this.renewals % all.length;
+    this.bootstrap = [...all.slice(k), ...all.slice(0, k)];
+    this.producer = new Producer({ ...this.options, bootstrapBrokers: this.bootstrap });
+    failed.close(true).catch(() => {});
   }
   topic(region) { return `${this.prefix}writes.${region}`; }
-  // Optional: a send connects first if need be (a failed connect is tried again by the next send).
-  connect() {
-    if (!this.connecting) {
-      this.connecting = this.producer.connect().catch((err) => { this.connecting = null; throw err; });
+  // Optional: the first send connects (kept for the kafkajs-era API).
+  async connect() {}
+  // Closes the connections; a send still being tried fails.
+  disconnect() { return this.producer.close(true); }
+  // Tries the send until Kafka acknowledges it, the error is final, or `state.expired`.
+  async sendUntilAcknowledged(messages, state) {
+    for (;;) {
+      const producer = this.producer;
+      let timer;
+      try {
+        // a try the library neither answers nor fails within a request timeout is given up here:
+        // behind a frozen leader a send hung past the delivery timeout although requestTimeout was set
+        // (a timer that resolves, never rejects: nothing is left to reject unheard once the try is over)
+        const stuck = new Promise((ok) => { timer = setTimeout(ok, this.attemptTimeoutMs, STUCK); });
+        const send = producer.send({ messages });
+        send.catch(() => {});  // once given up, its outcome is no one's
+        const result = await Promise.race([send, stuck]);
+        if (result === STUCK) throw new AttemptTimeout(this.attemptTimeoutMs);
+        return result;
+      } catch (err) {
+        state.last = err;
+        // a send on a client renewed meanwhile failed because it was closed: tried again whatever the error
+        if (state.expired || (producer === this.producer && !isRetriable(err))) throw err;
+        this.renew(producer);
+        await sleep(RESEND_DELAY_MS);
+        if (state.expired) throw err;
+      } finally {
+        clearTimeout(timer);
+      }
     }
-    return this.connecting;
   }
-  disconnect() { this.connecting = null; return this.producer.disconnect(); }
   // Publishes events in order, acknowledged (acks=all) once it resolves; rejects with
   // WriteNotAcknowledgedError (at the latest after the delivery timeout) otherwise.
   async sendEvents(region, events) {
     const topic = this.topic(region);
+    const messages = events.map((e) => {
+      const m = message(e);
+      return { topic, key: Buffer.from(m.key, "utf8"), value: Buffer.from(m.value, "utf8") };
+    });
+    const state = { expired: false, last: null };
     let timer;
-    const deadline = new Promise((_, reject) => { timer = setTimeout(() => reject(new DeliveryTimeout()), this.deliveryTimeoutMs); });
+    const deadline = new Promise((_, reject) => {
+      timer = setTimeout(() => { state.expired = true; reject(new DeliveryTimeout(state.last)); }, this.deliveryTimeoutMs);
+    });
     try {
-      const send = this.connect().then(() => this.producer.send({ topic, acks: -1, messages: events.map(message) }));
+      const send = this.sendUntilAcknowledged(messages, state);
       send.catch(() => {});  // after the deadline its outcome is no one's: never an unhandled rejection
       await Promise.race([send, deadline]);
     } catch (err) {

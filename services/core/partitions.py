@@ -13,7 +13,7 @@ Why the hash is written here, not taken from a library: the project's producers
 hash in librdkafka, so nothing at run time needs it; it is here so the
 language-neutral test vectors (``schemas/vectors/partitions.json``) are made by
 the project itself and can then be checked against independent implementations
-(kafka-python, the JVM's kafka-clients, kafkajs and the real producer on a real
+(kafka-python, the JVM's kafka-clients, the Node client and the real producer on a real
 broker), and so an operator can ask where a row's writes go::
 
     python -m regionguard.core.partitions users id=42 --partitions 12

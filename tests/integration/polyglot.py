@@ -81,11 +81,19 @@ def go_producer() -> list[str]:
     return [str(binary)]
 
 
+def node_binary() -> str | None:
+    """The Node.js the client packages run on: clients/node's own (its devDependency `node`, Node 22,
+    which @platformatic/kafka needs: docs/clients.md) when installed, else the one on PATH."""
+    own = NODE_DIR / "node_modules" / ".bin" / "node"
+    return str(own) if own.exists() else shutil.which("node")
+
+
 def node_script(name: str, where: Path = NODE_DIR) -> list[str]:
     """``node clients/node/<name>`` (or ``where``) once its packages are installed (scripts/setup.sh runs npm install)."""
-    node = shutil.which("node")
+    node = node_binary()
     if node is None:
-        raise Missing("no node on PATH (install Node.js 18+)")
-    if not (where / "node_modules" / "kafkajs").exists():
-        raise Missing(f"kafkajs is not installed: run `npm install` in {where.relative_to(ROOT)} (scripts/setup.sh does)")
+        raise Missing("no node on PATH (install Node.js 22.22+)")
+    needs = "@platformatic/kafka" if where == NODE_DIR else "kafkajs"  # the examples' monitors are on kafkajs
+    if not (where / "node_modules" / needs).exists():
+        raise Missing(f"{needs} is not installed: run `npm install` in {where.relative_to(ROOT)} (scripts/setup.sh does)")
     return [node, str(where / name)]

@@ -1,4 +1,4 @@
-"""One contract, four producers (issue 13, item 3): Python (the SDK), Node.js (kafkajs), Java
+"""One contract, four producers (issue 13, item 3): Python (the SDK), Node.js (@platformatic/kafka), Java
 (kafka-clients) and Go (franz-go) write interleaved versions of the same rows at once, each
 building keys and events by the contract itself; a real router process applies them to PostgreSQL.
 
@@ -19,7 +19,7 @@ carry one ``xmin``), in order with the single write, and the bad one left nothin
 letter. Each language also rebuilds the accepted vectors of schemas/vectors/write-events.json that
 carry an ordering_key with its API and gets their kafka_key and (murmur2) partitions.
 
-A language whose toolchain (node + kafkajs, java + mvn, go) is missing is skipped loudly: its
+A language whose toolchain (node + @platformatic/kafka, java + mvn, go) is missing is skipped loudly: its
 parametrized case is a pytest skip starting "LOUD SKIP", plus a warning in the summary; the
 other languages still run.
 """
@@ -93,7 +93,7 @@ def producers() -> tuple[dict[str, list[str] | None], dict[str, str]]:
 def _env(lang: str, broker_kind: str) -> dict[str, str]:
     env = dict(os.environ)
     if broker_kind == "tansu":
-        if lang == "node":  # tansu refuses kafkajs' InitProducerId (README, "From any language")
+        if lang == "node":  # tansu refuses the Node producer's InitProducerId (README, "From any language")
             env["RG_NO_IDEMPOTENCE"] = "1"
         if lang == "go":  # tansu closes the connection on franz-go's newest ApiVersions request
             env["RG_KAFKA_MAX_VERSION"] = "v3.9.0"

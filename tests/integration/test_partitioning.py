@@ -6,7 +6,7 @@ for 1, 3, 12 and 48 partitions) are checked here against
   producer settings of tests, benchmarks and examples, reading back where each
   record landed;
 - the JVM: kafka-clients' own murmur2 and key partitioner, resolved with Maven;
-- kafkajs, with the partitioner the Node client (clients/node) uses;
+- the Node client (clients/node, on @platformatic/kafka), with the partitioner it gives the producer;
 - the Java and Go clients (clients/java, clients/go), each building the keys itself.
 The packages' own tests (scripts/test-clients.sh) check the same vectors without a build cache.
 """
@@ -109,13 +109,13 @@ def test_the_jvm_kafka_clients_agrees_with_the_vectors():
         assert dict(zip(map(str, PARTITION_COUNTS), map(int, row[2:]))) == v["partition"], v["key_utf8"]
 
 
-def test_kafkajs_as_the_node_client_uses_it_agrees_with_the_vectors():
+def test_the_node_client_agrees_with_the_vectors():
     from tests.integration.polyglot import Missing, node_script
 
     try:
         cmd = node_script("partitions.js")
     except Missing as exc:
-        pytest.skip(f"node or kafkajs missing: {exc}")
+        pytest.skip(f"node or @platformatic/kafka missing: {exc}")
     proc = subprocess.run([*cmd, str(VECTORS_PATH)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -171,7 +170,9 @@ def test_cli_write_and_a_non_python_producer(regions, rg_config, services):
     wait_until(lambda: lr.fetch("eu", "SELECT name, version FROM users WHERE id = 42") == [{"name": "Ada", "version": 7}],
                what="CLI write applied")
 
-    node = shutil.which("node")
+    from tests.integration.polyglot import node_binary
+
+    node = node_binary()
     example = ROOT / "examples" / "node"  # produce.js, on the client package (clients/node)
     if node is None or not (example / "node_modules" / "@regionguard" / "client").exists():
         pytest.skip("node or the Node client missing: run `npm install` in examples/node (scripts/setup.sh does)")

@@ -1,6 +1,6 @@
 """Partitioning test vectors (schemas/vectors/partitions.json) against pure-Python murmur2s.
 
-The JVM, kafkajs and the real producer on a real broker are checked against the
+The JVM, the Node client and the real producer on a real broker are checked against the
 same file in tests/integration/test_partitioning.py.
 """
 
