@@ -16,6 +16,17 @@ from tests.integration.helpers import (
 )
 
 
+def count_statements(lr) -> None:
+    """Count INSERT statements on ``orders`` in a sequence a statement trigger advances (``nextval`` is not
+    rolled back with a savepoint, so statements that failed count too)."""
+    lr.execute("eu", """
+        CREATE SEQUENCE orders_statements;
+        CREATE FUNCTION count_statement() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM nextval('orders_statements'); RETURN NULL; END $$;
+        CREATE TRIGGER count_statement BEFORE INSERT ON orders FOR EACH STATEMENT EXECUTE FUNCTION count_statement();
+    """)
+
+
 def test_a_nul_and_an_out_of_range_row_among_1000_are_named_dead_letters_and_fail_no_batch(
         regions, rg_config, services):
     lr = regions(["eu"])
@@ -53,12 +64,7 @@ def test_rows_postgresql_alone_can_refuse_are_found_by_halving_the_batch(regions
     among 1,000. Halving costs one or two statements per halving level: about 17 per bad row.
     """
     lr = regions(["eu"])
-    lr.execute("eu", """
-        CREATE SEQUENCE orders_statements;
-        CREATE FUNCTION count_statement() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN PERFORM nextval('orders_statements'); RETURN NULL; END $$;
-        CREATE TRIGGER count_statement BEFORE INSERT ON orders FOR EACH STATEMENT EXECUTE FUNCTION count_statement();
-    """)
+    count_statements(lr)
     cfg = rg_config(lr, partitions=1, overrides={"router": {"lanes": 1}})  # no rebalance redoing a batch
     bad = (250, 750)
     evs = [write_event("eu", "orders", "insert", {"id": i}, {"amount": -1 if i in bad else 1, "status": "ok"})
@@ -86,12 +92,7 @@ def test_dense_check_violations_are_screened_in_one_statement_not_halved_row_by_
     counted as in the test above; the screen itself is a SELECT and counts nothing.
     """
     lr = regions(["eu"])
-    lr.execute("eu", """
-        CREATE SEQUENCE orders_statements;
-        CREATE FUNCTION count_statement() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN PERFORM nextval('orders_statements'); RETURN NULL; END $$;
-        CREATE TRIGGER count_statement BEFORE INSERT ON orders FOR EACH STATEMENT EXECUTE FUNCTION count_statement();
-    """)
+    count_statements(lr)
     cfg = rg_config(lr, partitions=1, overrides={"router": {"lanes": 1}})
     bad = set(range(5, 1000, 10))
     evs = [write_event("eu", "orders", "upsert", {"id": i}, {"amount": -1 if i in bad else 1, "status": "ok"})
