@@ -8,15 +8,15 @@ demo: setup
 	.venv/bin/regionguard demo --out demo-out
 
 # The whole suite on Apache Kafka 4 (one local KRaft node; BROKER=tansu or BROKER=host:port picks
-# another), then the smoke set on the demo's embedded tansu (its restart loop 12 restarts instead of
-# 24, to keep the whole suite under 30 minutes). First the client packages' own tests
+# another), then the smoke set on the demo's embedded tansu (its restart loop 6 restarts instead of
+# 12, to keep the whole suite under 30 minutes). First the client packages' own tests
 # (clients/: mvn test, go test, node --test; `make test-clients` alone).
 BROKER ?= apache
 test:
 	@scripts/setup.sh --test-tools
 	scripts/test-clients.sh
 	RG_BROKER=$(BROKER) .venv/bin/python -m pytest tests -q --durations=25
-	RG_BROKER=tansu RG_RESTART_ITERATIONS=12 .venv/bin/python -m pytest tests -q -m smoke --durations=10
+	RG_BROKER=tansu RG_RESTART_ITERATIONS=6 .venv/bin/python -m pytest tests -q -m smoke --durations=10
 
 test-clients:
 	scripts/test-clients.sh

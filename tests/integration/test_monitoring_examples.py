@@ -17,7 +17,6 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
-import pytest
 
 from regionguard.core.config import parse_config
 from regionguard.core.kafka import Confirmer, make_producer
@@ -57,7 +56,6 @@ def _run(lang: str, cmd: list[str], cf) -> subprocess.CompletedProcess:
     return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=90)
 
 
-@pytest.mark.smoke
 def test_the_exit_code_scripts_follow_region_state(broker, tmp_path):
     cf = make_config(DSNS, broker.bootstrap, tmp_path / "c.yaml", partitions=1)
     cfg = parse_config(cf.data)
