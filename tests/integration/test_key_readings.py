@@ -56,6 +56,18 @@ def _start_router(cfg, services, port: int):
     return router
 
 
+def _route_all(lr, cfg, services, evs: list[dict]):
+    """Produce ``evs`` (the last a write to orders/99), start a router; (router, metrics port) once every
+    write is claimed in the inbox exactly once."""
+    produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"), [ev_bytes(e) for e in evs])
+    port = free_port()
+    router = _start_router(cfg, services, port)
+    wait_until(lambda: _row(lr, "orders", 99), what="the later write to another key applied")
+    wait_until(lambda: len(_inbox(lr)) == len(evs), what="every write claimed")
+    assert sorted(_inbox(lr)) == sorted(e["id"] for e in evs)  # each once
+    return router, port
+
+
 def _counted(port: int, service: str, total: int):
     """(applied, stale) once they add up to ``total`` row operations."""
     def now():
@@ -86,12 +98,7 @@ def test_updates_of_one_row_spelled_two_ways_apply_in_order_for_keys_postgresql_
             {"table": "handles", "op": "update", "key": {"handle": "BOB"}, "data": {"n": 2, "note": "last"}}]),
         write_event("eu", "orders", "insert", {"id": 99}, {"amount": 1, "status": "later"}),
     ]
-    produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"), [ev_bytes(e) for e in evs])
-    port = free_port()
-    router = _start_router(cfg, services, port)
-    wait_until(lambda: _row(lr, "orders", 99), what="the later write to another key applied")
-    wait_until(lambda: len(_inbox(lr)) == len(evs), what="every write claimed")
-    assert sorted(_inbox(lr)) == sorted(e["id"] for e in evs)  # each once
+    router, port = _route_all(lr, cfg, services, evs)
     # eleven row operations, each changed its row: none lost to UPDATE ... FROM's one source row
     assert _counted(port, "router", 11) == (11, 0)
     for table, key in (("days", "2026-01-02"), ("accounts", 5), ("handles", "alice"), ("handles", "bob"),
@@ -122,12 +129,7 @@ def test_upserts_of_one_row_spelled_two_ways_are_one_row_without_the_careful_pat
             {"table": "days", "op": "upsert", "key": {"day": "January 3, 2026"}, "data": {"n": 2, "note": "b"}}]),
         write_event("eu", "orders", "insert", {"id": 99}, {"amount": 1, "status": "later"}),
     ]
-    produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"), [ev_bytes(e) for e in evs])
-    port = free_port()
-    router = _start_router(cfg, services, port)
-    wait_until(lambda: _row(lr, "orders", 99), what="the later write to another key applied")
-    wait_until(lambda: len(_inbox(lr)) == len(evs), what="every write claimed")
-    assert sorted(_inbox(lr)) == sorted(e["id"] for e in evs)
+    router, port = _route_all(lr, cfg, services, evs)
     assert _counted(port, "router", 12) == (12, 0)
     assert metric_value(port, "regionguard_careful_batches_total", region="eu") == 0  # no statement failed
     for table, key, want in (("days", "2026-01-02", (2, "b")), ("accounts", 7, (2, "b")), ("handles", "carol", (2, "b")),
