@@ -16,7 +16,7 @@ test:
 	@scripts/setup.sh --test-tools
 	scripts/test-clients.sh
 	RG_BROKER=$(BROKER) .venv/bin/python -m pytest tests -q --durations=25
-	RG_BROKER=tansu RG_RESTART_ITERATIONS=6 .venv/bin/python -m pytest tests -q -m smoke --durations=10
+	RG_BROKER=tansu RG_RESTART_ITERATIONS=3 .venv/bin/python -m pytest tests -q -m smoke --durations=10
 
 test-clients:
 	scripts/test-clients.sh
