@@ -143,13 +143,14 @@ async def apply_writes(
 
 async def _screen(conn, schemas, writes: list, iso: _Isolate, *, plan: Plan | None, want_rows: bool,
                   barred: frozenset[str], spelled: Spelled | None = None) -> set[int]:
-    """The rows CHECK constraints refuse (core/screen.py), when a CHECK is what failed a batch of single rows."""
+    """The writes CHECK constraints refuse (core/screen.py), when a CHECK is what failed the batch."""
     if not isinstance(iso.__cause__, asyncpg.CheckViolationError):
         return set()
     if plan is None or plan.writes is not writes or plan.want_rows != want_rows:
         plan = plan_writes(schemas, writes, want_rows=want_rows, barred=barred, spelled=spelled)
-    if plan.groups:
-        return set()  # a group's rows stand or fall together: halving keeps that simple
+    # a group's refused op fails its whole group, so the screen names the group's batch index: the
+    # group is then tried alone after the rest, where its careful path names the op (issue 25's fuzz:
+    # batches of groups with one bad op in ten were halved down to single groups, 2-7 s a batch)
     return await refused_by_checks(conn, plan.steps)
 
 
@@ -157,9 +158,10 @@ async def _apply_screened(conn, schemas, writes: list, refused: set[int], res: A
                           want_rows: bool, barred: frozenset[str], spelled: Spelled | None = None) -> None:
     """The rows no CHECK refuses as one piece (halved only if something else fails), then each refused row alone.
 
-    A refused row can never change a row (core/screen.py), so trying it after the others keeps
-    per-key order; trying it at all, rather than dead-lettering it at once, leaves the verdict
-    (constraint dead letter, or stale where a version or tombstone skips it first) to PostgreSQL.
+    A refused row can never change a row (core/screen.py), nor can a group holding one (a group
+    applies whole or not at all), so trying it after the others keeps per-key order; trying it at
+    all, rather than dead-lettering it at once, leaves the verdict (constraint dead letter, or stale
+    where a version or tombstone skips it first) to PostgreSQL, and a group's careful path names its op.
     """
     rest = [i for i in range(len(writes)) if i not in refused]
     part = ApplyResult()

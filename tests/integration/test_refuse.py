@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.harness import free_port
 from tests.integration.helpers import (
-    metric_value, produce_raw, read_json, wait_assigned, wait_until, write_event,
+    ev_bytes, group_event, metric_value, produce_raw, read_json, wait_assigned, wait_until, write_event,
 )
+
+OP_FIELDS = ("table", "op", "key", "data")
 
 
 def count_statements(lr) -> None:
@@ -83,33 +87,50 @@ def test_rows_postgresql_alone_can_refuse_are_found_by_halving_the_batch(regions
     assert statements <= batches + len(bad) * 20, (statements, batches)
 
 
-def test_dense_check_violations_are_screened_in_one_statement_not_halved_row_by_row(regions, rg_config, services):
-    """One row in ten refused by a CHECK: the batch's rows are screened against the table's CHECK constraints
-    in one statement (core/screen.py), the rest applies as one piece and each refused row is tried alone.
+@pytest.mark.parametrize("shape", ["rows", "groups"])
+def test_dense_check_violations_are_screened_in_one_statement_not_halved_row_by_row(
+        regions, rg_config, services, shape):
+    """One write in ten refused by a CHECK: the batch's rows are screened against the table's CHECK constraints
+    in one statement (core/screen.py), the rest applies as one piece and each refused write is tried alone.
 
     Halving alone isolated nearly every row at this density: about 600 statements for these 100 bad rows
     among 1,000, and a batch of 150 with 21 bad rows took 7-13 s in the fuzzer (issue 25). Statements are
-    counted as in the test above; the screen itself is a SELECT and counts nothing.
+    counted as in the test above; the screen itself is a SELECT and counts nothing. ``groups``: each write
+    is a group of two upserts, a bad one failing its whole group; groups were left to halving and a
+    batch of them took 2-7 s in the fuzzer.
     """
     lr = regions(["eu"])
     count_statements(lr)
     cfg = rg_config(lr, partitions=1, overrides={"router": {"lanes": 1}})
     bad = set(range(5, 1000, 10))
-    evs = [write_event("eu", "orders", "upsert", {"id": i}, {"amount": -1 if i in bad else 1, "status": "ok"})
-           for i in range(1000)]
-    produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"),
-                [(f"orders/{e['key']['id']}".encode(), json.dumps(e).encode()) for e in evs])
+
+    def row(i: int, amount: int) -> dict:
+        return write_event("eu", "orders", "upsert", {"id": i}, {"amount": amount, "status": "ok"})
+
+    if shape == "rows":
+        evs = [row(i, -1 if i in bad else 1) for i in range(1000)]
+        good_rows = set(range(1000)) - bad
+    else:  # group i writes orders i and 1000 + i; the bad one's second op is refused
+        evs = [group_event("eu", f"g{i}", [{k: v for k, v in row(i, 1).items() if k in OP_FIELDS},
+                                           {k: v for k, v in row(1000 + i, -1 if i in bad else 1).items()
+                                            if k in OP_FIELDS}]) for i in range(1000)]
+        good_rows = {j for i in set(range(1000)) - bad for j in (i, 1000 + i)}
+    produce_raw(cfg.bootstrap, cfg.topic("writes", "eu"), [ev_bytes(e) for e in evs])
     port = free_port()
     router = services("router", cfg.cli_args("router", "--no-health", "--metrics-port", str(port)))
-    wait_until(lambda: lr.count("eu", "orders") == 900, timeout=90, what="the 900 good writes applied")
+    wait_until(lambda: lr.count("eu", "orders") == len(good_rows), timeout=90, what="the good writes applied")
     dls = wait_until(lambda: (lambda d: d if len(d) >= len(bad) else None)(
         read_json(cfg.bootstrap, cfg.topic("dead-letter"), idle=0.5)), timeout=60, what="100 dead letters")
     assert sorted(d["offset"] for d in dls) == sorted(bad)
     assert {d["reason"] for d in dls} == {"constraint"} and all("23514" in d["detail"] for d in dls)
+    if shape == "groups":
+        assert all("ops[1]" in d["detail"] for d in dls), dls[0]["detail"]
     ids = {r["id"] for r in lr.fetch("eu", "SELECT id FROM orders")}
-    assert ids == set(range(1000)) - bad
+    assert ids == good_rows
     batches = metric_value(port, "regionguard_apply_batch_seconds_count", region="eu", service="router")
     statements = lr.fetch("eu", "SELECT last_value FROM orders_statements")[0]["last_value"]
-    # per batch its first try and the screened rest; per refused row one statement alone
-    assert statements <= 2 * batches + len(bad), (statements, batches)
+    # per batch its first try and the screened rest (one statement a shape); per refused write one statement
+    # alone, a group's two ops one at a time
+    per_bad = 1 if shape == "rows" else 2
+    assert statements <= 2 * batches + per_bad * len(bad), (statements, batches)
     assert router.alive
