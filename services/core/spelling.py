@@ -11,7 +11,8 @@ one query (``unnest`` of their texts, each cast to its column's base type)
 and its answer is their identity: the value's JSON text (``to_json``, ISO for
 dates and times whatever the DateStyle), brought to the form of our own rule
 for that type (:func:`.cast.canonical`), ``lower()`` of it for ``citext``
-(whose equality ignores case). Only the planner uses that identity: the
+(whose equality ignores case), of ``justify_interval()`` for an interval
+(whose equality compares spans: "1 day" and "24 hours" are one key). Only the planner uses that identity: the
 statements send every value as it came, so a ``citext`` key keeps its case and
 PostgreSQL reads each spelling as it always did.
 
@@ -143,6 +144,10 @@ def _reading(t: str, k: int) -> str:
     cast = f"u.t::{checked_type(t, 'a key column')}"
     if _is_citext(t):
         return f"WHEN {k} THEN lower({cast}::text)"  # citext's equality: lower() of both sides
+    if t == "interval":  # the base type, as format_type(oid, NULL) spells it: no fields, no precision
+        # interval equality compares spans (a month is 30 days, a day 24 hours): '1 day' = '24 hours'.
+        # justify_interval writes each span one way (hours under a day, days under a month, one sign)
+        return f"WHEN {k} THEN to_json(justify_interval({cast})) #>> '{{}}'"
     return f"WHEN {k} THEN to_json({cast}) #>> '{{}}'"
 
 

@@ -1,4 +1,4 @@
-"""One row, two spellings of a key only PostgreSQL reads: a date, a domain over bigint, citext, a timestamp.
+"""One row, two spellings of a key only PostgreSQL reads: a date, a domain over bigint, citext, a timestamp, an interval.
 
 ``{"day": "2026-01-02"}`` and ``{"day": "Jan 2 2026"}`` are one row of a date key, ``"Alice"`` and
 ``"ALICE"`` one row of a citext key, ``5`` and ``"5"`` one row of a key whose type is a domain
@@ -27,16 +27,18 @@ CREATE TABLE days (day date PRIMARY KEY, n int, note text);
 CREATE TABLE accounts (id account_id PRIMARY KEY, n int, note text);
 CREATE TABLE handles (handle citext PRIMARY KEY, n int, note text);
 CREATE TABLE ticks (at timestamp PRIMARY KEY, n int, note text);
+CREATE TABLE spans (span interval PRIMARY KEY, n int, note text);
 """
 TABLES = {"users": {"key": ["id"], "version": "version"}, "orders": {"key": ["id"]},
           "days": {"key": ["day"]}, "accounts": {"key": ["id"]}, "handles": {"key": ["handle"]},
-          "ticks": {"key": ["at"]}}
-KEYS = {"days": "day", "accounts": "id", "handles": "handle", "ticks": "at"}
+          "ticks": {"key": ["at"]}, "spans": {"key": ["span"]}}
+KEYS = {"days": "day", "accounts": "id", "handles": "handle", "ticks": "at", "spans": "span"}
 
 
 def _row(lr, table: str, key) -> dict | None:
     col = KEYS.get(table, "id")
-    cast = "::text" + {"days": "::date", "handles": "::citext", "ticks": "::timestamp"}.get(table, "::bigint")
+    cast = "::text" + {"days": "::date", "handles": "::citext", "ticks": "::timestamp",
+                      "spans": "::interval"}.get(table, "::bigint")
     rows = lr.fetch("eu", f"SELECT *, {col}::text AS key_text FROM {table} WHERE {col} = $1{cast}", str(key))
     return rows[0] if rows else None
 
@@ -82,7 +84,8 @@ def test_updates_of_one_row_spelled_two_ways_apply_in_order_for_keys_postgresql_
     lr.execute("eu", "INSERT INTO days VALUES ('2026-01-02', 0, 'old');"
                      "INSERT INTO accounts VALUES (5, 0, 'old');"
                      "INSERT INTO handles VALUES ('Alice', 0, 'old'), ('Bob', 0, 'old');"
-                     "INSERT INTO ticks VALUES ('2026-01-02 03:04:05', 0, 'old')")
+                     "INSERT INTO ticks VALUES ('2026-01-02 03:04:05', 0, 'old');"
+                     "INSERT INTO spans VALUES ('1 day', 0, 'old')")
     evs = [
         write_event("eu", "days", "update", {"day": "2026-01-02"}, {"n": 1, "note": "first"}),
         write_event("eu", "days", "update", {"day": "Jan 2 2026"}, {"n": 2, "note": "last"}),
@@ -92,6 +95,9 @@ def test_updates_of_one_row_spelled_two_ways_apply_in_order_for_keys_postgresql_
         write_event("eu", "handles", "update", {"handle": "ALICE"}, {"n": 2, "note": "last"}),
         write_event("eu", "ticks", "update", {"at": "2026-01-02 03:04:05"}, {"n": 1, "note": "first"}),
         write_event("eu", "ticks", "update", {"at": "2026-01-02T03:04:05.000000"}, {"n": 2, "note": "last"}),
+        # interval equality compares spans: one row
+        write_event("eu", "spans", "update", {"span": "1 day"}, {"n": 1, "note": "first"}),
+        write_event("eu", "spans", "update", {"span": "24 hours"}, {"n": 2, "note": "last"}),
         # a group whose ops spell one citext row two ways: applied in listed order
         group_event("eu", "handles/bob", [
             {"table": "handles", "op": "update", "key": {"handle": "bob"}, "data": {"n": 1, "note": "first"}},
@@ -99,10 +105,10 @@ def test_updates_of_one_row_spelled_two_ways_apply_in_order_for_keys_postgresql_
         write_event("eu", "orders", "insert", {"id": 99}, {"amount": 1, "status": "later"}),
     ]
     router, port = _route_all(lr, cfg, services, evs)
-    # eleven row operations, each changed its row: none lost to UPDATE ... FROM's one source row
-    assert _counted(port, "router", 11) == (11, 0)
+    # thirteen row operations, each changed its row: none lost to UPDATE ... FROM's one source row
+    assert _counted(port, "router", 13) == (13, 0)
     for table, key in (("days", "2026-01-02"), ("accounts", 5), ("handles", "alice"), ("handles", "bob"),
-                       ("ticks", "2026-01-02 03:04:05")):
+                       ("ticks", "2026-01-02 03:04:05"), ("spans", "1 day")):
         row = _row(lr, table, key)
         assert (row["n"], row["note"]) == (2, "last"), (table, key, dict(row))
     assert _row(lr, "handles", "alice")["key_text"] == "Alice"  # the key as stored: an update never changes it
@@ -124,16 +130,19 @@ def test_upserts_of_one_row_spelled_two_ways_are_one_row_without_the_careful_pat
         write_event("eu", "ticks", "upsert", {"at": "2026-01-02 03:04:05"}, {"n": 1, "note": "a"}),
         write_event("eu", "ticks", "upsert", {"at": "2026-01-02T03:04:05.000000"}, {"n": 2, "note": "b"}),
         write_event("eu", "ticks", "upsert", {"at": "Jan 2 2026 03:04:05"}, {"n": 3, "note": "c"}),
+        write_event("eu", "spans", "upsert", {"span": "1 mon"}, {"n": 1, "note": "a"}),
+        write_event("eu", "spans", "upsert", {"span": "P30D"}, {"n": 2, "note": "b"}),
         group_event("eu", "days/3", [
             {"table": "days", "op": "upsert", "key": {"day": "2026-01-03"}, "data": {"n": 1, "note": "a"}},
             {"table": "days", "op": "upsert", "key": {"day": "January 3, 2026"}, "data": {"n": 2, "note": "b"}}]),
         write_event("eu", "orders", "insert", {"id": 99}, {"amount": 1, "status": "later"}),
     ]
     router, port = _route_all(lr, cfg, services, evs)
-    assert _counted(port, "router", 12) == (12, 0)
+    assert _counted(port, "router", 14) == (14, 0)
     assert metric_value(port, "regionguard_careful_batches_total", region="eu") == 0  # no statement failed
     for table, key, want in (("days", "2026-01-02", (2, "b")), ("accounts", 7, (2, "b")), ("handles", "carol", (2, "b")),
-                             ("ticks", "2026-01-02 03:04:05", (3, "c")), ("days", "2026-01-03", (2, "b"))):
+                             ("ticks", "2026-01-02 03:04:05", (3, "c")), ("days", "2026-01-03", (2, "b")),
+                             ("spans", "30 days", (2, "b"))):
         row = _row(lr, table, key)
         assert (row["n"], row["note"]) == want, (table, key, dict(row))
     assert _row(lr, "handles", "carol")["key_text"] == "Carol"  # stored as first written: only the planner reads lower()

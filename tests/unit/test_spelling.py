@@ -192,3 +192,9 @@ def test_the_memory_is_bounded_oldest_first():
     for t in ("a", "b", "c"):
         sp._remember(("citext", t), t)
     assert list(sp._read) == [("citext", "b"), ("citext", "c")]
+
+
+def test_an_interval_is_read_by_its_span():
+    from regionguard.core.spelling import _reading
+    assert "justify_interval(u.t::interval)" in _reading("interval", 0)
+    assert "justify_interval" not in _reading("date", 0)

@@ -62,13 +62,14 @@ are sent to PostgreSQL as they are, as before; before planning, the batch's
 such key values are cast by PostgreSQL in one query (one per batch, none when
 all were read before), and its reading is the row's identity to the planner:
 the value's JSON text, brought to the form of the rule above for its type
-(:func:`canonical`), and lower-cased for citext, whose equality ignores case.
+(:func:`canonical`), lower-cased for citext, whose equality ignores case, and
+justified for an interval, whose equality compares spans ("1 day" = "24 hours").
 So "2026-01-02" and "Jan 2 2026" are one row of a date key, "Alice" and
 "ALICE" one row of a citext key (stored in the case first written), and a
 value PostgreSQL refuses is the write's ``schema`` dead letter naming the
-column and the SQLSTATE. Types whose equality is not their JSON text in
-another way (an interval's "1 day" and "24 hours", text under a
-nondeterministic collation) are still two rows to the planner.
+column and the SQLSTATE. Text under a nondeterministic collation, whose
+equality is not its text in a way we can read, is still two rows to the
+planner (docs/contract.md says so).
 """
 
 from __future__ import annotations
