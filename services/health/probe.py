@@ -54,20 +54,23 @@ instead of an observation (see :class:`LoopLagMonitor`).
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import time
-from collections import deque
 from typing import Awaitable, Callable
 
 import asyncpg
 
 from ..core.config import HealthConfig
 from ..core.dsn import dsn_host
-from ..core.errors import RegionUnavailable, classify_db_error
 from ..core.models import Observation
 from ..core.supervise import swallowed
 from .freshgate import FreshGate
+from .kinds import CONNECTION_KINDS, KINDS, SQLSTATE_READ_ONLY, SQLSTATE_RECOVERY, WRITABLE_CHECK, observation_kind
+from .looplag import LoopLagMonitor
+from .tally import ProbeTally
+
+__all__ = ["CONNECTION_KINDS", "KINDS", "SQLSTATE_READ_ONLY", "SQLSTATE_RECOVERY", "WRITABLE_CHECK", "LoopLagMonitor",
+           "ProbeTally", "RegionProber", "observation_kind", "probe_loop"]
 
 log = logging.getLogger(__name__)
 
@@ -76,141 +79,7 @@ KEEP_IDLE = 2  # kept connections per region
 #: all?" (a dead or blackholed region never answers; a slow one does, e.g. 4 round trips at 0.17 s: 0.7 s)
 RECHECK_TIMEOUTS = 10
 
-# One round trip, simple protocol; raises a distinct SQLSTATE when not writable.
-SQLSTATE_RECOVERY = "RGREC"
-SQLSTATE_READ_ONLY = "25006"  # read_only_sql_transaction
-WRITABLE_CHECK = f"""DO $rg$ BEGIN
-  IF pg_is_in_recovery() THEN
-    RAISE EXCEPTION USING ERRCODE = '{SQLSTATE_RECOVERY}', MESSAGE = 'regionguard: server is in recovery';
-  END IF;
-  IF current_setting('transaction_read_only') = 'on' THEN
-    RAISE EXCEPTION USING ERRCODE = '{SQLSTATE_READ_ONLY}', MESSAGE = 'regionguard: transaction_read_only is on';
-  END IF;
-END $rg$"""
-
-KINDS = ("ok", "timeout", "refused", "reset", "auth", "read_only", "recovery", "error")
-#: kinds that say "the connection path itself is broken" (escalate to fresh connections)
-CONNECTION_KINDS = frozenset({"refused", "reset", "auth", "read_only", "recovery", "error"})
-
-
-def observation_kind(exc: BaseException) -> str:
-    """Map a driver/socket exception to an Observation kind, by type and SQLSTATE only."""
-    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
-        return "timeout"
-    if isinstance(exc, asyncpg.PostgresError):
-        state = getattr(exc, "sqlstate", "") or ""
-        if state == SQLSTATE_RECOVERY:
-            return "recovery"
-        if state == SQLSTATE_READ_ONLY:
-            return "read_only"
-        if state.startswith("28"):  # invalid authorization specification / password
-            return "auth"
-        if state in ("57P03",):  # cannot_connect_now: starting up / shutting down / recovery
-            return "recovery"
-        if state in ("57P01", "57P02"):  # admin/crash shutdown terminated our session
-            return "reset"
-    if isinstance(exc, ConnectionRefusedError):
-        return "refused"
-    if isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError,
-                        asyncpg.exceptions.ConnectionDoesNotExistError)):
-        return "reset"
-    if isinstance(exc, OSError) and exc.errno is not None:
-        if exc.errno == errno.ECONNREFUSED:
-            return "refused"
-        if exc.errno in (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED):
-            return "reset"
-        if exc.errno in (errno.ETIMEDOUT,):
-            return "timeout"
-    typed = classify_db_error("", exc)
-    if isinstance(typed, RegionUnavailable):
-        return {"timeout": "timeout", "refused": "refused", "reset": "reset",
-                "connection_lost": "reset"}.get(typed.kind, "error")
-    return "error"
-
-
-class LoopLagMonitor:
-    """Measures how late this event loop wakes up; probes use it to spot self-inflicted timeouts."""
-
-    def __init__(self, period_s: float = 0.02, keep_s: float = 30.0) -> None:
-        self.period_s = period_s
-        self.keep_s = keep_s
-        self._samples: deque[tuple[float, float]] = deque()  # (monotonic time, lag) of late wake-ups
-        self._task: asyncio.Task | None = None
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="loop-lag")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            t0 = time.monotonic()
-            await asyncio.sleep(self.period_s)
-            now = time.monotonic()
-            lag = now - t0 - self.period_s
-            if lag > 0.01:
-                self._samples.append((now, lag))
-            while self._samples and self._samples[0][0] < now - self.keep_s:
-                self._samples.popleft()
-
-    def record(self, lag: float, at: float | None = None) -> None:
-        """For tests: pretend the loop was ``lag`` seconds late at ``at``."""
-        self._samples.append((time.monotonic() if at is None else at, lag))
-
-    def max_lag_since(self, t0: float) -> float:
-        """The longest stall that ended after ``t0`` (a stall ending later covers part of [t0, now])."""
-        return max((lag for t, lag in self._samples if t >= t0), default=0.0)
-
-
 Connector = Callable[..., Awaitable[asyncpg.Connection]]
-
-
-class ProbeTally:
-    """Failed probes, logged as a summary at most every ``every_s``: a dead region probed 20 times a
-    second must not flood the log, yet an operator must see why a breaker keeps opening."""
-
-    def __init__(self, region: str, every_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.region, self.every_s, self.clock = region, every_s, clock
-        self.counts: dict[str, int] = {}
-        self.last_error = ""
-        self.since = clock()
-
-    def ok(self) -> None:
-        self.counts["ok"] = self.counts.get("ok", 0) + 1
-        self._maybe_report()
-
-    def held_back(self, kind: str) -> None:
-        """A probe the fresh-connection backoff turned away: it reported the last kind without connecting."""
-        self.counts[kind] = self.counts.get(kind, 0) + 1
-        self._maybe_report()
-
-    def failed(self, kind: str, exc: BaseException, fresh: bool) -> None:
-        self.counts[kind] = self.counts.get(kind, 0) + 1
-        state = getattr(exc, "sqlstate", None)
-        self.last_error = (f"{kind} on a {'fresh' if fresh else 'kept'} connection: {type(exc).__name__}"
-                           + (f" (SQLSTATE {state})" if state else ""))
-        self._maybe_report()
-
-    def _maybe_report(self) -> str | None:
-        now = self.clock()
-        if now - self.since < self.every_s:
-            return None
-        failed = {k: n for k, n in self.counts.items() if k != "ok"}
-        line = None
-        if failed:
-            parts = ", ".join(f"{k} {n}" for k, n in sorted(self.counts.items()))
-            line = f"region {self.region}: probes in the last {now - self.since:.0f}s: {parts}; last: {self.last_error}"
-            log.warning("%s", line)
-        self.counts, self.since = {}, now
-        return line
 
 
 class RegionProber:
