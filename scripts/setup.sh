@@ -22,7 +22,7 @@ fi
 # `node` brings Node 22 from the npm registry, docs/clients.md) first, then the examples that use it
 # (examples/node links it with file:)
 if command -v npm >/dev/null 2>&1; then
-  for dir in clients/node:@platformatic/kafka clients/node:.bin/node examples/node:@regionguard/client; do  # folder:what it must have
+  for dir in clients/node:@platformatic/kafka clients/node:uuid clients/node:.bin/node examples/node:@regionguard/client; do  # folder:what it must have
     if [ ! -e "${dir%%:*}/node_modules/${dir#*:}" ]; then
       dir=${dir%%:*}
       (cd "$dir" && npm install --no-audit --no-fund --silent) || echo "setup: npm install failed in $dir; its tests will be skipped" >&2

@@ -28,7 +28,7 @@ touch "$marker"
 
 (cd go && GOTOOLCHAIN=local timed "go (go test ./...)" go test -count=1 ./...)
 
-if [ ! -d node/node_modules/@platformatic/kafka ] || [ ! -e node/node_modules/.bin/node ]; then
+if [ ! -d node/node_modules/@platformatic/kafka ] || [ ! -d node/node_modules/uuid ] || [ ! -e node/node_modules/.bin/node ]; then
   (cd node && npm install --no-audit --no-fund --silent)
 fi
 # on the package's own Node.js 22 (its devDependency `node`: @platformatic/kafka needs 22.22+)

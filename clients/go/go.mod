@@ -4,7 +4,10 @@ module github.com/regionguard/regionguard/clients/go
 // newest release that asks for no more than 1.25 (v1.22 asks for 1.26).
 go 1.25.0
 
-require github.com/twmb/franz-go v1.21.7
+require (
+	github.com/google/uuid v1.6.0
+	github.com/twmb/franz-go v1.21.7
+)
 
 require (
 	github.com/klauspost/compress v1.19.2 // indirect

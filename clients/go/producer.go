@@ -4,7 +4,7 @@
 // The contract (docs/contract.md): topic <prefix>writes.<region>,
 // Kafka key <table>/<key values in sorted column order, joined by "/"> (UTF-8), partition
 // Java's murmur2 of the key (franz-go's StickyKeyPartitioner with a nil hasher is Kafka's
-// murmur2), value a WriteEvent JSON whose fresh UUID id is the idempotency key, produced
+// murmur2), value a WriteEvent JSON whose fresh UUIDv7 id is the idempotency key, produced
 // with acks=all and idempotence.
 //
 //	p, err := regionguard.NewProducer([]string{"127.0.0.1:9092"}, "rg.")
@@ -24,7 +24,6 @@ package regionguard
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,6 +31,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -99,15 +99,20 @@ func KafkaKey(table string, key map[string]any) []byte {
 	return []byte(strings.Join(parts, "/"))
 }
 
+// newID is a fresh UUIDv7 (RFC 9562): its first 48 bits are the Unix time in milliseconds and
+// google/uuid counts within a millisecond, so ids made in sequence sort in creation order and the
+// inbox's primary key (regionguard_applied.write_id) grows at one end instead of taking each claim on
+// a random page of its index (bench/inbox_ids.py: about twice the claims on a large inbox).
 func newID() string {
-	var u [16]byte
-	_, _ = rand.Read(u[:])
-	u[6] = u[6]&0x0f | 0x40
-	u[8] = u[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
+	id, err := uuid.NewV7()
+	if err != nil { // crypto/rand failed: no id can be made safely
+		panic(fmt.Sprintf("regionguard: cannot make a write id: %v", err))
+	}
+	return id.String()
 }
 
-// NewEvent builds a WriteEvent (policy hold) with a fresh UUID v4 id. Set OrderingKey on it to
+// NewEvent builds a WriteEvent (policy hold) with a fresh, time-ordered UUIDv7 id (set ID to use
+// the app's own: any UUID is accepted). Set OrderingKey on it to
 // key the record by that instead of the row (its writes then apply in order with the key's groups).
 func NewEvent(region, table, op string, key, data map[string]any) WriteEvent {
 	return WriteEvent{ID: newID(), Region: region, Table: table, Op: op, Key: key, Data: data, Policy: "hold",
@@ -122,7 +127,7 @@ type Group struct {
 	err error
 }
 
-// NewGroup starts a group of region keyed by orderingKey (policy hold, a fresh UUID id).
+// NewGroup starts a group of region keyed by orderingKey (policy hold, a fresh UUIDv7 id).
 func NewGroup(region, orderingKey string) *Group {
 	g := &Group{ev: WriteEvent{ID: newID(), Region: region, OrderingKey: orderingKey, Policy: "hold",
 		FallbackRegions: []string{}}}

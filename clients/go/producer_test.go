@@ -30,8 +30,8 @@ func TestARecordIsOnTheRegionsTopicKeyedByItsRowWithAWriteEventValue(t *testing.
 	if err := json.Unmarshal(rec.Value, &ev); err != nil {
 		t.Fatal(err)
 	}
-	if !regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`).MatchString(ev["id"].(string)) {
-		t.Errorf("id %v is not a UUID v4", ev["id"])
+	if !v7.MatchString(ev["id"].(string)) {
+		t.Errorf("id %v is not a UUIDv7", ev["id"])
 	}
 	if ev["policy"] != "hold" || ev["op"] != "upsert" || ev["created_at"] == "" {
 		t.Errorf("event %v", ev)

@@ -11,7 +11,7 @@
 //
 // Same contract as produce.js (regionguard.js): key `<table>/<key values in sorted column order,
 // joined by "/">` or the ordering key, Java's murmur2 partition, a WriteEvent
-// with a fresh UUID id, acks=all, and an idempotent producer (RG_NO_IDEMPOTENCE=1 turns it off for
+// with a fresh UUIDv7 id, acks=all, and an idempotent producer (RG_NO_IDEMPOTENCE=1 turns it off for
 // brokers without InitProducerId, such as tansu; the event id still makes a duplicate harmless).
 // Prints {"sent": n} once every write is acknowledged; one line and exit code 3 if one was not.
 const fs = require("fs");

@@ -118,7 +118,7 @@ public final class Main {
                     String orderingKey = v.get("ordering_key").asText();
                     key = orderingKey.getBytes(StandardCharsets.UTF_8);
                     Map<String, Object> data = v.hasNonNull("data") ? JSON.convertValue(v.get("data"), MAP) : null;
-                    ev = RegionGuardProducer.event(java.util.UUID.randomUUID(), region, v.get("table").asText(),
+                    ev = RegionGuardProducer.event(RegionGuardProducer.newWriteId(), region, v.get("table").asText(),
                             v.get("op").asText(), JSON.convertValue(v.get("key"), MAP), data, orderingKey);
                 }
                 ObjectNode row = out.addObject();
