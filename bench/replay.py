@@ -40,7 +40,9 @@ import argparse
 import asyncio
 import datetime
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -87,6 +89,12 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait(pred, timeout: float, what: str, every: float = 0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -127,7 +135,7 @@ async def batch_span(dsn: str) -> float:
         await conn.close()
 
 
-def replay_round(broker: Broker, n: int, partitions: int, logs: Path) -> dict:
+def replay_round(broker: Broker, n: int, partitions: int, logs: Path, py_spy: Path | None = None) -> dict:
     """One replay of n held writes; its figures, and ``failed`` if the database count is wrong."""
     tag = uuid.uuid4().hex[:8]
     name = f"rg_bench_replay_{tag}"
@@ -162,17 +170,26 @@ def replay_round(broker: Broker, n: int, partitions: int, logs: Path) -> dict:
         produce(broker.bootstrap, writes, n)
         wait(lambda: (scrape(rport, "regionguard_writes_held_total") or 0) >= n, 600, "held backlog")
         hold_rate = n / (time.perf_counter() - t0)
+        spy = None if py_spy is None else subprocess.Popen(  # samples the replayer until the drain ends
+            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(replayer.pid), "--rate", "200", "--nonblocking", "--idle", "--threads",
+             "--format", "raw", "--output", str(py_spy)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cpu0 = {p: cpu_s(p) for p in (router.pid, replayer.pid)}
         asyncio.run(allow_connections(name, True))
         set_state(cfg, states, State.closed, 3)
         healed = time.perf_counter()
         wait(lambda: scrape(rport, "regionguard_held_partitions") == 0
              and (scrape(pport, "regionguard_writes_replayed_total") or 0) >= n, 900, "direct mode again")
         switch_s = time.perf_counter() - healed
+        busy = {p: (cpu_s(p) - c) / switch_s for p, c in cpu0.items()}  # share of one core over the switch
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+            spy.wait(60)
         fin = [e["detail"] for e in read_json(broker.bootstrap, cfg.topic("failover-events"), idle=1.0)
                if e["kind"] == "replay_finished"]
         counts = {**asyncio.run(applied_counts(dsn, n)), "replayed": sum(d["applied"] for d in fin)}
         return {"replay": n / switch_s, "replay_batches": n / max(asyncio.run(batch_span(dsn)), 1e-3),
-                "switch_s": switch_s, "hold_rate": hold_rate, "router_rss_mb": peak_rss_mb(router.pid),
+                "switch_s": switch_s, "hold_rate": hold_rate, "router_cpu": busy[router.pid],
+                "replayer_cpu": busy[replayer.pid], "router_rss_mb": peak_rss_mb(router.pid),
                 "replayer_rss_mb": peak_rss_mb(replayer.pid), "failed": shortfall(counts, n)}
     finally:
         replayer.terminate()
@@ -191,7 +208,8 @@ def baseline_round(name: str, n: int, batch: int, lanes: int) -> dict:
         asyncio.run(drop_db(db))
 
 
-def one_round(broker: Broker, n: int, partitions: int, logs: Path, first: bool) -> dict:
+def one_round(broker: Broker, n: int, partitions: int, logs: Path, first: bool,
+              py_spy: Path | None = None) -> dict:
     """Every measurement once, replay first (``first``) or last; a failed one has no rate."""
     replay_cfg = ReplayConfig(max_rate=0)  # what replay_round's replayer runs with
     order = list(MEASURES) if first else list(reversed(MEASURES))
@@ -199,7 +217,7 @@ def one_round(broker: Broker, n: int, partitions: int, logs: Path, first: bool) 
     failed = []
     for name in order:
         try:
-            r = (replay_round(broker, n, partitions, logs) if name == "replay"
+            r = (replay_round(broker, n, partitions, logs, py_spy) if name == "replay"
                  else baseline_round(name, n, replay_cfg.batch_size, replay_cfg.lanes))
         except TimeoutError as e:  # a drain that never finished is a failed round, not a slow one
             r = {name: 0.0, "failed": f"timed out: {e}"}
@@ -215,7 +233,8 @@ def one_round(broker: Broker, n: int, partitions: int, logs: Path, first: bool) 
     if "switch_s" in row:
         print(f"  replay: closed -> all direct {row['switch_s']:.2f} s; batches alone {row.get('replay_batches', 0):,.0f}"
               f" writes/s; hold {row['hold_rate']:,.0f} writes/s; peak RSS router {row['router_rss_mb']:.0f} MB, "
-              f"replayer {row['replayer_rss_mb']:.0f} MB", flush=True)
+              f"replayer {row['replayer_rss_mb']:.0f} MB; CPU over the switch: replayer {row['replayer_cpu']:.0%}, "
+              f"router {row['router_cpu']:.0%} of a core", flush=True)
     row["failed"] = " ".join(failed)
     return row
 
@@ -231,6 +250,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5, help="alternated rounds; the machine's load varies")
     ap.add_argument("--partitions", type=int, default=12)
     ap.add_argument("--target", type=float, default=0.8, help="replay/raw, median")
+    ap.add_argument("--py-spy", type=Path, default=None,
+                    help="record the replayer with py-spy during each drain (collapsed stacks; .r<round>.txt)")
     ap.add_argument("--csv", type=Path, default=ROOT / "bench" / "results" / "replay.csv")
     args = ap.parse_args()
     if args.n < 1 or args.rounds < 1:
@@ -244,13 +265,15 @@ def main() -> int:
         rounds = []
         for r in range(args.rounds):
             print(f"round {r + 1} ({'replay first' if r % 2 == 0 else 'replay last'}):", flush=True)
-            row = one_round(broker, args.n, args.partitions, logs, first=r % 2 == 0)
+            spy = args.py_spy.with_suffix(f".r{r + 1}.txt") if args.py_spy else None
+            row = one_round(broker, args.n, args.partitions, logs, first=r % 2 == 0, py_spy=spy)
             rounds.append(row)
             append_csv(args.csv, {
                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "commit": commit(), "broker": os.environ.get("RG_BROKER", "apache"), "n": args.n, "round": r + 1,
                 **{k: round(row[k]) if k in row else "" for k in (*MEASURES, "replay_batches")},
-                **{k: round(row[k], 2) if k in row else "" for k in ("switch_s", "router_rss_mb", "replayer_rss_mb")},
+                **{k: round(row[k], 2) if k in row else "" for k in ("switch_s", "replayer_cpu", "router_cpu",
+                                                                     "router_rss_mb", "replayer_rss_mb")},
                 "failed": row["failed"]})
         print(f"\nn={args.n} rounds={args.rounds} (shared 2-core machine: compare same-run ratios only)")
         fields = {"n": str(args.n)}
