@@ -171,8 +171,8 @@ def replay_round(broker: Broker, n: int, partitions: int, logs: Path, py_spy: Pa
         wait(lambda: (scrape(rport, "regionguard_writes_held_total") or 0) >= n, 600, "held backlog")
         hold_rate = n / (time.perf_counter() - t0)
         spy = None if py_spy is None else subprocess.Popen(  # samples the replayer until the drain ends
-            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(replayer.pid), "--rate", "200", "--nonblocking", "--idle", "--threads",
-             "--format", "raw", "--output", str(py_spy)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(replayer.pid), "--rate", "200",
+             "--nonblocking", "--idle", "--threads", "--format", "raw", "--output", str(py_spy)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         cpu0 = {p: cpu_s(p) for p in (router.pid, replayer.pid)}
         asyncio.run(allow_connections(name, True))
         set_state(cfg, states, State.closed, 3)
