@@ -256,6 +256,8 @@ def main() -> int:
     args = ap.parse_args()
     if args.n < 1 or args.rounds < 1:
         ap.error("--n and --rounds must be at least 1")
+    if args.py_spy and not (Path(sys.executable).parent / "py-spy").exists():
+        ap.error("--py-spy needs py-spy in this environment: .venv/bin/pip install py-spy")
     broker = Broker.from_env()
     if not broker.is_running():
         broker.start()
