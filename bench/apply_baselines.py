@@ -88,6 +88,9 @@ BASELINES: dict[str, tuple[Batch, bool]] = {  # name: (one batch, on every lane?
 }
 
 
+UNCLAIMED = frozenset({"copy_upsert"})  # baselines that claim no write ids: their inbox stays empty
+
+
 async def run_baseline(name: str, dsn: str, n: int, batch: int, lanes: int) -> float:
     """Writes per second of baseline ``name`` for rows 0..n-1 (ids made before the clock starts)."""
     one_batch, spread = BASELINES[name]
@@ -111,6 +114,34 @@ async def run_baseline(name: str, dsn: str, n: int, batch: int, lanes: int) -> f
     finally:
         for conn in conns:
             await conn.close()
+
+
+async def applied_counts(dsn: str, n: int) -> dict[str, int]:
+    """What the database holds after rows 0..n-1 (``user<i>``, version 1) were applied: the round's proof.
+
+    ``rows``: the table's rows; ``at_last``: rows of keys 0..n-1 at their last value; ``inbox``:
+    write ids claimed outside a prefill. ``inbox`` equals the writes only if each was applied once
+    (the claim is the exactly-once record: a write applied twice is claimed twice or not at all).
+    """
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows, at_last = await conn.fetchrow(
+            "SELECT count(*), count(*) FILTER (WHERE id >= 0 AND id < $1 AND name = 'user' || id AND version = 1) "
+            "FROM users", n)
+        inbox = await conn.fetchval("SELECT count(*) FROM regionguard_applied WHERE source <> 'prefill'")
+        return {"rows": rows, "at_last": at_last, "inbox": inbox}
+    finally:
+        await conn.close()
+
+
+def shortfall(counts: dict[str, int], n: int, claims: bool = True) -> str | None:
+    """Why a round's n writes were not all applied exactly once, or None if they were.
+
+    Every count must be n, but the inbox's is 0 for a baseline that claims no ids (``claims``).
+    """
+    want = {k: (n if claims or k != "inbox" else 0) for k in counts}
+    wrong = [f"{k}={v} (want {want[k]})" for k, v in counts.items() if v != want[k]]
+    return "database count: " + ", ".join(wrong) if wrong else None
 
 
 async def prefill_inbox(dsn: str, ids: int) -> float:

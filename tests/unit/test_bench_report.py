@@ -36,3 +36,37 @@ def test_the_docs_hold_the_table_the_raw_rows_give():
     doc = ROOT / "docs" / "benchmarks.md"
     assert report.rewrite(doc, report.router_apply_table()) == doc.read_text(), \
         "run: python bench/report.py --write docs/benchmarks.md"
+
+
+REPLAY_CSV = """date,commit,broker,n,round,replay,raw,raw_lanes,copy_upsert,copy_inbox,replay_batches,switch_s,router_rss_mb,replayer_rss_mb,failed
+2026-12-08T04:00:00+00:00,def5678,apache,1000,1,80,100,200,400,300,90,1.5,70,80,
+2026-12-08T04:01:00+00:00,def5678,apache,1000,2,,100,200,400,300,,,70,80,replay
+2026-12-08T04:02:00+00:00,def5678,apache,1000,3,60,50,200,400,,70,2.5,70,80,copy_inbox
+"""
+
+
+def test_the_replay_table_leaves_failed_measurements_out_of_the_medians(tmp_path):
+    path = tmp_path / "replay.csv"
+    path.write_text(REPLAY_CSV)
+    line = report.replay_table(path).splitlines()[-1]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    # replay ran complete in rounds 1 and 3 (80, 60 -> median 70); round 2's failed replay is no rate
+    assert cells[:5] == ["2026-12-08 04:00", "def5678", "1,000", "1/3", "70"]
+    assert cells[6] == "100"  # raw median of 100, 100, 50
+    assert cells[9] == "300"  # copy_inbox: round 3's failed count left out
+    assert cells[10] == "2.00"  # closed -> direct median of 1.5 and 2.5
+    # replay/raw per complete pair 0.8 and 1.2 -> 1.00; replay/copy_inbox only round 1: 80/300
+    assert cells[11] == "1.00" and cells[14] == "0.27"
+
+
+def test_a_replay_invocation_with_no_complete_replay_says_failed(tmp_path):
+    path = tmp_path / "replay.csv"
+    path.write_text(REPLAY_CSV.splitlines()[0] + "\n" + REPLAY_CSV.splitlines()[2].replace(",2,", ",1,") + "\n")
+    cells = [c.strip() for c in report.replay_table(path).splitlines()[-1].strip("|").split("|")]
+    assert cells[3] == "0/1" and cells[4] == "failed" and cells[11] == "failed"
+
+
+def test_the_docs_hold_the_replay_table_the_raw_rows_give():
+    doc = ROOT / "docs" / "benchmarks.md"
+    assert report.rewrite(doc, report.replay_table(), report.REPLAY_BEGIN, report.REPLAY_END) == doc.read_text(), \
+        "run: python bench/report.py --write docs/benchmarks.md"
