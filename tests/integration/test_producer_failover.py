@@ -55,7 +55,7 @@ MARGIN_S = 20.0
 KNOWN_GAPS: dict[tuple[str, str], str] = {}
 #: the brokers fence a silent node as docs/topology.md advises (3 s, not Kafka's 9 s default). At the
 #: default, on a host loaded by other work, a frozen leader's partitions moved after 8 s and then Go
-#: (franz-go) or Node missed the 30 s delivery timeout in 4 of 10 runs (2026-12-08); see docs/producers.md
+#: (franz-go) or Node missed the 30 s delivery timeout in 5 of 12 runs (2026-12-08); see docs/producers.md
 FENCING = {"broker.session.timeout.ms": "3000", "broker.heartbeat.interval.ms": "500"}
 
 
