@@ -6,8 +6,10 @@ settings, one rate per measurement). An invocation is a run of rows whose
 median of every rate and of the router's ratio to every baseline, so a figure in
 the docs always names its date and commit, and is rewritten by
 ``python bench/report.py --write docs/benchmarks.md`` (between the markers
-``<!-- router_apply:begin -->`` and ``<!-- router_apply:end -->``). A unit test
-holds the docs to the CSV.
+``<!-- router_apply:begin -->`` and ``<!-- router_apply:end -->``). The peer
+bench (bench/peer_sink.py) has its own table, one row per invocation, run and
+system or peer configuration, between ``<!-- peer:begin -->`` and
+``<!-- peer:end -->``. A unit test holds the docs to the CSV.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 BASELINES = ("raw", "raw_lanes", "copy_upsert", "copy_inbox")
 BEGIN, END = "<!-- router_apply:begin -->", "<!-- router_apply:end -->"
+PEER_BEGIN, PEER_END = "<!-- peer:begin -->", "<!-- peer:end -->"
 
 
 def invocations(rows: list[dict]) -> list[list[dict]]:
     runs: list[list[dict]] = []
     for row in rows:
-        if row["round"] == "1" or not runs:
+        # the peer bench writes several rows a round: a new invocation is a round 1 after a later round
+        if not runs or (row["round"] == "1" and runs[-1][-1]["round"] != "1"):
             runs.append([])
         runs[-1].append(row)
     return runs
@@ -54,24 +58,61 @@ def router_apply_table(path: Path = RESULTS / "router_apply.csv") -> str:
     return "\n".join(lines)
 
 
-def rewrite(doc: Path, table: str) -> str:
+def _median_range(values: list[float], fmt: str) -> str:
+    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+
+
+def peer_table(path: Path = RESULTS / "peer.csv") -> str:
+    """Median (min-max) writes/s per system or peer configuration over an invocation's rounds, and
+    regionguard's ratio to each configuration round by round; a group with an incomplete round
+    shows ``incomplete``, never a rate. Applied twice and regressed: the worst round."""
+    rows = list(csv.DictReader(path.open())) if path.exists() else []
+    head = ("| date (UTC) | commit | run | system | config | writes | rounds complete | writes/s median (min-max) "
+            "| regionguard / this, median (min-max) | applied twice (max) | regressed (max) |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for inv in invocations(rows):
+        groups: dict[tuple[str, str, str], list[dict]] = {}
+        for r in inv:
+            groups.setdefault((r["run"], r["system"], r["config"]), []).append(r)
+        for (run, system, config), grp in groups.items():
+            done = [r for r in grp if r["complete"] == "yes" and r["wps"]]
+            rate = (_median_range([float(r["wps"]) for r in done], "{:,.0f}") if len(done) == len(grp)
+                    else "incomplete")
+            ratio = ""
+            if system != "regionguard":
+                rg = {r["round"]: r for r in groups.get((run, "regionguard", "router+replayer"), [])}
+                pairs = [(rg.get(r["round"]), r) for r in grp]
+                if pairs and all(a and a["complete"] == "yes" and b["complete"] == "yes" and a["wps"] and b["wps"]
+                                 for a, b in pairs):
+                    ratio = _median_range([float(a["wps"]) / float(b["wps"]) for a, b in pairs], "{:.2f}")
+                elif pairs:
+                    ratio = "incomplete"
+            worst = lambda f: max((int(r[f]) for r in grp if r[f] != ""), default=0)  # noqa: E731
+            lines.append(f"| {grp[0]['date'][:16].replace('T', ' ')} | {grp[0]['commit']} | {run} | {system} | "
+                         f"{config} | {int(grp[0]['n']):,} | {len(done)} of {len(grp)} | {rate} | {ratio} | "
+                         f"{worst('dupes'):,} | {worst('regressed'):,} |")
+    return "\n".join(lines)
+
+
+def rewrite(doc: Path, table: str, begin: str = BEGIN, end: str = END) -> str:
     text = doc.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{doc}: the markers {BEGIN} and {END} are missing")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{table}\n{END}{tail}"
+    if begin not in text or end not in text:
+        raise SystemExit(f"{doc}: the markers {begin} and {end} are missing")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{table}\n{end}{tail}"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write", type=Path, help="rewrite the table between the markers of this file")
     args = ap.parse_args()
-    table = router_apply_table()
+    table, peer = router_apply_table(), peer_table()
     if args.write:
         args.write.write_text(rewrite(args.write, table))
+        args.write.write_text(rewrite(args.write, peer, PEER_BEGIN, PEER_END))
     else:
-        print(table)
+        print(table + "\n\n" + peer)
     return 0
 
 

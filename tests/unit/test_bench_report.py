@@ -36,3 +36,42 @@ def test_the_docs_hold_the_table_the_raw_rows_give():
     doc = ROOT / "docs" / "benchmarks.md"
     assert report.rewrite(doc, report.router_apply_table()) == doc.read_text(), \
         "run: python bench/report.py --write docs/benchmarks.md"
+
+
+PEER_CSV = """date,commit,run,system,config,round,n,wps,complete,dupes,regressed,resume_s
+2026-12-08T04:30:00+00:00,abc1234,plain,regionguard,router+replayer,1,1000,300,yes,0,0,
+2026-12-08T04:30:10+00:00,abc1234,plain,peer,t2-unnest,1,1000,100,yes,0,0,
+2026-12-08T04:30:20+00:00,abc1234,plain,peer,t4-unnest,1,1000,150,yes,0,0,
+2026-12-08T04:30:30+00:00,abc1234,overtake,regionguard,router+replayer,1,1000,250,yes,0,0,
+2026-12-08T04:30:40+00:00,abc1234,overtake,peer,t4-unnest,1,1000,120,yes,200,200,
+2026-12-08T04:31:00+00:00,abc1234,plain,peer,t4-unnest,2,1000,,no,0,0,
+2026-12-08T04:31:10+00:00,abc1234,plain,peer,t2-unnest,2,1000,200,yes,0,0,
+2026-12-08T04:31:20+00:00,abc1234,plain,regionguard,router+replayer,2,1000,500,yes,0,0,
+2026-12-08T04:31:30+00:00,abc1234,overtake,peer,t4-unnest,2,1000,100,yes,180,190,
+2026-12-08T04:31:40+00:00,abc1234,overtake,regionguard,router+replayer,2,1000,200,yes,0,0,
+2026-12-08T05:00:00+00:00,def5678,plain,regionguard,router+replayer,1,1000,400,yes,0,0,
+"""
+
+
+def test_the_peer_table_gives_median_range_ratio_and_never_a_rate_for_an_incomplete_run(tmp_path):
+    path = tmp_path / "peer.csv"
+    path.write_text(PEER_CSV)
+    rows = {tuple(c.strip() for c in line.split("|")[2:6]): line
+            for line in report.peer_table(path).splitlines()[2:]}
+    assert len(rows) == 6  # two invocations: plain x 3 and overtake x 2, then plain x 1
+    rg = rows[("abc1234", "plain", "regionguard", "router+replayer")]
+    assert "| 2 of 2 | 400 (300-500) |" in rg
+    t2 = rows[("abc1234", "plain", "peer", "t2-unnest")]
+    # ratios per round: 300/100 = 3.00, 500/200 = 2.50
+    assert "| 150 (100-200) | 2.75 (2.50-3.00) |" in t2
+    t4 = rows[("abc1234", "plain", "peer", "t4-unnest")]
+    assert "| 1 of 2 | incomplete | incomplete |" in t4 and "150 (" not in t4
+    ot = rows[("abc1234", "overtake", "peer", "t4-unnest")]
+    assert ot.endswith("| 200 | 200 |")  # the worst round's applied twice and regressed
+    assert "| 1 of 1 | 400 (400-400) |" in rows[("def5678", "plain", "regionguard", "router+replayer")]
+
+
+def test_the_docs_hold_the_peer_table_the_raw_rows_give():
+    doc = ROOT / "docs" / "benchmarks.md"
+    assert report.rewrite(doc, report.peer_table(), report.PEER_BEGIN, report.PEER_END) == doc.read_text(), \
+        "run: python bench/report.py --write docs/benchmarks.md"
