@@ -17,13 +17,15 @@ system and round in a fresh database and fresh topics. Runs (``--runs``):
    ``--fault-s`` seconds once ~30% of the writes are applied.
 5. down:     the same, but live connections are reset and new ones refused for ``--fault-s``.
 
-Warm-up and the timed window, the same rule for both: ``--warmup`` writes on keys of their own
-are produced before the timed N, so in every partition they come first and each system has
-started its process, JIT-compiled its path and filled its connection pool before the first
-timed write. writes/s = N / (first -> last application of the timed writes), both stamped by a
-trigger on the table (``first_at``, ``applied_at``), which also counts applications per row
-(``applied``). ``dupes`` = applications beyond a row's distinct writes; a run that times out or
-leaves a row unwritten is ``incomplete``: no rate, in the CSV row and in the ``PEER`` line.
+Warm-up and the timed window, the same rule for both: each system first drains ``--warmup`` writes
+on keys of their own (process started, consumer group joined, JIT and connection pools warm);
+the timed N are already in the topic by then, produced inside one open Kafka transaction, and
+are committed once the warm-up rows are all there, so a ``read_committed`` consumer (librdkafka's
+default; the peer's worker is set to it) finds the whole timed batch at once. writes/s = N /
+(first -> last application of the timed writes), both stamped by a trigger on the table
+(``first_at``, ``applied_at``), which also counts applications per row (``applied``).
+``dupes`` = applications beyond a row's distinct writes; a run that times out or leaves a row
+short of its last value is ``incomplete``: no rate, in the CSV row and in the ``PEER`` line.
 
 regionguard runs as deployed without a health service: ``router --no-health`` and
 ``replayer --no-health`` subprocesses; its table has no version column in its config, so
@@ -77,6 +79,7 @@ from pathlib import Path
 
 import asyncpg
 import yaml
+from confluent_kafka import Producer
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -87,7 +90,7 @@ from peer_rounds import (BadPeerConfig, PeerConfig, append_csv, best_config, csv
 from router_apply import ADMIN_DSN, drop_db, exit_on_sigterm, produce_records  # noqa: E402
 
 from regionguard.core.config import parse_config  # noqa: E402
-from regionguard.core.kafka import ensure_topics  # noqa: E402
+from regionguard.core.kafka import ensure_topics, producer_conf  # noqa: E402
 from regionguard.core.sql import INBOX_DDL  # noqa: E402
 from regionguard_testkit.embedded import Broker, FaultProxy, ServiceProcess, create_topics, free_port  # noqa: E402
 from regionguard_testkit.embedded.kafka import KAFKA_VERSION, cache_dir  # noqa: E402
@@ -290,8 +293,12 @@ def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> N
     produce_records(bootstrap, topic, records)
 
 
-def rg_records(order: list[int], keys: int, warmup: int = 0) -> list[tuple[bytes, bytes]]:
-    out = [(f"users/{k}".encode(), _rg_event(str(uuid.uuid4()), k, f"w{k}", 1)) for k in warmup_keys(warmup, keys)]
+def rg_warmup(keys: int, warmup: int) -> list[tuple[bytes, bytes]]:
+    return [(f"users/{k}".encode(), _rg_event(str(uuid.uuid4()), k, f"w{k}", 1)) for k in warmup_keys(warmup, keys)]
+
+
+def rg_records(order: list[int], keys: int) -> list[tuple[bytes, bytes]]:
+    out = []
     ids: dict[int, str] = {}
     for i in order:
         eid = ids.setdefault(i, str(uuid.uuid4()))  # a resend carries the same id
@@ -299,9 +306,33 @@ def rg_records(order: list[int], keys: int, warmup: int = 0) -> list[tuple[bytes
     return out
 
 
-def peer_records(order: list[int], keys: int, warmup: int = 0) -> list[tuple[bytes, bytes]]:
-    return ([(peer_key(k), _peer_value(f"w{k}", 1)) for k in warmup_keys(warmup, keys)]
-            + [(peer_key(i % keys), peer_value(i, keys)) for i in order])
+def peer_warmup(keys: int, warmup: int) -> list[tuple[bytes, bytes]]:
+    return [(peer_key(k), _peer_value(f"w{k}", 1)) for k in warmup_keys(warmup, keys)]
+
+
+def peer_records(order: list[int], keys: int) -> list[tuple[bytes, bytes]]:
+    return [(peer_key(i % keys), peer_value(i, keys)) for i in order]
+
+
+def produce_held(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> Producer:
+    """Produce the timed writes inside one Kafka transaction left open: a read_committed consumer
+    (librdkafka's default; the peer's worker is set to it) sees none of them until the caller
+    commits, then all at once, so both systems find the whole timed batch already in the topic."""
+    p = Producer(producer_conf(bootstrap, **{"linger.ms": 20, "transactional.id": f"peer-bench-{uuid.uuid4().hex}",
+                                             "transaction.timeout.ms": 600_000}))
+    p.init_transactions(60)
+    p.begin_transaction()
+    for key, value in records:
+        while True:
+            try:
+                p.produce(topic, key=key, value=value)
+                break
+            except BufferError:
+                p.poll(0.05)
+        p.poll(0)
+    if p.flush(60):
+        raise RuntimeError(f"could not deliver every record to {topic}")
+    return p
 
 
 # --- the systems ------------------------------------------------------------------------------------
@@ -359,7 +390,8 @@ class RegionGuard:
         ensure_topics(cfg)
         self.cfg_path = self.logs / f"rg-{tag}.yaml"
         self.cfg_path.write_text(yaml.safe_dump(doc))
-        produce(self.broker.bootstrap, cfg.topic("writes", "eu"), rg_records(records_for, keys, warmup))
+        produce(self.broker.bootstrap, cfg.topic("writes", "eu"), rg_warmup(keys, warmup))
+        self.held = produce_held(self.broker.bootstrap, cfg.topic("writes", "eu"), rg_records(records_for, keys))
 
     def start(self) -> None:
         env = {**os.environ, "KAFKA_BOOTSTRAP": self.broker.bootstrap}
@@ -389,7 +421,8 @@ class Peer:
     def prepare(self, tag: str, db: str, port: int, records_for: list[int], keys: int, warmup: int) -> None:
         topic = f"peer{tag}.users"
         create_topics(self.broker.bootstrap, {topic: self.partitions})
-        produce(self.broker.bootstrap, topic, peer_records(records_for, keys, warmup))
+        produce(self.broker.bootstrap, topic, peer_warmup(keys, warmup))
+        self.held = produce_held(self.broker.bootstrap, topic, peer_records(records_for, keys))
         self.rest = free_port()
         work = self.logs / f"connect-{tag}"
         work.mkdir(parents=True, exist_ok=True)
@@ -404,6 +437,7 @@ class Peer:
             "plugin.discovery": "service_load",  # no class scan: the plugin ships ServiceLoader manifests
             "listeners": f"http://127.0.0.1:{self.rest}",
             "consumer.max.poll.records": str(self.s.max_poll),
+            "consumer.isolation.level": "read_committed",  # the timed batch appears at once (produce_held)
         }
         conn = {
             "name": CONNECTOR,
@@ -521,6 +555,20 @@ async def wait_done(dsn: str, n: int, keys: int, every: int, timeout: float,
         await conn.close()
 
 
+async def wait_warm(dsn: str, keys: int, warmup: int, timeout: float) -> None:
+    """Until the warm-up's rows are all there: the process is up, its consumer has its partitions,
+    its code and connections have done ``warmup`` writes."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        deadline = time.monotonic() + timeout
+        while await conn.fetchval("SELECT count(*) FROM users WHERE id >= $1", keys) < warmup:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the warm-up was not applied in {timeout:.0f} s")
+            await asyncio.sleep(0.2)
+    finally:
+        await conn.close()
+
+
 async def applications(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval("SELECT coalesce(sum(applied), 0) FROM users"))
 
@@ -578,6 +626,13 @@ def one_run(system, run: str, n: int, keys: int, order: list[int], args) -> Resu
     try:
         system.prepare(tag, db, proxy.port if proxy else PG_PORT, order, keys, args.warmup)
         system.start()
+        try:
+            asyncio.run(wait_warm(dsn, keys, args.warmup, args.timeout))
+        except TimeoutError as e:
+            system.held.abort_transaction(60)
+            res.notes.append(f"INCOMPLETE: {e}; at the end: {system.state()}")
+            return res
+        system.held.commit_transaction(60)  # the timed writes appear, all at once
         if proxy is not None:
             asyncio.run(fault_window(system, dsn, proxy, n, args.fault_s, args.resume_wait, res, FAULTS[run]))
             if res.resume_s is None and isinstance(system, Peer) and system.failed_trace():
