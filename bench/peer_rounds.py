@@ -122,6 +122,8 @@ def peer_line(rg: Spread, peer: Spread | None, best: str | None, ratio: Spread |
               dupes: dict[str, int | None], regressed: dict[str, int | None]) -> str:
     """The bench's last line, for scripts: a rate only for complete runs, else ``incomplete``."""
     def wps(s: Spread | None) -> str:
+        if s is not None and s.rounds == 0:
+            return "na"  # no plain run in this invocation
         return "incomplete" if s is None or s.complete < s.rounds else f"{s.median:.0f}"
 
     def na(v: int | None) -> str:

@@ -62,13 +62,21 @@ def _median_range(values: list[float], fmt: str) -> str:
     return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
 
 
+def _resume(run: str, grp: list[dict]) -> str:
+    """Fault runs only: every round's seconds from the heal to the next application, ``never`` when
+    the system did not apply again by itself (the bench then restarts the peer as an operator would)."""
+    if run not in ("fault", "down"):
+        return ""
+    return " · ".join(r["resume_s"] or "never" for r in grp)
+
+
 def peer_table(path: Path = RESULTS / "peer.csv") -> str:
     """Median (min-max) writes/s per system or peer configuration over an invocation's rounds, and
     regionguard's ratio to each configuration round by round; a group with an incomplete round
     shows ``incomplete``, never a rate. Applied twice and regressed: the worst round."""
     rows = list(csv.DictReader(path.open())) if path.exists() else []
     head = ("| date (UTC) | commit | run | system | config | writes | rounds complete | writes/s median (min-max) "
-            "| regionguard / this, median (min-max) | applied twice (max) | regressed (max) |")
+            "| regionguard / this, median (min-max) | applied twice (max) | regressed (max) | resume after heal (s) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for inv in invocations(rows):
         groups: dict[tuple[str, str, str], list[dict]] = {}
@@ -90,7 +98,7 @@ def peer_table(path: Path = RESULTS / "peer.csv") -> str:
             worst = lambda f: max((int(r[f]) for r in grp if r[f] != ""), default=0)  # noqa: E731
             lines.append(f"| {grp[0]['date'][:16].replace('T', ' ')} | {grp[0]['commit']} | {run} | {system} | "
                          f"{config} | {int(grp[0]['n']):,} | {len(done)} of {len(grp)} | {rate} | {ratio} | "
-                         f"{worst('dupes'):,} | {worst('regressed'):,} |")
+                         f"{worst('dupes'):,} | {worst('regressed'):,} | {_resume(run, grp)} |")
     return "\n".join(lines)
 
 

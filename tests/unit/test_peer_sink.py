@@ -88,6 +88,8 @@ def test_the_last_line_gives_a_rate_only_for_complete_runs():
     assert "peer_wps=incomplete" in line and "ratio=incomplete" in line and "peer_best=none" in line
     assert "8000" not in line and "8500" not in line
     assert timed_out.text().startswith("incomplete (2 of 3")
+    assert pr.peer_line(pr.spread([]), None, None, None, {}, {}).startswith(
+        "PEER regionguard_wps=na peer_wps=incomplete")  # an invocation without a plain run
 
 
 def test_the_best_peer_config_is_the_fastest_that_always_completed():
