@@ -45,10 +45,11 @@ bench-ryw: setup
 bench-latency: setup
 	RG_BROKER=$(BROKER) .venv/bin/python bench/latency.py --rate 2000 --duration 30
 
-# side by side with the peer (issue 15): Kafka Connect standalone + the Debezium JDBC sink, same Apache Kafka
-# and PostgreSQL, 200,000 upserts over 50,000 keys: plain, 20% resent, DB blackholed 20 s, DB down 20 s
+# side by side with the peer (issues 15, 29): Kafka Connect standalone + the Debezium JDBC sink, same Apache
+# Kafka and PostgreSQL, 5 alternated rounds of 50,000 upserts (plain, and resends overtaking a newer write),
+# peer at tasks.max 2 and 4; rows appended to bench/results/peer.csv (bench/report.py makes the docs table)
 bench-peer: setup
-	RG_BROKER=apache .venv/bin/python bench/peer_sink.py
+	RG_BROKER=apache .venv/bin/python bench/peer_sink.py --runs plain,overtake --rounds 5 --peer-configs t2-unnest,t4-unnest
 
 # two routers share a region at 1,000 writes/s: SIGKILL of one, then a SIGTERM handover
 bench-takeover: setup

@@ -1,40 +1,60 @@
-"""regionguard beside its peer: Kafka Connect (standalone) with the Debezium JDBC sink (issue 15).
+"""regionguard beside its peer: Kafka Connect (standalone) with the Debezium JDBC sink (issues 15, 29).
 
-Same Apache Kafka broker, same PostgreSQL, same writes, identical tables, one system at a time:
+Same Apache Kafka broker, same PostgreSQL, same writes, identical tables, one system at a time,
+in ``--rounds`` alternated rounds (regionguard first on odd rounds, last on even ones), every
+system and round in a fresh database and fresh topics. Runs (``--runs``):
 
-1. plain:  N upserts over K keys (event i writes key ``i % K`` with ``name = n<i>``,
-   ``version = i // K + 1``), pre-produced to each system's topic in its own input
-   format, then the system is started and drains them.
-2. dupes:  the same, with a fraction of the events sent a second time ``--dup-lag``
-   records later, as a producer retry would (for regionguard the same event id).
-3. fault:  the same as (1), with the database reached through a TCP fault proxy that
-   blackholes it for ``--fault-s`` seconds once ~30% of the writes are applied (packets
-   vanish, nothing is closed: stalled connections go on at the heal).
-4. down:   the same, but the database goes away instead: live connections are reset and
-   new ones refused for ``--fault-s`` seconds (a crash or failover of the server).
+1. plain:    N upserts over K keys (event i writes key ``i % K`` with ``name = n<i>``,
+   ``version = i // K + 1``), pre-produced to each system's topic in its own input format.
+2. dupes:    the same, with a fraction of the events sent a second time ``--dup-lag`` records
+   later, before the key's next write (a harmless repeat; regionguard: the same event id).
+3. overtake: the same as (1), and for every ``--overtake-every``-th key its second-to-last write
+   sent again ``--dup-lag`` records AFTER the key's last write: what a producer retry after a
+   timeout does when the app has written the key again meanwhile. regionguard's inbox drops the
+   resend by its event id; at-least-once applies it, and the row goes back one version
+   (``regressed``: rows below their last version, counted from the table).
+4. fault:    (1) with the database reached through a TCP fault proxy that blackholes it for
+   ``--fault-s`` seconds once ~30% of the writes are applied.
+5. down:     the same, but live connections are reset and new ones refused for ``--fault-s``.
 
-The tables carry a trigger that counts applications per row (``applied``) and stamps
-the first and the latest application (``first_at``, ``applied_at``). Figures per system:
-writes/s = N / (last application - first application); ``dupes`` = applications beyond
-the row's distinct writes; ``short`` = applications missing; rows not at their last value;
-resume = seconds from the heal until rows are applied again.
+Warm-up and the timed window, the same rule for both: each system first drains ``--warmup`` writes
+on keys of their own (process started, consumer group joined, JIT and connection pools warm);
+the timed N are already in the topic by then, produced inside one open Kafka transaction, and
+are committed once the warm-up rows are all there, so a ``read_committed`` consumer (librdkafka's
+default; the peer's worker is set to it) finds the whole timed batch at once. writes/s = N /
+(first -> last application of the timed writes), both stamped by a trigger on the table
+(``first_at``, ``applied_at``), which also counts applications per row (``applied``).
+``dupes`` = applications beyond a row's distinct writes; a run that times out or leaves a row
+short of its last value is ``incomplete``: no rate, in the CSV row and in the ``PEER`` line.
 
 regionguard runs as deployed without a health service: ``router --no-health`` and
-``replayer --no-health`` subprocesses (the router holds a region's writes on its own
-connection failures, the replayer drains them on recovery). regionguard's table has no
-version column in its config, so duplicates are caught by the event id alone (the inbox).
+``replayer --no-health`` subprocesses; its table has no version column in its config, so
+resends are caught by the event id alone (the inbox).
 
-The peer: ``org.apache.kafka:connect-runtime`` standalone worker (the broker's version)
-with ``io.debezium:debezium-connector-jdbc`` as a plugin, JsonConverter with schemas,
-``insert.mode=upsert``, ``primary.key.mode=record_key``; jars resolved with Maven from
-Maven Central (``bench/peer/*.xml``) into ``~/.cache/regionguard/peer/``.
+The peer: ``org.apache.kafka:connect-runtime`` standalone worker (the broker's version) with
+``io.debezium:debezium-connector-jdbc`` as a plugin, JsonConverter with schemas,
+``insert.mode=upsert``, ``primary.key.mode=record_key``, the reduction buffer on, in each of the
+``--peer-configs`` (``t<tasks.max>-unnest`` or ``-batch``; default t2 and t4 with unnest); the
+best is the one with the highest median over rounds it all completed, and the ratio is taken
+against it round by round. Its failure handling is set as a careful operator would, not left at
+the defaults (5 flush retries 1 s apart and no reconnect, which gives up inside a 20 s outage):
 
-The last line is for scripts::
+- ``connection.restart.on.errors=true``: the sink reopens its connection pool after a connection
+  error instead of failing the task on a closed connection;
+- ``flush.max.retries`` x ``flush.retry.delay.ms`` = 3 x ``--fault-s`` (1 s apart): the sink's
+  own retry of a failed flush outlasts the outage;
+- ``errors.retry.timeout`` = 3 x ``--fault-s`` and ``errors.retry.delay.max.ms`` = 1 s: Connect's
+  retry of converter and transform failures (it does not wrap the sink's ``put``, which the two
+  settings above cover); ``errors.tolerance`` stays ``none``: a write is never skipped silently.
 
-    PEER regionguard_wps=<n> peer_wps=<n> ratio=<x> regionguard_dupes=<n> peer_dupes=<n> regionguard_resume_s=<x> peer_resume_s=<x or never>
+Jars resolved with Maven from Maven Central (``bench/peer/*.xml``) into ``~/.cache/regionguard/peer/``.
+Every system and round appends a row to ``bench/results/peer.csv``; ``bench/report.py`` makes the
+table of docs/benchmarks.md from them. The last line is for scripts::
 
-    python bench/peer_sink.py               # all three runs, N=200,000 over 50,000 keys
-    python bench/peer_sink.py --runs plain --system peer --peer-batch-size 2000   # a tuning trial
+    PEER regionguard_wps=<median> peer_wps=<median|incomplete> peer_best=<config> ratio=<median> ratio_range=<min-max> regionguard_dupes=<n> peer_dupes=<n> regionguard_regressed=<n> peer_regressed=<n>
+
+    python bench/peer_sink.py                                   # plain + overtake, 5 rounds, N=50,000
+    python bench/peer_sink.py --runs plain --peer-configs t4-unnest,t4-batch --rounds 3
 """
 
 from __future__ import annotations
@@ -59,15 +79,18 @@ from pathlib import Path
 
 import asyncpg
 import yaml
+from confluent_kafka import Producer
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from peer_rounds import (BadPeerConfig, PeerConfig, append_csv, best_config, csv_row, overtake_order,  # noqa: E402
+                         parse_peer_configs, peer_line, ratios, round_order, spread)
 from router_apply import ADMIN_DSN, drop_db, exit_on_sigterm, produce_records  # noqa: E402
 
 from regionguard.core.config import parse_config  # noqa: E402
-from regionguard.core.kafka import ensure_topics  # noqa: E402
+from regionguard.core.kafka import ensure_topics, producer_conf  # noqa: E402
 from regionguard.core.sql import INBOX_DDL  # noqa: E402
 from regionguard_testkit.embedded import Broker, FaultProxy, ServiceProcess, create_topics, free_port  # noqa: E402
 from regionguard_testkit.embedded.kafka import KAFKA_VERSION, cache_dir  # noqa: E402
@@ -77,6 +100,8 @@ DEBEZIUM_VERSION = "3.6.0.Final"  # 3.6.1.Final of debezium-connector-jdbc is no
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 CONNECTOR = "peer-jdbc-sink"
 FAULTS = {"fault": "blackhole", "down": "refused"}  # run name -> what the proxy does to the database
+RUNS = ("plain", "dupes", "overtake", *FAULTS)
+RESULTS_CSV = ROOT / "bench" / "results" / "peer.csv"
 
 # identical in both databases: the row, and a trigger that counts and stamps every application
 SCHEMA = """
@@ -135,14 +160,27 @@ _VALUE_SCHEMA = {"type": "struct", "optional": False, "name": "users.Value",
 
 
 def peer_value(i: int, keys: int) -> bytes:
-    return json.dumps({"schema": _VALUE_SCHEMA, "payload": {"name": f"n{i}", "version": i // keys + 1}},
+    return _peer_value(f"n{i}", i // keys + 1)
+
+
+def _peer_value(name: str, version: int) -> bytes:
+    return json.dumps({"schema": _VALUE_SCHEMA, "payload": {"name": name, "version": version}},
                       separators=(",", ":")).encode()
 
 
 def rg_event(event_id: str, i: int, keys: int) -> bytes:
+    return _rg_event(event_id, i % keys, f"n{i}", i // keys + 1)
+
+
+def _rg_event(event_id: str, key: int, name: str, version: int) -> bytes:
     return json.dumps({"id": event_id, "region": "eu", "table": "users", "op": "upsert",
-                       "key": {"id": i % keys}, "data": {"name": f"n{i}", "version": i // keys + 1}},
+                       "key": {"id": key}, "data": {"name": name, "version": version}},
                       separators=(",", ":")).encode()
+
+
+def warmup_keys(count: int, keys: int) -> range:
+    """The warm-up's own keys, after the timed ones: never counted, never overwritten by a timed write."""
+    return range(keys, keys + count)
 
 
 def task_states(status: dict) -> list[str]:
@@ -152,15 +190,6 @@ def task_states(status: dict) -> list[str]:
 
 def fmt_resume(v: float | None) -> str:
     return "never" if v is None else f"{v:.1f}"
-
-
-def peer_line(rg_wps: float, peer_wps: float, rg_dupes: int | None, peer_dupes: int | None,
-              rg_resume: float | None, peer_resume: float | None) -> str:
-    ratio = rg_wps / peer_wps if peer_wps else float("inf")
-    na = lambda v: "na" if v is None else str(v)  # noqa: E731
-    return (f"PEER regionguard_wps={rg_wps:.0f} peer_wps={peer_wps:.0f} ratio={ratio:.2f} "
-            f"regionguard_dupes={na(rg_dupes)} peer_dupes={na(peer_dupes)} "
-            f"regionguard_resume_s={fmt_resume(rg_resume)} peer_resume_s={fmt_resume(peer_resume)}")
 
 
 # --- jars -------------------------------------------------------------------------------------------
@@ -228,24 +257,34 @@ class Tally:
     at_last: int = 0
     dupes: int = 0        # applications beyond the row's distinct writes
     short: int = 0        # distinct writes never applied (or applied fewer times than written)
-    span_s: float = 0.0   # first application -> last application
+    regressed: int = 0    # rows below their last version: an older write applied over a newer one
+    settled: int = 0      # rows at their last value, or (overtake) at the resent older one
+    span_s: float = 0.0   # first application -> last application of the timed writes
 
 
-async def tally(conn: asyncpg.Connection, n: int, keys: int) -> Tally:
+async def tally(conn: asyncpg.Connection, n: int, keys: int, every: int = 0) -> Tally:
+    """The timed rows only (``id < keys``; the warm-up's keys come after). A key's last version is
+    its number of writes, ``(n - 1 - id) / keys + 1``; with overtaking resends on every ``every``-th
+    key, such a row may also end one version back (the resent value), which is settled too."""
     row = await conn.fetchrow(
-        """SELECT count(*) AS rows, coalesce(sum(applied), 0) AS applications,
-                  count(*) FILTER (WHERE name = 'n' || (id + $2::bigint * (($1::bigint - 1 - id) / $2::bigint)))
-                    AS at_last,
-                  coalesce(sum(greatest(applied - (($1::bigint - 1 - id) / $2::bigint + 1), 0)), 0) AS dupes,
-                  coalesce(sum(greatest((($1::bigint - 1 - id) / $2::bigint + 1) - applied, 0)), 0) AS short_rows,
+        """WITH t AS (SELECT *, ($1::bigint - 1 - id) / $2::bigint + 1 AS writes FROM users WHERE id < $2)
+           SELECT count(*) AS rows, coalesce(sum(applied), 0) AS applications,
+                  count(*) FILTER (WHERE name = 'n' || (id + $2::bigint * (writes - 1))) AS at_last,
+                  count(*) FILTER (WHERE version < writes) AS regressed,
+                  count(*) FILTER (WHERE name = 'n' || (id + $2::bigint * (writes - 1))
+                                   OR ($3::bigint > 0 AND id % greatest($3::bigint, 1) = 0 AND writes > 1
+                                       AND name = 'n' || (id + $2::bigint * (writes - 2)))) AS settled,
+                  coalesce(sum(greatest(applied - writes, 0)), 0) AS dupes,
+                  coalesce(sum(greatest(writes - applied, 0)), 0) AS short_rows,
                   extract(epoch FROM max(applied_at) - min(first_at)) AS span
-           FROM users""", n, keys)
+           FROM t""", n, keys, every)
     short = int(row["short_rows"])
     if row["rows"] < keys:  # keys with no row at all: every write to them is missing
-        have = {r["id"] for r in await conn.fetch("SELECT id FROM users")}
+        have = {r["id"] for r in await conn.fetch("SELECT id FROM users WHERE id < $1", keys)}
         short += sum(writes_per_key(k, n, keys) for k in range(keys) if k not in have)
     return Tally(rows=row["rows"], applications=int(row["applications"]), at_last=row["at_last"],
-                 dupes=int(row["dupes"]), short=short, span_s=float(row["span"] or 0.0))
+                 dupes=int(row["dupes"]), short=short, regressed=row["regressed"], settled=row["settled"],
+                 span_s=float(row["span"] or 0.0))
 
 
 # --- producing --------------------------------------------------------------------------------------
@@ -254,17 +293,46 @@ def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> N
     produce_records(bootstrap, topic, records)
 
 
+def rg_warmup(keys: int, warmup: int) -> list[tuple[bytes, bytes]]:
+    return [(f"users/{k}".encode(), _rg_event(str(uuid.uuid4()), k, f"w{k}", 1)) for k in warmup_keys(warmup, keys)]
+
+
 def rg_records(order: list[int], keys: int) -> list[tuple[bytes, bytes]]:
-    ids: dict[int, str] = {}
     out = []
+    ids: dict[int, str] = {}
     for i in order:
         eid = ids.setdefault(i, str(uuid.uuid4()))  # a resend carries the same id
         out.append((f"users/{i % keys}".encode(), rg_event(eid, i, keys)))
     return out
 
 
+def peer_warmup(keys: int, warmup: int) -> list[tuple[bytes, bytes]]:
+    return [(peer_key(k), _peer_value(f"w{k}", 1)) for k in warmup_keys(warmup, keys)]
+
+
 def peer_records(order: list[int], keys: int) -> list[tuple[bytes, bytes]]:
     return [(peer_key(i % keys), peer_value(i, keys)) for i in order]
+
+
+def produce_held(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> Producer:
+    """Produce the timed writes inside one Kafka transaction left open: a read_committed consumer
+    (librdkafka's default; the peer's worker is set to it) sees none of them until the caller
+    commits, then all at once, so both systems find the whole timed batch already in the topic."""
+    p = Producer(producer_conf(bootstrap, **{"linger.ms": 20, "transactional.id": f"peer-bench-{uuid.uuid4().hex}",
+                                             "transaction.timeout.ms": 600_000}))
+    p.init_transactions(60)
+    p.begin_transaction()
+    for key, value in records:
+        while True:
+            try:
+                p.produce(topic, key=key, value=value)
+                break
+            except BufferError:
+                p.poll(0.05)
+        p.poll(0)
+    if p.flush(60):
+        raise RuntimeError(f"could not deliver every record to {topic}")
+    return p
 
 
 # --- the systems ------------------------------------------------------------------------------------
@@ -274,24 +342,45 @@ class PeerSettings:
     batch_size: int = 2000
     max_poll: int = 2000
     tasks: int = 2
-    unnest: bool = True  # the fastest of the settings tried (README)
+    unnest: bool = True
     reduction: bool = True  # needed with unnest: a key twice in one batch fails the whole unnest upsert
     heap: str = "1g"
+    outage_s: float = 20.0  # the failure handling below outlasts 3x this (module docstring)
+
+    @classmethod
+    def of(cls, config: PeerConfig, **kw) -> "PeerSettings":
+        return cls(tasks=config.tasks, unnest=config.unnest, **kw)
+
+    @property
+    def name(self) -> str:
+        return PeerConfig(self.tasks, self.unnest).name
+
+    def failure_handling(self) -> dict[str, str]:
+        cover_s = 3 * self.outage_s
+        return {"connection.restart.on.errors": "true",
+                "flush.retry.delay.ms": "1000",
+                "flush.max.retries": str(max(5, int(cover_s) + 1)),
+                "errors.retry.timeout": str(int(cover_s * 1000)),
+                "errors.retry.delay.max.ms": "1000",
+                "errors.tolerance": "none"}
 
     def describe(self) -> str:
-        return (f"tasks.max={self.tasks} batch.size={self.batch_size} consumer.max.poll.records={self.max_poll} "
+        return (f"{self.name}: tasks.max={self.tasks} batch.size={self.batch_size} "
+                f"consumer.max.poll.records={self.max_poll} "
                 f"dialect.postgres.unnest.insert.enabled={str(self.unnest).lower()} "
-                f"use.reduction.buffer={str(self.reduction).lower()}")
+                f"use.reduction.buffer={str(self.reduction).lower()} "
+                + " ".join(f"{k}={v}" for k, v in self.failure_handling().items()))
 
 
 class RegionGuard:
     name = "regionguard"
+    config = "router+replayer"
 
     def __init__(self, broker: Broker, logs: Path, partitions: int) -> None:
         self.broker, self.logs, self.partitions = broker, logs, partitions
         self.procs: list[ServiceProcess] = []
 
-    def prepare(self, tag: str, db: str, port: int, records_for: list[int], keys: int) -> None:
+    def prepare(self, tag: str, db: str, port: int, records_for: list[int], keys: int, warmup: int) -> None:
         doc = {"kafka": {"bootstrap": self.broker.bootstrap, "topic_prefix": f"peer{tag}.",
                          "partitions": self.partitions},
                "regions": {"eu": {"dsn": f"postgresql://postgres@{PG_HOST}:{port}/{db}"}},
@@ -301,7 +390,8 @@ class RegionGuard:
         ensure_topics(cfg)
         self.cfg_path = self.logs / f"rg-{tag}.yaml"
         self.cfg_path.write_text(yaml.safe_dump(doc))
-        produce(self.broker.bootstrap, cfg.topic("writes", "eu"), rg_records(records_for, keys))
+        produce(self.broker.bootstrap, cfg.topic("writes", "eu"), rg_warmup(keys, warmup))
+        self.held = produce_held(self.broker.bootstrap, cfg.topic("writes", "eu"), rg_records(records_for, keys))
 
     def start(self) -> None:
         env = {**os.environ, "KAFKA_BOOTSTRAP": self.broker.bootstrap}
@@ -324,13 +414,15 @@ class Peer:
 
     def __init__(self, broker: Broker, logs: Path, partitions: int, settings: PeerSettings) -> None:
         self.broker, self.logs, self.partitions, self.s = broker, logs, partitions, settings
+        self.config = settings.name
         self.proc: subprocess.Popen[bytes] | None = None
         self.libs, self.plugins = peer_jars()
 
-    def prepare(self, tag: str, db: str, port: int, records_for: list[int], keys: int) -> None:
+    def prepare(self, tag: str, db: str, port: int, records_for: list[int], keys: int, warmup: int) -> None:
         topic = f"peer{tag}.users"
         create_topics(self.broker.bootstrap, {topic: self.partitions})
-        produce(self.broker.bootstrap, topic, peer_records(records_for, keys))
+        produce(self.broker.bootstrap, topic, peer_warmup(keys, warmup))
+        self.held = produce_held(self.broker.bootstrap, topic, peer_records(records_for, keys))
         self.rest = free_port()
         work = self.logs / f"connect-{tag}"
         work.mkdir(parents=True, exist_ok=True)
@@ -345,6 +437,7 @@ class Peer:
             "plugin.discovery": "service_load",  # no class scan: the plugin ships ServiceLoader manifests
             "listeners": f"http://127.0.0.1:{self.rest}",
             "consumer.max.poll.records": str(self.s.max_poll),
+            "consumer.isolation.level": "read_committed",  # the timed batch appears at once (produce_held)
         }
         conn = {
             "name": CONNECTOR,
@@ -361,6 +454,7 @@ class Peer:
             "batch.size": str(self.s.batch_size),
             "dialect.postgres.unnest.insert.enabled": str(self.s.unnest).lower(),
             "use.reduction.buffer": str(self.s.reduction).lower(),
+            **self.s.failure_handling(),
         }
         self.worker_path, self.conn_path = work / "worker.properties", work / "connector.properties"
         self.worker_path.write_text("".join(f"{k}={v}\n" for k, v in worker.items()))
@@ -432,27 +526,45 @@ class Peer:
 class Result:
     system: str
     run: str
-    wps: float = 0.0
+    config: str = ""
+    wps: float | None = None  # None: the run did not complete, so it has no rate
     tally: Tally = field(default_factory=Tally)
     complete: bool = False
     resume_s: float | None = None
     notes: list[str] = field(default_factory=list)
 
 
-async def wait_done(dsn: str, n: int, keys: int, timeout: float, quiet_s: float = 3.0) -> tuple[Tally, bool]:
-    """Until every row is at its last value, at least n applications happened and nothing moved for quiet_s."""
+async def wait_done(dsn: str, n: int, keys: int, every: int, timeout: float,
+                    quiet_s: float = 3.0) -> tuple[Tally, bool]:
+    """Until every timed row is settled and nothing moved for quiet_s. Writes are applied in order per
+    key, so a row at its last value has had all of them (the peer's reduction buffer may fold a key's
+    writes within one batch into one application: not missing, just ``short`` of an application each)."""
     conn = await asyncpg.connect(dsn)
     try:
         deadline = time.monotonic() + timeout
         last, since = -1, time.monotonic()
         while time.monotonic() < deadline:
-            t = await tally(conn, n, keys)
+            t = await tally(conn, n, keys, every)
             if t.applications != last:
                 last, since = t.applications, time.monotonic()
-            elif t.at_last == keys and t.applications >= n and time.monotonic() - since >= quiet_s:
+            elif t.settled == keys and time.monotonic() - since >= quiet_s:
                 return t, True
             await asyncio.sleep(0.5)
-        return await tally(conn, n, keys), False
+        return await tally(conn, n, keys, every), False
+    finally:
+        await conn.close()
+
+
+async def wait_warm(dsn: str, keys: int, warmup: int, timeout: float) -> None:
+    """Until the warm-up's rows are all there: the process is up, its consumer has its partitions,
+    its code and connections have done ``warmup`` writes."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        deadline = time.monotonic() + timeout
+        while await conn.fetchval("SELECT count(*) FROM users WHERE id >= $1", keys) < warmup:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the warm-up was not applied in {timeout:.0f} s")
+            await asyncio.sleep(0.2)
     finally:
         await conn.close()
 
@@ -506,24 +618,35 @@ async def fault_window(system, dsn: str, proxy: FaultProxy, n: int, fault_s: flo
 
 def one_run(system, run: str, n: int, keys: int, order: list[int], args) -> Result:
     tag = uuid.uuid4().hex[:8]
+    every = args.overtake_every if run == "overtake" else 0
     db = asyncio.run(fresh_db(f"rg_peer_{system.name}_{tag}"))
     dsn = f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{db}"
     proxy = FaultProxy(PG_HOST, PG_PORT, name=f"{system.name}-db") if run in FAULTS else None
-    res = Result(system.name, run)
+    res = Result(system.name, run, system.config)
     try:
-        system.prepare(tag, db, proxy.port if proxy else PG_PORT, order, keys)
+        system.prepare(tag, db, proxy.port if proxy else PG_PORT, order, keys, args.warmup)
         system.start()
+        try:
+            asyncio.run(wait_warm(dsn, keys, args.warmup, args.timeout))
+        except TimeoutError as e:
+            system.held.abort_transaction(60)
+            res.notes.append(f"INCOMPLETE: {e}; at the end: {system.state()}")
+            return res
+        system.held.commit_transaction(60)  # the timed writes appear, all at once
         if proxy is not None:
             asyncio.run(fault_window(system, dsn, proxy, n, args.fault_s, args.resume_wait, res, FAULTS[run]))
             if res.resume_s is None and isinstance(system, Peer) and system.failed_trace():
                 res.notes.append("task FAILED: " + system.failed_trace()[:300])
                 res.notes.append("operator: POST /connectors/<name>/restart?includeTasks=true&onlyFailed=true")
                 system.operator_restart()
-        res.tally, res.complete = asyncio.run(wait_done(dsn, n, keys, timeout=args.timeout))
-        res.wps = n / res.tally.span_s if res.tally.span_s > 0 else 0.0
+        res.tally, res.complete = asyncio.run(wait_done(dsn, n, keys, every, timeout=args.timeout))
+        if res.complete and res.tally.span_s > 0:
+            res.wps = n / res.tally.span_s
+        else:
+            res.complete = False
+            res.notes.append(f"INCOMPLETE after {args.timeout:.0f} s: {keys - res.tally.settled:,} rows not at "
+                             "their last value")
         res.notes.append(f"at the end: {system.state()}")
-        if not res.complete:
-            res.notes.append(f"INCOMPLETE after {args.timeout:.0f} s")
     finally:
         system.stop()
         if proxy is not None:
@@ -532,41 +655,102 @@ def one_run(system, run: str, n: int, keys: int, order: list[int], args) -> Resu
     return res
 
 
-def describe(res: Result, n: int, keys: int) -> str:
+def describe(res: Result, rnd: int) -> str:
     t = res.tally
-    return (f"  {res.system:<11} {res.wps:>9,.0f} writes/s  span {t.span_s:6.1f} s  applications {t.applications:,}"
-            f"  dupes {t.dupes:,}  short {t.short:,}  rows not at last value {keys - t.at_last:,}"
+    rate = "incomplete" if res.wps is None else f"{res.wps:,.0f} writes/s"
+    return (f"  round {rnd} {res.system:<11} {res.config:<15} {rate:>18}  span {t.span_s:6.1f} s  "
+            f"applications {t.applications:,}  dupes {t.dupes:,}  regressed {t.regressed:,}  short {t.short:,}"
             + (f"  resume {fmt_resume(res.resume_s)} s" if res.run in FAULTS else "")
             + "".join(f"\n      {x}" for x in res.notes))
+
+
+def git_commit() -> str:
+    proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return proc.stdout.strip() or "unknown"
+
+
+def summary(results: list[tuple[int, Result]], runs: list[str], rounds: int) -> str:
+    """Per run: median (range) per system and configuration, the peer's best, the ratio to it; the PEER line."""
+    out: list[str] = []
+    best_plain: str | None = None
+    for run in runs:
+        by: dict[str, list[float | None]] = {}
+        rows = [r for _, r in results if r.run == run]
+        for r in rows:
+            by.setdefault(r.config if r.system == "peer" else "regionguard", []).append(r.wps)
+        peers = {c: v for c, v in by.items() if c != "regionguard"}
+        best = best_config(peers)
+        if run == "plain":
+            best_plain = best
+        out.append(f"{run}: writes/s median (min-max) over {rounds} rounds")
+        for c, v in by.items():
+            mark = "  <- the peer's best" if c == best else ""
+            out.append(f"  {c:<15} {spread(v).text()}{mark}")
+            if c != "regionguard" and "regionguard" in by:
+                out.append(f"  {'':<15} regionguard / {c}: {spread(ratios(by['regionguard'], v)).text('{:.2f}')}")
+        for system in ("regionguard", "peer"):
+            mine = [r for r in rows if r.system == system]
+            if mine:
+                out.append(f"  {system}: applied twice max {max(r.tally.dupes for r in mine):,}, "
+                           f"regressed max {max(r.tally.regressed for r in mine):,}, "
+                           f"incomplete {sum(not r.complete for r in mine)} of {len(mine)}")
+                if run in FAULTS:
+                    out.append(f"  {system}: resume after the heal (s): "
+                               + ", ".join(fmt_resume(r.resume_s) for r in mine))
+    plain = [r for _, r in results if r.run == "plain"]
+    rg = [r.wps for r in plain if r.system == "regionguard"]
+    peer = [r.wps for r in plain if r.system == "peer" and r.config == best_plain] if best_plain else []
+    wrong = [r for _, r in results if r.run in ("dupes", "overtake")]
+
+    def worst(system: str, attr: str) -> int | None:
+        vals = [getattr(r.tally, attr) for r in wrong if r.system == system and r.complete]
+        return max(vals) if vals else None
+    out.append(peer_line(spread(rg), spread(peer) if peer else None, best_plain,
+                         spread(ratios(rg, peer)) if peer else None,
+                         {s: worst(s, "dupes") for s in ("regionguard", "peer")},
+                         {s: worst(s, "regressed") for s in ("regionguard", "peer")}))
+    return "\n".join(out)
 
 
 def main() -> int:
     exit_on_sigterm()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=200_000)
-    ap.add_argument("--keys", type=int, default=50_000)
+    ap.add_argument("--n", type=int, default=50_000, help="timed writes per run")
+    ap.add_argument("--keys", type=int, default=25_000,
+                    help="2 writes a key at the default N: far enough apart that no batch folds them")
+    ap.add_argument("--warmup", type=int, default=5_000, help="writes drained first, on keys of their own")
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--partitions", type=int, default=12)
     ap.add_argument("--dup-fraction", type=float, default=0.2)
-    ap.add_argument("--dup-lag", type=int, default=1000, help="records between an event and its resend")
+    ap.add_argument("--dup-lag", type=int, default=1000, help="records between a write and its resend")
+    ap.add_argument("--overtake-every", type=int, default=5,
+                    help="overtake: every this many keys, the second-to-last write is resent after the last")
     ap.add_argument("--fault-s", type=float, default=20.0)
     ap.add_argument("--resume-wait", type=float, default=60.0,
                     help="how long after the heal a system may take to apply again before it counts as 'never'")
     ap.add_argument("--timeout", type=float, default=300.0, help="bound of one system's run")
-    ap.add_argument("--runs", default="plain,dupes,fault,down",
-                    help="plain, dupes, fault (DB blackholed), down (DB connections reset and refused)")
+    ap.add_argument("--runs", default="plain,overtake", help=", ".join(RUNS))
     ap.add_argument("--system", choices=["both", "regionguard", "peer"], default="both")
+    ap.add_argument("--peer-configs", default="t2-unnest,t4-unnest",
+                    help="t<tasks.max>-unnest or t<tasks.max>-batch, comma-separated; the best is named")
     ap.add_argument("--peer-batch-size", type=int, default=PeerSettings.batch_size)
     ap.add_argument("--peer-max-poll", type=int, default=PeerSettings.max_poll)
-    ap.add_argument("--peer-tasks", type=int, default=PeerSettings.tasks)
-    ap.add_argument("--peer-unnest", action=argparse.BooleanOptionalAction, default=PeerSettings.unnest,
-                    help="dialect.postgres.unnest.insert.enabled")
-    ap.add_argument("--peer-reduction", action=argparse.BooleanOptionalAction, default=PeerSettings.reduction,
-                    help="use.reduction.buffer (one record per key and batch)")
+    ap.add_argument("--results", type=Path, default=RESULTS_CSV, help="the CSV every round appends to")
     args = ap.parse_args()
     runs = [r.strip() for r in args.runs.split(",") if r.strip()]
+    try:
+        configs = parse_peer_configs(args.peer_configs)
+    except BadPeerConfig as e:
+        ap.error(str(e))  # one line, exit 2
+    if unknown := [r for r in runs if r not in RUNS]:
+        ap.error(f"unknown run {unknown[0]!r}: one of {', '.join(RUNS)}")
+    if args.rounds < 1 or args.n < 1 or args.keys < 1 or args.warmup < 0 or args.overtake_every < 1:
+        ap.error("--rounds, --n, --keys and --overtake-every must be positive, --warmup not negative")
 
-    settings = PeerSettings(args.peer_batch_size, args.peer_max_poll, args.peer_tasks, args.peer_unnest,
-                            args.peer_reduction)
+    settings = [PeerSettings.of(c, batch_size=args.peer_batch_size, max_poll=args.peer_max_poll,
+                                outage_s=args.fault_s) for c in configs]
+    systems = (["regionguard"] if args.system != "peer" else []) + \
+              ([s.name for s in settings] if args.system != "regionguard" else [])
     broker = Broker.from_env(default="apache")
     started = not broker.is_running()
     logs = Path(tempfile.gettempdir()) / "regionguard-bench"
@@ -575,41 +759,39 @@ def main() -> int:
         peer_jars()  # resolve (once) before the broker starts
     if started:
         broker.start()
-    results: dict[tuple[str, str], Result] = {}
+    commit = git_commit()
+    results: list[tuple[int, Result]] = []
     try:
-        print(f"N={args.n:,} upserts over {args.keys:,} keys, {args.partitions} partitions, Apache Kafka "
-              f"{KAFKA_VERSION} ({broker.bootstrap}); peer: Kafka Connect {KAFKA_VERSION} standalone + "
-              f"Debezium JDBC sink {DEBEZIUM_VERSION}, {settings.describe()}", flush=True)
-        for run in runs:
-            order = send_order(args.n, args.dup_fraction if run == "dupes" else 0.0, args.dup_lag)
-            print(f"run {run}: {len(order):,} records"
-                  + (f", DB {FAULTS[run]} {args.fault_s:.0f} s at ~30%" if run in FAULTS else ""), flush=True)
-            for name in (["regionguard", "peer"] if args.system == "both" else [args.system]):
-                system = (RegionGuard(broker, logs, args.partitions) if name == "regionguard"
-                          else Peer(broker, logs, args.partitions, settings))
-                res = one_run(system, run, args.n, args.keys, order, args)
-                results[(name, run)] = res
-                print(describe(res, args.n, args.keys), flush=True)
+        print(f"N={args.n:,} timed upserts over {args.keys:,} keys after {args.warmup:,} warm-up writes, "
+              f"{args.partitions} partitions, {args.rounds} rounds, Apache Kafka {KAFKA_VERSION} "
+              f"({broker.bootstrap}); peer: Kafka Connect {KAFKA_VERSION} standalone + Debezium JDBC sink "
+              f"{DEBEZIUM_VERSION}; commit {commit}; load average {os.getloadavg()[0]:.1f}", flush=True)
+        for s in settings:
+            print("  peer " + s.describe(), flush=True)
+        for rnd in range(1, args.rounds + 1):
+            for run in runs:
+                if run == "overtake":
+                    order = overtake_order(args.n, args.keys, args.overtake_every, args.dup_lag)
+                else:
+                    order = send_order(args.n, args.dup_fraction if run == "dupes" else 0.0, args.dup_lag)
+                print(f"round {rnd} run {run}: {len(order):,} records, load average {os.getloadavg()[0]:.1f}"
+                      + (f", DB {FAULTS[run]} {args.fault_s:.0f} s at ~30%" if run in FAULTS else ""), flush=True)
+                for name in round_order(rnd, systems):
+                    system = (RegionGuard(broker, logs, args.partitions) if name == "regionguard"
+                              else Peer(broker, logs, args.partitions, next(s for s in settings if s.name == name)))
+                    res = one_run(system, run, args.n, args.keys, order, args)
+                    results.append((rnd, res))
+                    print(describe(res, rnd), flush=True)
+                    append_csv(args.results, csv_row(
+                        date=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()), commit=commit, run=run,
+                        system=res.system, config=res.config, round=rnd, n=args.n, wps=res.wps,
+                        complete=res.complete, dupes=res.tally.dupes, regressed=res.tally.regressed,
+                        resume_s=res.resume_s))
     finally:
         if started:
             broker.stop()
-
-    def get(system: str, run: str) -> Result | None:
-        return results.get((system, run))
-
     print()
-    print("| run | system | writes/s | applications | applied twice | missing | rows not at last value | resume after heal (s) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
-    for (name, run), r in results.items():
-        print(f"| {run} | {name} | {r.wps:,.0f} | {r.tally.applications:,} | {r.tally.dupes:,} | {r.tally.short:,} | "
-              f"{args.keys - r.tally.at_last:,} | {fmt_resume(r.resume_s) if run in FAULTS else ''} |")
-    rg_plain, peer_plain = get("regionguard", "plain"), get("peer", "plain")
-    rg_d, peer_d = get("regionguard", "dupes"), get("peer", "dupes")
-    rg_f, peer_f = get("regionguard", "fault"), get("peer", "fault")
-    print(peer_line(rg_plain.wps if rg_plain else 0.0, peer_plain.wps if peer_plain else 0.0,
-                    rg_d.tally.dupes if rg_d and rg_d.complete else None,  # na: the run never finished
-                    peer_d.tally.dupes if peer_d and peer_d.complete else None,
-                    rg_f.resume_s if rg_f else None, peer_f.resume_s if peer_f else None))
+    print(summary(results, runs, args.rounds))
     return 0
 
 

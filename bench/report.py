@@ -10,7 +10,9 @@ the docs always names its date and commit, and is rewritten by
 replay's between ``<!-- replay:begin -->`` and ``<!-- replay:end -->``). A unit
 test holds the docs to the CSVs. A measurement that failed its database count
 has an empty rate: it is left out of the medians, and the rounds column says
-how many were complete.
+how many were complete. The peer bench (bench/peer_sink.py) has its own table,
+one row per invocation, run and system or peer configuration, between
+``<!-- peer:begin -->`` and ``<!-- peer:end -->``.
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ RESULTS = ROOT / "bench" / "results"
 BASELINES = ("raw", "raw_lanes", "copy_upsert", "copy_inbox")
 BEGIN, END = "<!-- router_apply:begin -->", "<!-- router_apply:end -->"
 REPLAY_BEGIN, REPLAY_END = "<!-- replay:begin -->", "<!-- replay:end -->"
+PEER_BEGIN, PEER_END = "<!-- peer:begin -->", "<!-- peer:end -->"
 
 
 def invocations(rows: list[dict]) -> list[list[dict]]:
     runs: list[list[dict]] = []
     for row in rows:
-        if row["round"] == "1" or not runs:
+        # the peer bench writes several rows a round: a new invocation is a round 1 after a later round
+        if not runs or (row["round"] == "1" and runs[-1][-1]["round"] != "1"):
             runs.append([])
         runs[-1].append(row)
     return runs
@@ -86,6 +90,50 @@ def router_apply_table(path: Path = RESULTS / "router_apply.csv") -> str:
     return "\n".join(lines)
 
 
+def _median_range(values: list[float], fmt: str) -> str:
+    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+
+
+def _resume(run: str, grp: list[dict]) -> str:
+    """Fault runs only: every round's seconds from the heal to the next application, ``never`` when
+    the system did not apply again by itself (the bench then restarts the peer as an operator would)."""
+    if run not in ("fault", "down"):
+        return ""
+    return " · ".join(r["resume_s"] or "never" for r in grp)
+
+
+def peer_table(path: Path = RESULTS / "peer.csv") -> str:
+    """Median (min-max) writes/s per system or peer configuration over an invocation's rounds, and
+    regionguard's ratio to each configuration round by round; a group with an incomplete round
+    shows ``incomplete``, never a rate. Applied twice and regressed: the worst round."""
+    rows = list(csv.DictReader(path.open())) if path.exists() else []
+    head = ("| date (UTC) | commit | run | system | config | writes | rounds complete | writes/s median (min-max) "
+            "| regionguard / this, median (min-max) | applied twice (max) | regressed (max) | resume after heal (s) |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for inv in invocations(rows):
+        groups: dict[tuple[str, str, str], list[dict]] = {}
+        for r in inv:
+            groups.setdefault((r["run"], r["system"], r["config"]), []).append(r)
+        for (run, system, config), grp in groups.items():
+            done = [r for r in grp if r["complete"] == "yes" and r["wps"]]
+            rate = (_median_range([float(r["wps"]) for r in done], "{:,.0f}") if len(done) == len(grp)
+                    else "incomplete")
+            ratio = ""
+            if system != "regionguard":
+                rg = {r["round"]: r for r in groups.get((run, "regionguard", "router+replayer"), [])}
+                pairs = [(rg.get(r["round"]), r) for r in grp]
+                if pairs and all(a and a["complete"] == "yes" and b["complete"] == "yes" and a["wps"] and b["wps"]
+                                 for a, b in pairs):
+                    ratio = _median_range([float(a["wps"]) / float(b["wps"]) for a, b in pairs], "{:.2f}")
+                elif pairs:
+                    ratio = "incomplete"
+            worst = lambda f: max((int(r[f]) for r in grp if r[f] != ""), default=0)  # noqa: E731
+            lines.append(f"| {grp[0]['date'][:16].replace('T', ' ')} | {grp[0]['commit']} | {run} | {system} | "
+                         f"{config} | {int(grp[0]['n']):,} | {len(done)} of {len(grp)} | {rate} | {ratio} | "
+                         f"{worst('dupes'):,} | {worst('regressed'):,} | {_resume(run, grp)} |")
+    return "\n".join(lines)
+
+
 def rewrite(doc: Path, table: str, begin: str = BEGIN, end: str = END, text: str | None = None) -> str:
     """``doc``'s text (or ``text``) with ``table`` between the markers."""
     text = doc.read_text() if text is None else text
@@ -103,9 +151,10 @@ def main() -> int:
     if args.write:
         text = rewrite(args.write, router_apply_table())
         text = rewrite(args.write, replay_table(), REPLAY_BEGIN, REPLAY_END, text)
+        text = rewrite(args.write, peer_table(), PEER_BEGIN, PEER_END, text)
         args.write.write_text(text)
     else:
-        print(router_apply_table() + "\n\n" + replay_table())
+        print(router_apply_table() + "\n\n" + replay_table() + "\n\n" + peer_table())
     return 0
 
 

@@ -70,3 +70,46 @@ def test_the_docs_hold_the_replay_table_the_raw_rows_give():
     doc = ROOT / "docs" / "benchmarks.md"
     assert report.rewrite(doc, report.replay_table(), report.REPLAY_BEGIN, report.REPLAY_END) == doc.read_text(), \
         "run: python bench/report.py --write docs/benchmarks.md"
+
+
+PEER_CSV = """date,commit,run,system,config,round,n,wps,complete,dupes,regressed,resume_s
+2026-12-08T04:30:00+00:00,abc1234,plain,regionguard,router+replayer,1,1000,300,yes,0,0,
+2026-12-08T04:30:10+00:00,abc1234,plain,peer,t2-unnest,1,1000,100,yes,0,0,
+2026-12-08T04:30:20+00:00,abc1234,plain,peer,t4-unnest,1,1000,150,yes,0,0,
+2026-12-08T04:30:30+00:00,abc1234,overtake,regionguard,router+replayer,1,1000,250,yes,0,0,
+2026-12-08T04:30:40+00:00,abc1234,overtake,peer,t4-unnest,1,1000,120,yes,200,200,
+2026-12-08T04:31:00+00:00,abc1234,plain,peer,t4-unnest,2,1000,,no,0,0,
+2026-12-08T04:31:10+00:00,abc1234,plain,peer,t2-unnest,2,1000,200,yes,0,0,
+2026-12-08T04:31:20+00:00,abc1234,plain,regionguard,router+replayer,2,1000,500,yes,0,0,
+2026-12-08T04:31:30+00:00,abc1234,overtake,peer,t4-unnest,2,1000,100,yes,180,190,
+2026-12-08T04:31:40+00:00,abc1234,overtake,regionguard,router+replayer,2,1000,200,yes,0,0,
+2026-12-08T05:00:00+00:00,def5678,plain,regionguard,router+replayer,1,1000,400,yes,0,0,
+2026-12-08T05:01:00+00:00,def5678,down,regionguard,router+replayer,1,1000,40,yes,0,0,2.1
+2026-12-08T05:02:00+00:00,def5678,down,peer,t4-unnest,1,1000,10,yes,0,0,
+"""
+
+
+def test_the_peer_table_gives_median_range_ratio_and_never_a_rate_for_an_incomplete_run(tmp_path):
+    path = tmp_path / "peer.csv"
+    path.write_text(PEER_CSV)
+    rows = {tuple(c.strip() for c in line.split("|")[2:6]): line
+            for line in report.peer_table(path).splitlines()[2:]}
+    assert len(rows) == 8  # two invocations: plain x 3 and overtake x 2, then plain and down
+    rg = rows[("abc1234", "plain", "regionguard", "router+replayer")]
+    assert "| 2 of 2 | 400 (300-500) |" in rg
+    t2 = rows[("abc1234", "plain", "peer", "t2-unnest")]
+    # ratios per round: 300/100 = 3.00, 500/200 = 2.50
+    assert "| 150 (100-200) | 2.75 (2.50-3.00) |" in t2
+    t4 = rows[("abc1234", "plain", "peer", "t4-unnest")]
+    assert "| 1 of 2 | incomplete | incomplete |" in t4 and "150 (" not in t4
+    ot = rows[("abc1234", "overtake", "peer", "t4-unnest")]
+    assert ot.endswith("| 200 | 200 |  |")  # the worst round's applied twice and regressed
+    assert rows[("def5678", "down", "regionguard", "router+replayer")].endswith("| 2.1 |")
+    assert rows[("def5678", "down", "peer", "t4-unnest")].endswith("| never |")  # it did not resume by itself
+    assert "| 1 of 1 | 400 (400-400) |" in rows[("def5678", "plain", "regionguard", "router+replayer")]
+
+
+def test_the_docs_hold_the_peer_table_the_raw_rows_give():
+    doc = ROOT / "docs" / "benchmarks.md"
+    assert report.rewrite(doc, report.peer_table(), report.PEER_BEGIN, report.PEER_END) == doc.read_text(), \
+        "run: python bench/report.py --write docs/benchmarks.md"
