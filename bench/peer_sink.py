@@ -87,7 +87,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from peer_rounds import (BadPeerConfig, PeerConfig, append_csv, best_config, csv_row, overtake_order,  # noqa: E402
                          parse_peer_configs, peer_line, ratios, round_order, spread)
-from router_apply import ADMIN_DSN, drop_db, exit_on_sigterm, produce_records  # noqa: E402
+from router_apply import ADMIN_DSN, drop_db, exit_on_sigterm, produce_all, produce_records  # noqa: E402
 
 from regionguard.core.config import parse_config  # noqa: E402
 from regionguard.core.kafka import ensure_topics, producer_conf  # noqa: E402
@@ -322,14 +322,7 @@ def produce_held(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]])
                                              "transaction.timeout.ms": 600_000}))
     p.init_transactions(60)
     p.begin_transaction()
-    for key, value in records:
-        while True:
-            try:
-                p.produce(topic, key=key, value=value)
-                break
-            except BufferError:
-                p.poll(0.05)
-        p.poll(0)
+    produce_all(p, topic, records)
     if p.flush(60):
         raise RuntimeError(f"could not deliver every record to {topic}")
     return p
@@ -467,7 +460,7 @@ class Peer:
                          "logger.kafka.name = org.apache.kafka.clients\nlogger.kafka.level = WARN\n"
                          "logger.hib.name = org.hibernate\nlogger.hib.level = WARN\n")
         self.log_path = work / "connect.log"
-        self.cmd = [shutil.which("java") or "java", f"-Xms256m", f"-Xmx{self.s.heap}",
+        self.cmd = [shutil.which("java") or "java", "-Xms256m", f"-Xmx{self.s.heap}",
                     f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{self.libs}/*",
                     "org.apache.kafka.connect.cli.ConnectStandalone", str(self.worker_path), str(self.conn_path)]
 

@@ -31,6 +31,11 @@ REPLAY_BEGIN, REPLAY_END = "<!-- replay:begin -->", "<!-- replay:end -->"
 PEER_BEGIN, PEER_END = "<!-- peer:begin -->", "<!-- peer:end -->"
 
 
+def _head(head: str) -> list[str]:
+    """A Markdown table's header row and the rule under it."""
+    return [head, "|" + "---|" * (head.count("|") - 1)]
+
+
 def invocations(rows: list[dict]) -> list[list[dict]]:
     runs: list[list[dict]] = []
     for row in rows:
@@ -60,7 +65,7 @@ def replay_table(path: Path = RESULTS / "replay.csv") -> str:
     head = ("| date (UTC) | commit | held writes | complete rounds | "
             + " | ".join(f"{m} (writes/s)" for m in measures) + " | closed -> direct (s) | "
             + " | ".join(f"replay/{b}" for b in BASELINES) + " |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    lines = _head(head)
     for run in invocations(rows):
         first = run[0]
         done = sum(1 for r in run if not r.get("failed"))
@@ -78,7 +83,7 @@ def router_apply_table(path: Path = RESULTS / "router_apply.csv") -> str:
     head = ("| date (UTC) | commit | writes | inbox prefill | rounds | router (writes/s) | "
             + " | ".join(f"{b} (writes/s)" for b in BASELINES) + " | "
             + " | ".join(f"router/{b}" for b in BASELINES) + " |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    lines = _head(head)
     for run in invocations(rows):
         first = run[0]
         ratios = [statistics.median(float(r["router"]) / float(r[b]) for r in run) for b in BASELINES]
@@ -109,7 +114,7 @@ def peer_table(path: Path = RESULTS / "peer.csv") -> str:
     rows = list(csv.DictReader(path.open())) if path.exists() else []
     head = ("| date (UTC) | commit | run | system | config | writes | rounds complete | writes/s median (min-max) "
             "| regionguard / this, median (min-max) | applied twice (max) | regressed (max) | resume after heal (s) |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    lines = _head(head)
     for inv in invocations(rows):
         groups: dict[tuple[str, str, str], list[dict]] = {}
         for r in inv:

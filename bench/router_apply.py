@@ -103,9 +103,8 @@ def user_upserts(n: int):
         yield f"users/{i}".encode(), json.dumps(ev).encode()
 
 
-def produce_records(bootstrap: str, topic: str, records) -> int:
-    """Produce (key, value) pairs as fast as the client takes them; returns how many."""
-    p = Producer(producer_conf(bootstrap, **{"linger.ms": 20}))
+def produce_all(p: Producer, topic: str, records) -> int:
+    """Produce (key, value) pairs on ``p`` as fast as it takes them (a full queue is waited out); how many."""
     n = 0
     for key, value in records:
         while True:
@@ -116,6 +115,13 @@ def produce_records(bootstrap: str, topic: str, records) -> int:
                 p.poll(0.05)
         p.poll(0)
         n += 1
+    return n
+
+
+def produce_records(bootstrap: str, topic: str, records) -> int:
+    """Produce (key, value) pairs as fast as the client takes them; returns how many."""
+    p = Producer(producer_conf(bootstrap, **{"linger.ms": 20}))
+    n = produce_all(p, topic, records)
     if p.flush(60):
         raise RuntimeError(f"could not deliver every record to {topic}")
     return n
